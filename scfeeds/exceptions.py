@@ -1,0 +1,88 @@
+"""Exceptions raised by scfeeds.
+
+Per-item problems (a malformed segment, a failed download, a row that breaks a rule) are
+*data*: they come back as rows of a failures / errors frame and never interrupt a batch.
+Exceptions are for misuse and for callers who ask for them (``raise_for_failures()``).
+
+::
+
+    ScfeedsError
+    ├── ConfigurationError        you called it wrong (also a ValueError)
+    ├── FetchError                a transfer failed (raised only on request)
+    │   ├── HTTPStatusError       the server answered with a non-retryable status
+    │   ├── TransferError         connection reset, timeout, truncated body
+    │   └── FetchFailures         raise_for_failures(): some items did not land
+    ├── ParseError                the bytes are not what the format says
+    │   ├── X12Error              X12 syntax or envelope problem
+    │   ├── XMLError              malformed or unsafe XML (entities refused)
+    │   └── ExportError           CSV / Excel export problem (e.g. missing columns)
+    └── ValidationError           rows break the canonical schema (raised only on request)
+"""
+
+from __future__ import annotations
+
+
+class ScfeedsError(Exception):
+    """Base class of every error scfeeds raises."""
+
+
+class ConfigurationError(ScfeedsError, ValueError):
+    """An option or argument is wrong; the message says how to fix it."""
+
+
+class FetchError(ScfeedsError):
+    """A transfer failed."""
+
+
+class HTTPStatusError(FetchError):
+    """The server answered with a status that is not retried (or retries ran out)."""
+
+    def __init__(self, message: str, *, status: int, url: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class TransferError(FetchError):
+    """Connection reset, timeout or a body shorter than announced."""
+
+
+class FetchFailures(FetchError):
+    """Raised by ``FetchReport.raise_for_failures()`` when some items did not land."""
+
+
+class ParseError(ScfeedsError):
+    """Input bytes are not valid for their format.
+
+    ``source`` names the file, ``position`` the segment number, row or XPath, ``rule`` the
+    rule that was broken.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        position: str | None = None,
+        rule: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.position = position
+        self.rule = rule
+
+
+class X12Error(ParseError):
+    """X12 syntax or envelope problem."""
+
+
+class XMLError(ParseError):
+    """Malformed or unsafe XML."""
+
+
+class ExportError(ParseError):
+    """A CSV or Excel export cannot be mapped to its canonical table."""
+
+
+class ValidationError(ScfeedsError):
+    """Rows break the canonical schema (only raised when the caller asks for it)."""

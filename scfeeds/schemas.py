@@ -1,0 +1,99 @@
+"""Canonical tables: one column set per document type, used by every parser.
+
+The column names and dtypes here are the contract between readers (X12, CSV/XLSX, cXML),
+validation, the lake and the match engine. Money and quantities are exact decimals.
+
+Provenance columns come first in every table:
+
+- ``source``: the file path or URL the row came from;
+- ``position``: where in that source (``"segment 34"`` for X12, ``"row 12"`` for CSV/XLSX
+  (1-based data row, header excluded), an XPath such as
+  ``"/cXML/Request/InvoiceDetailRequest/InvoiceDetailOrder[2]/InvoiceDetailItem[1]"`` for XML);
+- ``interchange_control``, ``group_control``, ``set_control``: ISA13 / GS06 / ST02 for X12,
+  null otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import polars as pl
+
+TableName = Literal["po_lines", "asn_lines", "invoice_lines", "receipts"]
+TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+
+QTY: Final = pl.Decimal(18, 4)
+MONEY: Final = pl.Decimal(18, 4)
+
+PROVENANCE: Final[dict[str, pl.DataType]] = {
+    "source": pl.String(),
+    "position": pl.String(),
+    "interchange_control": pl.String(),
+    "group_control": pl.String(),
+    "set_control": pl.String(),
+}
+
+COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
+    "po_lines": {
+        "supplier_id": pl.String(),
+        "po_number": pl.String(),
+        "po_date": pl.Date(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "description": pl.String(),
+        "qty_ordered": QTY,
+        "uom": pl.String(),
+        "unit_price": MONEY,
+        "currency": pl.String(),
+    },
+    "asn_lines": {
+        "supplier_id": pl.String(),
+        "shipment_id": pl.String(),
+        "ship_date": pl.Date(),
+        "po_number": pl.String(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "qty_shipped": QTY,
+        "uom": pl.String(),
+        "pack_id": pl.String(),
+        "carrier": pl.String(),
+        "tracking": pl.String(),
+    },
+    "invoice_lines": {
+        "supplier_id": pl.String(),
+        "invoice_number": pl.String(),
+        "invoice_date": pl.Date(),
+        "po_number": pl.String(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "qty_invoiced": QTY,
+        "uom": pl.String(),
+        "unit_price": MONEY,
+        "line_amount": MONEY,
+        "currency": pl.String(),
+    },
+    "receipts": {
+        "supplier_id": pl.String(),
+        "po_number": pl.String(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "qty_received": QTY,
+        "uom": pl.String(),
+        "receipt_date": pl.Date(),
+        "location": pl.String(),
+    },
+}
+
+
+def schema(table: TableName) -> pl.Schema:
+    """The full canonical schema of ``table``: provenance columns, then the table's own."""
+    if table not in COLUMNS:
+        from scfeeds.exceptions import ConfigurationError
+
+        raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    return pl.Schema({**PROVENANCE, **COLUMNS[table]})
+
+
+def empty(table: TableName) -> pl.DataFrame:
+    """An empty frame with the canonical schema of ``table``."""
+    return pl.DataFrame(schema=schema(table))
