@@ -185,9 +185,7 @@ def commits(lake: str | os.PathLike[str]) -> Iterator[Commit]:
 
 
 def _committed_files(lake: Path, prefix: str) -> list[str]:
-    return sorted(
-        str(lake / f) for c in commits(lake) for f in c.files if f.startswith(prefix)
-    )
+    return sorted(str(lake / f) for c in commits(lake) for f in c.files if f.startswith(prefix))
 
 
 def scan_lake(
