@@ -1,0 +1,1 @@
+"""Implementation of :mod:`scfeeds.portal` (the simulated supplier portal)."""

@@ -1,0 +1,615 @@
+"""Ways to run the portal: on the caller's loop, in a thread, in a process, or from the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from scfeeds._portal._app import ADMIN_HEADER, PortalState, build_app
+from scfeeds._portal._catalog import Catalog
+from scfeeds._portal._knobs import PortalKnobs, make_knobs
+from scfeeds.exceptions import ConfigurationError
+
+logger = logging.getLogger("scfeeds.portal")
+
+DEFAULT_PORT: Final = 8765
+# In-flight (possibly throttled) responses get this long to finish when the portal stops.
+SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+def check_bind(host: str, *, allow_public: bool) -> None:
+    """Refuse a non-loopback bind address unless ``allow_public``."""
+    if allow_public or host == "localhost":
+        return
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot resolve portal host {host!r}: {exc}") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses or not all(address.is_loopback for address in addresses):
+        raise ConfigurationError(
+            f"refusing to bind the portal to {host!r}: it is not a loopback address and the "
+            "portal has no real security; pass allow_public=True (CLI: --allow-public) to expose it"
+        )
+
+
+class Portal:
+    """A portal running on the current event loop (yielded by :func:`serve`).
+
+    Its methods touch the server state directly: call them from the loop that runs it.
+    """
+
+    def __init__(self, url: str, state: PortalState) -> None:
+        self.url = url
+        self._state = state
+
+    @property
+    def knobs(self) -> PortalKnobs:
+        """The knobs in force."""
+        return self._state.knobs
+
+    @property
+    def feed_ids(self) -> list[str]:
+        """Ids of the served feeds, in listing order."""
+        return list(self._state.catalog.feeds)
+
+    def stats(self) -> dict[str, Any]:
+        """What the portal served so far (see ``GET /v1/stats``)."""
+        snapshot = self._state.stats.snapshot()
+        snapshot["knobs"] = self._state.knobs.describe()
+        return snapshot
+
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+        self._state.stats.reset()
+
+    def set_knobs(self, **changes: Any) -> PortalKnobs:
+        """Change knobs live (``seed`` restarts the per-request decisions too)."""
+        return self._state.set_knobs(**changes)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} knobs={self.knobs!r}>"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    root: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_public: bool = False,
+    knobs: PortalKnobs | None = None,
+    access_log: bool = True,
+    admin_secret: str | None = None,
+    **knob_changes: Any,
+) -> AsyncIterator[Portal]:
+    """Serve the feeds under ``root`` on the running event loop.
+
+    Parameters
+    ----------
+    root
+        A synth world (with ``catalog.parquet``) or any folder of feed files.
+    host, port
+        Where to listen; ``port=0`` picks a free port (read it from ``portal.url``).
+    allow_public
+        Required to bind anything other than a loopback address.
+    knobs
+        A :class:`PortalKnobs`; keyword arguments (``latency=0.05``, ``error_rate=0.1`` ...)
+        override its fields.
+    access_log
+        Log one line per request to ``aiohttp.access`` (never includes the token).
+    admin_secret
+        Enables ``PUT /v1/admin/knobs`` and ``POST /v1/admin/reset-stats`` for callers that
+        send it in ``X-Portal-Admin`` (used by :func:`serve_in_process`).
+
+    Yields
+    ------
+    Portal
+        ``.url`` (``http://127.0.0.1:PORT``), ``.stats()``, ``.reset_stats()``, ``.set_knobs()``.
+
+    Examples
+    --------
+    >>> async with serve("demo", latency=0.05, error_rate=0.1, seed=1) as portal:  # doctest: +SKIP
+    ...     async with aiohttp.ClientSession() as s:
+    ...         feeds = await (await s.get(f"{portal.url}/v1/feeds")).json()
+    """
+    settings = make_knobs(knobs, knob_changes)
+    check_bind(host, allow_public=allow_public)
+    catalog = await asyncio.to_thread(Catalog.load, root)
+    state = PortalState(catalog, settings, admin_secret=admin_secret)
+    runner_kwargs: dict[str, Any] = {} if access_log else {"access_log": None}
+    runner = web.AppRunner(
+        build_app(state), shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False, **runner_kwargs
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown}:{bound_port}"
+        logger.info(
+            "portal: serving %d feeds of %s at %s (%s)",
+            len(catalog.feeds),
+            catalog.root,
+            url,
+            settings.describe(),
+        )
+        yield Portal(url, state)
+    finally:
+        await runner.cleanup()
+
+
+class ThreadPortal:
+    """A portal on its own event loop in a daemon thread (yielded by :func:`serve_in_thread`).
+
+    Safe to use from any thread, including a notebook cell whose kernel loop is running.
+    """
+
+    def __init__(
+        self, portal: Portal, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+    ) -> None:
+        self.url = portal.url
+        self.thread = thread
+        self._portal = portal
+        self._loop = loop
+
+    def _call(self, func: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return func()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
+
+    @property
+    def knobs(self) -> PortalKnobs:
+        """The knobs in force."""
+        knobs: PortalKnobs = self._call(lambda: self._portal.knobs)
+        return knobs
+
+    def stats(self) -> dict[str, Any]:
+        """What the portal served so far."""
+        stats: dict[str, Any] = self._call(self._portal.stats)
+        return stats
+
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+        self._call(self._portal.reset_stats)
+
+    def set_knobs(self, **changes: Any) -> PortalKnobs:
+        """Change knobs live."""
+        knobs: PortalKnobs = self._call(lambda: self._portal.set_knobs(**changes))
+        return knobs
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"<ThreadPortal {self.url} thread={self.thread.name}>"
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    root: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_public: bool = False,
+    knobs: PortalKnobs | None = None,
+    access_log: bool = True,
+    startup_timeout: float = 60.0,
+    **knob_changes: Any,
+) -> Iterator[ThreadPortal]:
+    """Run the portal on its own event loop in a daemon thread.
+
+    A client on another loop (a notebook kernel's, or ``asyncio.run`` in a script) can then
+    talk to it without ever blocking the loop that serves it. Arguments as for :func:`serve`.
+
+    Examples
+    --------
+    >>> with serve_in_thread("demo", error_rate=0.05) as portal:  # doctest: +SKIP
+    ...     print(portal.url, portal.stats()["requests"])
+    """
+    settings = make_knobs(knobs, knob_changes)  # bad knobs raise here, in the caller's thread
+    check_bind(host, allow_public=allow_public)
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        try:
+            async with serve(
+                root,
+                host=host,
+                port=port,
+                allow_public=allow_public,
+                knobs=settings,
+                access_log=access_log,
+            ) as portal:
+                box.update(portal=portal, loop=asyncio.get_running_loop(), stop=stop)
+                ready.set()
+                await stop.wait()
+        except BaseException as exc:
+            if ready.is_set():
+                raise
+            box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(
+        target=asyncio.run, args=(main(),), name="scfeeds-portal", daemon=True
+    )
+    thread.start()
+    if not ready.wait(startup_timeout):
+        raise TimeoutError(f"portal did not start within {startup_timeout} s")
+    if "error" in box:
+        thread.join()
+        raise box["error"]
+    loop: asyncio.AbstractEventLoop = box["loop"]
+    try:
+        yield ThreadPortal(box["portal"], loop, thread)
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(timeout=SHUTDOWN_TIMEOUT + 10)
+
+
+class ProcessPortal:
+    """A portal in a child process (yielded by :func:`serve_in_process`); talks over HTTP."""
+
+    def __init__(
+        self, url: str, process: subprocess.Popen[bytes], admin_secret: str, knobs: PortalKnobs
+    ) -> None:
+        self.url = url
+        self._knobs = knobs
+        self.process = process
+        self._secret = admin_secret
+        # Loopback only: never route these through a proxy from the environment.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.process.pid
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={ADMIN_HEADER: self._secret}
+        )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        with self._opener.open(request, timeout=30) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def stats(self) -> dict[str, Any]:
+        """What the portal served so far (``GET /v1/stats``)."""
+        stats: dict[str, Any] = self._request("GET", "/v1/stats")
+        return stats
+
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+        self._request("POST", "/v1/admin/reset-stats")
+
+    @property
+    def knobs(self) -> PortalKnobs:
+        """The knobs in force."""
+        return self._knobs
+
+    def set_knobs(self, **changes: Any) -> PortalKnobs:
+        """Change knobs live in the child (validated here first, with the same errors)."""
+        knobs = self._knobs.replace(**changes)
+        self._request("PUT", "/v1/admin/knobs", changes)
+        self._knobs = knobs
+        return knobs
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"<ProcessPortal {self.url} pid={self.pid}>"
+
+
+def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                raise TimeoutError(f"portal process did not start within {timeout} s")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buffer += chunk
+    return buffer
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # EOF on stdin is the child's signal to stop gracefully
+    try:
+        process.wait(timeout=SHUTDOWN_TIMEOUT + 5)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # SIGTERM to this PID only
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@contextlib.contextmanager
+def serve_in_process(
+    root: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_public: bool = False,
+    knobs: PortalKnobs | None = None,
+    access_log: bool = False,
+    startup_timeout: float = 60.0,
+    **knob_changes: Any,
+) -> Iterator[ProcessPortal]:
+    """Run the portal in a child Python process (for benchmarks: its CPU is not yours).
+
+    Settings reach the child on its stdin (a token never appears on a command line); stats
+    and knob changes travel over HTTP on loopback, guarded by a per-run admin secret. On exit
+    the child is asked to stop (stdin closed), then terminated by PID if it lingers.
+
+    Examples
+    --------
+    >>> with serve_in_process("demo", latency=0.01) as portal:  # doctest: +SKIP
+    ...     print(portal.url, portal.pid)
+    """
+    settings = make_knobs(knobs, knob_changes)
+    check_bind(host, allow_public=allow_public)
+    secret = secrets.token_urlsafe(24)
+    config = {
+        "root": str(Path(root).resolve()),
+        "host": host,
+        "port": port,
+        "allow_public": allow_public,
+        "access_log": access_log,
+        "knobs": settings.to_wire(),
+        "admin_secret": secret,
+    }
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scfeeds._portal"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config).encode() + b"\n")
+        process.stdin.flush()
+        line = _read_line(process, startup_timeout)
+        if not line:
+            raise RuntimeError(f"portal process exited with code {process.wait()} before serving")
+        info = json.loads(line)
+        if "error" in info:
+            if info.get("type") == "ConfigurationError":
+                raise ConfigurationError(info["error"])
+            raise RuntimeError(f"portal process failed: {info['type']}: {info['error']}")
+        yield ProcessPortal(str(info["url"]), process, secret, settings)
+    finally:
+        _stop_process(process)
+
+
+async def _child_main() -> int:
+    """Entry point of the ``serve_in_process`` child: config on stdin, URL on stdout."""
+    config = json.loads(sys.stdin.buffer.readline())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    def watch_stdin() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the parent is done with us
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    knobs = dict(config["knobs"])
+    for name in ("error_statuses", "apply_to"):
+        knobs[name] = tuple(knobs[name])
+    try:
+        async with serve(
+            config["root"],
+            host=config["host"],
+            port=config["port"],
+            allow_public=config["allow_public"],
+            access_log=config["access_log"],
+            knobs=PortalKnobs(**knobs),
+            admin_secret=config["admin_secret"],
+        ) as portal:
+            print(json.dumps({"url": portal.url, "pid": os.getpid()}), flush=True)
+            await stop.wait()
+    except Exception as exc:
+        print(json.dumps({"error": str(exc), "type": type(exc).__name__}), flush=True)
+        return 1
+    return 0
+
+
+def run_forever(
+    root: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    allow_public: bool = False,
+    knobs: PortalKnobs | None = None,
+    access_log: bool = True,
+    announce: Callable[[Portal], None] | None = None,
+    **knob_changes: Any,
+) -> None:
+    """Serve until Ctrl-C or SIGTERM (the ``scfeeds portal`` command).
+
+    ``announce`` is called once the portal listens (default: print the URL to stdout).
+    """
+
+    def default_announce(portal: Portal) -> None:
+        print(
+            f"scfeeds portal: {len(portal.feed_ids)} feeds at {portal.url} (Ctrl-C to stop)",
+            flush=True,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        async with serve(
+            root,
+            host=host,
+            port=port,
+            allow_public=allow_public,
+            knobs=knobs,
+            access_log=access_log,
+            **knob_changes,
+        ) as portal:
+            (announce or default_announce)(portal)
+            await stop.wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``portal`` subcommand to an ``argparse`` subparsers object.
+
+    The parser's default ``handler`` is :func:`cli_portal` (``args.handler(args)`` -> exit code).
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "portal",
+        help="serve a folder of feeds as a simulated supplier portal",
+        description=(
+            "Serve DIR (a synth world or any folder of .x12/.csv/.xlsx/.xml/.ndjson/.parquet "
+            "files) over HTTP on loopback, with optional latency and fault knobs. "
+            "Endpoints: /v1/feeds, /v1/feeds/{id}, /v1/feeds/{id}/lines, /v1/blob/{n}, /v1/stats."
+        ),
+    )
+    parser.add_argument("root", metavar="DIR", help="folder to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 = any free)",
+    )
+    parser.add_argument("--allow-public", action="store_true", help="allow a non-loopback --host")
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    knobs = parser.add_argument_group("fault knobs (all deterministic under --seed)")
+    knobs.add_argument("--seed", type=int, default=0)
+    knobs.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="seconds before each response"
+    )
+    knobs.add_argument(
+        "--jitter", type=float, default=0.0, metavar="S", help="± seconds around --latency"
+    )
+    knobs.add_argument(
+        "--error-rate", type=float, default=0.0, metavar="P", help="share of 5xx answers"
+    )
+    knobs.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="R",
+        help="requests/s per client (429 beyond)",
+    )
+    knobs.add_argument(
+        "--burst", type=int, default=None, metavar="N", help="token bucket size of --rate-limit"
+    )
+    knobs.add_argument("--retry-after-form", choices=("seconds", "http-date"), default="seconds")
+    knobs.add_argument(
+        "--reset-rate", type=float, default=0.0, metavar="P", help="share of reset connections"
+    )
+    knobs.add_argument(
+        "--truncate-rate", type=float, default=0.0, metavar="P", help="share of truncated bodies"
+    )
+    knobs.add_argument(
+        "--slow-body",
+        type=float,
+        default=None,
+        metavar="BPS",
+        help="throttle bodies to BPS bytes/s",
+    )
+    knobs.add_argument(
+        "--token-env",
+        metavar="VAR",
+        default=None,
+        help="require 'Authorization: Bearer $VAR' (the token is read from the environment "
+        "variable VAR, never from the command line)",
+    )
+    parser.set_defaults(handler=cli_portal)
+    return parser
+
+
+def cli_portal(args: argparse.Namespace) -> int:
+    """Run ``scfeeds portal`` from parsed arguments; returns the exit code."""
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            print(
+                f"scfeeds portal: environment variable {args.token_env} is empty or unset",
+                file=sys.stderr,
+            )
+            return 2
+    if not args.quiet and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        run_forever(
+            args.root,
+            host=args.host,
+            port=args.port,
+            allow_public=args.allow_public,
+            access_log=not args.quiet,
+            seed=args.seed,
+            latency=args.latency,
+            jitter=args.jitter,
+            error_rate=args.error_rate,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            retry_after_form=args.retry_after_form,
+            reset_rate=args.reset_rate,
+            truncate_rate=args.truncate_rate,
+            slow_body=args.slow_body,
+            token=token,
+        )
+    except ConfigurationError as exc:
+        print(f"scfeeds portal: {exc}", file=sys.stderr)
+        return 2
+    return 0
