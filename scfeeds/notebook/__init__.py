@@ -1,0 +1,46 @@
+"""Notebook front-ends: live fetch progress, a concurrency/chunk-size tuner, a heap profiler.
+
+The edge of the package: nothing in ``scfeeds`` imports this module, and ipywidgets and memray
+(the ``notebook`` extra) are imported only here. Charts are SVG drawn by scfeeds, so every
+view renders offline in JupyterLab and is saved with the notebook.
+
+- :class:`FetchProgress` / :func:`auto_progress`: what ``fetch(progress="auto")`` shows.
+- :class:`ConcurrencyTuner` with :class:`FeedDriver`: sliders, start/stop, live charts, sweeps.
+- :class:`MemoryProfiler`: peak heap, top allocation sites, heap over time (memray);
+  ``%load_ext scfeeds.notebook`` adds the ``%%scfeeds_memray`` cell magic.
+- :func:`compare_buffering`: in-memory buffering vs streaming to disk, side by side.
+"""
+
+from __future__ import annotations
+
+from scfeeds.notebook._memory import (
+    MemoryProfile,
+    MemoryProfiler,
+    load_ipython_extension,
+    read_capture,
+)
+from scfeeds.notebook._metrics import Probe, Sample
+from scfeeds.notebook._progress import FetchProgress, auto_progress
+from scfeeds.notebook._tuner import (
+    ConcurrencyTuner,
+    RunPlan,
+    SweepResult,
+    TunerDriver,
+    recommend,
+)
+
+__all__ = [
+    "ConcurrencyTuner",
+    "FetchProgress",
+    "MemoryProfile",
+    "MemoryProfiler",
+    "Probe",
+    "RunPlan",
+    "Sample",
+    "SweepResult",
+    "TunerDriver",
+    "auto_progress",
+    "load_ipython_extension",
+    "read_capture",
+    "recommend",
+]

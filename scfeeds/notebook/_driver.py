@@ -1,0 +1,214 @@
+"""FeedDriver: the tuner's link to the real fetch engine, for any paged feed.
+
+It pages through ``feed_url`` (``?offset=&limit=``, e.g. the portal's ``lines_url``) with
+``scfeeds.fetch`` and a :class:`~scfeeds._fetch._limiter.FetchController`, which is what lets a
+slider change the running fetch's ``max_at_once`` and lets the charts read the per-host AIMD
+limit. Pages are planned lazily from an async generator, so a chunk-size change applies to the
+pages not yet requested. Each pass lands in a fresh temporary directory that is deleted after
+the pass: the tuner measures transfer, it does not keep data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scfeeds._config import Limits, Retry, Timeout
+from scfeeds._fetch._engine import fetch
+from scfeeds._fetch._limiter import FetchController
+from scfeeds._fetch._plan import ChunkRequest, plan_chunks
+from scfeeds._fetch._report import ProgressEvent
+from scfeeds.notebook._metrics import Probe
+from scfeeds.notebook._tuner import RunPlan
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Totals:
+    """Progress summed over passes (each pass is one ``fetch`` call that counts from zero)."""
+
+    total: int | None
+    done: int
+    succeeded: int
+    failed: int
+    unchanged: int
+    retried: int
+    throttled: int
+    bytes: int
+    elapsed: float
+    throughput_bps: float
+    concurrency: int
+    in_flight: int
+    finished: bool
+
+
+_ZERO = _Totals(
+    total=None,
+    done=0,
+    succeeded=0,
+    failed=0,
+    unchanged=0,
+    retried=0,
+    throttled=0,
+    bytes=0,
+    elapsed=0.0,
+    throughput_bps=0.0,
+    concurrency=0,
+    in_flight=0,
+    finished=False,
+)
+
+
+def _add(base: _Totals, event: ProgressEvent, *, total: int | None) -> _Totals:
+    elapsed = base.elapsed + event.elapsed
+    nbytes = base.bytes + event.bytes
+    return _Totals(
+        total=total,
+        done=base.done + event.done,
+        succeeded=base.succeeded + event.succeeded,
+        failed=base.failed + event.failed,
+        unchanged=base.unchanged + event.unchanged,
+        retried=base.retried + event.retried,
+        throttled=base.throttled + event.throttled,
+        bytes=nbytes,
+        elapsed=elapsed,
+        throughput_bps=nbytes / elapsed if elapsed > 0 else 0.0,
+        concurrency=event.concurrency,
+        in_flight=event.in_flight,
+        finished=False,
+    )
+
+
+class FeedDriver:
+    """Runs ``scfeeds.fetch`` over a paged feed for :class:`ConcurrencyTuner`.
+
+    Parameters
+    ----------
+    feed_url
+        The paged endpoint (``offset``/``limit`` query parameters), e.g. a portal feed's
+        ``lines_url``.
+    total
+        Records in the feed (the listing's ``records``).
+    headers, retry, timeout
+        Passed to ``fetch`` (``headers`` may carry the bearer token; it is never shown).
+    adaptive
+        Let the engine's AIMD move each host's limit below the ceiling (the point of the
+        "AIMD limit" chart); ``False`` keeps the limit where the slider puts it.
+    max_limit
+        Highest ``max_at_once`` a slider may set (sizes the connection pool).
+    """
+
+    def __init__(
+        self,
+        feed_url: str,
+        *,
+        total: int,
+        headers: Mapping[str, str] | None = None,
+        retry: Retry | int | None = None,
+        timeout: Timeout | float | None = None,
+        adaptive: bool = True,
+        max_limit: int = 256,
+    ) -> None:
+        plan_chunks(feed_url, total=total, chunk_size=1)[:0]  # validates the URL and total
+        if total < 1:
+            raise ValueError(f"total must be >= 1 record, got {total}")
+        self.feed_url = feed_url
+        self.total = total
+        self.headers = dict(headers or {})
+        self.retry = retry
+        self.timeout = timeout
+        self.adaptive = adaptive
+        self.max_limit = max_limit
+        self.controller: FetchController | None = None
+        self._max_at_once: int | None = None
+        self._last_limit: int | None = None
+
+    def __repr__(self) -> str:
+        # headers are left out on purpose: they may carry a token.
+        return f"FeedDriver({self.feed_url!r}, total={self.total})"
+
+    def set_max_at_once(self, n: int) -> None:
+        """Change the running pass's limit now, and the limit of passes to come."""
+        self._max_at_once = n
+        ctl = self.controller
+        if ctl is not None and ctl.running:
+            ctl.set_max_at_once(n)
+
+    def take_latencies(self) -> list[float]:
+        """Latencies of requests completed since the last call, if the engine exposes them."""
+        take = getattr(self.controller, "take_latencies", None)
+        values: Any = take() if callable(take) else ()
+        return [float(v) for v in values]
+
+    def current_limit(self) -> int | None:
+        """The effective limit (the AIMD limit, capped by the ceiling) of the running pass,
+        or where the last pass ended; ``None`` before any pass."""
+        ctl = self.controller
+        if ctl is None:
+            return self._last_limit
+        return ctl.concurrency
+
+    async def _pages(
+        self, plan: RunPlan, start: int, budget: int | None
+    ) -> AsyncIterator[ChunkRequest]:
+        offset, planned = start, 0
+        while offset < self.total and (budget is None or planned < budget):
+            size = max(1, plan.chunk_size())
+            if budget is not None:
+                size = min(size, budget - planned)
+            size = min(size, self.total - offset)
+            (page,) = plan_chunks(self.feed_url, total=offset + size, chunk_size=size)[-1:]
+            yield ChunkRequest(url=page.url, offset=offset, limit=size, path=page.path)
+            offset += size
+            planned += size
+
+    async def run(self, plan: RunPlan, probe: Probe) -> None:
+        """Fetch ``plan.records`` records (pass after pass; forever if ``None``)."""
+        self._max_at_once = plan.max_at_once
+        remaining = plan.records
+        base = _ZERO
+        workdir = Path(tempfile.mkdtemp(prefix="scfeeds-tuner-"))
+        try:
+            pass_no = 0
+            while remaining is None or remaining > 0:
+                pass_no += 1
+                budget = None if remaining is None else min(remaining, self.total)
+                total_items = None if remaining is None else plan.records
+                ctl = FetchController(ceiling=self.max_limit)
+                ctl.set_max_at_once(min(self._max_at_once or plan.max_at_once, self.max_limit))
+                self.controller = ctl
+                frozen = base
+
+                def forward(event: ProgressEvent, frozen: _Totals = frozen) -> None:
+                    probe.on_event(_add(frozen, event, total=total_items))
+
+                dest = workdir / f"pass-{pass_no}"
+                report = await fetch(
+                    self._pages(plan, 0, budget),
+                    dest,
+                    limits=Limits(ctl.max_at_once, adaptive=self.adaptive),
+                    retry=self.retry,
+                    timeout=self.timeout,
+                    headers=self.headers,
+                    progress=forward,
+                    resume=False,
+                    controller=ctl,
+                )
+                self._last_limit = ctl.concurrency
+                for seconds in self.take_latencies():
+                    probe.on_latency(seconds)
+                quantiles = (report.latency_p50, report.latency_p90, report.latency_p99)
+                if None not in quantiles:
+                    probe.pass_latency = quantiles  # type: ignore[assignment]
+                last = probe.event
+                if last is not None and isinstance(last, _Totals):
+                    base = _Totals(**{**last.__dict__, "in_flight": 0})
+                shutil.rmtree(dest, ignore_errors=True)
+                if remaining is not None:
+                    remaining -= budget or 0
+        finally:
+            self.controller = None
+            shutil.rmtree(workdir, ignore_errors=True)

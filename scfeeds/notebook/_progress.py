@@ -1,0 +1,262 @@
+"""The fetch progress widget: a compact live line, red on failure, green when done.
+
+The fetch engine calls ``update(event)`` for every progress event and ``close(event)`` once at
+the end (see CONTRACTS.md "Fetch"). Events can arrive thousands of times per second; pushing
+each to the front end floods the kernel's IOPub channel (measured: 30k unthrottled updates were
+still draining after 60 s), so the widget redraws at most ``max_rate`` times per second, always
+shows the newest event, and schedules one trailing redraw so a stall never hides the last state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from html import escape
+from typing import Any, Literal, Protocol
+
+import ipywidgets as widgets
+
+from scfeeds.notebook import _format as fmt
+
+Status = Literal["running", "done", "failed"]
+
+#: tqdm's colours: ``success`` green when done, ``danger`` red when anything failed.
+_BAR_STYLE: dict[Status, str] = {"running": "info", "done": "success", "failed": "danger"}
+_STATUS_COLOR: dict[Status, str] = {"running": "#1f77b4", "done": "#2ca02c", "failed": "#d62728"}
+
+
+class ProgressEventLike(Protocol):
+    """The fields of ``scfeeds.ProgressEvent`` this widget reads."""
+
+    @property
+    def total(self) -> int | None: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def retried(self) -> int: ...
+    @property
+    def throttled(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def throughput_bps(self) -> float: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
+
+
+def eta_seconds(event: ProgressEventLike) -> float | None:
+    """Seconds left at the average item rate so far; ``None`` when it cannot be estimated."""
+    if event.finished:
+        return 0.0
+    if not event.total or event.done <= 0 or event.elapsed <= 0:
+        return None
+    remaining = max(event.total - event.done, 0)
+    return remaining * event.elapsed / event.done
+
+
+def status_of(event: ProgressEventLike | None, *, closed: bool) -> Status:
+    """``failed`` as soon as one item failed (and it stays so), ``done`` once closed."""
+    if event is not None and event.failed > 0:
+        return "failed"
+    return "done" if closed or (event is not None and event.finished) else "running"
+
+
+def summary_text(description: str, event: ProgressEventLike | None, *, closed: bool) -> str:
+    """One line of plain text with every number the widget shows."""
+    if event is None:
+        return f"{description}: waiting for the first event"
+    status = status_of(event, closed=closed)
+    total = "?" if event.total is None else fmt.count(event.total)
+    parts = [
+        f"{description}: {fmt.count(event.done)}/{total} items",
+        fmt.size(event.bytes),
+        fmt.rate(event.throughput_bps),
+        f"{event.retried} retried",
+        f"{event.throttled} throttled (429)",
+        f"{event.failed} failed",
+    ]
+    if event.unchanged:
+        parts.append(f"{event.unchanged} unchanged")
+    if status == "running":
+        parts.append(f"concurrency {event.concurrency} ({event.in_flight} in flight)")
+        parts.append(f"ETA {fmt.duration(eta_seconds(event))}")
+        parts.append(f"elapsed {fmt.duration(event.elapsed)}")
+    else:
+        parts.append(f"{status} in {fmt.duration(event.elapsed)}")
+    return " · ".join(parts)
+
+
+class FetchProgress:
+    """Live progress of a fetch in a notebook; pass it as ``fetch(..., progress=...)``.
+
+    Shows items done/total, bytes, throughput, retries, throttled (429) responses, failures,
+    the current concurrency and an ETA. The bar is blue while running, green when done, and
+    red as soon as anything failed; it stays on screen at the end, and its final state is kept
+    in the widget state saved with the notebook. Where widgets cannot render (a terminal,
+    nbval's plain-text comparison) it falls back to text: ``_repr_pretty_`` and the
+    ``text/plain`` part of its display, which is a stable label (no timings) so that re-running
+    a notebook under nbval gives the same output.
+
+    Parameters
+    ----------
+    total
+        Items expected; ``None`` until the first event says.
+    description
+        Label on the left.
+    max_rate
+        Redraws per second at most (events in between are coalesced, the newest wins).
+    show
+        Display the widget now (``False`` to place it yourself with ``display(progress)``).
+
+    Examples
+    --------
+    >>> progress = FetchProgress(total=120, show=False)
+    >>> progress.text()
+    'fetch: waiting for the first event'
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int | None = None,
+        description: str = "fetch",
+        max_rate: float = 10.0,
+        show: bool = True,
+    ) -> None:
+        if max_rate <= 0:
+            raise ValueError(f"max_rate must be > 0 redraws per second, got {max_rate!r}")
+        self.description = description
+        self.total = total
+        self.min_interval = 1.0 / max_rate
+        self.last_event: ProgressEventLike | None = None
+        self.closed = False
+        self.renders = 0
+        self._last_render = -math.inf
+        self._trailing: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()
+        self.label = widgets.HTML(value=f"<b>{escape(description)}</b>")
+        self.bar = widgets.IntProgress(
+            min=0,
+            max=max(total or 1, 1),
+            value=0,
+            bar_style=_BAR_STYLE["running"],
+            layout=widgets.Layout(width="220px"),
+        )
+        self.stats = widgets.HTML(value="waiting for the first event")
+        self.box = widgets.HBox(
+            [self.label, self.bar, self.stats],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
+        )
+        self.box.add_class("scfeeds-progress")
+        if show:
+            fmt.show(self)
+
+    # -- the progress protocol of scfeeds.fetch -------------------------------------------
+
+    def __call__(self, event: ProgressEventLike) -> None:
+        self.update(event)
+
+    def update(self, event: ProgressEventLike) -> None:
+        """Record ``event``; redraw now if the last redraw is older than ``1/max_rate`` s."""
+        with self._lock:
+            self.last_event = event
+            now = time.monotonic()
+            if now - self._last_render >= self.min_interval:
+                self._render_locked(now)
+            elif self._trailing is None:
+                self._schedule_trailing(self._last_render + self.min_interval - now)
+
+    def close(self, event: ProgressEventLike | None = None) -> None:
+        """Final redraw with ``event`` (or the last one seen): green, or red if anything failed."""
+        with self._lock:
+            if event is not None:
+                self.last_event = event
+            self.closed = True
+            if self._trailing is not None:
+                self._trailing.cancel()
+                self._trailing = None
+            self._render_locked(time.monotonic())
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        """``running``, ``done`` or ``failed``."""
+        return status_of(self.last_event, closed=self.closed)
+
+    def text(self) -> str:
+        """The current state as one line of plain text."""
+        return summary_text(self.description, self.last_event, closed=self.closed)
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _schedule_trailing(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # Called from plain threads: the next event or close() redraws instead.
+            return
+        self._trailing = loop.call_later(max(delay, 0.0), self._trailing_render)
+
+    def _trailing_render(self) -> None:
+        with self._lock:
+            self._trailing = None
+            if not self.closed:
+                self._render_locked(time.monotonic())
+
+    def _render_locked(self, now: float) -> None:
+        self._last_render = now
+        self.renders += 1
+        event = self.last_event
+        status = self.status
+        if event is not None:
+            total = event.total if event.total is not None else self.total
+            if total:
+                self.bar.max = max(total, 1)
+            self.bar.value = min(event.done, self.bar.max)
+        elif self.closed:
+            self.bar.value = self.bar.max
+        self.bar.bar_style = _BAR_STYLE[status]
+        color = _STATUS_COLOR[status]
+        self.stats.value = (
+            f'<span class="scfeeds-progress-text" data-status="{status}" '
+            f'style="color:{color};font-family:monospace;font-size:12px">'
+            f"{escape(self.text())}</span>"
+        )
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.text())
+
+    def __repr__(self) -> str:
+        return f"<FetchProgress {self.text()}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = self.box._repr_mimebundle_(**kwargs)
+        total = "?" if self.total is None else fmt.count(self.total)
+        # A stable label, not the live numbers: nbval compares text/plain of the first display
+        # and ignores later updates, so timings here would make every re-run differ.
+        bundle["text/plain"] = f"FetchProgress({self.description!r}, total={total})"
+        return bundle
+
+
+def auto_progress(*, total: int | None = None, description: str = "fetch") -> FetchProgress:
+    """The progress object ``fetch(progress="auto")`` uses inside a Jupyter kernel.
+
+    Creates a :class:`FetchProgress`, displays it in the current cell and returns it; the
+    fetch engine then calls its ``update(event)`` and ``close(event)``.
+    """
+    return FetchProgress(total=total, description=description, show=True)
