@@ -1,0 +1,127 @@
+"""Landing: temporary files hashed while written, atomic rename, and the resume manifest.
+
+Layout inside ``dest``::
+
+    dest/<path>                        landed files (complete or absent)
+    dest/.scfeeds/manifest.jsonl       one JSON line per landed item, appended after the rename
+    dest/.scfeeds/partial/<key>.part   body bytes of an interrupted transfer
+    dest/.scfeeds/partial/<key>.json   the validator (ETag / Last-Modified) those bytes belong to
+
+The manifest is append-only, so a process killed mid-write leaves at most one torn last
+line, which :meth:`Manifest.load` ignores; the last record of a key wins. Order of
+operations makes a kill at any point safe: bytes go to ``.part``, the rename publishes the
+file, then the manifest line records it. A kill between rename and manifest line costs one
+re-download of the same bytes to the same path (not a duplicate). Writes are not fsync'ed:
+this protects against a crashed or killed process, not against power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from scfeeds.exceptions import ConfigurationError
+
+META_DIR = ".scfeeds"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One manifest line. ``url`` is redacted; ``key`` identifies the full URL."""
+
+    key: str
+    url: str
+    path: str
+    bytes: int
+    sha256: str
+    etag: str | None
+    last_modified: str | None
+    attempts: int
+    time: str
+
+
+class Landing:
+    """The on-disk side of a fetch: manifest, partial files, final paths."""
+
+    def __init__(self, dest: str | os.PathLike[str]) -> None:
+        self.dest = Path(dest).resolve()
+        if self.dest.exists() and not self.dest.is_dir():
+            raise ConfigurationError(f"dest {str(self.dest)!r} exists and is not a directory")
+        self.meta = self.dest / META_DIR
+        self.partial = self.meta / "partial"
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.meta / "manifest.jsonl"
+        self._manifest = self.manifest_path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        self._manifest.close()
+        # Leave no empty scaffolding behind; partial files of interrupted runs stay.
+        with contextlib.suppress(OSError):
+            self.partial.rmdir()
+
+    def load(self) -> dict[str, Record]:
+        """The manifest as ``{key: last record}``; a torn last line is skipped."""
+        records: dict[str, Record] = {}
+        with self.manifest_path.open("r", encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    raw: dict[str, Any] = json.loads(line)
+                    record = Record(**raw)
+                except (ValueError, TypeError):
+                    continue
+                records[record.key] = record
+        return records
+
+    def append(self, record: Record) -> None:
+        self._manifest.write(json.dumps(asdict(record), separators=(",", ":")) + "\n")
+        self._manifest.flush()
+
+    def final(self, relpath: str) -> Path:
+        """The absolute path of a landed file, refusing anything outside ``dest``."""
+        path = (self.dest / relpath).resolve()
+        if not path.is_relative_to(self.dest) or path == self.dest:
+            raise ConfigurationError(f"landing path {relpath!r} escapes dest")
+        if path.is_relative_to(self.meta):
+            raise ConfigurationError(f"landing path {relpath!r} is inside {META_DIR}/")
+        return path
+
+    def part(self, key: str) -> Path:
+        return self.partial / f"{key}.part"
+
+    def part_meta(self, key: str) -> Path:
+        return self.partial / f"{key}.json"
+
+    def read_part_meta(self, key: str) -> dict[str, str | None] | None:
+        try:
+            data = json.loads(self.part_meta(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_part_meta(self, key: str, etag: str | None, last_modified: str | None) -> None:
+        tmp = self.part_meta(key).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"etag": etag, "last_modified": last_modified}))
+        os.replace(tmp, self.part_meta(key))
+
+    def discard_part(self, key: str) -> None:
+        for path in (self.part(key), self.part_meta(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def publish(self, key: str, relpath: str) -> Path:
+        """Atomically move the finished ``.part`` to its final path."""
+        final = self.final(relpath)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.part(key), final)
+        with contextlib.suppress(FileNotFoundError):
+            self.part_meta(key).unlink()
+        return final
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
