@@ -1,0 +1,585 @@
+"""Per-piece processing: counters, envelope checks and error rows, as polars expressions.
+
+Set numbers come from a cumulative sum over ``sid == "ST"`` (likewise GS and ISA), carried
+from piece to piece, so a set's rows are found without a Python loop. Checks that decide
+whether a set is delivered (ST/SE) are local to a piece because pieces hold whole sets;
+group and interchange checks (GS/GE, ISA/IEA) run once per source on the small frame of
+envelope segments and never withhold intact sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import polars as pl
+
+from scfeeds._x12._codes import CODES
+from scfeeds._x12._tokenize import ENVELOPE, Delimiters, Piece, split_elements, tokenize
+
+ERROR_SCHEMA: Final = pl.Schema(
+    {
+        "source": pl.String(),
+        "interchange_index": pl.Int64(),
+        "group_index": pl.Int64(),
+        "set_index": pl.Int64(),
+        "interchange_control": pl.String(),
+        "group_control": pl.String(),
+        "set_control": pl.String(),
+        "position": pl.String(),
+        "segment_id": pl.String(),
+        "element": pl.String(),
+        "code": pl.String(),
+        "level": pl.String(),
+        "message": pl.String(),
+    }
+)
+# Internal error rows before the control numbers are joined in.
+_RAW_ERROR: Final = pl.Schema(
+    {
+        "interchange_index": pl.Int64(),
+        "group_index": pl.Int64(),
+        "set_index": pl.Int64(),
+        "pos": pl.Int64(),
+        "segment_id": pl.String(),
+        "element": pl.String(),
+        "code": pl.String(),
+        "message": pl.String(),
+    }
+)
+# Codes that withhold a set's rows (and make the 997 reject it).
+REJECTING: Final = frozenset(
+    c for c, lvl in CODES.items() if lvl in ("set", "segment", "element")
+) | {"TRUNCATED"}
+
+ISA_SCHEMA: Final = pl.Schema(
+    {
+        "interchange_index": pl.Int64(),
+        "interchange_control": pl.String(),
+        "sender_qualifier": pl.String(),
+        "sender_id": pl.String(),
+        "receiver_qualifier": pl.String(),
+        "receiver_id": pl.String(),
+        "isa_version": pl.String(),
+        "isa_date": pl.String(),
+        "isa_time": pl.String(),
+        "usage": pl.String(),
+        "element_separator": pl.String(),
+        "component_separator": pl.String(),
+        "repetition_separator": pl.String(),
+        "segment_terminator": pl.String(),
+    }
+)
+GS_SCHEMA: Final = pl.Schema(
+    {
+        "group_index": pl.Int64(),
+        "functional_id": pl.String(),
+        "app_sender": pl.String(),
+        "app_receiver": pl.String(),
+        "group_control": pl.String(),
+        "version": pl.String(),
+    }
+)
+SET_SCHEMA: Final = pl.Schema(
+    {
+        "set_index": pl.Int64(),
+        "interchange_index": pl.Int64(),
+        "group_index": pl.Int64(),
+        "st_pos": pl.Int64(),
+        "set_id": pl.String(),
+        "set_control": pl.String(),
+        "segment_count": pl.Int64(),
+        "declared_count": pl.Int64(),
+    }
+)
+ENV_SCHEMA: Final = pl.Schema(
+    {
+        "pos": pl.Int64(),
+        "sid": pl.String(),
+        "interchange_index": pl.Int64(),
+        "group_index": pl.Int64(),
+        "set_index": pl.Int64(),
+        **{f"e{i:02d}": pl.String() for i in range(1, 17)},
+    }
+)
+
+
+def ctl_eq(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """Control numbers compared as integers (zero padding exists), else as trimmed text."""
+    ai, bi = a.str.strip_chars().cast(pl.Int64, strict=False), b.str.strip_chars().cast(
+        pl.Int64, strict=False
+    )
+    return (
+        pl.when(ai.is_not_null() & bi.is_not_null())
+        .then(ai == bi)
+        .otherwise(a.str.strip_chars().eq_missing(b.str.strip_chars()) & a.is_not_null())
+    )
+
+
+def seg(pos: pl.Expr) -> pl.Expr:
+    """``"segment N"`` from a position column."""
+    return pl.format("segment {}", pos)
+
+
+def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
+    exprs = []
+    for name, dtype in _RAW_ERROR.items():
+        v = cols.get(name)
+        if v is None:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+        elif isinstance(v, str):
+            exprs.append(pl.lit(v, dtype=dtype).alias(name))
+        else:
+            exprs.append(v.cast(dtype).alias(name))
+    return frame.select(exprs)
+
+
+@dataclass(slots=True)
+class PieceOut:
+    """What one piece yields: in-set data rows for the builders and its set table."""
+
+    rows: pl.DataFrame  # pos, raw, sid, set_index (data segments inside sets only)
+    sets: pl.DataFrame  # SET_SCHEMA plus rejected: bool
+    element: str
+
+
+@dataclass(slots=True)
+class SourceState:
+    """Counters and accumulated small frames of one source, carried across its pieces."""
+
+    source: str
+    pos: int = 0
+    isa: int = 0
+    gs: int = 0
+    st: int = 0
+    last_env: str | None = None
+    ends_cleanly: bool = True
+    delimiters: Delimiters | None = None
+    isa_info: list[pl.DataFrame] = field(default_factory=list)
+    gs_info: list[pl.DataFrame] = field(default_factory=list)
+    env: list[pl.DataFrame] = field(default_factory=list)
+    sets: list[pl.DataFrame] = field(default_factory=list)
+    errors: list[pl.DataFrame] = field(default_factory=list)
+    segments: list[pl.DataFrame] = field(default_factory=list)
+
+
+def process_piece(
+    st: SourceState, piece: Piece, *, keep_segments: bool, keep_env: bool
+) -> PieceOut | None:
+    """Tokenize one piece, check its sets and return its in-set rows."""
+    if piece.delimiters is None:
+        st.pos += 1
+        preview = piece.data[:24]
+        kind = "EMPTY" if not piece.data.strip() else "BAD_ISA"
+        msg = (
+            "no X12 data"
+            if kind == "EMPTY"
+            else f"expected an ISA header, found {preview!r}: not X12 or a damaged ISA"
+        )
+        st.errors.append(
+            _err(
+                pl.LazyFrame({"_": [0]}),
+                pos=pl.lit(st.pos),
+                segment_id=None,
+                code=kind,
+                message=pl.lit(msg),
+            ).collect()
+        )
+        return None
+    d = piece.delimiters
+    st.delimiters = d
+    tok = tokenize(piece.data, d)
+    n = tok.frame.height
+    sid = pl.col("sid")
+    is_env = sid.is_in(ENVELOPE)
+    frame = (
+        tok.frame.lazy()
+        .with_columns(
+            pos=pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos,
+            interchange_index=(sid == "ISA").cum_sum().cast(pl.Int64) + st.isa,
+            group_index=(sid == "GS").cum_sum().cast(pl.Int64) + st.gs,
+            set_index=(sid == "ST").cum_sum().cast(pl.Int64) + st.st,
+            last_env=pl.when(is_env).then(sid).forward_fill().fill_null(pl.lit(st.last_env)),
+        )
+        .with_columns(inset=(pl.col("last_env") == "ST") & ~is_env.fill_null(False))
+        .collect()
+    )
+    e = d.element
+    env = (
+        frame.lazy()
+        .filter(is_env)
+        .select(
+            "pos",
+            "sid",
+            "interchange_index",
+            "group_index",
+            "set_index",
+            *split_elements(pl.col("raw"), e, 16, "e"),
+        )
+        .collect()
+    )
+    if keep_env:
+        st.env.append(env)
+    # Interchange and group headers (small).
+    isa = env.lazy().filter(sid == "ISA")
+    st.isa_info.append(
+        isa.select(
+            pl.col("interchange_index"),
+            pl.col("e13").alias("interchange_control"),
+            pl.col("e05").str.strip_chars().alias("sender_qualifier"),
+            pl.col("e06").str.strip_chars().alias("sender_id"),
+            pl.col("e07").str.strip_chars().alias("receiver_qualifier"),
+            pl.col("e08").str.strip_chars().alias("receiver_id"),
+            pl.col("e12").alias("isa_version"),
+            pl.col("e09").alias("isa_date"),
+            pl.col("e10").alias("isa_time"),
+            pl.col("e15").alias("usage"),
+            pl.lit(d.element).alias("element_separator"),
+            pl.lit(d.component).alias("component_separator"),
+            pl.lit(d.repetition, dtype=pl.String).alias("repetition_separator"),
+            pl.lit(d.segment).alias("segment_terminator"),
+        ).collect()
+    )
+    st.gs_info.append(
+        env.lazy()
+        .filter(sid == "GS")
+        .select(
+            pl.col("group_index"),
+            pl.col("e01").alias("functional_id"),
+            pl.col("e02").alias("app_sender"),
+            pl.col("e03").alias("app_receiver"),
+            pl.col("e06").alias("group_control"),
+            pl.col("e08").alias("version"),
+        )
+        .collect()
+    )
+    last_pos = st.pos + n
+    shifted = env.lazy().with_columns(
+        nxt_sid=sid.shift(-1),
+        nxt_pos=pl.col("pos").shift(-1),
+        se01=pl.col("e01").shift(-1),
+        se02=pl.col("e02").shift(-1),
+        prv_sid=sid.shift(1).fill_null(pl.lit(st.last_env)),
+    )
+    sts = shifted.filter(sid == "ST").with_columns(
+        closed=pl.col("nxt_sid") == "SE",
+        count=pl.col("nxt_pos") - pl.col("pos") + 1,
+    )
+    ids = {
+        "interchange_index": pl.col("interchange_index"),
+        "group_index": pl.col("group_index"),
+        "set_index": pl.col("set_index"),
+    }
+    c = pl.col
+    errs: list[pl.LazyFrame] = [
+        _err(
+            sts.filter(c("closed") & (c("se01").cast(pl.Int64, strict=False) != c("count")).fill_null(True)),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("SE"),
+            element=pl.lit("SE01"),
+            code="SE01_COUNT",
+            message=pl.format(
+                "SE01 {} != {} segments counted from ST (segment {}) to SE",
+                c("se01").fill_null("(empty)"),
+                c("count"),
+                c("pos"),
+            ),
+        ),
+        _err(
+            sts.filter(c("closed") & ~ctl_eq(c("se02"), c("e02"))),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("SE"),
+            element=pl.lit("SE02"),
+            code="SE02_CONTROL",
+            message=pl.format(
+                "SE02 {} != ST02 {}", c("se02").fill_null("(empty)"), c("e02").fill_null("(empty)")
+            ),
+        ),
+        _err(
+            sts.filter(~c("closed").fill_null(False) & c("nxt_sid").is_not_null()),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=c("nxt_sid"),
+            code="SE_MISSING",
+            message=pl.format(
+                "set {} (ST at segment {}) is not closed by SE before {} at segment {}",
+                c("e02"),
+                c("pos"),
+                c("nxt_sid"),
+                c("nxt_pos"),
+            ),
+        ),
+        _err(
+            shifted.filter((sid == "SE") & (c("prv_sid").fill_null("") != "ST")),
+            **ids,
+            pos=c("pos"),
+            segment_id=pl.lit("SE"),
+            code="ST_MISSING",
+            message=pl.format("SE {} without an open ST", c("e02").fill_null("(empty)")),
+        ),
+    ]
+    open_last = sts.filter(c("nxt_sid").is_null())
+    if piece.at_eof:
+        where = "inside" if not tok.ends_cleanly else "after"
+        errs.append(
+            _err(
+                open_last,
+                **ids,
+                pos=pl.lit(last_pos),
+                segment_id=pl.lit(frame["sid"][-1] if n else None, dtype=pl.String),
+                code="TRUNCATED",
+                message=pl.format(
+                    "input ends {} segment {} before SE of set {} (ST at segment {})",
+                    pl.lit(where),
+                    pl.lit(last_pos),
+                    c("e02"),
+                    c("pos"),
+                ),
+            )
+        )
+    else:
+        errs.append(
+            _err(
+                open_last,
+                **ids,
+                pos=pl.lit(last_pos + 1),
+                code="SE_MISSING",
+                message=pl.format(
+                    "set {} (ST at segment {}) is not closed by SE before segment {}",
+                    c("e02"),
+                    c("pos"),
+                    pl.lit(last_pos + 1),
+                ),
+            )
+        )
+    lf = frame.lazy()
+    errs.append(
+        _err(
+            lf.filter(c("inset") & sid.is_null()),
+            **ids,
+            pos=c("pos"),
+            segment_id=c("raw").str.slice(0, 3),
+            code="SEGMENT_ID",
+            message=pl.format("not a segment ID at the start of {}", c("raw").str.slice(0, 30)),
+        )
+    )
+    outside = ~c("inset") & ~is_env.fill_null(False)
+    in_group = c("last_env").is_in(["GS", "SE"]).fill_null(False)
+    errs.append(
+        _err(
+            lf.with_columns(_o=outside)
+            .filter(c("_o") & ~c("_o").shift(1).fill_null(False))
+            .with_columns(
+                _code=pl.when(in_group).then(pl.lit("ST_MISSING")).otherwise(pl.lit("UNEXPECTED_DATA"))
+            ),
+            interchange_index=c("interchange_index"),
+            group_index=pl.when(in_group).then(c("group_index")),
+            pos=c("pos"),
+            segment_id=sid,
+            code=c("_code"),
+            message=pl.format(
+                "segment outside any transaction set: {}", c("raw").str.slice(0, 30)
+            ),
+        )
+    )
+    if tok.encoding_error is not None:
+        errs.append(
+            _err(
+                pl.LazyFrame({"_": [0]}),
+                pos=pl.lit(st.pos + tok.encoding_error),
+                code="ENCODING",
+                message=pl.lit(
+                    f"bytes in segment {st.pos + tok.encoding_error} are not UTF-8; "
+                    "read as Latin-1"
+                ),
+            )
+        )
+    err_frame = pl.concat(pl.collect_all(errs), how="vertical")
+    if err_frame.height:
+        st.errors.append(err_frame)
+    rejected = err_frame.filter(c("code").is_in(list(REJECTING)) & c("set_index").is_not_null())[
+        "set_index"
+    ].unique()
+    sets = (
+        sts.select(
+            c("set_index"),
+            c("interchange_index"),
+            c("group_index"),
+            c("pos").alias("st_pos"),
+            c("e01").alias("set_id"),
+            c("e02").alias("set_control"),
+            pl.when(c("closed")).then(c("count")).alias("segment_count"),
+            pl.when(c("closed")).then(c("se01").cast(pl.Int64, strict=False)).alias("declared_count"),
+        )
+        .with_columns(rejected=c("set_index").is_in(rejected.implode()))
+        .collect()
+    )
+    st.sets.append(sets)
+    if keep_segments:
+        st.segments.append(
+            frame.select(
+                pl.lit(st.source).alias("source"),
+                c("interchange_index"),
+                pl.when(~c("last_env").is_in(["GE", "IEA", "ISA"]).fill_null(True))
+                .then(c("group_index"))
+                .alias("group_index"),
+                pl.when(c("inset") | sid.is_in(["ST", "SE"])).then(c("set_index")).alias("set_index"),
+                c("pos").alias("segment"),
+                sid.alias("segment_id"),
+                c("raw").str.split(e).list.slice(1).alias("elements"),
+            )
+        )
+    # carry counters
+    if n:
+        st.pos = last_pos
+        st.isa = int(frame["interchange_index"][-1])
+        st.gs = int(frame["group_index"][-1])
+        st.st = int(frame["set_index"][-1])
+        st.last_env = frame["last_env"][-1]
+    st.ends_cleanly = tok.ends_cleanly
+    rows = frame.filter(c("inset")).select("pos", "raw", "sid", "set_index")
+    return PieceOut(rows, sets, e)
+
+
+def finish_source(st: SourceState) -> None:
+    """Group and interchange checks over the envelope segments of a whole source."""
+    if not st.env:
+        if not st.errors:
+            st.errors.append(
+                _err(pl.LazyFrame({"_": [0]}), pos=pl.lit(1), code="EMPTY", message=pl.lit("no X12 data")).collect()
+            )
+        return
+    env = pl.concat(st.env, how="vertical").lazy()
+    c = pl.col
+    sid = c("sid")
+    # Groups: the next GS/GE/ISA/IEA after a GS must be its GE.
+    g = env.filter(sid.is_in(["ISA", "GS", "GE", "IEA"])).with_columns(
+        nxt_sid=sid.shift(-1),
+        nxt_pos=c("pos").shift(-1),
+        ge01=c("e01").shift(-1),
+        ge02=c("e02").shift(-1),
+        nxt_st=c("set_index").shift(-1),
+        prv_sid=sid.shift(1),
+    )
+    gs = g.filter(sid == "GS").with_columns(n_sets=c("nxt_st") - c("set_index"))
+    grp = {"interchange_index": c("interchange_index"), "group_index": c("group_index")}
+    errs = [
+        _err(
+            gs.filter((c("nxt_sid") == "GE") & (c("ge01").cast(pl.Int64, strict=False) != c("n_sets")).fill_null(True)),
+            **grp,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("GE"),
+            element=pl.lit("GE01"),
+            code="GE01_COUNT",
+            message=pl.format("GE01 {} != {} sets in the group", c("ge01").fill_null("(empty)"), c("n_sets")),
+        ),
+        _err(
+            gs.filter((c("nxt_sid") == "GE") & ~ctl_eq(c("ge02"), c("e06"))),
+            **grp,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("GE"),
+            element=pl.lit("GE02"),
+            code="GE02_CONTROL",
+            message=pl.format("GE02 {} != GS06 {}", c("ge02").fill_null("(empty)"), c("e06").fill_null("(empty)")),
+        ),
+        _err(
+            gs.filter(c("nxt_sid").is_in(["GS", "ISA", "IEA"])),
+            **grp,
+            pos=c("nxt_pos"),
+            segment_id=c("nxt_sid"),
+            code="GE_MISSING",
+            message=pl.format("group {} (GS at segment {}) is not closed by GE before {}", c("e06"), c("pos"), c("nxt_sid")),
+        ),
+        _err(
+            g.filter((sid == "GE") & (c("prv_sid").fill_null("") != "GS")),
+            **grp,
+            pos=c("pos"),
+            segment_id=pl.lit("GE"),
+            code="GS_MISSING",
+            message=pl.lit("GE without an open GS"),
+        ),
+    ]
+    # ST outside a group: the last of GS/GE/ISA/IEA before it is not GS.
+    errs.append(
+        _err(
+            env.with_columns(
+                _g=pl.when(sid.is_in(["ISA", "GS", "GE", "IEA"])).then(sid).forward_fill()
+            ).filter((sid == "ST") & (c("_g").fill_null("") != "GS")),
+            interchange_index=c("interchange_index"),
+            set_index=c("set_index"),
+            pos=c("pos"),
+            segment_id=pl.lit("ST"),
+            code="GS_MISSING",
+            message=pl.lit("ST outside a functional group (no open GS)"),
+        )
+    )
+    i = env.filter(sid.is_in(["ISA", "IEA"])).with_columns(
+        nxt_sid=sid.shift(-1),
+        nxt_pos=c("pos").shift(-1),
+        iea01=c("e01").shift(-1),
+        iea02=c("e02").shift(-1),
+        nxt_gs=c("group_index").shift(-1),
+        prv_sid=sid.shift(1),
+    )
+    isa = i.filter(sid == "ISA").with_columns(n_groups=c("nxt_gs") - c("group_index"))
+    ic = {"interchange_index": c("interchange_index")}
+    errs += [
+        _err(
+            isa.filter((c("nxt_sid") == "IEA") & (c("iea01").cast(pl.Int64, strict=False) != c("n_groups")).fill_null(True)),
+            **ic,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("IEA"),
+            element=pl.lit("IEA01"),
+            code="IEA01_COUNT",
+            message=pl.format("IEA01 {} != {} groups in the interchange", c("iea01").fill_null("(empty)"), c("n_groups")),
+        ),
+        _err(
+            isa.filter((c("nxt_sid") == "IEA") & ~ctl_eq(c("iea02"), c("e13"))),
+            **ic,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("IEA"),
+            element=pl.lit("IEA02"),
+            code="IEA02_CONTROL",
+            message=pl.format("IEA02 {} != ISA13 {}", c("iea02").fill_null("(empty)"), c("e13").fill_null("(empty)")),
+        ),
+        _err(
+            isa.filter(c("nxt_sid") == "ISA"),
+            **ic,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit("ISA"),
+            code="IEA_MISSING",
+            message=pl.format("interchange {} (ISA at segment {}) is not closed by IEA before the next ISA", c("e13"), c("pos")),
+        ),
+        _err(
+            i.filter((sid == "IEA") & (c("prv_sid").fill_null("") != "ISA")),
+            **ic,
+            pos=c("pos"),
+            segment_id=pl.lit("IEA"),
+            code="ISA_MISSING",
+            message=pl.lit("IEA without an open ISA"),
+        ),
+    ]
+    out = pl.concat(pl.collect_all(errs), how="vertical")
+    if out.height:
+        st.errors.append(out)
+    # An interchange still open at the end of input: TRUNCATED (once per source).
+    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect()
+    already = any(
+        f.height and (f["code"] == "TRUNCATED").any() for f in st.errors
+    )
+    if last.height and last["sid"][0] == "ISA" and not already:
+        where = "inside" if not st.ends_cleanly else "after"
+        st.errors.append(
+            _err(
+                pl.LazyFrame({"_": [0]}),
+                interchange_index=pl.lit(last["interchange_index"][0]),
+                pos=pl.lit(st.pos),
+                code="TRUNCATED",
+                message=pl.lit(
+                    f"input ends {where} segment {st.pos} before IEA of interchange "
+                    f"{last['e13'][0]}"
+                ),
+            ).collect()
+        )
