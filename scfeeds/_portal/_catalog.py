@@ -129,7 +129,8 @@ class Catalog:
 
 def _world_rows(root: Path, table: str, source: str) -> pl.DataFrame:
     loader = _world_loader()
-    if loader is not None:
+    if loader is not None and (root / "world" / table).is_dir():
+        # synth's own layout (world/<table>/part-*.parquet): let synth say how to read it.
         world = loader(root, table)
         frame = world.lazy() if isinstance(world, pl.DataFrame) else world
     else:
@@ -166,9 +167,7 @@ def _count_rows(file: Path, fmt: str) -> int | None:
 
 
 def _world_available(root: Path, table: str | None) -> bool:
-    if table is None:
-        return False
-    return bool(world_files(root, table)) or _world_loader() is not None
+    return table is not None and bool(world_files(root, table))
 
 
 def _from_catalog(root: Path, path: Path) -> list[Feed]:

@@ -113,9 +113,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | str | None:
             return UNSATISFIABLE
         return ByteRange(max(0, size - suffix), size - 1)
     first = int(first_s)
-    last = int(last_s) if last_s else size - 1
-    if last < first:
+    if last_s and int(last_s) < first:
         return None  # syntactically invalid: ignored, per RFC 9110 section 14.1.1
     if first >= size:
         return UNSATISFIABLE
-    return ByteRange(first, min(last, size - 1))
+    return ByteRange(first, min(int(last_s), size - 1) if last_s else size - 1)

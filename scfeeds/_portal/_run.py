@@ -510,7 +510,7 @@ def run_forever(
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``portal`` subcommand to an ``argparse`` subparsers object.
 
-    The parser's default ``handler`` is :func:`cli_portal` (``args.handler(args)`` -> exit code).
+    The parser's default ``func`` is :func:`cli_portal` (``args.func(args)`` -> exit code).
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "portal",
@@ -573,7 +573,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer $VAR' (the token is read from the environment "
         "variable VAR, never from the command line)",
     )
-    parser.set_defaults(handler=cli_portal)
+    parser.set_defaults(func=cli_portal)
     return parser
 
 
