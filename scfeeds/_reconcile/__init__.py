@@ -1,0 +1,135 @@
+"""Three-way match: purchase order lines vs ASN / receipts vs invoices."""
+
+from __future__ import annotations
+
+from scfeeds._reconcile._engine import LINE_CODES, PRECEDENCE, STATUSES, Frame, build
+from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
+from scfeeds._reconcile._result import Reconciliation, Summary, wrap
+from scfeeds._reconcile._tolerances import Tolerances, coerce
+from scfeeds._reconcile._uom import STANDARD_CONVERSIONS
+
+__all__ = [
+    "LINE_CODES",
+    "PRECEDENCE",
+    "STANDARD_CONVERSIONS",
+    "STATUSES",
+    "Reconciliation",
+    "Summary",
+    "Tolerances",
+    "normalize_invoice_number",
+    "normalize_invoice_number_py",
+    "reconcile",
+]
+
+
+def reconcile(
+    po: Frame,
+    asn: Frame,
+    invoice: Frame,
+    *,
+    receipts: Frame | None = None,
+    tolerances: Tolerances | None = None,
+    conversions: Frame | None = None,
+) -> Reconciliation:
+    """Match PO lines against what was shipped / received and what was invoiced.
+
+    Every input is a canonical frame (``DataFrame`` or ``LazyFrame``) with the business
+    columns of :data:`scfeeds.schemas.COLUMNS` (provenance columns optional; ``source`` and
+    ``position`` are carried into document-level exceptions when present). Nothing is computed
+    until a result frame is collected; ``.collect()`` computes all three in one pass.
+
+    **Matching.** A document line belongs to the PO line with the same
+    ``(supplier_id, po_number, line_number)``; line numbers are strings whose leading zeros do
+    not count (``"0010"`` == ``"10"``). A document line without a line number (common in 856)
+    falls back to ``(supplier_id, po_number, item_id)``, taking the lowest-numbered PO line of
+    that item. A PO key given twice keeps its first row. Quantities are converted to the PO
+    line's unit: same unit (or a unit missing on either side) as is, else a factor from
+    :data:`STANDARD_CONVERSIONS` (e.g. 1 DZ = 12 EA) or ``conversions``, directly, inverted or
+    chained (CS -> EA -> DZ); a unit that cannot be converted is ``UOM_MISMATCH``.
+
+    Per PO line, O = ordered, R = received (receipts when ``receipts`` is given, else the ASN
+    quantity stands in: column ``received_from``), I = invoiced by non-duplicate invoices, all in
+    the PO unit; billed = invoice amount (``line_amount``, else qty x unit price).
+
+    ==========================  ===========================================================
+    code                        raised when (tolerance: see :class:`Tolerances`)
+    ==========================  ===========================================================
+    ``NOT_SHIPPED``             O > 0 and R == 0
+    ``SHORT_SHIPPED``           0 < R < O, O - R beyond ``short_ship``
+    ``OVER_SHIPPED``            R - O beyond ``over_ship``
+    ``INVOICED_NOT_RECEIVED``   I > 0 and R == 0 (SAP DW: no goods receipt)
+    ``OVER_INVOICED``           R > 0, I - R beyond ``over_invoice`` (SAP DQ, Oracle QTY REC)
+    ``OVER_ORDERED``            I - O beyond ``over_order`` (Oracle QTY ORD)
+    ``NOT_INVOICED``            R > 0 and I == 0
+    ``PRICE_VARIANCE``          I > 0, |billed - I x PO price| beyond ``price`` (SAP PP,
+                                Oracle PRICE)
+    ``UOM_MISMATCH``            a document unit with no factor to the PO unit; that quantity
+                                is left out of the sums and the checks it would feed (R: the
+                                shipping and billing checks; I: the billing checks) are not
+                                raised for the line
+    ``DUPLICATE_INVOICE``       invoice level: same supplier and normalised number (lower
+                                case, letters and digits, leading zeros of each digit run
+                                dropped: ``INV-000042K`` == ``inv42k``); the first seen (by
+                                invoice_date, then source, then input order) is the original
+    ``DUPLICATE_SUSPECT``       invoice level: same supplier, normalised numbers at edit
+                                distance 1, totals within ``duplicate_amount``, dates within
+                                ``duplicate_days``; the later one is the suspect
+    ``NO_PO_REFERENCE``         invoice / ASN / receipt line whose PO or PO line does not exist
+    ``SUPPLIER_MISMATCH``       the PO number exists, but only under other suppliers
+    ==========================  ===========================================================
+
+    Duplicates and suspects are excluded from every sum (a suspect is on hold until someone
+    clears it); their lines carry the code in ``flags``. A PO line's ``status`` is its first
+    flag in :data:`PRECEDENCE` (duplicates and missing references first, then unit problems,
+    then what could make AP overpay, then supply problems, then the unbilled accrual), else
+    ``MATCHED_WITHIN_TOLERANCE`` when a variance exists but no check flags it, else ``MATCHED``.
+
+    Parameters
+    ----------
+    po, asn, invoice
+        ``po_lines``, ``asn_lines`` and ``invoice_lines`` frames.
+    receipts
+        ``receipts`` frame; when given it, not the ASN, decides R.
+    tolerances
+        :class:`Tolerances` (default: quantities exact, price 1 %, suspects within 1 % and 7
+        days), with per-supplier overrides.
+    conversions
+        Frame ``item_id`` (null: any item), ``from_uom``, ``to_uom``, ``factor``
+        (1 from_uom = factor to_uom), e.g. a pack size CS = 24 EA.
+
+    Returns
+    -------
+    Reconciliation
+        ``.lines`` (one row per PO line: keys, ``uom``, ``qty_ordered`` / ``qty_shipped`` /
+        ``qty_received`` / ``qty_invoiced`` in the PO unit, ``received_from``, ``unit_price``,
+        ``invoice_unit_price``, ``invoiced_amount``, ``ship_variance`` (R - O),
+        ``bill_variance`` (I - R), ``order_variance`` (I - O), ``price_variance`` (billed -
+        I x price), ``amount_at_risk``, ``n_shipments``, ``n_receipts``, ``n_invoices``,
+        ``status``, ``flags``), ``.invoices`` (one row per invoice document: totals, expected
+        amount at PO prices, ``amount_variance``, ``duplicate_of``, ``suspect_of``, ``flags``,
+        ``status``), ``.exceptions`` (``code``, ``level``, keys, ``invoice_number`` /
+        ``shipment_id``, ``source`` / ``position`` for document rows, ``variance_qty``,
+        ``variance_amount``, ``amount_at_risk``, ``tolerance_pct`` / ``tolerance_abs``
+        applied) and ``.summary()``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from scfeeds._reconcile import reconcile, Tolerances
+    >>> from scfeeds.schemas import empty
+    >>> po = pl.concat([empty("po_lines"), pl.DataFrame({"supplier_id": ["S1"],
+    ...     "po_number": ["P1"], "line_number": ["1"], "item_id": ["A"], "qty_ordered": [10],
+    ...     "uom": ["EA"], "unit_price": [2]})], how="diagonal_relaxed")
+    >>> rec = reconcile(po, empty("asn_lines"), empty("invoice_lines"))
+    >>> rec.lines.select("status").collect().item()
+    'NOT_SHIPPED'
+
+    Amount at risk: the value at PO price of the quantity variance (shipping and quantity
+    billing codes, ``NOT_INVOICED``: the unbilled receipt), the price variance, the billed
+    amount (``INVOICED_NOT_RECEIVED``, ``NO_PO_REFERENCE``, ``SUPPLIER_MISMATCH``,
+    ``UOM_MISMATCH``) or the invoice total (duplicates). A line's ``amount_at_risk`` is the
+    largest of its exceptions'.
+    """
+    tol = coerce(tolerances)
+    plan = build(po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions)
+    return wrap(plan.lines, plan.invoices, plan.exceptions, plan.received_from, tol)

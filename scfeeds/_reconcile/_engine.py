@@ -1,0 +1,739 @@
+"""The three-way match as one lazy plan.
+
+Plan shape (what makes it fast):
+
+1. Every document line (ASN, receipt, invoice) is stacked into one narrow *long* frame:
+   kind (u8), input row (u32), document id (u64 hash of the document key), match key, unit,
+   quantity, amount. No descriptive strings travel through the joins.
+2. One hash join against a PO *lookup* keyed by (supplier_id, po_number, key kind, key): key
+   kind 0 is the line number, kind 1 the item id (the fallback for documents without a line
+   number, common in 856). The join yields the dense integer PO line id ``_po`` plus the PO
+   unit and price.
+3. Unit conversion touches only the rows whose unit differs from the PO line's (a join with
+   the small resolved factor table); the rest pass through.
+4. One group-by on the integer ``_po`` computes every per-line sum and count at once, with
+   kind-masked columns instead of one group-by per document type.
+5. One integer join puts the sums next to the PO lines; checks are column expressions.
+
+Invoice documents (one row per invoice, far fewer than lines) are grouped once; exact and
+suspected duplicates are found on that small frame and fed back to the long frame as a
+small u64 join before the sums, so duplicates never reach them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import polars as pl
+
+from scfeeds._reconcile._invoices import mark_duplicates
+from scfeeds._reconcile._tolerances import CMP, Tolerances, beyond
+from scfeeds._reconcile._uom import WIDE, factor_table, normalize_uom
+from scfeeds.exceptions import ConfigurationError
+from scfeeds.schemas import COLUMNS, TableName
+
+OUT: Final = pl.Decimal(38, 4)
+KEY: Final = ("supplier_id", "po_number", "line_number")
+
+ASN, RECEIPT, INVOICE = 0, 1, 2
+LEVEL: Final = {ASN: "asn", RECEIPT: "receipt", INVOICE: "invoice"}
+
+# Primary status precedence, first match wins. Duplicates and missing references first (the
+# document itself is suspect), then unit problems (the sums are incomplete), then what could
+# make AP pay too much, then supply problems, then the accrual (received, not yet billed).
+PRECEDENCE: Final[tuple[str, ...]] = (
+    "DUPLICATE_INVOICE",
+    "DUPLICATE_SUSPECT",
+    "NO_PO_REFERENCE",
+    "SUPPLIER_MISMATCH",
+    "UOM_MISMATCH",
+    "INVOICED_NOT_RECEIVED",
+    "OVER_INVOICED",
+    "OVER_ORDERED",
+    "PRICE_VARIANCE",
+    "NOT_SHIPPED",
+    "SHORT_SHIPPED",
+    "OVER_SHIPPED",
+    "NOT_INVOICED",
+)
+LINE_CODES: Final[tuple[str, ...]] = PRECEDENCE[4:]
+STATUSES: Final[tuple[str, ...]] = (*PRECEDENCE, "MATCHED_WITHIN_TOLERANCE", "MATCHED")
+
+# Columns each input must have (a subset of its business columns in scfeeds.schemas).
+REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
+    "po_lines": (
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        "qty_ordered",
+        "uom",
+        "unit_price",
+    ),
+    "asn_lines": (
+        "supplier_id",
+        "shipment_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        "qty_shipped",
+        "uom",
+    ),
+    "invoice_lines": (
+        "supplier_id",
+        "invoice_number",
+        "invoice_date",
+        "po_number",
+        "line_number",
+        "item_id",
+        "qty_invoiced",
+        "uom",
+        "unit_price",
+        "line_amount",
+    ),
+    "receipts": ("supplier_id", "po_number", "line_number", "item_id", "qty_received", "uom"),
+}
+QTY_COL: Final[dict[TableName, str]] = {
+    "po_lines": "qty_ordered",
+    "asn_lines": "qty_shipped",
+    "invoice_lines": "qty_invoiced",
+    "receipts": "qty_received",
+}
+
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+def _prep(frame: Frame, table: TableName, arg: str) -> pl.LazyFrame:
+    """Canonical business columns (cast), normalised line numbers and units, input row index."""
+    if isinstance(frame, pl.DataFrame):
+        lf = frame.lazy()
+    elif isinstance(frame, pl.LazyFrame):
+        lf = frame
+    else:
+        raise ConfigurationError(
+            f"{arg} must be a polars DataFrame or LazyFrame with the {table} columns "
+            f"of scfeeds.schemas, not {type(frame).__name__}"
+        )
+    names = lf.collect_schema().names()
+    missing = [c for c in REQUIRED[table] if c not in names]
+    if missing:
+        raise ConfigurationError(
+            f"{arg} is missing column(s) {missing} of the canonical {table} table "
+            f"(see scfeeds.schemas.COLUMNS[{table!r}])"
+        )
+    dtypes = COLUMNS[table]
+    keep = list(REQUIRED[table])
+    keep += [c for c in ("source", "position", "invoice_date", "currency") if c in names]
+    keep = list(dict.fromkeys(keep))
+    cols = [pl.col(c).cast(dtypes[c]) if c in dtypes else pl.col(c).cast(pl.String) for c in keep]
+    return (
+        lf.select(cols)
+        .with_columns(
+            line_number=_norm_line(pl.col("line_number")),
+            uom=normalize_uom(pl.col("uom")),
+        )
+        .with_row_index("_row")
+    )
+
+
+def _norm_line(expr: pl.Expr) -> pl.Expr:
+    """Line numbers: trimmed, leading zeros insignificant (``"0010"`` == ``"10"``), ``""`` null."""
+    s = expr.str.strip_chars()
+    z = s.str.strip_chars_start("0")
+    return pl.when(s == "").then(None).when(z == "").then(pl.lit("0")).otherwise(z)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The lazy outputs of one reconcile call."""
+
+    lines: pl.LazyFrame
+    invoices: pl.LazyFrame
+    exceptions: pl.LazyFrame
+    received_from: Literal["receipts", "asn"]
+
+
+def build(
+    po: Frame,
+    asn: Frame,
+    invoice: Frame,
+    *,
+    receipts: Frame | None,
+    tol: Tolerances,
+    conversions: Frame | None,
+) -> Plan:
+    """Build the lazy plan (nothing is computed here)."""
+    po_lf = _prep(po, "po_lines", "po")
+    asn_lf = _prep(asn, "asn_lines", "asn")
+    inv_lf = _prep(invoice, "invoice_lines", "invoice")
+    rec_lf = _prep(receipts, "receipts", "receipts") if receipts is not None else None
+    factors = factor_table(conversions).lazy()
+    tol_frame = tol.frame()
+    inv_has_source = "source" in inv_lf.collect_schema().names()
+
+    # -- PO lines: first occurrence of each key wins; `_po` is the dense line id.
+    po_lf = po_lf.unique(subset=list(KEY), keep="first", maintain_order=True).with_row_index("_po")
+    po_attr = po_lf.select(
+        "_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), pl.col("unit_price")
+    )
+    by_line = po_lf.select(
+        "supplier_id",
+        "po_number",
+        pl.lit(0, pl.UInt8).alias("_mt"),
+        pl.col("line_number").alias("_mk"),
+        "_po",
+    )
+    by_item = (
+        po_lf.filter(pl.col("item_id").is_not_null())
+        .group_by("supplier_id", "po_number", "item_id")
+        .agg(pl.col("_po").min())
+        .select(
+            "supplier_id",
+            "po_number",
+            pl.lit(1, pl.UInt8).alias("_mt"),
+            pl.col("item_id").alias("_mk"),
+            "_po",
+        )
+    )
+    lookup = pl.concat([by_line, by_item]).join(po_attr, on="_po")
+
+    # -- Invoice documents and their duplicate status.
+    doc_cols = ["supplier_id", "invoice_number"]
+    doc_cols += [c for c in ("source",) if inv_has_source]
+    amount = pl.coalesce(
+        pl.col("line_amount"), pl.col("qty_invoiced").cast(CMP) * pl.col("unit_price").cast(CMP)
+    ).cast(OUT)
+    inv_lf = inv_lf.with_columns(_docid=pl.struct(doc_cols).hash(), _amt=amount)
+    docs = inv_lf.group_by("_docid").agg(
+        *(pl.col(c).first() for c in doc_cols),
+        pl.col("invoice_date").min(),
+        pl.col("po_number").first(),
+        *(pl.col(c).first() for c in ("currency",) if c in inv_lf.collect_schema().names()),
+        total_amount=pl.col("_amt").sum(),
+        n_lines=pl.len(),
+        _first=pl.col("_row").min(),
+    )
+    order = ["invoice_date", *(["source"] if inv_has_source else []), "_first"]
+    docs = docs.sort(order, nulls_last=True).with_row_index("_ord").rename({"_docid": "_doc"})
+    docs = mark_duplicates(docs, tol, tol_frame)
+    excl = docs.filter(pl.col("_dup") | pl.col("_suspect")).select(
+        pl.col("_doc").alias("_docid"),
+        pl.when(pl.col("_dup"))
+        .then(pl.lit(1, pl.UInt8))
+        .otherwise(pl.lit(2, pl.UInt8))
+        .alias("_excl"),
+    )
+
+    # -- The long frame: every document line, narrow.
+    def narrow(lf: pl.LazyFrame, kind: int, qty: str, docid: pl.Expr, amt: pl.Expr) -> pl.LazyFrame:
+        return lf.select(
+            pl.lit(kind, pl.UInt8).alias("_kind"),
+            pl.col("_row").cast(pl.UInt32),
+            docid.alias("_docid"),
+            "supplier_id",
+            "po_number",
+            pl.when(pl.col("line_number").is_null())
+            .then(pl.lit(1, pl.UInt8))
+            .otherwise(pl.lit(0, pl.UInt8))
+            .alias("_mt"),
+            pl.coalesce("line_number", "item_id").alias("_mk"),
+            "uom",
+            pl.col(qty).alias("_qty"),
+            amt.alias("_amt"),
+        )
+
+    no_amt = pl.lit(None, OUT)
+    parts = [
+        narrow(
+            asn_lf, ASN, "qty_shipped", pl.struct("supplier_id", "shipment_id").hash(), no_amt
+        ).with_columns(_excl=pl.lit(0, pl.UInt8))
+    ]
+    if rec_lf is not None:
+        parts.append(
+            narrow(rec_lf, RECEIPT, "qty_received", pl.lit(None, pl.UInt64), no_amt).with_columns(
+                _excl=pl.lit(0, pl.UInt8)
+            )
+        )
+    parts.append(
+        narrow(inv_lf, INVOICE, "qty_invoiced", pl.col("_docid"), pl.col("_amt"))
+        .join(excl, on="_docid", how="left")
+        .with_columns(pl.col("_excl").fill_null(0))
+    )
+    long = pl.concat(parts, how="vertical").join(
+        lookup, on=["supplier_id", "po_number", "_mt", "_mk"], how="left"
+    )
+    matched = long.filter(pl.col("_po").is_not_null())
+    unmatched = long.filter(pl.col("_po").is_null())
+
+    # -- Units: only rows whose unit differs from the PO unit need a factor.
+    same = pl.col("uom").is_null() | pl.col("_pu").is_null() | (pl.col("uom") == pl.col("_pu"))
+    conv_same = matched.filter(same).with_columns(_q=pl.col("_qty").cast(WIDE))
+    specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
+    generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
+    conv_diff = (
+        matched.filter(~same)
+        .join(specific, left_on=["_pi", "uom", "_pu"], right_on=["_pi", "_from", "_to"], how="left")
+        .join(generic, left_on=["uom", "_pu"], right_on=["_from", "_to"], how="left", suffix="_g")
+        .with_columns(
+            _q=pl.col("_qty").cast(WIDE)
+            * pl.coalesce("_num", "_num_g")
+            / pl.coalesce("_den", "_den_g")
+        )
+        .drop("_num", "_den", "_num_g", "_den_g")
+    )
+    conv = pl.concat([conv_same, conv_diff], how="vertical").with_columns(
+        _bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null(),
+        _exp=pl.col("_q") * pl.col("unit_price").cast(WIDE),
+    )
+
+    # -- One group-by for every per-line figure.
+    k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
+    is_asn, is_rec, is_inv = k == ASN, k == RECEIPT, (k == INVOICE) & ok
+    # An invoice line billed at another price than the PO's: the evidence for PRICE_VARIANCE.
+    deviates = is_inv & ~bad & (pl.col("_amt").cast(WIDE) != pl.col("_exp").round(4))
+
+    def masked(cond: pl.Expr, col: str) -> pl.Expr:
+        return pl.when(cond).then(pl.col(col))
+
+    sums = conv.group_by("_po").agg(
+        _shipped=masked(is_asn, "_q").sum(),
+        _received=masked(is_rec, "_q").sum(),
+        _invoiced=masked(is_inv, "_q").sum(),
+        _billed=masked(is_inv & ~bad, "_amt").sum(),
+        _expected=masked(is_inv, "_exp").sum(),
+        _asn_bad=masked(is_asn & bad, "_row").min(),
+        _rec_bad=masked(is_rec & bad, "_row").min(),
+        _inv_bad=masked(is_inv & bad, "_row").min(),
+        _inv_dev=masked(deviates, "_row").min(),
+        _inv_first=masked(is_inv, "_row").min(),
+        _bad_amt=masked(is_inv & bad, "_amt").sum(),
+        n_shipments=masked(is_asn, "_docid").drop_nulls().n_unique(),
+        n_receipts=is_rec.sum(),
+        n_invoices=masked(is_inv, "_docid").drop_nulls().n_unique(),
+        _n_dup=masked((k == INVOICE) & (pl.col("_excl") == 1), "_docid").drop_nulls().n_unique(),
+        _n_sus=masked((k == INVOICE) & (pl.col("_excl") == 2), "_docid").drop_nulls().n_unique(),
+    )
+    lines = _lines(po_lf, sums, tol, tol_frame, receipts_given=rec_lf is not None)
+    received_from: Literal["receipts", "asn"] = "receipts" if rec_lf is not None else "asn"
+
+    # -- Document-level exceptions: no PO line, supplier mismatch.
+    po_hdr = po_lf.select("supplier_id", "po_number").unique()
+    po_any = po_lf.select("po_number").unique().with_columns(_any=pl.lit(True))
+    unmatched = (
+        unmatched.select("_kind", "_row", "_docid", "_amt", "supplier_id", "po_number")
+        .join(po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left")
+        .join(po_any, on="po_number", how="left")
+        .with_columns(
+            # The PO number exists, but only under other suppliers.
+            pl.when(pl.col("_same").is_null() & pl.col("_any").fill_null(False))
+            .then(pl.lit("SUPPLIER_MISMATCH"))
+            .otherwise(pl.lit("NO_PO_REFERENCE"))
+            .alias("code"),
+        )
+    )
+    doc_exc = unmatched.select(
+        "code",
+        pl.col("_kind").replace_strict(LEVEL, return_dtype=pl.String).alias("level"),
+        *(pl.lit(None, EXC_SCHEMA[c]).alias(c) for c in list(EXC_SCHEMA)[2:10]),
+        pl.lit(None, OUT).alias("variance_qty"),
+        pl.col("_amt").alias("variance_amount"),
+        pl.col("_amt").abs().alias("amount_at_risk"),
+        pl.lit(None, CMP).alias("tolerance_pct"),
+        pl.lit(None, CMP).alias("tolerance_abs"),
+        pl.col("_kind").alias("_ev_kind"),
+        pl.col("_row").alias("_ev_row"),
+    )
+
+    invoices = _invoices(docs, conv, unmatched, tol, tol_frame)
+    exceptions = _attach_evidence(
+        pl.concat(
+            [_line_exceptions(lines), _invoice_exceptions(invoices), doc_exc], how="vertical"
+        ),
+        {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})},
+    )
+    return Plan(lines=lines, invoices=invoices, exceptions=exceptions, received_from=received_from)
+
+
+def _first_of(cases: list[tuple[pl.Expr, pl.Expr]], otherwise: pl.Expr) -> pl.Expr:
+    """The value of the first case whose condition holds (a typed when/then chain)."""
+    return pl.coalesce([pl.when(cond).then(value) for cond, value in cases] + [otherwise])
+
+
+def _attach_evidence(exc: pl.LazyFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
+    """Fill keys, document numbers, source and position of exception rows from the input row
+    (``_ev_kind``, ``_ev_row``) that evidences them; columns already set are kept."""
+    fill = list(EXC_SCHEMA)[2:10]
+    for kind, src in inputs.items():
+        names = src.collect_schema().names()
+        ev = src.select(
+            pl.lit(kind, pl.UInt8).alias("_ev_kind"),
+            pl.col("_row").cast(pl.UInt32).alias("_ev_row"),
+            *(
+                (pl.col(c) if c in names else pl.lit(None, pl.String)).alias(f"_e_{c}")
+                for c in fill
+            ),
+        )
+        exc = (
+            exc.join(ev, on=["_ev_kind", "_ev_row"], how="left")
+            .with_columns(pl.coalesce(c, f"_e_{c}").alias(c) for c in fill)
+            .drop(f"_e_{c}" for c in fill)
+        )
+    return exc.select(list(EXC_SCHEMA))
+
+
+EXC_SCHEMA: Final = pl.Schema(
+    {
+        "code": pl.String(),
+        "level": pl.String(),
+        "supplier_id": pl.String(),
+        "po_number": pl.String(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "invoice_number": pl.String(),
+        "shipment_id": pl.String(),
+        "source": pl.String(),
+        "position": pl.String(),
+        "variance_qty": OUT,
+        "variance_amount": OUT,
+        "amount_at_risk": OUT,
+        "tolerance_pct": CMP,
+        "tolerance_abs": CMP,
+    }
+)
+
+_CHECK_OF: Final = {
+    "SHORT_SHIPPED": "short_ship",
+    "OVER_SHIPPED": "over_ship",
+    "OVER_INVOICED": "over_invoice",
+    "OVER_ORDERED": "over_order",
+    "PRICE_VARIANCE": "price",
+}
+
+
+def _lines(
+    po_lf: pl.LazyFrame,
+    sums: pl.LazyFrame,
+    tol: Tolerances,
+    tol_frame: pl.LazyFrame | None,
+    *,
+    receipts_given: bool,
+) -> pl.LazyFrame:
+    zero = pl.lit(0, OUT)
+
+    def total(col: str) -> pl.Expr:
+        return pl.col(col).round(4).cast(OUT).fill_null(zero)
+
+    lf = po_lf.join(sums, on="_po", how="left")
+    if tol_frame is not None:
+        lf = lf.join(tol_frame, on="supplier_id", how="left")
+    counts = ("n_shipments", "n_receipts", "n_invoices", "_n_dup", "_n_sus")
+    lf = lf.with_columns(
+        qty_ordered=pl.col("qty_ordered").cast(OUT).fill_null(zero),
+        qty_shipped=total("_shipped"),
+        qty_received=total("_received" if receipts_given else "_shipped"),
+        qty_invoiced=total("_invoiced"),
+        invoiced_amount=total("_billed"),
+        _expected=total("_expected"),
+        _r_bad=pl.col("_rec_bad" if receipts_given else "_asn_bad").is_not_null(),
+        _i_bad=pl.col("_inv_bad").is_not_null(),
+        received_from=pl.lit("receipts" if receipts_given else "asn"),
+        **{c: pl.col(c).fill_null(0) for c in counts},
+    )
+    o, r, i = pl.col("qty_ordered"), pl.col("qty_received"), pl.col("qty_invoiced")
+    billed, expected = pl.col("invoiced_amount"), pl.col("_expected")
+    r_ok, i_ok = ~pl.col("_r_bad"), ~pl.col("_i_bad")
+    price_var = billed - expected
+
+    def lim(check: str) -> tuple[pl.Expr, pl.Expr]:
+        return tol.expr(f"{check}_pct"), tol.expr(f"{check}_abs")
+
+    flag_exprs = {
+        # A line touched by a duplicate invoice carries the code in its flags (the exception
+        # row belongs to the invoice).
+        "DUPLICATE_INVOICE": pl.col("_n_dup") > 0,
+        "DUPLICATE_SUSPECT": pl.col("_n_sus") > 0,
+        "UOM_MISMATCH": pl.any_horizontal(pl.col("_asn_bad", "_rec_bad", "_inv_bad").is_not_null()),
+        "INVOICED_NOT_RECEIVED": r_ok & i_ok & (i > 0) & (r == 0),
+        "OVER_INVOICED": r_ok & i_ok & (r > 0) & beyond(i - r, r, *lim("over_invoice")),
+        "OVER_ORDERED": i_ok & beyond(i - o, o, *lim("over_order")),
+        "PRICE_VARIANCE": i_ok
+        & (i > 0)
+        & pl.col("unit_price").is_not_null()
+        & beyond(price_var.abs(), expected.abs(), *lim("price")),
+        "NOT_SHIPPED": r_ok & (o > 0) & (r == 0),
+        "SHORT_SHIPPED": r_ok & (r > 0) & beyond(o - r, o, *lim("short_ship")),
+        "OVER_SHIPPED": r_ok & beyond(r - o, o, *lim("over_ship")),
+        "NOT_INVOICED": r_ok & i_ok & (r > 0) & (i == 0),
+    }
+    lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()})
+    order = [c for c in PRECEDENCE if c in flag_exprs]
+    flags = pl.concat_list(
+        [pl.when(pl.col(f"_f_{c}")).then(pl.lit(c)) for c in order]
+    ).list.drop_nulls()
+    varies = (r != o) | (i != r) | (price_var != 0)
+    status = _first_of(
+        [(pl.col(f"_f_{c}"), pl.lit(c)) for c in order]
+        + [(varies, pl.lit("MATCHED_WITHIN_TOLERANCE"))],
+        pl.lit("MATCHED"),
+    )
+    p = pl.col("unit_price").cast(CMP)
+    at_risk = pl.max_horizontal(
+        *(
+            pl.when(pl.col(f"_f_{c}")).then(_at_risk(c, o, r, i, billed, expected, p))
+            for c in LINE_CODES
+        )
+    )
+    return lf.with_columns(
+        invoice_unit_price=pl.when(i > 0).then(
+            (billed.cast(WIDE) / i.cast(WIDE)).round(4).cast(OUT)
+        ),
+        ship_variance=r - o,
+        bill_variance=i - r,
+        order_variance=i - o,
+        price_variance=price_var.cast(OUT),
+        status=status,
+        flags=flags,
+        # Money exposed on the line: the largest at-risk amount of its line exceptions.
+        amount_at_risk=at_risk.cast(OUT).fill_null(zero),
+        **{f"_tp_{c}": lim(check)[0] for c, check in _CHECK_OF.items()},
+        **{f"_ta_{c}": lim(check)[1] for c, check in _CHECK_OF.items()},
+    ).select(
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        "uom",
+        "qty_ordered",
+        "qty_shipped",
+        "qty_received",
+        "qty_invoiced",
+        "received_from",
+        "unit_price",
+        "invoice_unit_price",
+        "invoiced_amount",
+        "ship_variance",
+        "bill_variance",
+        "order_variance",
+        "price_variance",
+        "amount_at_risk",
+        "n_shipments",
+        "n_receipts",
+        "n_invoices",
+        "status",
+        "flags",
+        "_expected",
+        "_asn_bad",
+        "_rec_bad",
+        "_inv_bad",
+        "_inv_dev",
+        "_inv_first",
+        "_bad_amt",
+        *(f"_tp_{c}" for c in _CHECK_OF),
+        *(f"_ta_{c}" for c in _CHECK_OF),
+    )
+
+
+def _variance(code: str, o: pl.Expr, r: pl.Expr, i: pl.Expr) -> pl.Expr:
+    """The quantity variance an exception is about (PO unit), signed."""
+    return {
+        "NOT_SHIPPED": r - o,
+        "SHORT_SHIPPED": r - o,
+        "OVER_SHIPPED": r - o,
+        "INVOICED_NOT_RECEIVED": i - r,
+        "OVER_INVOICED": i - r,
+        "OVER_ORDERED": i - o,
+        "NOT_INVOICED": i - r,
+        "PRICE_VARIANCE": pl.lit(None, OUT),
+        "UOM_MISMATCH": pl.lit(None, OUT),
+    }[code]
+
+
+def _at_risk(
+    code: str, o: pl.Expr, r: pl.Expr, i: pl.Expr, billed: pl.Expr, expected: pl.Expr, p: pl.Expr
+) -> pl.Expr:
+    """Money at stake for a line exception (>= 0): what AP could pay for nothing, or the value
+    of goods short / over / unbilled at the PO price."""
+    if code == "PRICE_VARIANCE":
+        return (billed - expected).abs().cast(CMP)
+    if code == "INVOICED_NOT_RECEIVED":
+        return billed.cast(CMP)
+    if code == "UOM_MISMATCH":
+        # What the unconvertible invoice lines bill (nothing when only an ASN/receipt is off).
+        return pl.col("_bad_amt").fill_null(0).abs().cast(CMP)
+    return _variance(code, o, r, i).abs().cast(CMP) * p
+
+
+def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
+    o, r, i = pl.col("qty_ordered"), pl.col("qty_received"), pl.col("qty_invoiced")
+    billed, expected = pl.col("invoiced_amount"), pl.col("_expected")
+    p = pl.col("unit_price").cast(CMP)
+    code = pl.col("code")
+
+    def by_code(values: dict[str, pl.Expr], dtype: pl.DataType) -> pl.Expr:
+        return _first_of(
+            [(code == c, x.cast(dtype)) for c, x in values.items()], pl.lit(None, dtype)
+        )
+
+    var_amt = {c: _variance(c, o, r, i).cast(CMP) * p for c in LINE_CODES}
+    var_amt["PRICE_VARIANCE"] = (billed - expected).cast(CMP)
+    var_amt["INVOICED_NOT_RECEIVED"] = billed.cast(CMP)
+    var_amt["UOM_MISMATCH"] = pl.col("_bad_amt").cast(CMP)
+    is_uom = code == "UOM_MISMATCH"
+    ev_kind = _first_of(
+        [
+            (is_uom & pl.col("_inv_bad").is_not_null(), pl.lit(INVOICE, pl.UInt8)),
+            (is_uom & pl.col("_asn_bad").is_not_null(), pl.lit(ASN, pl.UInt8)),
+            (is_uom & pl.col("_rec_bad").is_not_null(), pl.lit(RECEIPT, pl.UInt8)),
+            (code == "PRICE_VARIANCE", pl.lit(INVOICE, pl.UInt8)),
+        ],
+        pl.lit(None, pl.UInt8),
+    )
+    ev_row = _first_of(
+        [
+            (is_uom, pl.coalesce("_inv_bad", "_asn_bad", "_rec_bad")),
+            (code == "PRICE_VARIANCE", pl.coalesce("_inv_dev", "_inv_first")),
+        ],
+        pl.lit(None, pl.UInt32),
+    )
+    return (
+        lines.with_columns(
+            code=pl.col("flags").list.set_intersection(pl.lit(list(LINE_CODES), pl.List(pl.String)))
+        )
+        .explode("code")
+        .filter(code.is_not_null())
+        .select(
+            "code",
+            pl.lit("line").alias("level"),
+            "supplier_id",
+            "po_number",
+            "line_number",
+            "item_id",
+            *(pl.lit(None, pl.String).alias(c) for c in ("invoice_number", "shipment_id")),
+            *(pl.lit(None, pl.String).alias(c) for c in ("source", "position")),
+            by_code({c: _variance(c, o, r, i) for c in LINE_CODES}, OUT).alias("variance_qty"),
+            by_code(var_amt, OUT).alias("variance_amount"),
+            by_code({c: _at_risk(c, o, r, i, billed, expected, p) for c in LINE_CODES}, OUT).alias(
+                "amount_at_risk"
+            ),
+            by_code({c: pl.col(f"_tp_{c}") for c in _CHECK_OF}, CMP).alias("tolerance_pct"),
+            by_code({c: pl.col(f"_ta_{c}") for c in _CHECK_OF}, CMP).alias("tolerance_abs"),
+            ev_kind.alias("_ev_kind"),
+            ev_row.cast(pl.UInt32).alias("_ev_row"),
+        )
+    )
+
+
+def _invoices(
+    docs: pl.LazyFrame,
+    conv: pl.LazyFrame,
+    unmatched: pl.LazyFrame,
+    tol: Tolerances,
+    tol_frame: pl.LazyFrame | None,
+) -> pl.LazyFrame:
+    inv = conv.filter(pl.col("_kind") == INVOICE)
+    per_doc = inv.group_by("_docid").agg(
+        _matched_amount=pl.col("_amt").filter(~pl.col("_bad")).sum(),
+        expected_amount=pl.col("_exp").sum(),
+        _n_bad=pl.col("_bad").sum(),
+    )
+    per_doc_un = (
+        unmatched.filter(pl.col("_kind") == INVOICE)
+        .group_by("_docid")
+        .agg(
+            _n_unmatched=(pl.col("code") == "NO_PO_REFERENCE").sum(),
+            _n_mismatch=(pl.col("code") == "SUPPLIER_MISMATCH").sum(),
+        )
+    )
+    lf = (
+        docs.join(per_doc.rename({"_docid": "_doc"}), on="_doc", how="left")
+        .join(per_doc_un.rename({"_docid": "_doc"}), on="_doc", how="left")
+        .with_columns(
+            pl.col("_n_bad", "_n_unmatched", "_n_mismatch").fill_null(0),
+            expected_amount=pl.col("expected_amount").round(4).cast(OUT),
+        )
+    )
+    if tol_frame is not None:
+        lf = lf.join(tol_frame, on="supplier_id", how="left")
+    amount_variance = (pl.col("_matched_amount") - pl.col("expected_amount")).cast(OUT)
+    price_off = beyond(
+        amount_variance.abs(),
+        pl.col("expected_amount").abs(),
+        tol.expr("price_pct"),
+        tol.expr("price_abs"),
+    )
+    flag_exprs = {
+        "DUPLICATE_INVOICE": pl.col("_dup"),
+        "DUPLICATE_SUSPECT": pl.col("_suspect"),
+        "NO_PO_REFERENCE": pl.col("_n_unmatched") > 0,
+        "SUPPLIER_MISMATCH": pl.col("_n_mismatch") > 0,
+        "UOM_MISMATCH": pl.col("_n_bad") > 0,
+        "PRICE_VARIANCE": price_off,
+    }
+    lf = lf.with_columns(
+        amount_variance=amount_variance,
+        **{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()},
+    )
+    order = [c for c in PRECEDENCE if c in flag_exprs]
+    status = _first_of(
+        [(pl.col(f"_f_{c}"), pl.lit(c)) for c in order]
+        + [(pl.col("amount_variance").fill_null(0) != 0, pl.lit("MATCHED_WITHIN_TOLERANCE"))],
+        pl.lit("MATCHED"),
+    )
+    cols = lf.collect_schema().names()
+    return lf.select(
+        "supplier_id",
+        "invoice_number",
+        "invoice_number_normalized",
+        "invoice_date",
+        *(c for c in ("source", "currency") if c in cols),
+        "po_number",
+        "n_lines",
+        "total_amount",
+        "expected_amount",
+        "amount_variance",
+        "duplicate_of",
+        "suspect_of",
+        pl.concat_list([pl.when(pl.col(f"_f_{c}")).then(pl.lit(c)) for c in order])
+        .list.drop_nulls()
+        .alias("flags"),
+        status.alias("status"),
+        pl.col("_suspect_var").cast(OUT).alias("_suspect_var"),
+        pl.col("_dup").alias("_is_dup"),
+        pl.col("_suspect").alias("_is_suspect"),
+        tol.expr("duplicate_amount_pct").alias("_tdp"),
+        tol.expr("duplicate_amount_abs").alias("_tda"),
+    )
+
+
+def _invoice_exceptions(invoices: pl.LazyFrame) -> pl.LazyFrame:
+    names = invoices.collect_schema().names()
+    src = pl.col("source") if "source" in names else pl.lit(None, pl.String)
+    dup = pl.col("_is_dup")
+    return invoices.filter(dup | pl.col("_is_suspect")).select(
+        pl.when(dup)
+        .then(pl.lit("DUPLICATE_INVOICE"))
+        .otherwise(pl.lit("DUPLICATE_SUSPECT"))
+        .alias("code"),
+        pl.lit("invoice").alias("level"),
+        "supplier_id",
+        # The PO of the invoice's first line (an invoice may bill several POs).
+        "po_number",
+        pl.lit(None, pl.String).alias("line_number"),
+        pl.lit(None, pl.String).alias("item_id"),
+        "invoice_number",
+        pl.lit(None, pl.String).alias("shipment_id"),
+        src.alias("source"),
+        pl.lit(None, pl.String).alias("position"),
+        pl.lit(None, OUT).alias("variance_qty"),
+        pl.when(dup)
+        .then(pl.lit(0, OUT))
+        .otherwise(pl.col("_suspect_var"))
+        .alias("variance_amount"),
+        pl.col("total_amount").abs().cast(OUT).alias("amount_at_risk"),
+        pl.when(dup).then(pl.lit(None, CMP)).otherwise(pl.col("_tdp")).alias("tolerance_pct"),
+        pl.when(dup).then(pl.lit(None, CMP)).otherwise(pl.col("_tda")).alias("tolerance_abs"),
+        pl.lit(None, pl.UInt8).alias("_ev_kind"),
+        pl.lit(None, pl.UInt32).alias("_ev_row"),
+    )

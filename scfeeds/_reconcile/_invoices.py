@@ -1,0 +1,136 @@
+"""Invoice numbers: normalisation, exact duplicates and edit-distance-1 suspects."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from scfeeds._reconcile._tolerances import CMP, Tolerances, beyond
+
+
+def normalize_invoice_number(expr: pl.Expr) -> pl.Expr:
+    """Lower case, letters and digits only, leading zeros of each digit run stripped.
+
+    ``INV-000042K``, ``inv42k`` and ``Inv 0042-k`` all normalise to ``inv42k``; a run of zeros
+    keeps one (``INV-000`` -> ``inv0``).
+    """
+    s = expr.str.to_lowercase().str.replace_all(r"[^a-z0-9]", "")
+    # A zero run followed by a digit, at the start or after a non-digit, loses the zeros.
+    return s.str.replace_all(r"(^|[^0-9])0+([0-9])", "${1}${2}")
+
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
+_LEAD_ZEROS = re.compile(r"(^|[^0-9])0+([0-9])")
+
+
+def normalize_invoice_number_py(number: str) -> str:
+    """The scalar version of :func:`normalize_invoice_number` (same rule, plain Python)."""
+    s = _NON_ALNUM.sub("", number.lower())
+    return _LEAD_ZEROS.sub(r"\1\2", s)
+
+
+def mark_duplicates(
+    docs: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
+) -> pl.LazyFrame:
+    """Add duplicate columns to one-row-per-invoice ``docs``.
+
+    ``docs`` needs ``_doc`` (unique id), ``supplier_id``, ``invoice_number``, ``invoice_date``,
+    ``total_amount`` and ``_ord`` (the "first seen" order: invoice_date, then source, then
+    input position). Adds ``invoice_number_normalized``, ``duplicate_of`` (the original's
+    number, exact duplicates), ``suspect_of`` (the earlier invoice's number, suspects),
+    ``_dup`` and ``_suspect`` (booleans).
+
+    Suspects are found among originals (first of each normalised number) without comparing
+    every pair: each number is expanded to its *deletion neighbourhood* (the number with one
+    character deleted, for each position). Two different strings are at Levenshtein distance
+    exactly 1 iff (substitution) deleting the same position from both gives the same string, or
+    (insertion) deleting one position from the longer gives the shorter. Two equi-joins on those
+    keys, within a supplier, find every such pair in time linear in total characters.
+    """
+    norm = normalize_invoice_number(pl.col("invoice_number")).alias("invoice_number_normalized")
+    docs = docs.with_columns(norm).with_columns(
+        _rank=pl.col("_ord").rank("ordinal").over("supplier_id", "invoice_number_normalized"),
+        duplicate_of=pl.col("invoice_number")
+        .sort_by("_ord")
+        .first()
+        .over("supplier_id", "invoice_number_normalized"),
+    )
+    docs = docs.with_columns(
+        _dup=pl.col("_rank") > 1,
+        duplicate_of=pl.when(pl.col("_rank") > 1).then(pl.col("duplicate_of")),
+    ).drop("_rank")
+
+    orig = docs.filter(~pl.col("_dup")).select(
+        "_doc",
+        "supplier_id",
+        "_ord",
+        "invoice_number",
+        "invoice_date",
+        "total_amount",
+        pl.col("invoice_number_normalized").alias("_n"),
+    )
+    dels = (
+        orig.select("_doc", "supplier_id", "_n")
+        .filter(pl.col("_n").str.len_chars() > 0)
+        .with_columns(_pos=pl.int_ranges(0, pl.col("_n").str.len_chars()))
+        .explode("_pos")
+        .with_columns(
+            _k=pl.concat_str(
+                pl.col("_n").str.slice(0, pl.col("_pos")),
+                pl.col("_n").str.slice(pl.col("_pos") + 1),
+            )
+        )
+        .select("_doc", "supplier_id", "_pos", "_k", pl.col("_n").str.len_chars().alias("_len"))
+    )
+    # Substitution: same length, same deleted position, same remainder.
+    subst = (
+        dels.join(dels, on=["supplier_id", "_pos", "_k"], suffix="_b")
+        .filter((pl.col("_doc") != pl.col("_doc_b")) & (pl.col("_len") == pl.col("_len_b")))
+        .select(pl.col("_doc").alias("_a"), pl.col("_doc_b").alias("_b"))
+    )
+    # Insertion / deletion: the longer with one character deleted is the shorter.
+    indel = dels.join(
+        orig.select(pl.col("_doc").alias("_b"), "supplier_id", pl.col("_n").alias("_k")),
+        on=["supplier_id", "_k"],
+    ).select(pl.col("_doc").alias("_a"), "_b")
+    pairs = pl.concat([subst, indel]).unique()
+
+    side = orig.select("_doc", "_ord", "invoice_number", "invoice_date", "total_amount")
+    pairs = (
+        pairs.join(side, left_on="_a", right_on="_doc")
+        .join(side, left_on="_b", right_on="_doc", suffix="_b")
+        # Keep each pair once, oriented: _a is the later one (the suspect), _b the earlier.
+        .filter(pl.col("_ord") > pl.col("_ord_b"))
+        .join(orig.select("_doc", "supplier_id"), left_on="_a", right_on="_doc")
+    )
+    if tol_frame is not None:
+        pairs = pairs.join(tol_frame, on="supplier_id", how="left")
+    days = tol.expr("duplicate_days")
+    gap = (pl.col("invoice_date") - pl.col("invoice_date_b")).dt.total_days().abs()
+    amount_var = (pl.col("total_amount") - pl.col("total_amount_b")).abs()
+    amount_differs = beyond(
+        amount_var,
+        pl.col("total_amount_b").abs(),
+        tol.expr("duplicate_amount_pct"),
+        tol.expr("duplicate_amount_abs"),
+    )
+    suspects = (
+        pairs.filter(
+            # A missing date cannot clear a suspect: it stays on hold for review.
+            (days.is_null() | gap.is_null() | (gap <= days)) & ~amount_differs
+        )
+        .group_by("_a")
+        .agg(
+            suspect_of=pl.col("invoice_number_b").sort_by("_ord_b").first(),
+            _suspect_var=pl.col("total_amount")
+            .cast(CMP)
+            .sub(pl.col("total_amount_b").cast(CMP))
+            .sort_by("_ord_b")
+            .first(),
+        )
+        .rename({"_a": "_doc"})
+    )
+    return docs.join(suspects, on="_doc", how="left").with_columns(
+        _suspect=pl.col("suspect_of").is_not_null()
+    )

@@ -1,0 +1,195 @@
+"""Result objects: the lazy reconciliation and its summary (data separate from rendering)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from scfeeds._reconcile._engine import OUT, STATUSES
+from scfeeds._reconcile._tolerances import Tolerances
+
+Engine = Literal["auto", "in-memory", "streaming"]
+
+
+def _public(lf: pl.LazyFrame) -> pl.LazyFrame:
+    return lf.select(c for c in lf.collect_schema().names() if not c.startswith("_"))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts and money at risk, three ways.
+
+    Attributes
+    ----------
+    by_status
+        ``level`` ('line' | 'invoice'), ``status``, ``count``, ``amount_at_risk``; every
+        status of :data:`STATUSES` that occurs, in precedence order.
+    by_supplier
+        ``supplier_id``, ``lines``, ``lines_with_exceptions``, ``line_amount_at_risk``,
+        ``invoices``, ``invoices_with_exceptions``, ``invoice_amount_at_risk``.
+    by_code
+        ``code``, ``level``, ``count``, ``amount_at_risk`` over every exception row (a line can
+        count under several codes, so these do not add up to the line totals).
+    """
+
+    by_status: pl.DataFrame
+    by_supplier: pl.DataFrame
+    by_code: pl.DataFrame
+
+    def __repr__(self) -> str:
+        with pl.Config(tbl_rows=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            return (
+                "Reconciliation summary\n\nby status\n"
+                f"{self.by_status}\n\nby supplier\n{self.by_supplier}\n\nby code\n{self.by_code}"
+            )
+
+    def _repr_html_(self) -> str:
+        parts = ["<div><strong>Reconciliation summary</strong>"]
+        for title, df in (
+            ("By status", self.by_status),
+            ("By supplier", self.by_supplier),
+            ("By exception code", self.by_code),
+        ):
+            parts.append(f"<h4>{html.escape(title)}</h4>")
+            parts.append(df._repr_html_())
+        parts.append("</div>")
+        return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """The outcome of :func:`scfeeds.reconcile`: lazy frames, computed when collected.
+
+    Attributes
+    ----------
+    lines
+        One row per PO line (see :func:`scfeeds.reconcile` for the columns).
+    invoices
+        One row per invoice document.
+    exceptions
+        One row per exception (line, invoice, ASN or receipt level).
+    received_from
+        ``"receipts"`` when receipts were given, else ``"asn"`` (ASN quantity stood in for the
+        receipt); also the ``received_from`` column of :attr:`lines`.
+    tolerances
+        The tolerances applied.
+    """
+
+    lines: pl.LazyFrame
+    invoices: pl.LazyFrame
+    exceptions: pl.LazyFrame
+    received_from: Literal["receipts", "asn"]
+    tolerances: Tolerances
+
+    def collect(self, *, engine: Engine = "auto") -> Reconciliation:
+        """Compute the three frames in one pass (shared sub-plans run once) and return a
+        reconciliation whose frames are in memory (still exposed as ``LazyFrame``)."""
+        lines, invoices, exceptions = pl.collect_all(
+            [self.lines, self.invoices, self.exceptions], engine=engine
+        )
+        return Reconciliation(
+            lines=lines.lazy(),
+            invoices=invoices.lazy(),
+            exceptions=exceptions.lazy(),
+            received_from=self.received_from,
+            tolerances=self.tolerances,
+        )
+
+    def summary(self, *, engine: Engine = "auto") -> Summary:
+        """Counts and amount at risk by status, by supplier and by code (computed now)."""
+        rank = {s: i for i, s in enumerate(STATUSES)}
+        line_status = self.lines.group_by("status").agg(
+            count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT)
+        )
+        inv_risk = (
+            pl.when(pl.col("status").is_in(["MATCHED", "MATCHED_WITHIN_TOLERANCE"]))
+            .then(pl.lit(0, OUT))
+            .when(
+                pl.col("status").is_in(
+                    [
+                        "DUPLICATE_INVOICE",
+                        "DUPLICATE_SUSPECT",
+                        "NO_PO_REFERENCE",
+                        "SUPPLIER_MISMATCH",
+                    ]
+                )
+            )
+            .then(pl.col("total_amount").abs())
+            .otherwise(pl.col("amount_variance").abs())
+            .cast(OUT)
+        )
+        inv = self.invoices.with_columns(_risk=inv_risk)
+        inv_status = inv.group_by("status").agg(
+            count=pl.len(), amount_at_risk=pl.col("_risk").sum().cast(OUT)
+        )
+        exc = pl.col("status").is_in(["MATCHED", "MATCHED_WITHIN_TOLERANCE"]).not_()
+        by_line_sup = self.lines.group_by("supplier_id").agg(
+            lines=pl.len(),
+            lines_with_exceptions=exc.sum(),
+            line_amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT),
+        )
+        by_inv_sup = inv.group_by("supplier_id").agg(
+            invoices=pl.len(),
+            invoices_with_exceptions=exc.sum(),
+            invoice_amount_at_risk=pl.col("_risk").sum().cast(OUT),
+        )
+        code_plan = self.exceptions.group_by("code", "level").agg(
+            count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT)
+        )
+        ls, is_, ls_sup, is_sup, codes = pl.collect_all(
+            [line_status, inv_status, by_line_sup, by_inv_sup, code_plan], engine=engine
+        )
+        by_status = (
+            pl.concat(
+                [
+                    ls.select(pl.lit("line").alias("level"), pl.all()),
+                    is_.select(pl.lit("invoice").alias("level"), pl.all()),
+                ]
+            )
+            .with_columns(_r=pl.col("status").replace_strict(rank, default=len(rank)))
+            .sort("level", "_r", descending=[True, False])
+            .drop("_r")
+        )
+        by_supplier = (
+            ls_sup.join(is_sup, on="supplier_id", how="full", coalesce=True)
+            .with_columns(
+                pl.col(
+                    "lines", "lines_with_exceptions", "invoices", "invoices_with_exceptions"
+                ).fill_null(0),
+                pl.col("line_amount_at_risk", "invoice_amount_at_risk").fill_null(pl.lit(0, OUT)),
+            )
+            .sort("supplier_id")
+        )
+        code_table = (
+            codes.with_columns(_r=pl.col("code").replace_strict(rank, default=len(rank)))
+            .sort("_r", "level")
+            .drop("_r")
+        )
+        return Summary(by_status=by_status, by_supplier=by_supplier, by_code=code_table)
+
+    def __repr__(self) -> str:
+        return (
+            f"Reconciliation(received_from={self.received_from!r}, "
+            "lines=<LazyFrame>, invoices=<LazyFrame>, exceptions=<LazyFrame>; "
+            "call .summary() or .collect())"
+        )
+
+
+def wrap(
+    lines: pl.LazyFrame,
+    invoices: pl.LazyFrame,
+    exceptions: pl.LazyFrame,
+    received_from: Literal["receipts", "asn"],
+    tolerances: Tolerances,
+) -> Reconciliation:
+    """Public view of a plan: private helper columns dropped."""
+    return Reconciliation(
+        lines=_public(lines),
+        invoices=_public(invoices),
+        exceptions=exceptions,
+        received_from=received_from,
+        tolerances=tolerances,
+    )
