@@ -8,16 +8,27 @@ and the real-world mess around them, back into the canonical schema.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import csv
+import datetime as dt
+import glob
 import io
-from collections.abc import Mapping
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple, overload
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from scfeeds._presets import PRESETS, ExportPreset
-from scfeeds.exceptions import ConfigurationError
-from scfeeds.schemas import COLUMNS, TableName
+from scfeeds.exceptions import ConfigurationError, ExportError
+from scfeeds.schemas import COLUMNS, ERRORS, MONEY, TableName, empty, empty_errors, schema
 
 ExportFormat = Literal["csv", "xlsx"]
 
@@ -237,4 +248,780 @@ def write_export(
         raise ConfigurationError(f"unknown export format {fmt!r}; expected 'csv' or 'xlsx'")
 
 
-__all__ = ["ExportFormat", "write_export"]
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+ErrorMode = Literal["warn", "raise", "collect"]
+
+
+class ExportWarning(UserWarning):
+    """An export was read, but something in it was ignored or could not be parsed."""
+
+
+class ExportResult(NamedTuple):
+    """Rows of an export in the canonical schema, and the problems met while reading it."""
+
+    rows: pl.DataFrame
+    errors: pl.DataFrame
+
+
+REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
+    "po_lines": ("po_number", "line_number", "item_id", "qty_ordered", "uom", "unit_price"),
+    # An ASN may carry no PO line numbers (856 without LIN line references).
+    "asn_lines": ("shipment_id", "po_number", "item_id", "qty_shipped", "uom"),
+    "invoice_lines": (
+        "invoice_number",
+        "po_number",
+        "line_number",
+        "item_id",
+        "qty_invoiced",
+        "uom",
+        "unit_price",
+    ),
+    "receipts": ("po_number", "line_number", "item_id", "qty_received", "uom"),
+}
+"""Canonical columns an export must have (else ``ExportError``, rule ``MISSING_COLUMNS``).
+Other columns of the mapping that the file lacks are read as null, with a warning."""
+
+# Which column names the document a row belongs to: a row without it that still carries
+# values is a totals / footer row, not a line item.
+_DOCUMENT_KEY: Final[dict[TableName, str]] = {
+    "po_lines": "po_number",
+    "asn_lines": "shipment_id",
+    "invoice_lines": "invoice_number",
+    "receipts": "po_number",
+}
+
+_ID_COLUMNS: Final = (
+    "supplier_id",
+    "po_number",
+    "shipment_id",
+    "invoice_number",
+    "line_number",
+    "item_id",
+)
+_SNIFF_BYTES: Final = 64 * 1024
+_HEADER_SCAN_LINES: Final = 30
+_DELIMITERS: Final = (",", ";", "\t", "|")
+_CHUNK: Final = 1 << 20
+_TOTALS = r"(?i)^(grand[\s-]*)?(total|totals|sum|summe|gesamt|gesamtsumme|subtotal|zwischensumme)\b"
+
+# Unambiguous date spellings tried after the preset's own format (slash dates are only read
+# with the preset's order: 01/02/2026 means different days in Chicago and in Berlin).
+_FALLBACK_DATES: Final = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%d.%m.%Y",
+    "%Y%m%d",
+    "%d-%b-%Y",
+    "%d %b %Y",
+    "%b %d, %Y",
+)
+# Excel's day 0 (the 1900 date system, with its 1900-02-29 bug folded in).
+_EXCEL_EPOCH: Final = dt.date(1899, 12, 30)
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.replace("\ufeff", "").split()).casefold()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything learnt about one file before its rows are read."""
+
+    path: Path
+    source: str
+    fmt: ExportFormat
+    table: TableName
+    mapping: dict[str, str]  # canonical -> header as it appears in the file
+    delimiter: str
+    encoding: str  # "utf-8" or "latin-1" (BOM is handled by polars)
+    skip_lines: int
+    decimal_comma: bool
+    thousands: str | None
+    date_formats: tuple[str, ...]
+    notes: tuple[tuple[str, str, str], ...]  # (position, rule, message) found while planning
+
+
+def _resolve_sources(source: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
+    items = [source] if isinstance(source, str | Path) else list(source)
+    out: list[tuple[Path, str]] = []
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?[") and not Path(text).exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise ConfigurationError(f"no file matches {text!r}")
+            out.extend((Path(m), m) for m in matches)
+        else:
+            out.append((Path(item), text))
+    if not out:
+        raise ConfigurationError("no source given")
+    return out
+
+
+def _candidates(
+    table: TableName | None, preset: ExportPreset | str | None, columns: Mapping[str, str] | None
+) -> list[tuple[ExportPreset | None, TableName, dict[str, str]]]:
+    if columns is not None:
+        if table is None:
+            raise ConfigurationError("columns= maps headers for one table: pass table= too")
+        unknown = [c for c in columns if c not in COLUMNS[table]]
+        if unknown:
+            raise ConfigurationError(
+                f"columns= maps non-canonical column(s) {', '.join(unknown)}; "
+                f"{table} has {', '.join(COLUMNS[table])}"
+            )
+        chosen = _resolve_preset(preset) if preset is not None else None
+        return [(chosen, table, dict(columns))]
+    presets = [_resolve_preset(preset)] if preset is not None else list(PRESETS.values())
+    tables = [table] if table is not None else list(COLUMNS)
+    if table is not None and table not in COLUMNS:
+        raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(COLUMNS)}")
+    return [(p, t, p.header(t)) for p in presets for t in tables if t in p.columns]
+
+
+def _score(
+    cells: Sequence[str],
+    candidates: Sequence[tuple[ExportPreset | None, TableName, dict[str, str]]],
+) -> tuple[int, int]:
+    """(matched headers, -candidate index) of the best candidate for a header row."""
+    found = {_norm(c) for c in cells if c.strip()}
+    best = (0, 0)
+    for i, (_, _, mapping) in enumerate(candidates):
+        hit = sum(_norm(h) in found for h in mapping.values())
+        best = max(best, (hit, -i))
+    return best
+
+
+def _sniff_encoding(path: Path, preset: ExportPreset | None) -> tuple[str, bytes]:
+    """``"utf-8"`` or ``"latin-1"``, and the first bytes of the file.
+
+    UTF-8 is checked over the whole file (in chunks, C speed) rather than trusted from the
+    preset: portals change code pages, and a non-ASCII name on row 900,000 must not crash the
+    read. A pure-ASCII file is read as UTF-8 whatever the preset says (same bytes).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    head = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            if not head:
+                head = chunk[:_SNIFF_BYTES]
+            try:
+                decoder.decode(chunk, final=False)
+            except UnicodeDecodeError:
+                return "latin-1", head
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "latin-1", head
+    del preset  # the bytes decide; the preset's declared encoding is only a hint
+    return "utf-8", head
+
+
+def _header_lines(text: str, delimiter: str) -> list[list[str]]:
+    lines = text.splitlines()[:_HEADER_SCAN_LINES]
+    return [next(csv.reader([line], delimiter=delimiter), []) for line in lines]
+
+
+def _plan_csv(
+    path: Path,
+    source: str,
+    candidates: Sequence[tuple[ExportPreset | None, TableName, dict[str, str]]],
+    preset: ExportPreset | None,
+) -> _Plan:
+    encoding, head = _sniff_encoding(path, preset)
+    text = head.decode(encoding, errors="ignore").lstrip("\ufeff")
+    best: tuple[tuple[int, int], str, int, list[str]] | None = None
+    delimiters = _DELIMITERS
+    for delim in delimiters:
+        for lineno, cells in enumerate(_header_lines(text, delim)):
+            score = _score(cells, candidates)
+            if score[0] and (best is None or score[0] > best[0][0]):
+                best = (score, delim, lineno, cells)
+    if best is None:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        raise ExportError(
+            f"{source}: no header row matches a known export layout "
+            f"(first line: {first[:120]!r}); pass preset= or columns=",
+            source=source,
+            position="header",
+            rule="MISSING_COLUMNS",
+        )
+    (_, idx), delim, lineno, cells = best
+    return _plan_common(path, source, "csv", candidates[-idx], cells, delim, encoding, lineno)
+
+
+def _plan_common(
+    path: Path,
+    source: str,
+    fmt: ExportFormat,
+    candidate: tuple[ExportPreset | None, TableName, dict[str, str]],
+    cells: Sequence[str],
+    delimiter: str,
+    encoding: str,
+    skip_lines: int,
+) -> _Plan:
+    chosen, table, mapping = candidate
+    by_norm: dict[str, str] = {}
+    for cell in cells:
+        by_norm.setdefault(_norm(cell), cell)
+    present = {c: by_norm[_norm(h)] for c, h in mapping.items() if _norm(h) in by_norm}
+    missing = [c for c in REQUIRED[table] if c in mapping and c not in present]
+    missing += [c for c in REQUIRED[table] if c not in mapping]
+    if missing:
+        names = ", ".join(f"{c} ({mapping[c]!r})" if c in mapping else c for c in missing)
+        raise ExportError(
+            f"{source}: required column(s) missing for {table}: {names}",
+            source=source,
+            position="header",
+            rule="MISSING_COLUMNS",
+        )
+    notes: list[tuple[str, str, str]] = []
+    absent = [mapping[c] for c in mapping if c not in present]
+    if absent:
+        notes.append(
+            ("header", "MISSING_OPTIONAL_COLUMNS", f"column(s) {absent} absent: read as null")
+        )
+    known = {_norm(h) for h in mapping.values()}
+    unknown = [c for c in cells if c.strip() and _norm(c) not in known]
+    if unknown:
+        notes.append(("header", "UNKNOWN_COLUMNS", f"unknown column(s) {unknown} ignored"))
+    if chosen is not None:
+        decimal_comma, thousands = chosen.decimal_comma, chosen.thousands
+        formats = (chosen.date_format, *[f for f in _FALLBACK_DATES if f != chosen.date_format])
+    else:
+        # No portal dialect known: a semicolon-separated file is a decimal-comma locale.
+        decimal_comma = delimiter == ";"
+        thousands = "." if decimal_comma else ","
+        formats = _FALLBACK_DATES
+    return _Plan(
+        path=path,
+        source=source,
+        fmt=fmt,
+        table=table,
+        mapping=present,
+        delimiter=delimiter,
+        encoding=encoding,
+        skip_lines=skip_lines,
+        decimal_comma=decimal_comma,
+        thousands=thousands,
+        date_formats=formats,
+        notes=tuple(notes),
+    )
+
+
+def _read_sheet(path: Path, source: str) -> pl.DataFrame:
+    try:
+        return pl.read_excel(
+            path,
+            engine="calamine",
+            has_header=False,
+            infer_schema_length=0,  # every cell as text: one parsing path for CSV and XLSX
+            drop_empty_rows=False,
+            drop_empty_cols=False,
+            raise_if_empty=False,
+        )
+    except Exception as exc:  # calamine raises its own types for zip/xml damage
+        raise ExportError(
+            f"{source}: not a readable xlsx workbook ({exc})",
+            source=source,
+            position="file",
+            rule="XLSX_SYNTAX",
+        ) from exc
+
+
+def _plan_xlsx(
+    path: Path,
+    source: str,
+    candidates: Sequence[tuple[ExportPreset | None, TableName, dict[str, str]]],
+) -> tuple[_Plan, pl.DataFrame]:
+    sheet = _read_sheet(path, source)
+    best: tuple[tuple[int, int], int, list[str]] | None = None
+    for rowno, row in enumerate(sheet.head(_HEADER_SCAN_LINES).iter_rows()):
+        cells = ["" if v is None else str(v) for v in row]
+        score = _score(cells, candidates)
+        if score[0] and (best is None or score[0] > best[0][0]):
+            best = (score, rowno, cells)
+    if best is None:
+        raise ExportError(
+            f"{source}: no header row matches a known export layout; pass preset= or columns=",
+            source=source,
+            position="header",
+            rule="MISSING_COLUMNS",
+        )
+    (_, idx), rowno, cells = best
+    plan = _plan_common(path, source, "xlsx", candidates[-idx], cells, ",", "utf-8", rowno)
+    body = sheet.slice(rowno + 1)
+    # Header cells become column names; blank or repeated header cells keep a unique name.
+    names: list[str] = []
+    for i, cell in enumerate(cells):
+        name = cell if cell.strip() and cell not in names else f"_col{i}"
+        names.append(name)
+    return plan, body.rename(dict(zip(body.columns, names, strict=True)))
+
+
+@contextlib.contextmanager
+def _utf8_file(plan: _Plan) -> Iterator[Path]:
+    """The file itself, or a UTF-8 copy of a latin-1 file (transcoded 1 MiB at a time)."""
+    if plan.encoding == "utf-8":
+        yield plan.path
+        return
+    fd, name = tempfile.mkstemp(prefix="scfeeds-", suffix=".csv")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, plan.path.open("rb") as src:
+            while chunk := src.read(_CHUNK):
+                out.write(chunk.decode("latin-1").encode("utf-8"))
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _number(raw: pl.Expr, plan: _Plan) -> pl.Expr:
+    """Text -> Decimal(18, 4), or null when the text is not a number in the file's dialect."""
+    s = raw.str.replace_all(r"[\s\u00a0\u202f'$€£¥]", "")
+    # Accounting negatives: "(12.50)" and SAP's trailing minus "12.50-".
+    s = (
+        pl.when(s.str.starts_with("(") & s.str.ends_with(")"))
+        .then("-" + s.str.strip_chars("()"))
+        .when(s.str.ends_with("-") & ~s.str.starts_with("-"))
+        .then("-" + s.str.strip_suffix("-"))
+        .otherwise(s)
+    )
+    point, sep = (",", ".") if plan.decimal_comma else (".", ",")
+    if plan.thousands:
+        sep = plan.thousands
+    p, t = re.escape(point), re.escape(sep)
+    # Grouping must be real thousands groups ("1.234,5"), or no separator at all ("1234,5").
+    local = rf"^[+-]?(\d{{1,3}}({t}\d{{3}})+|\d+)({p}\d+)?$"
+    canonical = s.str.replace_all(sep, "", literal=True).str.replace(point, ".", literal=True)
+    parsed: pl.Expr = pl.when(s.str.contains(local)).then(canonical)
+    if plan.fmt == "xlsx":
+        # Numeric cells arrive as plain "1234.5" whatever the locale; text cells as the portal
+        # printed them.
+        plain = r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$"
+        parsed = pl.when(s.str.contains(plain)).then(s).otherwise(parsed)
+    return parsed.cast(MONEY, strict=False)
+
+
+def _date(raw: pl.Expr, plan: _Plan) -> pl.Expr:
+    tries = [raw.str.strptime(pl.Date, f, strict=False) for f in plan.date_formats]
+    # A date cell formatted as a number shows Excel's serial day count.
+    serial = (
+        pl.when(raw.str.contains(r"^\d{5}(\.0+)?$"))
+        .then(
+            pl.lit(_EXCEL_EPOCH)
+            + pl.duration(days=raw.str.extract(r"^(\d{5})", 1).cast(pl.Int64, strict=False))
+        )
+        .cast(pl.Date)
+    )
+    return pl.coalesce([*tries, serial])
+
+
+def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+    """All records of one file with their canonical values, ``_rule`` and ``_message``.
+
+    ``_rule`` is null for a good row; otherwise the row is reported, never delivered.
+    """
+    target = COLUMNS[plan.table]
+    text: dict[str, pl.Expr] = {}
+    for col in target:
+        if col in plan.mapping:
+            e = pl.col(plan.mapping[col]).cast(pl.String).str.strip_chars()
+            text[col] = pl.when(e.str.len_chars() > 0).then(e)
+        else:
+            text[col] = pl.lit(None, dtype=pl.String)
+    values: dict[str, pl.Expr] = {}
+    problems: list[tuple[pl.Expr, str, pl.Expr]] = []
+    for col, dtype in target.items():
+        raw = text[col]
+        if dtype == pl.Date:
+            value = _date(raw, plan)
+            rule, what = "BAD_DATE", "a date"
+        elif isinstance(dtype, pl.Decimal):
+            value = _number(raw, plan)
+            rule, what = "BAD_NUMBER", "a number"
+        else:
+            if col == "line_number":
+                # "0010" -> "10", "10.0" (an Excel number) -> "10"; other text kept as is.
+                raw = raw.str.replace(r"^(\d+)\.0*$", "${1}").str.replace(r"^0+(\d)", "${1}")
+            elif col in ("uom", "currency"):
+                raw = raw.str.to_uppercase()
+            values[col] = raw.alias(col)
+            continue
+        values[col] = value.alias(col)
+        bad = raw.is_not_null() & value.is_null()
+        header = plan.mapping.get(col, col)
+        problems.append(
+            (bad, rule, pl.concat_str(pl.lit(f"{header}: '"), raw, pl.lit(f"' is not {what}")))
+        )
+    present = [text[c] for c in plan.mapping]
+    header_row = pl.all_horizontal(
+        [text[c] == plan.mapping[c].strip() for c in plan.mapping]
+    ).fill_null(False)
+    key = text[_DOCUMENT_KEY[plan.table]]
+    any_text = pl.any_horizontal([t.is_not_null() for t in present]) if present else pl.lit(False)
+    # Only identifying columns can say "Total": a description may well read "Total care kit".
+    ids = [text[c] for c in _ID_COLUMNS if c in plan.mapping]
+    totals_word = pl.any_horizontal(
+        [t.str.contains(_TOTALS).fill_null(False) for t in ids] or [pl.lit(False)]
+    )
+    rule_of = (
+        pl.when(~any_text)
+        .then(pl.lit("BLANK_ROW"))
+        .when(header_row)
+        .then(pl.lit("REPEATED_HEADER"))
+        .when(totals_word | key.is_null())
+        .then(pl.lit("TOTALS_ROW"))
+    )
+    message = (
+        pl.when(~any_text)
+        .then(pl.lit("blank row skipped"))
+        .when(header_row)
+        .then(pl.lit("repeated header row skipped"))
+        .when(totals_word | key.is_null())
+        .then(pl.lit(f"totals/footer row skipped (no {_DOCUMENT_KEY[plan.table]})"))
+    )
+    for bad, r, _ in problems:
+        rule_of = rule_of.when(bad).then(pl.lit(r))
+    cell_messages = [pl.when(bad).then(m) for bad, _, m in problems]
+    message_of: pl.Expr = message
+    if cell_messages:
+        message_of = message.otherwise(
+            pl.concat_str(cell_messages, separator="; ", ignore_nulls=True)
+        )
+    return frame.select(
+        pl.lit(plan.source).alias("source"),
+        pl.format("row {}", pl.col("_row") + 1).alias("position"),
+        *[
+            pl.lit(None, dtype=pl.String).alias(c)
+            for c in ("interchange_control", "group_control", "set_control")
+        ],
+        *values.values(),
+        rule_of.alias("_rule"),
+        message_of.alias("_message"),
+    )
+
+
+def _file_frame(plan: _Plan, sheet: pl.DataFrame | None, path: Path) -> pl.LazyFrame:
+    if sheet is not None:
+        raw = sheet.lazy().with_row_index("_row")
+    else:
+        raw = pl.scan_csv(
+            path,
+            separator=plan.delimiter,
+            skip_lines=plan.skip_lines,
+            infer_schema=False,  # everything as text; _rows_and_errors types and reports
+            row_index_name="_row",
+            truncate_ragged_lines=True,
+            quote_char='"',
+            missing_columns="insert",
+            raise_if_empty=False,
+        )
+    return _rows_and_errors(raw, plan)
+
+
+_SKIPPED: Final = ("BLANK_ROW", "REPEATED_HEADER", "TOTALS_ROW")
+_INFO_RULES: Final = frozenset(
+    {"REPEATED_HEADER", "TOTALS_ROW", "UNKNOWN_COLUMNS", "MISSING_OPTIONAL_COLUMNS"}
+)
+
+
+def _batches(
+    plan: _Plan, sheet: pl.DataFrame | None, chunk_size: int | None = None
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(good rows, error rows) batches of one file, in file order."""
+    target = list(schema(plan.table))
+    if plan.notes:
+        yield (
+            pl.DataFrame(schema=schema(plan.table)),
+            pl.DataFrame(
+                [(plan.source, p, r, f"{plan.source}: {m}") for p, r, m in plan.notes],
+                schema=ERRORS,
+                orient="row",
+            ),
+        )
+    with _utf8_file(plan) as path:
+        lf = _file_frame(plan, sheet, path)
+        try:
+            for batch in lf.collect_batches(chunk_size=chunk_size):
+                good = batch.filter(pl.col("_rule").is_null()).select(target)
+                bad = batch.filter(
+                    pl.col("_rule").is_not_null() & (pl.col("_rule") != "BLANK_ROW")
+                ).select(
+                    "source",
+                    "position",
+                    pl.col("_rule").alias("rule"),
+                    pl.format("{}: {}: {}", "source", "position", "_message").alias("message"),
+                )
+                yield good, bad
+        except pl.exceptions.PolarsError as exc:
+            raise ExportError(
+                f"{plan.source}: cannot be read as {plan.delimiter!r}-separated text ({exc})",
+                source=plan.source,
+                position="file",
+                rule="CSV_SYNTAX",
+            ) from exc
+
+
+def _plans(
+    source: str | Path | Sequence[str | Path],
+    table: TableName | None,
+    preset: ExportPreset | str | None,
+    columns: Mapping[str, str] | None,
+    fmt: ExportFormat | None,
+    on_plan_error: Callable[[ExportError, str], None] | None = None,
+) -> list[tuple[_Plan, pl.DataFrame | None]]:
+    candidates = _candidates(table, preset, columns)
+    chosen = _resolve_preset(preset) if preset is not None else None
+    out: list[tuple[_Plan, pl.DataFrame | None]] = []
+    for path, name in _resolve_sources(source):
+        kind = fmt or _format_of(path)
+        try:
+            if kind == "xlsx":
+                out.append(_plan_xlsx(path, name, candidates))
+            else:
+                out.append((_plan_csv(path, name, candidates, chosen), None))
+        except ExportError as exc:
+            if on_plan_error is None:
+                raise
+            on_plan_error(exc, name)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {name}: {exc}") from exc
+    tables = {p.table for p, _ in out}
+    if len(tables) > 1:
+        raise ConfigurationError(
+            f"sources hold different tables ({', '.join(sorted(tables))}): pass table= "
+            "or read them separately"
+        )
+    return out
+
+
+def _format_of(path: Path) -> ExportFormat:
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm", ".xls"):
+        return "xlsx"
+    if suffix in (".csv", ".txt", ".tsv", ""):
+        return "csv"
+    raise ConfigurationError(f"cannot tell the format of {path.name!r}: pass fmt='csv' or 'xlsx'")
+
+
+def _warn(errors: Sequence[pl.DataFrame]) -> None:
+    """One ExportWarning per file summarising its problems (rows excluded, columns ignored)."""
+    if not errors:
+        return
+    frame = pl.concat(errors)
+    if frame.height == 0:
+        return
+    for (src,), part in frame.group_by("source", maintain_order=True):
+        counts = part.group_by("rule", maintain_order=True).len()
+        summary = ", ".join(f"{n} {r}" for r, n in counts.iter_rows())
+        first = part.row(0, named=True)
+        warnings.warn(
+            f"{src}: {summary} (first: {first['message']}); "
+            "read_export(..., errors='collect') returns them as rows",
+            ExportWarning,
+            stacklevel=3,
+        )
+
+
+def scan_export(
+    source: str | Path | Sequence[str | Path],
+    *,
+    table: TableName | None = None,
+    preset: ExportPreset | str | None = None,
+    columns: Mapping[str, str] | None = None,
+    fmt: ExportFormat | None = None,
+) -> pl.LazyFrame:
+    """Lazily read supplier CSV / XLSX exports into a canonical table.
+
+    Parameters
+    ----------
+    source
+        A path, a glob (``"feeds/*/po_lines/*.csv"``) or a list of them. Every file must map to
+        the same table.
+    table
+        Canonical table to read. ``None`` picks, per file, the table (and preset) whose headers
+        match the file's header row best.
+    preset
+        An :class:`~scfeeds._presets.ExportPreset` or its name. ``None`` tries every preset in
+        ``PRESETS``. The preset gives header names and the number / date dialect.
+    columns
+        Explicit canonical -> header mapping (needs ``table``); overrides the preset's headers.
+        Without a preset the dialect is guessed: ``;``-separated files use a decimal comma.
+    fmt
+        ``"csv"`` or ``"xlsx"``; ``None`` decides from the file extension.
+
+    Returns
+    -------
+    pl.LazyFrame
+        ``schema(table)``: provenance (``source`` as given, ``position`` ``"row N"``, the
+        N-th record after the header row) and the table's columns. Strings are stripped, blanks
+        are null, ``uom`` / ``currency`` upper-cased, ``line_number`` without leading zeros.
+
+    Notes
+    -----
+    What the reader handles: UTF-8 with or without BOM and latin-1 (decided from the bytes;
+    latin-1 is transcoded to a temporary UTF-8 file in 1 MiB chunks at collect time), any of
+    ``, ; TAB |`` as delimiter, title lines above the header, thousands separators, decimal
+    commas, accounting negatives ``(1.00)`` and ``1.00-``, currency symbols, the preset's date
+    format then unambiguous ISO / German / compact / month-name dates and Excel serial days,
+    blank rows, repeated header rows and totals rows (skipped), unknown columns (ignored).
+
+    Rows whose cells cannot be parsed (rules ``BAD_NUMBER``, ``BAD_DATE``) are not delivered:
+    at collect time one :class:`ExportWarning` per file names them; use
+    ``read_export(..., errors="collect")`` to get them as data.
+
+    Raises
+    ------
+    ExportError
+        At scan time, rule ``MISSING_COLUMNS``: a required column (``REQUIRED``) is missing or
+        no header row is recognised; the message names the columns and the file.
+
+    Examples
+    --------
+    >>> lf = scan_export("feeds/SUP002/po_lines/*.csv", table="po_lines")  # doctest: +SKIP
+    >>> lf.filter(pl.col("qty_ordered") > 100).collect()  # doctest: +SKIP
+    """
+    plans = _plans(source, table, preset, columns, fmt)
+    target = schema(plans[0][0].table) if plans else schema(table or "po_lines")
+
+    def io_source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        problems: list[pl.DataFrame] = []
+        produced = 0
+        for plan, sheet in plans:
+            for good, bad in _batches(plan, sheet, batch_size):
+                if bad.height:
+                    problems.append(bad)
+                out = good
+                if predicate is not None:
+                    out = out.filter(predicate)
+                if with_columns is not None:
+                    out = out.select(with_columns)
+                if n_rows is not None:
+                    out = out.head(n_rows - produced)
+                produced += out.height
+                yield out
+                if n_rows is not None and produced >= n_rows:
+                    return
+        _warn(problems)
+
+    return register_io_source(
+        io_source, schema=target, explain_name="scfeeds.scan_export", is_pure=True
+    )
+
+
+@overload
+def read_export(
+    source: str | Path | Sequence[str | Path],
+    *,
+    table: TableName | None = ...,
+    preset: ExportPreset | str | None = ...,
+    columns: Mapping[str, str] | None = ...,
+    fmt: ExportFormat | None = ...,
+    errors: Literal["warn", "raise"] = ...,
+) -> pl.DataFrame: ...
+@overload
+def read_export(
+    source: str | Path | Sequence[str | Path],
+    *,
+    table: TableName | None = ...,
+    preset: ExportPreset | str | None = ...,
+    columns: Mapping[str, str] | None = ...,
+    fmt: ExportFormat | None = ...,
+    errors: Literal["collect"],
+) -> ExportResult: ...
+def read_export(
+    source: str | Path | Sequence[str | Path],
+    *,
+    table: TableName | None = None,
+    preset: ExportPreset | str | None = None,
+    columns: Mapping[str, str] | None = None,
+    fmt: ExportFormat | None = None,
+    errors: ErrorMode = "warn",
+) -> pl.DataFrame | ExportResult:
+    """Read supplier CSV / XLSX exports into a canonical table (eager :func:`scan_export`).
+
+    Parameters
+    ----------
+    source, table, preset, columns, fmt
+        As for :func:`scan_export`.
+    errors
+        What to do with rows that cannot be parsed, skipped rows and ignored columns:
+
+        - ``"warn"`` (default): return the good rows; one :class:`ExportWarning` per file
+          names the problems (same as ``scan_export(...).collect()``);
+        - ``"collect"``: return ``ExportResult(rows, errors)``; ``errors`` has one row per
+          problem (``source, position, rule, message``), including files that could not be
+          read at all (``MISSING_COLUMNS``, ``CSV_SYNTAX``, ``XLSX_SYNTAX``) and skipped
+          ``TOTALS_ROW`` / ``REPEATED_HEADER`` rows;
+        - ``"raise"``: raise :class:`~scfeeds.exceptions.ExportError` at the first row that
+          cannot be parsed.
+
+    Examples
+    --------
+    >>> rows, errors = read_export("po.csv", table="po_lines", errors="collect")  # doctest: +SKIP
+    """
+    if errors == "warn":
+        return scan_export(source, table=table, preset=preset, columns=columns, fmt=fmt).collect()
+    if errors not in ("raise", "collect"):
+        raise ConfigurationError(f"errors={errors!r}; expected 'warn', 'raise' or 'collect'")
+    problems: list[pl.DataFrame] = []
+
+    def plan_failed(exc: ExportError, name: str) -> None:
+        problems.append(
+            pl.DataFrame(
+                [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", str(exc))],
+                schema=ERRORS,
+                orient="row",
+            )
+        )
+
+    plans = _plans(
+        source, table, preset, columns, fmt, plan_failed if errors == "collect" else None
+    )
+    rows: list[pl.DataFrame] = []
+    for plan, sheet in plans:
+        try:
+            for good, bad in _batches(plan, sheet):
+                rows.append(good)
+                if errors == "raise":
+                    hard = bad.filter(~pl.col("rule").is_in(list(_INFO_RULES)))
+                    if hard.height:
+                        first = hard.row(0, named=True)
+                        raise ExportError(
+                            first["message"],
+                            source=first["source"],
+                            position=first["position"],
+                            rule=first["rule"],
+                        )
+                problems.append(bad)
+        except ExportError as exc:
+            if errors == "raise":
+                raise
+            plan_failed(exc, plan.source)
+    tname = plans[0][0].table if plans else (table or "po_lines")
+    frame = pl.concat([empty(tname), *rows]) if rows else empty(tname)
+    if errors == "raise":
+        _warn(problems)
+        return frame
+    return ExportResult(frame, pl.concat([empty_errors(), *problems]))
+
+
+__all__ = [
+    "REQUIRED",
+    "ExportFormat",
+    "ExportResult",
+    "ExportWarning",
+    "read_export",
+    "scan_export",
+    "write_export",
+]

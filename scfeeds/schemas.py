@@ -97,3 +97,18 @@ def schema(table: TableName) -> pl.Schema:
 def empty(table: TableName) -> pl.DataFrame:
     """An empty frame with the canonical schema of ``table``."""
     return pl.DataFrame(schema=schema(table))
+
+
+ERRORS: Final[dict[str, pl.DataType]] = {
+    "source": pl.String(),
+    "position": pl.String(),
+    "rule": pl.String(),
+    "message": pl.String(),
+}
+"""Columns of a reader's errors frame: one row per problem met while reading (a row that cannot
+be parsed, a skipped totals row, a broken document), named by source, position and rule."""
+
+
+def empty_errors() -> pl.DataFrame:
+    """An empty errors frame (``ERRORS`` columns)."""
+    return pl.DataFrame(schema=ERRORS)
