@@ -1,0 +1,775 @@
+"""One batch of the seeded world, built with numpy arrays (no Python loop per line).
+
+A batch is a run of consecutive POs. Everything in it is drawn from
+``numpy.random.default_rng([seed, stream, batch])`` so a batch depends only on the seed, its
+index and the counters carried over from earlier batches (:class:`Counters`), never on
+wall-clock time or hash order.
+
+Quantities are whole units; money is held as integer cents, so every sum is exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from scfeeds._synth.config import DUPLICATE_FAULTS, FAULTS, LINE_FAULTS, Supplier, SynthConfig
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+CLEAN: Final = -1
+_F = {name: i for i, name in enumerate(LINE_FAULTS)}
+_CARRIERS: Final = ("UPSN", "FDEG", "ODFL", "RDWY", "SAIA", "XPOL")
+# 23 check letters: X, Y and Z never end a clean invoice number, so a "suspect" copy that
+# ends in one of them is at edit distance >= 2 from every clean number but its original.
+_CHECK: Final = "ABCDEFGHIJKLMNOPQRSTUVW"
+_SUSPECT: Final = "XYZ"
+_UOMS: Final = ("EA", "EA", "EA", "EA", "EA", "EA", "LB", "FT", "PR")
+_PACK_SIZES: Final = (6, 12, 24, 48)
+_ADJ: Final = (
+    "Steel",
+    "Brass",
+    "Nylon",
+    "Zinc plated",
+    "Stainless",
+    "Heavy duty",
+    "Galvanized",
+    "Coated",
+)
+_NOUN: Final = (
+    "hex bolt",
+    "washer",
+    "hinge",
+    "bracket",
+    "cable tie",
+    "pipe clamp",
+    "bearing",
+    "gasket",
+    "fuse",
+    "relay",
+    "caster",
+    "spring",
+)
+_EPOCH: Final = dt.date(1970, 1, 1)
+
+
+@dataclass
+class Counters:
+    """Sequence numbers carried from one batch to the next (keeps ids unique and stable)."""
+
+    shipment: int = 0
+    pack: int = 0
+    invoice: list[int] = field(default_factory=list)  # per supplier
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Every supplier's items; index = supplier * per_supplier + local index."""
+
+    per_supplier: int
+    item_id: pl.Series
+    vendor_part: pl.Series
+    description: pl.Series
+    price_cents: IntArray
+    uom: pl.Series
+    pack_size: IntArray  # EA per CS, 0 when the item has no pack size
+
+    def conversions(self) -> pl.DataFrame:
+        """``world/conversions.parquet``: item_id, from_uom, to_uom, factor."""
+        has = self.pack_size > 0
+        return pl.DataFrame(
+            {
+                "item_id": self.item_id.filter(pl.Series(has)),
+                "from_uom": "CS",
+                "to_uom": "EA",
+                "factor": pl.Series(self.pack_size[has]).cast(pl.String),
+            }
+        ).with_columns(pl.col("factor").cast(pl.Decimal(18, 4)))
+
+
+def make_catalog(seed: int, n_suppliers: int, per_supplier: int) -> ItemCatalog:
+    rng = np.random.default_rng([seed, 0])
+    n = n_suppliers * per_supplier
+    sup = np.repeat(np.arange(n_suppliers), per_supplier)
+    local = np.tile(np.arange(per_supplier), n_suppliers)
+    frame = pl.DataFrame({"s": sup + 1, "l": local + 1})
+    item_id = frame.select(
+        pl.format(
+            "P{}-{}",
+            pl.col("s").cast(pl.String).str.zfill(2),
+            pl.col("l").cast(pl.String).str.zfill(5),
+        )
+    ).to_series()
+    vp = (local * 7919 + sup * 104_729 + 13) % 100_000
+    vendor_part = (
+        pl.DataFrame({"s": sup + 1, "v": vp})
+        .select(
+            pl.format(
+                "V{}{}",
+                pl.col("s").cast(pl.String).str.zfill(2),
+                pl.col("v").cast(pl.String).str.zfill(5),
+            )
+        )
+        .to_series()
+    )
+    adj = np.array(_ADJ, dtype=object)[rng.integers(0, len(_ADJ), n)]
+    noun = np.array(_NOUN, dtype=object)[rng.integers(0, len(_NOUN), n)]
+    size = rng.integers(4, 65, n)
+    # some descriptions carry a comma, as real ones do, to exercise CSV quoting
+    comma = rng.random(n) < 0.2
+    desc = [
+        f"{a} {b}, {c} mm" if k else f"{a} {b} {c} mm"
+        for a, b, c, k in zip(adj, noun, size.tolist(), comma.tolist(), strict=True)
+    ]
+    price = np.clip(np.exp(rng.normal(6.5, 1.1, n)), 100, 400_000).astype(np.int64)
+    uom = np.array(_UOMS, dtype=object)[rng.integers(0, len(_UOMS), n)]
+    pack = np.where(
+        (uom == "EA") & (rng.random(n) < 0.35),
+        np.array(_PACK_SIZES)[rng.integers(0, len(_PACK_SIZES), n)],
+        0,
+    ).astype(np.int64)
+    return ItemCatalog(
+        per_supplier=per_supplier,
+        item_id=item_id,
+        vendor_part=vendor_part,
+        description=pl.Series(desc, dtype=pl.String),
+        price_cents=price,
+        uom=pl.Series(uom.tolist(), dtype=pl.String),
+        pack_size=pack,
+    )
+
+
+def check_letters(seq: IntArray) -> pl.Series:
+    """Check letter of invoice sequence numbers.
+
+    ``(digit sum + 10 * digit count) mod 23``: changing one digit moves the sum by 1..9,
+    inserting or deleting one moves it by 10..19, never a multiple of 23. So two numbers whose
+    digit strings are one edit apart get different letters, and the full numbers (letters
+    included) are at edit distance >= 2, before and after normalisation (leading zeros
+    stripped).
+    """
+    digits = np.zeros_like(seq)
+    count = np.zeros_like(seq)
+    rest = seq.copy()
+    while (rest > 0).any():
+        digits += rest % 10
+        count += rest > 0
+        rest //= 10
+    idx = (digits + 10 * count) % len(_CHECK)
+    return pl.Series(np.array(list(_CHECK))[idx].tolist(), dtype=pl.String)
+
+
+def _money(cents: pl.Expr) -> pl.Expr:
+    """Integer cents -> ``"12.50"``."""
+    return pl.format(
+        "{}.{}", (cents // 100).cast(pl.String), (cents % 100).cast(pl.String).str.zfill(2)
+    )
+
+
+def _dates(days: IntArray) -> pl.Series:
+    return pl.Series(days, dtype=pl.Int32).cast(pl.Date)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The rows of one batch, before they are routed to files.
+
+    ``po``: one row per PO line; ``asn``: one row per ASN line (in document order: shipment,
+    pack, line); ``invoice``: one row per invoice line (document order), copies included
+    (``copy_of`` >= 0); ``receipts``: one row per received (shipment, line); ``truth``: the
+    answer key. Every frame has ``sup`` (supplier index) and ``doc`` (document key, unique in
+    the batch for its table).
+    """
+
+    po: pl.DataFrame
+    asn: pl.DataFrame
+    invoice: pl.DataFrame
+    receipts: pl.DataFrame
+    truth: pl.DataFrame
+
+
+TRUTH_SCHEMA: Final = pl.Schema(
+    {
+        "fault": pl.String(),
+        "code": pl.String(),
+        "level": pl.String(),
+        "supplier_id": pl.String(),
+        "po_number": pl.String(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "invoice_number": pl.String(),
+        "shipment_id": pl.String(),
+    }
+)
+
+
+def _uniform_int(rng: np.random.Generator, low: IntArray | int, high: IntArray) -> IntArray:
+    """Uniform ints in [low, high) elementwise; high <= low gives low."""
+    span = np.maximum(np.asarray(high) - low, 1)
+    return np.asarray(low + (rng.random(span.shape) * span).astype(np.int64), dtype=np.int64)
+
+
+def make_batch(
+    *,
+    seed: int,
+    batch: int,
+    po_start: int,
+    n_po: int,
+    lines_per_po: tuple[int, int],
+    suppliers: tuple[Supplier, ...],
+    catalog: ItemCatalog,
+    rates: Mapping[str, float],
+    config: SynthConfig,
+    counters: Counters,
+    force_all: bool,
+) -> Batch:
+    """Draw one batch of ``n_po`` POs (global index ``po_start`` ...)."""
+    rng = np.random.default_rng([seed, 1, batch])
+    n_sup = len(suppliers)
+    start = (config.start_date - _EPOCH).days
+
+    # -- purchase orders ----------------------------------------------------------------
+    po_sup = rng.integers(0, n_sup, n_po)
+    po_date = start + rng.integers(0, config.days, n_po)
+    n_lines = rng.integers(lines_per_po[0], lines_per_po[1] + 1, n_po)
+    n_l = int(n_lines.sum())
+    line_po = np.repeat(np.arange(n_po), n_lines)
+    first = np.cumsum(n_lines) - n_lines
+    line_no = np.arange(n_l) - first[line_po] + 1
+    sup = po_sup[line_po]
+    item = sup * catalog.per_supplier + rng.integers(0, catalog.per_supplier, n_l)
+    price = catalog.price_cents[item]
+    pack_size = catalog.pack_size[item]
+    qty = rng.integers(1, 61, n_l)
+
+    # -- faults: at most one line fault per line ----------------------------------------
+    line_rates = np.array([rates[f] for f in LINE_FAULTS])
+    fault = np.searchsorted(np.cumsum(line_rates), rng.random(n_l), side="right")
+    fault = np.where(fault >= len(LINE_FAULTS), CLEAN, fault).astype(np.int64)
+    if force_all:
+        _force_line_faults(rng, fault, line_rates)
+    faulted = fault != CLEAN
+    # faults are large: at least 10 units so 10 % is at least one unit
+    qty = np.where(faulted, rng.integers(10, 101, n_l), qty)
+    cs = ~faulted & (pack_size > 0) & (rng.random(n_l) < config.pack_size_rate)
+    qty = np.where(cs, pack_size * rng.integers(1, 6, n_l), qty)
+
+    f_short = rng.uniform(0.5, 0.9, n_l)
+    f_over = rng.uniform(1.1, 1.5, n_l)
+    shipped = qty.copy()
+    shipped[np.isin(fault, [_F["not_shipped"], _F["invoiced_not_received"]])] = 0
+    short = np.isin(fault, [_F["short_shipment"], _F["short_shipment_billed_full"]])
+    shipped[short] = np.floor(qty[short] * f_short[short]).astype(np.int64)
+    over = fault == _F["over_shipment"]
+    shipped[over] = np.ceil(qty[over] * f_over[over]).astype(np.int64)
+
+    invoiced = qty.copy()
+    invoiced[np.isin(fault, [_F["not_shipped"], _F["not_invoiced"]])] = 0
+    short_only = fault == _F["short_shipment"]
+    invoiced[short_only] = shipped[short_only]
+    over_inv = fault == _F["over_invoiced"]
+    invoiced[over_inv] = np.ceil(qty[over_inv] * f_over[over_inv]).astype(np.int64)
+    # invoice unit and price per line
+    inv_price = price.copy()
+    pv = fault == _F["price_variance"]
+    sign = np.where(rng.random(n_l) < 0.5, -1.0, 1.0)
+    inv_price[pv] = np.round(price[pv] * (1 + sign[pv] * rng.uniform(0.11, 0.25, n_l)[pv]))
+    uom_bad = fault == _F["uom_mismatch"]
+    box = np.array([5, 10, 12])[rng.integers(0, 3, n_l)]
+    inv_qty_unit = np.where(cs, invoiced // np.maximum(pack_size, 1), invoiced)
+    inv_qty_unit = np.where(uom_bad, -(-invoiced // box), inv_qty_unit)
+    inv_price = np.where(cs, price * pack_size, inv_price)
+    inv_price = np.where(uom_bad, price * box, inv_price)
+
+    po_frame = _po_frame(
+        po_start, po_sup, po_date, line_po, line_no, item, qty, price, fault, suppliers, catalog
+    )
+
+    # -- shipments ------------------------------------------------------------------------
+    k_po = rng.choice(np.array([1, 2, 3]), size=n_po, p=[0.6, 0.3, 0.1])
+    k_line = k_po[line_po]
+    has = shipped > 0
+    split = has & (shipped >= 2) & (k_line >= 2) & ~cs & (rng.random(n_l) < config.ship_split)
+    s_a = _uniform_int(rng, 0, k_line)
+    s_b = (s_a + _uniform_int(rng, 1, k_line)) % k_line
+    q_a = np.where(split, _uniform_int(rng, 1, shipped), shipped)
+    part_line = np.concatenate([np.flatnonzero(has), np.flatnonzero(split)])
+    part_slot = np.concatenate([s_a[has], s_b[split]])
+    part_qty = np.concatenate([q_a[has], (shipped - q_a)[split]])
+    ship_key, part_ship = np.unique(line_po[part_line] * 4 + part_slot, return_inverse=True)
+    n_ship = len(ship_key)
+    ship_po = ship_key // 4
+    ship_slot = ship_key % 4
+    ship_date = (
+        po_date[ship_po] + rng.integers(2, 12, n_ship) + ship_slot * rng.integers(3, 9, n_ship)
+    )
+    ship_seq = counters.shipment + np.arange(n_ship) + 1
+    counters.shipment += n_ship
+    n_packs = rng.integers(1, 4, n_ship)
+    carrier = rng.integers(0, len(_CARRIERS), n_ship)
+    tracking = rng.integers(10**11, 10**12, n_ship)
+
+    part_pack = _uniform_int(rng, 0, n_packs[part_ship])
+    n_parts = len(part_line)
+    psplit = (
+        (part_qty >= 2)
+        & (n_packs[part_ship] >= 2)
+        & ~cs[part_line]
+        & (rng.random(n_parts) < config.pack_split)
+    )
+    p_a = np.where(psplit, _uniform_int(rng, 1, part_qty), part_qty)
+    al_part = np.concatenate([np.arange(n_parts), np.flatnonzero(psplit)])
+    al_pack = np.concatenate([part_pack, ((part_pack + 1) % n_packs[part_ship])[psplit]])
+    al_qty = np.concatenate([p_a, (part_qty - p_a)[psplit]])
+    al_ship = part_ship[al_part]
+    al_line = part_line[al_part]
+    order = np.lexsort((al_line, al_pack, al_ship))
+    al_part, al_pack, al_qty, al_ship, al_line = (
+        a[order] for a in (al_part, al_pack, al_qty, al_ship, al_line)
+    )
+    pack_key, pack_ord = np.unique(al_ship * 4 + al_pack, return_inverse=True)
+    pack_seq = counters.pack + pack_ord + 1
+    counters.pack += len(pack_key)
+    asn_frame = _asn_frame(
+        al_ship,
+        al_line,
+        al_qty,
+        al_pack,
+        pack_seq,
+        ship_seq,
+        ship_date,
+        carrier,
+        tracking,
+        cs,
+        pack_size,
+        po_frame,
+        po_sup,
+        line_po,
+    )
+
+    # -- receipts: one per (shipment, line), in the PO line's unit --------------------------
+    rc_order = np.lexsort((part_line, part_ship))
+    rc_line = part_line[rc_order]
+    rc_ship = part_ship[rc_order]
+    rc_date = ship_date[rc_ship] + rng.integers(1, 5, len(rc_order))
+    receipts = (
+        po_frame[rc_line]
+        .select("sup", "supplier_id", "po_number", "line_number", "item_id", "uom")
+        .with_columns(
+            doc=pl.Series(rc_ship),
+            qty_received=pl.Series(part_qty[rc_order]).cast(pl.String).cast(pl.Decimal(18, 4)),
+            receipt_date=_dates(rc_date),
+            location=pl.Series(
+                [suppliers[s].location for s in sup[rc_line].tolist()], dtype=pl.String
+            ),
+        )
+    )
+
+    # -- invoices -------------------------------------------------------------------------
+    last_ship = po_date + rng.integers(5, 15, n_po)
+    np.maximum.at(last_ship, ship_po, ship_date)
+    k_inv = np.where(rng.random(n_po) < config.invoice_split, 2, 1)
+    billable = (invoiced > 0) | uom_bad
+    fixed = faulted | cs
+    kl = k_inv[line_po]
+    i_a = np.where(fixed, 0, _uniform_int(rng, 0, kl))
+    isplit = (
+        billable
+        & ~fixed
+        & (kl == 2)
+        & (invoiced >= 2)
+        & (rng.random(n_l) < config.invoice_line_split)
+    )
+    iq_a = np.where(isplit, _uniform_int(rng, 1, invoiced), inv_qty_unit)
+    il_line = np.concatenate([np.flatnonzero(billable), np.flatnonzero(isplit)])
+    il_slot = np.concatenate([i_a[billable], (1 - i_a)[isplit]])
+    il_qty = np.concatenate([iq_a[billable], (invoiced - iq_a)[isplit]])
+    inv_key, il_inv = np.unique(line_po[il_line] * 2 + il_slot, return_inverse=True)
+    order = np.lexsort((il_line, il_inv))
+    il_line, il_inv, il_qty = il_line[order], il_inv[order], il_qty[order]
+    n_inv = len(inv_key)
+    inv_po = inv_key // 2
+    inv_sup = po_sup[inv_po]
+    inv_date = (
+        last_ship[inv_po] + rng.integers(0, 10, n_inv) + (inv_key % 2) * rng.integers(1, 6, n_inv)
+    )
+    inv_seq = _sequence(inv_sup, counters, n_sup)
+    inv_clean = np.ones(n_inv, dtype=bool)
+    np.logical_and.at(inv_clean, il_inv, ~faulted[il_line])
+
+    # no-PO invoices: one line, a PO number from a range no real PO uses
+    n_nopo = int(rng.binomial(n_inv, rates["no_po"])) if n_inv else 0
+    if force_all and n_nopo == 0 and rates["no_po"] > 0 and n_inv:
+        n_nopo = 1
+    np_sup = rng.integers(0, n_sup, n_nopo)
+    np_item = np_sup * catalog.per_supplier + rng.integers(0, catalog.per_supplier, n_nopo)
+    np_po = 49_000_000 + rng.integers(0, 1_000_000, n_nopo) * 100 + batch % 100
+    np_date = start + rng.integers(10, config.days + 20, n_nopo)
+    np_qty = rng.integers(1, 61, n_nopo)
+    np_seq = _sequence(np_sup, counters, n_sup)
+
+    invoice = _invoice_frame(
+        il_line=il_line,
+        il_inv=il_inv,
+        il_qty=il_qty,
+        inv_seq=inv_seq,
+        inv_date=inv_date,
+        inv_price=inv_price,
+        cs=cs,
+        uom_bad=uom_bad,
+        po_frame=po_frame,
+        np_sup=np_sup,
+        np_item=np_item,
+        np_po=np_po,
+        np_date=np_date,
+        np_qty=np_qty,
+        np_seq=np_seq,
+        n_inv=n_inv,
+        suppliers=suppliers,
+        catalog=catalog,
+    )
+
+    # duplicates: copies of clean invoices
+    dup_rates = np.array([rates[f] for f in DUPLICATE_FAULTS])
+    dup = np.searchsorted(np.cumsum(dup_rates), rng.random(n_inv), side="right")
+    dup = np.where(inv_clean & (dup < len(DUPLICATE_FAULTS)), dup, CLEAN)
+    if force_all:
+        _force_duplicates(rng, dup, inv_clean, dup_rates)
+    shift = rng.integers(1, 4, n_inv)
+    invoice, dup_truth = _add_copies(invoice, dup, shift)
+
+    truth = pl.concat(
+        [
+            _line_truth(po_frame).select(TRUTH_SCHEMA.names()),
+            dup_truth.select(TRUTH_SCHEMA.names()),
+            invoice.filter(pl.col("no_po")).select(
+                fault=pl.lit("no_po"),
+                code=pl.lit("NO_PO_REFERENCE"),
+                level=pl.lit("invoice"),
+                supplier_id="supplier_id",
+                po_number="po_number",
+                line_number="line_number",
+                item_id="item_id",
+                invoice_number="invoice_number",
+                shipment_id=pl.lit(None, pl.String),
+            ),
+        ],
+        how="vertical_relaxed",
+    ).match_to_schema(TRUTH_SCHEMA)
+    # evidence for single-invoice faults: the invoice carrying the wrong price / unit
+    evidence = (
+        invoice.filter(~pl.col("no_po") & (pl.col("copy_of") < 0))
+        .select("po_number", "line_number", ev="invoice_number")
+        .unique(["po_number", "line_number"], keep="first", maintain_order=True)
+    )
+    truth = (
+        truth.join(evidence, on=["po_number", "line_number"], how="left", maintain_order="left")
+        .with_columns(
+            invoice_number=pl.when(pl.col("fault").is_in(["price_variance", "uom_mismatch"]))
+            .then(pl.col("ev"))
+            .otherwise(pl.col("invoice_number"))
+        )
+        .drop("ev")
+    )
+    return Batch(
+        po=po_frame,
+        asn=asn_frame,
+        invoice=invoice,
+        receipts=receipts,
+        truth=truth,
+    )
+
+
+def _force_line_faults(
+    rng: np.random.Generator, fault: IntArray, rates: npt.NDArray[np.float64]
+) -> None:
+    """Make sure each line fault with a positive rate occurs at least once (if lines allow)."""
+    for k in range(len(LINE_FAULTS)):
+        if rates[k] <= 0 or (fault == k).any():
+            continue
+        clean = np.flatnonzero(fault == CLEAN)
+        # keep at least half the lines clean so invoice-level faults have clean invoices
+        if len(clean) <= len(fault) // 2:
+            return
+        fault[clean[rng.integers(0, len(clean))]] = k
+
+
+def _force_duplicates(
+    rng: np.random.Generator,
+    dup: IntArray,
+    inv_clean: BoolArray,
+    rates: npt.NDArray[np.float64],
+) -> None:
+    for k in range(len(DUPLICATE_FAULTS)):
+        if rates[k] <= 0 or (dup == k).any():
+            continue
+        free = np.flatnonzero(inv_clean & (dup == CLEAN))
+        if len(free) < 2:
+            return
+        dup[free[rng.integers(0, len(free))]] = k
+
+
+def _sequence(sup: IntArray, counters: Counters, n_sup: int) -> IntArray:
+    """Per-supplier running invoice sequence numbers, in array order."""
+    if not counters.invoice:
+        counters.invoice = [0] * n_sup
+    seq = np.zeros(len(sup), dtype=np.int64)
+    for s in range(n_sup):
+        mask = sup == s
+        n = int(mask.sum())
+        seq[mask] = counters.invoice[s] + np.arange(n) + 1
+        counters.invoice[s] += n
+    return seq
+
+
+def _supplier_col(sup: IntArray, suppliers: tuple[Supplier, ...], attr: str) -> pl.Series:
+    values = np.array([getattr(s, attr) for s in suppliers], dtype=object)
+    return pl.Series(values[sup].tolist(), dtype=pl.String)
+
+
+def _po_frame(
+    po_start: int,
+    po_sup: IntArray,
+    po_date: IntArray,
+    line_po: IntArray,
+    line_no: IntArray,
+    item: IntArray,
+    qty: IntArray,
+    price: IntArray,
+    fault: IntArray,
+    suppliers: tuple[Supplier, ...],
+    catalog: ItemCatalog,
+) -> pl.DataFrame:
+    sup = po_sup[line_po]
+    names = np.array([*LINE_FAULTS, None], dtype=object)
+    return pl.DataFrame(
+        {
+            "sup": sup,
+            "doc": line_po,
+            "supplier_id": _supplier_col(sup, suppliers, "supplier_id"),
+            "po_number": pl.Series(po_start + line_po + 1).cast(pl.String).str.zfill(8),
+            "po_date": _dates(po_date[line_po]),
+            "line_number": pl.Series(line_no).cast(pl.String),
+            "item_id": catalog.item_id.gather(item),
+            "vendor_part": catalog.vendor_part.gather(item),
+            "description": catalog.description.gather(item),
+            "qty": qty,
+            "uom": catalog.uom.gather(item),
+            "price_cents": price,
+            "currency": _supplier_col(sup, suppliers, "currency"),
+            "fault": pl.Series(names[fault].tolist(), dtype=pl.String),
+        }
+    ).with_columns(
+        po_number="45" + pl.col("po_number"),
+        qty_ordered=pl.col("qty").cast(pl.String).cast(pl.Decimal(18, 4)),
+        unit_price=_money(pl.col("price_cents")).cast(pl.Decimal(18, 4)),
+    )
+
+
+def _asn_frame(
+    al_ship: IntArray,
+    al_line: IntArray,
+    al_qty: IntArray,
+    al_pack: IntArray,
+    pack_seq: IntArray,
+    ship_seq: IntArray,
+    ship_date: IntArray,
+    carrier: IntArray,
+    tracking: IntArray,
+    cs: BoolArray,
+    pack_size: IntArray,
+    po_frame: pl.DataFrame,
+    po_sup: IntArray,
+    line_po: IntArray,
+) -> pl.DataFrame:
+    line_cs = cs[al_line]
+    qty = np.where(line_cs, al_qty // np.maximum(pack_size[al_line], 1), al_qty)
+    carriers = np.array(_CARRIERS, dtype=object)
+    base = po_frame[al_line].select(
+        "sup",
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        "vendor_part",
+        "description",
+        "uom",
+    )
+    return base.with_columns(
+        doc=pl.Series(al_ship),
+        pack=pl.Series(al_pack),
+        shipment_id=pl.format("SH{}", pl.Series(ship_seq[al_ship]).cast(pl.String).str.zfill(9)),
+        ship_date=_dates(ship_date[al_ship]),
+        qty=pl.Series(qty),
+        uom=pl.when(pl.Series(line_cs)).then(pl.lit("CS")).otherwise(pl.col("uom")),
+        # SSCC-18 shaped: extension digit 1, company prefix 0614141, 10-digit serial
+        pack_id=pl.format("10614141{}", pl.Series(pack_seq).cast(pl.String).str.zfill(10)),
+        carrier=pl.Series(carriers[carrier[al_ship]].tolist(), dtype=pl.String),
+        tracking=pl.Series(tracking[al_ship]).cast(pl.String),
+        bol=pl.format("BOL{}", pl.Series(ship_seq[al_ship]).cast(pl.String).str.zfill(9)),
+    ).with_columns(
+        tracking=pl.col("carrier").str.slice(0, 2) + pl.col("tracking"),
+        qty_shipped=pl.col("qty").cast(pl.String).cast(pl.Decimal(18, 4)),
+    )
+
+
+def _invoice_frame(
+    *,
+    il_line: IntArray,
+    il_inv: IntArray,
+    il_qty: IntArray,
+    inv_seq: IntArray,
+    inv_date: IntArray,
+    inv_price: IntArray,
+    cs: BoolArray,
+    uom_bad: BoolArray,
+    po_frame: pl.DataFrame,
+    np_sup: IntArray,
+    np_item: IntArray,
+    np_po: IntArray,
+    np_date: IntArray,
+    np_qty: IntArray,
+    np_seq: IntArray,
+    n_inv: int,
+    suppliers: tuple[Supplier, ...],
+    catalog: ItemCatalog,
+) -> pl.DataFrame:
+    base = po_frame[il_line].select(
+        "sup",
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        "vendor_part",
+        "description",
+        "currency",
+        "uom",
+    )
+    uom = (
+        pl.when(pl.Series(cs[il_line]))
+        .then(pl.lit("CS"))
+        .when(pl.Series(uom_bad[il_line]))
+        .then(pl.lit("BX"))
+        .otherwise(pl.col("uom"))
+    )
+    lines = base.with_columns(
+        doc=pl.Series(il_inv),
+        seq=pl.Series(inv_seq[il_inv]),
+        invoice_date=_dates(inv_date[il_inv]),
+        qty=pl.Series(il_qty),
+        uom=uom,
+        price_cents=pl.Series(inv_price[il_line]),
+        no_po=pl.lit(False),
+    )
+    n_np = len(np_sup)
+    nopo = pl.DataFrame(
+        {
+            "sup": np_sup,
+            "supplier_id": _supplier_col(np_sup, suppliers, "supplier_id"),
+            "po_number": pl.Series(np_po).cast(pl.String),
+            "line_number": pl.Series(["1"] * n_np, dtype=pl.String),
+            "item_id": catalog.item_id.gather(np_item),
+            "vendor_part": catalog.vendor_part.gather(np_item),
+            "description": catalog.description.gather(np_item),
+            "currency": _supplier_col(np_sup, suppliers, "currency"),
+            "uom": catalog.uom.gather(np_item),
+            "doc": n_inv + np.arange(n_np),
+            "seq": np_seq,
+            "invoice_date": _dates(np_date),
+            "qty": np_qty,
+            "price_cents": catalog.price_cents[np_item],
+            "no_po": pl.Series([True] * n_np, dtype=pl.Boolean),
+        }
+    ).cast({"doc": pl.Int64, "seq": pl.Int64, "qty": pl.Int64, "price_cents": pl.Int64})
+    lines = pl.concat([lines.cast({"doc": pl.Int64, "seq": pl.Int64}), nopo], how="vertical")
+    seq = lines["seq"].to_numpy()
+    return lines.with_columns(
+        invoice_number=pl.format(
+            "INV-{}{}", pl.col("seq").cast(pl.String).str.zfill(6), check_letters(seq)
+        ),
+        copy_of=pl.lit(-1, pl.Int64),
+        qty_invoiced=pl.col("qty").cast(pl.String).cast(pl.Decimal(18, 4)),
+        unit_price=_money(pl.col("price_cents")).cast(pl.Decimal(18, 4)),
+        amount_cents=pl.col("qty") * pl.col("price_cents"),
+    ).with_columns(line_amount=_money(pl.col("amount_cents")).cast(pl.Decimal(18, 4)))
+
+
+def _add_copies(
+    invoice: pl.DataFrame, dup: IntArray, shift: IntArray
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Append duplicate copies (``copy_of`` = original doc) and their truth rows."""
+    kinds = np.array([*DUPLICATE_FAULTS, None], dtype=object)
+    picked = pl.DataFrame(
+        {
+            "doc": np.flatnonzero(dup != CLEAN),
+            "kind": pl.Series(kinds[dup[dup != CLEAN]].tolist(), dtype=pl.String),
+            "shift": shift[dup != CLEAN],
+        }
+    ).cast({"doc": pl.Int64})
+    n_docs = int(invoice["doc"].to_numpy().max()) + 1 if invoice.height else 0
+    copies = invoice.join(picked, on="doc", how="inner", maintain_order="left").with_columns(
+        copy_of=pl.col("doc"),
+        doc=pl.col("doc") + n_docs,
+        invoice_number=pl.when(pl.col("kind") == "duplicate_rekeyed")
+        .then(
+            pl.format(
+                "inv{}{}",
+                pl.col("seq").cast(pl.String),
+                pl.col("invoice_number").str.slice(-1).str.to_lowercase(),
+            )
+        )
+        .when(pl.col("kind") == "duplicate_suspect")
+        .then(
+            pl.col("invoice_number").str.slice(0, pl.col("invoice_number").str.len_chars() - 1)
+            + pl.lit(_SUSPECT).str.slice(pl.col("seq") % 3, 1)
+        )
+        .otherwise(pl.col("invoice_number")),
+        invoice_date=pl.when(pl.col("kind") == "duplicate_suspect")
+        .then(pl.col("invoice_date") + pl.duration(days=pl.col("shift")))
+        .otherwise(pl.col("invoice_date")),
+    )
+    truth = (
+        copies.group_by("doc", maintain_order=True)
+        .agg(pl.col("kind", "supplier_id", "po_number", "invoice_number").first())
+        .select(
+            fault="kind",
+            code=pl.col("kind").replace_strict(
+                {k: FAULTS[k][0] for k in DUPLICATE_FAULTS}, return_dtype=pl.String
+            ),
+            level=pl.lit("invoice"),
+            supplier_id="supplier_id",
+            po_number="po_number",
+            line_number=pl.lit(None, pl.String),
+            item_id=pl.lit(None, pl.String),
+            invoice_number="invoice_number",
+            shipment_id=pl.lit(None, pl.String),
+        )
+    )
+    out = pl.concat([invoice, copies.drop("kind", "shift")], how="vertical")
+    return out, truth
+
+
+def _line_truth(po: pl.DataFrame) -> pl.DataFrame:
+    codes = pl.DataFrame(
+        {
+            "fault": [f for f in LINE_FAULTS for _ in FAULTS[f]],
+            "code": [c for f in LINE_FAULTS for c in FAULTS[f]],
+        }
+    )
+    return (
+        po.filter(pl.col("fault").is_not_null())
+        .select("fault", "supplier_id", "po_number", "line_number", "item_id")
+        .join(codes, on="fault", how="inner", maintain_order="left_right")
+        .with_columns(
+            level=pl.lit("line"),
+            invoice_number=pl.lit(None, pl.String),
+            shipment_id=pl.lit(None, pl.String),
+        )
+    )

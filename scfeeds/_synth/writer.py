@@ -1,0 +1,300 @@
+"""Route a batch's documents to formats and files; write feeds, world parts and the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from scfeeds._synth import x12
+from scfeeds._synth.config import DOC_TABLES, DocTable, Format, Supplier, SynthConfig
+from scfeeds._synth.world import Batch
+from scfeeds.schemas import PROVENANCE, TableName, schema
+
+_PREFIX: Final[Mapping[tuple[str, str], str]] = {
+    ("po_lines", "x12"): "850",
+    ("asn_lines", "x12"): "856",
+    ("invoice_lines", "x12"): "810",
+}
+_SHORT: Final[Mapping[str, str]] = {
+    "po_lines": "po",
+    "asn_lines": "asn",
+    "invoice_lines": "inv",
+    "receipts": "receipts",
+}
+_DOC_DATE: Final[Mapping[str, str]] = {
+    "po_lines": "po_date",
+    "asn_lines": "ship_date",
+    "invoice_lines": "invoice_date",
+}
+CATALOG_SCHEMA: Final = pl.Schema(
+    {
+        "id": pl.String(),
+        "supplier_id": pl.String(),
+        "table": pl.String(),
+        "format": pl.String(),
+        "path": pl.String(),
+        "records": pl.Int64(),
+        "bytes": pl.Int64(),
+        "sha256": pl.String(),
+    }
+)
+
+
+@dataclass
+class WriterState:
+    """What the writer carries across batches (all small)."""
+
+    root: Path
+    seed: int
+    suppliers: tuple[Supplier, ...]
+    formats: Mapping[tuple[int, str], tuple[Format, ...]]
+    fallback: Format
+    config: SynthConfig
+    icn: dict[tuple[int, str], int] = field(default_factory=dict)
+    xml_used: dict[tuple[int, str], int] = field(default_factory=dict)
+    catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
+
+    def next_icn(self, sup: int, direction: str) -> int:
+        key = (sup, direction)
+        self.icn[key] = self.icn.get(key, 0) + 1
+        return self.icn[key]
+
+
+def _write(state: WriterState, rel: str, data: bytes) -> tuple[int, str]:
+    path = state.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _record(
+    state: WriterState,
+    sup: Supplier,
+    table: str,
+    fmt: str,
+    rel: str,
+    records: int,
+    size: int,
+    sha: str,
+) -> None:
+    name = rel.rsplit("/", 1)[-1]
+    state.catalog.append(
+        (f"{sup.supplier_id}-{table}-{name}", sup.supplier_id, table, fmt, rel, records, size, sha)
+    )
+
+
+def _canonical(frame: pl.DataFrame, table: TableName) -> pl.DataFrame:
+    """Canonical columns of ``frame`` plus its provenance, in schema order and dtypes."""
+    sch = schema(table)
+    return frame.select(sch.names()).cast(sch)
+
+
+def route(
+    batch_frame: pl.DataFrame, table: DocTable, state: WriterState, rng: np.random.Generator
+) -> pl.DataFrame:
+    """Add ``fmt`` to every row: one format per document, from the supplier's formats."""
+    docs = (
+        batch_frame.filter(pl.col("copy_of") < 0)
+        if "copy_of" in batch_frame.columns
+        else batch_frame
+    )
+    docs = docs.group_by("doc", maintain_order=True).agg(pl.col("sup").first()).sort("doc")
+    sup = docs["sup"].to_numpy()
+    u = rng.random(len(sup))
+    fmt = np.empty(len(sup), dtype=object)
+    for s in np.unique(sup).tolist():
+        mask = sup == s
+        choices = state.formats[(s, table)]
+        picked = np.array(choices, dtype=object)[(u[mask] * len(choices)).astype(np.int64)]
+        # one cXML file per document: cap them, overflow goes to another format
+        xml = np.flatnonzero(picked == "xml")
+        used = state.xml_used.get((s, table), 0)
+        allowed = max(state.config.xml_max_files - used, 0)
+        if len(xml) > allowed:
+            other = [f for f in choices if f != "xml"]
+            picked[xml[allowed:]] = other[0] if other else state.fallback
+        state.xml_used[(s, table)] = used + min(len(xml), allowed)
+        fmt[mask] = picked
+    routes = pl.DataFrame({"doc": docs["doc"], "fmt": pl.Series(fmt.tolist(), dtype=pl.String)})
+    key = pl.col("copy_of") if "copy_of" in batch_frame.columns else pl.col("doc")
+    out = batch_frame.with_columns(_key=pl.when(key >= 0).then(key).otherwise(pl.col("doc")))
+    return out.join(
+        routes.rename({"doc": "_key"}), on="_key", how="left", maintain_order="left"
+    ).drop("_key")
+
+
+def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFrame]:
+    """Write every feed file of batch ``b``; return its world rows per table."""
+    rng = np.random.default_rng([state.seed, 2, b])
+    world: dict[str, list[pl.DataFrame]] = {t: [] for t in (*DOC_TABLES, "receipts")}
+    frames: dict[DocTable, pl.DataFrame] = {
+        "po_lines": batch.po,
+        "asn_lines": batch.asn,
+        "invoice_lines": batch.invoice,
+    }
+    for doc_table in DOC_TABLES:
+        routed = route(frames[doc_table], doc_table, state, rng)
+        for (s, fmt), rows in sorted(
+            routed.partition_by(["sup", "fmt"], as_dict=True, maintain_order=True).items(),
+            key=lambda kv: (int(str(kv[0][0])), str(kv[0][1])),
+        ):
+            sup = state.suppliers[int(str(s))]
+            world[doc_table] += _write_group(state, rows, doc_table, sup, str(fmt), b)
+    if state.config.receipts and batch.receipts.height:
+        for (s,), rows in sorted(
+            batch.receipts.partition_by(["sup"], as_dict=True, maintain_order=True).items(),
+            key=lambda kv: int(str(kv[0][0])),
+        ):
+            sup = state.suppliers[int(str(s))]
+            world["receipts"] += _write_exports(state, rows, "receipts", sup, "csv", b, "receipts")
+    out: dict[str, pl.DataFrame] = {}
+    for table, parts in world.items():
+        if parts:
+            out[table] = pl.concat(parts, how="vertical")
+    return out
+
+
+def _write_group(
+    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, fmt: str, b: int
+) -> list[pl.DataFrame]:
+    """Write one supplier's documents of one table and format for batch ``b``."""
+    # originals first, in document order; copies (resends) go to a file named after the
+    # original's file + "_resend", which sorts after it (a duplicate is "seen later")
+    rows = rows.sort("doc", maintain_order=True)
+    if table == "invoice_lines":
+        originals = rows.filter(pl.col("copy_of") < 0)
+        copies = rows.filter(pl.col("copy_of") >= 0)
+    else:
+        originals, copies = rows, rows.clear()
+    doc_ids = originals["doc"].unique(maintain_order=True)
+    if fmt == "x12":
+        chunk = pl.Series(np.arange(len(doc_ids)) // state.config.x12_sets_per_file)
+    elif fmt == "xml":
+        chunk = pl.Series(np.arange(len(doc_ids)))
+    else:  # exports: whole documents, at most export_rows_per_file rows per file
+        sizes = originals.group_by("doc", maintain_order=True).len()["len"].to_numpy()
+        chunk = pl.Series((np.cumsum(sizes) - sizes) // state.config.export_rows_per_file)
+    chunks = pl.DataFrame({"doc": doc_ids, "_chunk": chunk.cast(pl.Int64)})
+    originals = originals.join(chunks, on="doc", how="left", maintain_order="left")
+    if copies.height:
+        copies = copies.join(
+            chunks.rename({"doc": "copy_of"}), on="copy_of", how="left", maintain_order="left"
+        )
+    out: list[pl.DataFrame] = []
+    for resend, part in ((False, originals), (True, copies)):
+        if part.height == 0:
+            continue
+        for (c,), file_rows in part.partition_by(
+            ["_chunk"], as_dict=True, maintain_order=True
+        ).items():
+            stem = _stem(table, fmt, b, int(str(c)), resend)
+            if fmt == "x12":
+                out.append(_write_x12(state, file_rows, table, sup, stem))
+            elif fmt == "xml":
+                out.append(_write_xml(state, file_rows, table, sup, stem))
+            else:
+                out += _write_exports(state, file_rows, table, sup, fmt, b, stem)
+    return out
+
+
+def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool) -> str:
+    prefix = _PREFIX.get((table, fmt), _SHORT[table])
+    width = 4 if fmt == "xml" else 2
+    return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}" + ("_resend" if resend else "")
+
+
+def _dense_doc(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.with_columns(doc=pl.col("doc").rank("dense").cast(pl.Int64) - 1)
+
+
+def _write_x12(
+    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, stem: str
+) -> pl.DataFrame:
+    rel = f"feeds/{sup.supplier_id}/{table}/{stem}.x12"
+    rows = _dense_doc(rows)
+    direction = "out" if table == "po_lines" else "in"
+    icn = state.next_icn(sup.index, direction)
+    first_date: dt.date = rows[_DOC_DATE[table]].min()  # type: ignore[assignment]
+    # Envelope date and time are derived from the documents, never from the clock.
+    time = f"{(icn * 7) % 24:02d}{(icn * 13) % 60:02d}"
+    rendered = x12.render(
+        rows, table=table, supplier=sup, icn=icn, gcn=icn * 1000, date=first_date, time=time
+    )
+    size, sha = _write(state, rel, rendered.data)
+    _record(state, sup, table, "x12", rel, rows.height, size, sha)
+    return _canonical(
+        rows.drop([c for c in PROVENANCE if c in rows.columns])
+        .hstack(rendered.provenance)
+        .with_columns(source=pl.lit(rel)),
+        table,
+    )
+
+
+def _write_xml(
+    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, stem: str
+) -> pl.DataFrame:
+    from scfeeds._xml import cxml_positions, to_cxml
+
+    rel = f"feeds/{sup.supplier_id}/{table}/{stem}.xml"
+    canonical = _canonical(
+        rows.with_columns([pl.lit(None, d).alias(c) for c, d in PROVENANCE.items()]), table
+    )
+    day: dt.date = rows[_DOC_DATE[table]].min()  # type: ignore[assignment]
+    data = to_cxml(
+        canonical,
+        table=table,
+        payload_id=f"{state.seed}.{stem}.{sup.supplier_id}@synth.scfeeds",
+        timestamp=f"{day.isoformat()}T12:00:00+00:00",
+    )
+    size, sha = _write(state, rel, data)
+    _record(state, sup, table, "xml", rel, rows.height, size, sha)
+    return canonical.with_columns(
+        source=pl.lit(rel), position=cxml_positions(canonical, table=table)
+    )
+
+
+def _write_exports(
+    state: WriterState,
+    rows: pl.DataFrame,
+    table: TableName,
+    sup: Supplier,
+    fmt: str,
+    b: int,
+    stem: str,
+) -> list[pl.DataFrame]:
+    from scfeeds._exports import write_export
+
+    out: list[pl.DataFrame] = []
+    limit = state.config.export_rows_per_file
+    for i, start in enumerate(range(0, rows.height, limit)):
+        part = rows.slice(start, limit)
+        name = stem if rows.height <= limit else f"{stem}_{i + 1:02d}"
+        if table == "receipts":
+            name = f"receipts_{b + 1:05d}" + (f"_{i + 1:02d}" if rows.height > limit else "")
+        rel = f"feeds/{sup.supplier_id}/{table}/{name}.{fmt}"
+        canonical = _canonical(
+            part.with_columns([pl.lit(None, d).alias(c) for c, d in PROVENANCE.items()]), table
+        ).with_columns(
+            source=pl.lit(rel),
+            position=pl.format("row {}", pl.int_range(1, pl.len() + 1)),
+        )
+        path = state.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_export(canonical, path, table=table, preset=sup.preset, fmt=fmt)  # type: ignore[arg-type]
+        data = path.read_bytes()
+        _record(
+            state, sup, table, fmt, rel, part.height, len(data), hashlib.sha256(data).hexdigest()
+        )
+        out.append(canonical)
+    return out
+
+
+def catalog_frame(state: WriterState) -> pl.DataFrame:
+    return pl.DataFrame(state.catalog, schema=CATALOG_SCHEMA, orient="row").sort("path")
