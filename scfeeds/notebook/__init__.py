@@ -13,6 +13,8 @@ view renders offline in JupyterLab and is saved with the notebook.
 
 from __future__ import annotations
 
+from scfeeds.notebook._compare import BufferingComparison, buffer_in_memory, compare_buffering
+from scfeeds.notebook._driver import FeedDriver
 from scfeeds.notebook._memory import (
     MemoryProfile,
     MemoryProfiler,
@@ -30,7 +32,9 @@ from scfeeds.notebook._tuner import (
 )
 
 __all__ = [
+    "BufferingComparison",
     "ConcurrencyTuner",
+    "FeedDriver",
     "FetchProgress",
     "MemoryProfile",
     "MemoryProfiler",
@@ -40,6 +44,8 @@ __all__ = [
     "SweepResult",
     "TunerDriver",
     "auto_progress",
+    "buffer_in_memory",
+    "compare_buffering",
     "load_ipython_extension",
     "read_capture",
     "recommend",

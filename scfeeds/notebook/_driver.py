@@ -176,14 +176,13 @@ class FeedDriver:
             while remaining is None or remaining > 0:
                 pass_no += 1
                 budget = None if remaining is None else min(remaining, self.total)
-                total_items = None if remaining is None else plan.records
                 ctl = FetchController(ceiling=self.max_limit)
                 ctl.set_max_at_once(min(self._max_at_once or plan.max_at_once, self.max_limit))
                 self.controller = ctl
                 frozen = base
 
                 def forward(event: ProgressEvent, frozen: _Totals = frozen) -> None:
-                    probe.on_event(_add(frozen, event, total=total_items))
+                    probe.on_event(_add(frozen, event, total=None))
 
                 dest = workdir / f"pass-{pass_no}"
                 report = await fetch(

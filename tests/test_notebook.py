@@ -1,0 +1,478 @@
+"""scfeeds.notebook: the widgets' Python side, driven without a browser.
+
+The fetch-facing tests use the real engine against the simulated portal on loopback; the
+tuner's control logic is also checked against a fake driver whose behaviour is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+from IPython.lib.pretty import pretty
+
+from scfeeds._fetch._engine import fetch
+from scfeeds._fetch._report import ProgressEvent
+from scfeeds._runner import run
+from scfeeds.notebook import (
+    ConcurrencyTuner,
+    FeedDriver,
+    FetchProgress,
+    Probe,
+    RunPlan,
+    SweepResult,
+    _svg,
+    auto_progress,
+    recommend,
+)
+from scfeeds.notebook._progress import eta_seconds
+from scfeeds.portal import serve_in_thread
+
+
+def event(**changes: object) -> ProgressEvent:
+    base = ProgressEvent(
+        total=100,
+        done=0,
+        succeeded=0,
+        failed=0,
+        unchanged=0,
+        retried=0,
+        throttled=0,
+        bytes=0,
+        elapsed=0.0,
+        throughput_bps=0.0,
+        concurrency=4,
+        in_flight=0,
+        finished=False,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def feed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("portal")
+    n = 6000
+    pl.DataFrame({"po_number": [f"PO{i:06d}" for i in range(n)], "qty": list(range(n))}).write_csv(
+        root / "orders.csv"
+    )
+    return root
+
+
+@pytest.fixture
+def portal(feed_root: Path) -> Iterator[tuple[str, dict[str, object]]]:
+    with serve_in_thread(feed_root, latency=0.02, access_log=False) as p:
+        with urllib.request.urlopen(p.url + "/v1/feeds") as resp:
+            feed = json.load(resp)["feeds"][0]
+        yield p.url, feed
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+def test_progress_shows_every_number_and_an_eta() -> None:
+    progress = FetchProgress(total=100, show=False)
+    progress.update(
+        event(
+            done=25,
+            bytes=3 * 2**20,
+            elapsed=5.0,
+            throughput_bps=2**20,
+            retried=3,
+            throttled=2,
+            concurrency=6,
+            in_flight=5,
+        )
+    )
+    text = progress.text()
+    for part in (
+        "25/100 items",
+        "3.0 MiB",
+        "1.0 MiB/s",
+        "3 retried",
+        "2 throttled (429)",
+        "0 failed",
+        "concurrency 6 (5 in flight)",
+        "ETA 15.0s",
+    ):
+        assert part in text
+    assert progress.bar.value == 25
+    assert progress.bar.max == 100
+    assert progress.bar.bar_style == "info"
+    assert 'data-status="running"' in progress.stats.value
+
+
+def test_progress_green_when_done_red_and_sticky_when_anything_failed() -> None:
+    ok = FetchProgress(total=10, show=False)
+    ok.close(event(total=10, done=10, succeeded=10, finished=True, elapsed=1.0))
+    assert (ok.status, ok.bar.bar_style) == ("done", "success")
+    assert ok.bar.value == 10
+
+    bad = FetchProgress(total=10, show=False)
+    bad.update(event(total=10, done=3, failed=1, elapsed=0.5))
+    assert (bad.status, bad.bar.bar_style) == ("failed", "danger")
+    bad.close(event(total=10, done=10, succeeded=9, failed=1, finished=True, elapsed=1.0))
+    assert (bad.status, bad.bar.bar_style) == ("failed", "danger")
+    assert "1 failed" in bad.text()
+    assert "failed in 1.0s" in bad.text()
+    assert 'data-status="failed"' in bad.stats.value
+
+
+def test_progress_redraws_at_most_max_rate_and_keeps_the_newest_event() -> None:
+    progress = FetchProgress(total=10_000, show=False, max_rate=10)
+    for i in range(5000):
+        progress.update(event(total=10_000, done=i))
+    # A burst far faster than 10/s: the first event draws, the rest are coalesced.
+    assert progress.renders == 1
+    assert progress.last_event is not None
+    assert progress.last_event.done == 4999
+    progress.close(event(total=10_000, done=10_000, finished=True))
+    assert progress.renders == 2
+    assert progress.bar.value == 10_000
+
+
+async def test_progress_trailing_redraw_shows_the_last_event_after_a_stall() -> None:
+    progress = FetchProgress(total=10, show=False, max_rate=20)
+    progress.update(event(total=10, done=1))
+    progress.update(event(total=10, done=7))  # coalesced: too soon after the first
+    assert progress.bar.value == 1
+    await asyncio.sleep(0.2)
+    assert progress.bar.value == 7
+    assert progress.renders == 2
+
+
+def test_progress_text_fallbacks() -> None:
+    progress = FetchProgress(total=5, description="orders", show=False)
+    label = progress._repr_mimebundle_()["text/plain"]
+    progress.update(event(total=5, done=2, elapsed=1.0))
+    # text/plain of the display is a stable label: nbval compares it on every re-run.
+    assert progress._repr_mimebundle_()["text/plain"] == label == "FetchProgress('orders', total=5)"
+    assert "application/vnd.jupyter.widget-view+json" in progress._repr_mimebundle_()
+    assert pretty(progress) == progress.text()
+    assert pretty(progress).startswith("orders: 2/5 items")
+
+
+def test_eta_unknown_without_total_or_progress() -> None:
+    assert eta_seconds(event(total=None, done=5, elapsed=1.0)) is None
+    assert eta_seconds(event(done=0, elapsed=1.0)) is None
+    assert eta_seconds(event(done=50, elapsed=2.0)) == pytest.approx(2.0)
+
+
+def test_auto_progress_displays_and_returns_the_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = auto_progress(total=3, description="landing")
+    assert isinstance(progress, FetchProgress)
+    assert progress.total == 3
+    # Outside a kernel IPython's display prints repr(): the live text.
+    assert "<FetchProgress landing: waiting for the first event>" in capsys.readouterr().out
+
+
+async def test_progress_driven_by_a_real_fetch_with_failures(
+    portal: tuple[str, dict[str, object]], tmp_path: Path
+) -> None:
+    url, _feed = portal
+    good = [f"{url}/v1/blob/{1000 + i}" for i in range(6)]
+    missing = [f"{url}/v1/feeds/no-such-feed"]
+    progress = FetchProgress(show=False)
+    report = await fetch(good + missing, tmp_path, progress=progress, retry=1, limits=3)
+    assert report.failed == 1
+    assert report.succeeded == 6
+    assert progress.closed
+    assert progress.status == "failed"
+    assert progress.bar.bar_style == "danger"
+    assert progress.text().startswith("fetch: 7/7 items")
+
+
+def test_progress_works_through_scfeeds_run_from_sync_code(
+    portal: tuple[str, dict[str, object]], tmp_path: Path
+) -> None:
+    url, _feed = portal
+    progress = FetchProgress(show=False)
+    report = run(
+        fetch([f"{url}/v1/blob/{2000 + i}" for i in range(4)], tmp_path, progress=progress)
+    )
+    assert report.succeeded == 4
+    assert progress.status == "done"
+    assert progress.bar.bar_style == "success"
+    assert progress.bar.value == 4
+
+
+# -- tuner with a fake driver ----------------------------------------------------------
+
+
+@dataclass
+class FakeDriver:
+    """Completes ``limit`` pages of ``chunk`` records every 10 ms; latency grows with the limit."""
+
+    limit: int | None = None
+    calls: list[int] | None = None
+    fail_with: Exception | None = None
+    page_bytes: int = 1000
+
+    async def run(self, plan: RunPlan, probe: Probe) -> None:
+        self.limit = plan.max_at_once
+        if self.fail_with is not None:
+            raise self.fail_with
+        done = nbytes = records = 0
+        elapsed = 0.0
+        while plan.records is None or records < plan.records:
+            await asyncio.sleep(0.01)
+            elapsed += 0.01
+            done += self.limit
+            records += self.limit * plan.chunk_size()
+            nbytes += self.limit * self.page_bytes
+            for _ in range(self.limit):
+                probe.on_latency(0.01 * self.limit)
+            probe.on_event(
+                event(
+                    total=None,
+                    done=done,
+                    bytes=nbytes,
+                    elapsed=elapsed,
+                    concurrency=self.limit,
+                    in_flight=self.limit,
+                )
+            )
+
+    def set_max_at_once(self, n: int) -> None:
+        self.calls = [*(self.calls or []), n]
+        self.limit = n
+
+    def current_limit(self) -> int | None:
+        return self.limit
+
+
+async def test_slider_move_changes_the_running_limit_immediately() -> None:
+    driver = FakeDriver()
+    tuner = ConcurrencyTuner(driver, max_at_once=2, interval=0.05)
+    task = tuner.start()
+    await asyncio.sleep(0.12)
+    assert tuner.running
+    assert driver.limit == 2
+    assert tuner.button.description == "Stop"
+    tuner.limit_slider.value = 12  # what a browser slider move does to the model
+    assert driver.calls == [12]
+    assert driver.limit == 12
+    await asyncio.sleep(0.15)
+    await tuner.stop()
+    assert task.done()
+    assert not tuner.running
+    frame = tuner.samples()
+    assert frame.height >= 3
+    assert frame["limit"].to_list()[0] == 2
+    assert frame["limit"].to_list()[-1] == 12
+    assert frame["max_at_once"].to_list()[-1] == 12
+    assert tuner.button.description == "Start"
+    assert "stopped" in tuner.status.value
+    assert "<svg" in tuner.charts.value
+    assert "AIMD limit" in tuner.charts.value
+
+
+async def test_chunk_slider_applies_to_pages_not_yet_planned() -> None:
+    sizes: list[int] = []
+
+    class Recording(FakeDriver):
+        async def run(self, plan: RunPlan, probe: Probe) -> None:
+            for _ in range(3):
+                sizes.append(plan.chunk_size())
+                await asyncio.sleep(0.02)
+
+    tuner = ConcurrencyTuner(Recording(), chunk_size=500, chunk_sizes=[500, 2000])
+    tuner.start()
+    await asyncio.sleep(0.01)
+    tuner.chunk_slider.value = 2000
+    await tuner.wait()
+    assert sizes[0] == 500
+    assert sizes[-1] == 2000
+
+
+async def test_button_starts_and_stops_the_background_fetch() -> None:
+    tuner = ConcurrencyTuner(FakeDriver(), interval=0.05)
+    tuner.button.click()
+    await asyncio.sleep(0.05)
+    assert tuner.running
+    tuner.button.click()
+    await asyncio.sleep(0.05)
+    assert not tuner.running
+    assert "stopped" in tuner.status.value
+
+
+async def test_a_failing_fetch_is_shown_not_lost() -> None:
+    tuner = ConcurrencyTuner(FakeDriver(fail_with=RuntimeError("portal down")), interval=0.05)
+    tuner.start()
+    await tuner.wait()
+    assert isinstance(tuner.last_error, RuntimeError)
+    assert "portal down" in tuner.status.value
+    assert "error" in tuner.status.value
+
+
+def test_start_needs_a_running_loop_and_valid_settings() -> None:
+    with pytest.raises(ValueError, match=r"max_at_once must be in 1\.\.max_limit=64"):
+        ConcurrencyTuner(FakeDriver(), max_at_once=65)
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        ConcurrencyTuner(FakeDriver()).start()
+
+
+# -- the knee ---------------------------------------------------------------------------
+
+
+def sweep_rows(points: list[tuple[int, int, float, float, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "max_at_once": c,
+                "chunk_size": k,
+                "throughput_bps": t,
+                "p90_s": p90,
+                "throttled": thr,
+                "failed": 0,
+            }
+            for c, k, t, p90, thr in points
+        ]
+    )
+
+
+def test_knee_is_best_throughput_before_429s() -> None:
+    rows = sweep_rows(
+        [
+            (1, 500, 1.0, 0.02, 0),
+            (4, 500, 3.5, 0.02, 0),
+            (8, 500, 4.0, 0.03, 0),
+            (16, 500, 4.6, 0.03, 7),  # faster, but the server throttled it
+        ]
+    )
+    knee = recommend(rows)
+    assert knee is not None
+    assert knee["max_at_once"] == 8
+
+
+def test_knee_stops_before_latency_rises() -> None:
+    rows = sweep_rows([(1, 500, 1.0, 0.02, 0), (8, 500, 4.0, 0.03, 0), (16, 500, 4.5, 0.09, 0)])
+    knee = recommend(rows, latency_rise=2.0)
+    assert knee is not None
+    assert knee["max_at_once"] == 8
+
+
+def test_knee_prefers_fewer_requests_in_flight_when_throughput_ties() -> None:
+    rows = sweep_rows([(4, 500, 4.0, 0.02, 0), (8, 500, 4.1, 0.02, 0), (16, 500, 4.15, 0.02, 0)])
+    knee = recommend(rows, tolerance=0.05)
+    assert knee is not None
+    assert knee["max_at_once"] == 4
+
+
+def test_knee_without_a_healthy_point_is_the_least_throttled() -> None:
+    rows = sweep_rows([(4, 500, 4.0, 0.02, 9), (8, 500, 5.0, 0.02, 3)])
+    knee = recommend(rows)
+    assert knee is not None
+    assert knee["max_at_once"] == 8
+    assert recommend(rows.clear()) is None
+
+
+async def test_sweep_with_fake_driver_returns_frame_knee_and_charts() -> None:
+    class Saturating(FakeDriver):
+        # Throughput grows up to 4 in flight; beyond, requests only queue (latency rises).
+        async def run(self, plan: RunPlan, probe: Probe) -> None:
+            self.limit = plan.max_at_once
+            await asyncio.sleep(0.02)
+            pages = min(self.limit, 4) * 5
+            for _ in range(pages):
+                probe.on_latency(0.01 * max(1.0, self.limit / 4))
+            probe.on_event(event(done=pages, bytes=pages * 1000, elapsed=0.02))
+
+    tuner = ConcurrencyTuner(Saturating())
+    result = await tuner.sweep(concurrency=[1, 2, 4, 16], chunk_sizes=[100, 400], records=10)
+    assert isinstance(result, SweepResult)
+    results, knee = result
+    assert results.shape == (8, 12)
+    assert set(results["chunk_size"]) == {100, 400}
+    assert knee is not None
+    assert knee["max_at_once"] == 4
+    html = result._repr_html_()
+    assert "recommended: max_at_once=4" in html
+    assert html.count("<svg") == 2
+
+
+# -- tuner against the real engine and portal -------------------------------------------
+
+
+async def test_feed_driver_slider_changes_the_engine_limit_while_fetching(
+    portal: tuple[str, dict[str, object]],
+) -> None:
+    _url, feed = portal
+    records = feed["records"]
+    assert isinstance(records, int)
+    driver = FeedDriver(str(feed["lines_url"]), total=records)
+    tuner = ConcurrencyTuner(driver, max_at_once=2, chunk_size=100, chunk_sizes=[100], interval=0.1)
+    tuner.start()
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if driver.controller is not None and driver.controller.running:
+            break
+    assert driver.controller is not None
+    assert driver.controller.max_at_once == 2
+    tuner.limit_slider.value = 9
+    ctl = driver.controller
+    assert ctl is not None
+    assert ctl.max_at_once == 9
+    await asyncio.sleep(0.4)
+    await tuner.stop()
+    frame = tuner.samples()
+    assert frame["done"].max() > 0  # type: ignore[operator]
+    assert frame["throughput_bps"].max() > 0  # type: ignore[operator]
+    assert 9 in frame["max_at_once"].to_list()
+
+
+async def test_feed_driver_sweep_measures_real_transfers(
+    portal: tuple[str, dict[str, object]],
+) -> None:
+    _url, feed = portal
+    records = feed["records"]
+    assert isinstance(records, int)
+    tuner = ConcurrencyTuner(FeedDriver(str(feed["lines_url"]), total=records))
+    results, knee = await tuner.sweep(concurrency=[1, 4], chunk_sizes=[500], records=2000)
+    assert results["records"].to_list() == [2000, 2000]
+    assert (results["throughput_bps"] > 0).all()
+    # 4 pages of 500 records each, 20 ms latency: one at a time takes >= 80 ms.
+    one, four = results.sort("max_at_once")["seconds"].to_list()
+    assert one >= 0.08
+    assert four < one
+    assert not math.isnan(results["p90_s"][0])
+    assert results["p90_s"][0] >= 0.02
+    assert knee is not None
+
+
+# -- charts and the import boundary ------------------------------------------------------
+
+
+def test_nice_ticks_cover_the_data() -> None:
+    for lo, hi in [(0, 1.37), (0, 1_450_000), (3, 3), (0.002, 0.061)]:
+        ticks = _svg.nice_ticks(lo, hi)
+        assert ticks[0] <= lo
+        assert ticks[-1] >= hi
+        assert len(ticks) >= 2
+
+
+def test_line_chart_skips_nan_and_escapes_labels() -> None:
+    svg = _svg.line_chart({"p<50>": [(0, math.nan), (1, 2.0), (2, 3.0)]}, title="a & b")
+    assert svg.startswith("<svg")
+    assert "a &amp; b" in svg
+    assert "p&lt;50&gt;" in svg
+    assert svg.count("<polyline") == 1
+    assert "nan" not in svg
+
+
+def test_import_scfeeds_does_not_import_widgets_or_memray() -> None:
+    code = (
+        "import sys, scfeeds, scfeeds._fetch._engine;"
+        "bad = [m for m in ('ipywidgets', 'memray', 'scfeeds.notebook') if m in sys.modules];"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

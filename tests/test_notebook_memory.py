@@ -1,0 +1,125 @@
+"""MemoryProfiler and the buffering comparison, from real memray captures."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from scfeeds.notebook import MemoryProfile, MemoryProfiler, compare_buffering, read_capture
+from scfeeds.portal import serve_in_process
+
+MiB = 2**20
+
+
+def hold_twenty_mib() -> int:
+    blocks = []
+    for _ in range(20):  # a loop, not a comprehension: 3.11 gives comprehensions a frame
+        blocks.append(bytearray(MiB))  # the line the profiler must blame
+    return len(blocks)
+
+
+HOLD_LINE = inspect.getsourcelines(hold_twenty_mib)[1] + 3
+
+
+def test_profile_of_a_callable_reports_peak_site_and_curve(tmp_path: Path) -> None:
+    profile = MemoryProfiler(directory=tmp_path, interval_ms=1).run(hold_twenty_mib)
+    assert isinstance(profile, MemoryProfile)
+    assert profile.result == 20
+    assert 20 * MiB <= profile.peak_bytes < 24 * MiB
+    top = profile.sites.row(0, named=True)
+    assert top["function"] == "hold_twenty_mib"
+    assert top["line"] == HOLD_LINE
+    assert top["file"] == __file__
+    assert top["bytes"] >= 20 * MiB
+    assert top["share"] > 0.9
+    heap = profile.heap
+    assert heap.height >= 2
+    assert heap["t_s"].is_sorted()
+    assert heap["heap_bytes"].max() <= profile.peak_bytes  # type: ignore[operator]
+    assert profile.capture.parent == tmp_path
+    assert profile.capture.stat().st_size > 0
+
+
+async def test_profile_of_a_coroutine_tracks_across_awaits(tmp_path: Path) -> None:
+    async def grow() -> int:
+        held = []
+        for _ in range(8):
+            held.append(bytearray(2 * MiB))
+            await asyncio.sleep(0.005)
+        return sum(map(len, held))
+
+    profile = await MemoryProfiler(directory=tmp_path).arun(grow(), label="grow")
+    assert profile.result == 16 * MiB
+    assert profile.label == "grow"
+    assert 16 * MiB <= profile.peak_bytes < 20 * MiB
+    assert profile.sites.row(0, named=True)["function"] == "grow"
+    # A coroutine function is called for you; a sync call of a coroutine is refused.
+    again = await MemoryProfiler(directory=tmp_path).arun(grow)
+    assert again.peak_bytes >= 16 * MiB
+    with pytest.raises(TypeError, match="arun"):
+        MemoryProfiler(directory=tmp_path).run(grow)
+
+
+def test_rendering_is_offline_html_and_text(tmp_path: Path) -> None:
+    profile = MemoryProfiler(directory=tmp_path).run(hold_twenty_mib, label="hold <20>")
+    html = profile._repr_html_()
+    assert "<svg" in html
+    assert "scfeeds-memory-sites" in html
+    assert "hold &lt;20&gt;" in html
+    # Nothing to load from a CDN: no scripts, no external sources or styles.
+    assert "<script" not in html
+    assert "src=" not in html
+    assert "<link" not in html
+    assert profile.text().startswith("hold <20>: peak heap 20.")
+    reread = read_capture(profile.capture, top=3)
+    assert reread.peak_bytes == profile.peak_bytes
+    assert reread.sites.height <= 3
+
+
+def test_cell_magic_profiles_sync_and_top_level_await_cells(tmp_path: Path) -> None:
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "scfeeds.notebook")
+        shell.run_cell_magic("scfeeds_memray", "sync", "x = [bytearray(2**20) for _ in range(12)]")
+        profile = shell.user_ns["_scfeeds_memray"]
+        assert profile.label == "sync"
+        assert profile.peak_bytes >= 12 * MiB
+        assert len(shell.user_ns["x"]) == 12
+        cell = "import asyncio\nawait asyncio.sleep(0)\ny = bytearray(6 * 2**20)\n"
+        shell.run_cell_magic("scfeeds_memray", "awaiting", cell)
+        profile = shell.user_ns["_scfeeds_memray"]
+        assert profile.label == "awaiting"
+        assert profile.peak_bytes >= 6 * MiB
+    finally:
+        InteractiveShell.clear_instance()
+
+
+@pytest.fixture(scope="module")
+def process_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # In its own process: memray tracks the whole process, so a server thread in this
+    # process would add its own buffers to both peaks.
+    with serve_in_process(tmp_path_factory.mktemp("empty")) as portal:
+        yield portal.url
+
+
+async def test_streaming_needs_far_less_heap_than_buffering(
+    process_portal: str, tmp_path: Path
+) -> None:
+    urls = [f"{process_portal}/v1/blob/{2 * MiB}?seed={i}" for i in range(12)]
+    comparison = await compare_buffering(
+        urls, max_at_once=4, profiler=MemoryProfiler(directory=tmp_path)
+    )
+    assert comparison.bytes == 24 * MiB
+    assert comparison.buffered.peak_bytes >= 24 * MiB
+    assert comparison.streamed.peak_bytes < 12 * MiB
+    assert comparison.ratio > 3
+    frame = comparison.frame()
+    assert frame["strategy"].to_list() == ["in-memory buffering", "streaming to disk"]
+    html = comparison._repr_html_()
+    assert html.count("<svg") == 2
+    assert "x less" in html
