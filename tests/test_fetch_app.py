@@ -149,6 +149,8 @@ def make_app() -> web.Application:
         etag = _etag(name, n)
         start, status = 0, 200
         headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
         rng = request.headers.get("Range")
         if rng and request.headers.get("If-Range") == etag:
             start, status = int(rng[6:].split("-")[0]), 206

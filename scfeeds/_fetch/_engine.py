@@ -373,6 +373,7 @@ class _Engine:
             rtt = loop.time() - started
             if outcome.status in ("ok", "unchanged"):
                 self.stats.latencies.append(rtt)
+                self.ctl.record_latency(rtt)
                 host.on_healthy(rtt)
             elif outcome.congestion and host.on_congestion(started):
                 logger.debug("%s: limit lowered to %d", host.host, host.limit)
@@ -480,6 +481,9 @@ class _Engine:
             with part.open(mode) as fh:
                 async for chunk in resp.content.iter_chunked(_CHUNK):
                     fh.write(chunk)
+                    # Hand each chunk to the OS at once: what a killed process wrote is
+                    # then on disk for the next run to resume with Range.
+                    fh.flush()
                     hasher.update(chunk)
                     received += len(chunk)
                     self.stats.bytes += len(chunk)

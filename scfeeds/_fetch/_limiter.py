@@ -166,6 +166,8 @@ class FetchController:
         self.gate: AdjustableSemaphore | None = None
         self._hosts: dict[str, HostGate] = {}
         self.running = False
+        # Bounded so that a long fetch nobody reads from keeps memory flat.
+        self._latencies: deque[float] = deque(maxlen=10_000)
 
     # -- used by the engine -------------------------------------------------------------
     def bind(self, limits: Limits) -> None:
@@ -236,6 +238,16 @@ class FetchController:
         self.gate.set_limit(n)
         for gate in self._hosts.values():
             gate.set_ceiling(self._limits.host_ceiling)
+
+    def record_latency(self, seconds: float) -> None:
+        self._latencies.append(seconds)
+
+    def take_latencies(self) -> list[float]:
+        """Latencies (seconds, request to last byte) of successful requests since the last
+        call, oldest first; at most the last 10 000 are kept."""
+        taken = list(self._latencies)
+        self._latencies.clear()
+        return taken
 
     def host_limits(self) -> dict[str, int]:
         """The current (AIMD) limit of each host seen so far, e.g. ``{"127.0.0.1:8080": 12}``."""

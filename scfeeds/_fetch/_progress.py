@@ -83,7 +83,7 @@ def _notebook_sink() -> ProgressSink | None:
             return None
         from scfeeds import notebook
 
-        factory: Any = notebook.FetchProgress
+        factory: Any = getattr(notebook, "auto_progress", None) or notebook.FetchProgress
         sink = factory()
     except Exception:  # a broken widget stack must not break a download
         logger.debug("scfeeds.notebook progress unavailable; falling back", exc_info=True)
