@@ -214,6 +214,33 @@ async def test_listing_from_catalog(
     assert all(f["lines_url"] == f["url"] + "/lines" for f in feeds)
 
 
+async def test_a_tiny_synth_world(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    from scfeeds import synth
+
+    root = tmp_path / "world"
+    synth.generate(root, seed=3, suppliers=2, pos=5)
+    catalog = pl.read_parquet(root / "catalog.parquet")
+    async with serve(root) as portal:
+        _, _, body = await _get(session, f"{portal.url}/v1/feeds")
+        feeds = json.loads(body)["feeds"]
+        assert [f["id"] for f in feeds] == catalog["id"].to_list()
+        assert {f["format"] for f in feeds} >= {"x12", "csv"}
+        for feed, row in zip(feeds, catalog.iter_rows(named=True), strict=True):
+            _, _, data = await _get(session, feed["url"])
+            assert hashlib.sha256(data).hexdigest() == row["sha256"] == feed["sha256"]
+            bodies, headers = await _pages(session, feed["lines_url"], "csv", 5)
+            assert headers[0]["X-Total-Count"] == str(row["records"])
+            expected = (
+                synth.load_world(root, row["table"])
+                .filter(pl.col("source") == row["path"])
+                .collect()
+            )
+            assert_frame_equal(
+                pl.concat([_parse(b, "csv") for b in bodies]),
+                _parse(expected.write_csv().encode(), "csv"),
+            )
+
+
 # -- whole files: validators, conditional requests, ranges --------------------------------------
 
 
@@ -503,16 +530,16 @@ async def test_error_rate_close_to_setting_and_deterministic(
     plain_root: Path, session: aiohttp.ClientSession
 ) -> None:
     async with serve(plain_root, error_rate=0.3, seed=11) as portal:
-        first = await _statuses(session, portal, 300)
+        first = await _statuses(session, portal, 200)
         errors = [s for s in first if s != 200]
         assert set(errors) <= {500, 502, 503}
         assert len(set(errors)) == 3
         assert abs(len(errors) / len(first) - 0.3) < 0.07
         assert portal.stats()["faults"]["error"] == len(errors)
         portal.set_knobs(seed=11)  # same seed: the same answers, request by request
-        assert await _statuses(session, portal, 300) == first
+        assert await _statuses(session, portal, 200) == first
         portal.set_knobs(seed=12)
-        assert await _statuses(session, portal, 300) != first
+        assert await _statuses(session, portal, 200) != first
         status, _, _body = await _get(session, f"{portal.url}/v1/stats")
         assert status == 200  # stats never fail
 
@@ -571,21 +598,47 @@ async def test_reset_is_a_client_connection_error(
         assert (await _get(session, _feed_url(portal, X12_ID)))[2] == X12_BYTES
 
 
+async def _read_until_error(resp: aiohttp.ClientResponse) -> tuple[int, Exception | None]:
+    received = 0
+    try:
+        async for chunk in resp.content.iter_any():
+            received += len(chunk)
+    except aiohttp.ClientError as exc:
+        return received, exc
+    return received, None
+
+
 async def test_truncated_body_is_a_payload_error(
     plain_root: Path, session: aiohttp.ClientSession
 ) -> None:
     async with serve(plain_root, truncate_rate=1.0, seed=2) as portal:
-        received = 0
         async with session.get(_feed_url(portal, X12_ID)) as resp:
             assert resp.status == 200
             assert int(resp.headers["Content-Length"]) == len(X12_BYTES)  # promised in full
-            with pytest.raises(aiohttp.ClientPayloadError):
-                async for chunk in resp.content.iter_any():
-                    received += len(chunk)
+            received, error = await _read_until_error(resp)
+        assert isinstance(error, aiohttp.ClientPayloadError)
+        assert "ConnectionResetError" not in str(error)  # a clean close, not an RST
         assert 0 <= received < len(X12_BYTES)
         stats = portal.stats()
         assert stats["faults"]["truncated"] == 1
         assert stats["bytes"] == received  # what was served is exactly what arrived
+
+
+async def test_reset_in_the_body(plain_root: Path, session: aiohttp.ClientSession) -> None:
+    async with serve(plain_root, reset_rate=1.0, reset_at="body", seed=5) as portal:
+        async with session.get(_feed_url(portal, X12_ID)) as resp:
+            assert resp.status == 200
+            received, error = await _read_until_error(resp)
+        assert isinstance(error, aiohttp.ClientPayloadError)
+        assert "ConnectionResetError" in str(error)  # an RST, not a clean close
+        assert received < len(X12_BYTES)
+        stats = portal.stats()
+        assert (stats["faults"]["reset"], stats["by_status"]) == (1, {"200": 1})
+        # A response without a body cannot be cut: a 304 goes through.
+        status, _, _ = await _get(
+            session, _feed_url(portal, X12_ID), headers={"If-None-Match": "*"}
+        )
+        assert status == 304
 
 
 async def test_slow_body_is_measurably_slow(

@@ -310,10 +310,17 @@ async def _stream(
             return resp
         limit = length
         decision = ex.decision
-        if decision is not None and decision.truncate_fraction is not None:
-            limit = int(length * decision.truncate_fraction)
-            state.stats.fault(ex, "truncated")
-            logger.debug("portal: truncating %s after %d of %d bytes", request.path, limit, length)
+        reset = decision is not None and decision.reset and knobs.reset_at == "body"
+        if decision is not None and (reset or decision.truncate):
+            limit = int(length * decision.cut)
+            state.stats.fault(ex, "reset" if reset else "truncated")
+            logger.debug(
+                "portal: %s %s after %d of %d bytes",
+                "resetting" if reset else "truncating",
+                request.path,
+                limit,
+                length,
+            )
         rate = knobs.slow_body if ex.kind in knobs.apply_to else None
         if rate is not None:
             state.stats.fault(ex, "slow")
@@ -338,7 +345,9 @@ async def _stream(
                     await asyncio.sleep(ahead)
         if sent < length:
             # Content-Length promised more: closing now is a truncated body for the client.
-            if request.transport is not None:
+            if reset:
+                _reset_connection(request)
+            elif request.transport is not None:
                 request.transport.close()
             return resp
         await resp.write_eof()
@@ -710,7 +719,7 @@ async def _with_faults(request: web.Request, handler: Any, ex: _Exchange) -> web
                 f"(burst {knobs.bucket_size}); retry later",
                 {"Retry-After": retry_after},
             )
-    if decision.reset:
+    if decision.reset and knobs.reset_at == "start":
         state.stats.fault(ex, "reset")
         logger.debug("portal: resetting connection for %s (attempt %d)", key, decision.attempt)
         _reset_connection(request)
@@ -752,8 +761,8 @@ async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             f"{exc.reason}: {request.path}",
             headers,
         )
-    if "reset" in ex.faults:
-        state.stats.status(ex, "reset")
+    if not resp.prepared and "reset" in ex.faults:
+        state.stats.status(ex, "reset")  # nothing was sent: there is no status to count
     elif not resp.prepared:
         state.stats.status(ex, resp.status)
         if isinstance(resp, web.Response) and request.method != "HEAD" and resp.body is not None:

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, get_args
 from scfeeds.exceptions import ConfigurationError
 
 RetryAfterForm = Literal["seconds", "http-date"]
+ResetAt = Literal["start", "body"]
 EndpointKind = Literal["list", "file", "lines", "blob"]
 ENDPOINT_KINDS: Final[tuple[EndpointKind, ...]] = get_args(EndpointKind)
 
@@ -60,8 +61,13 @@ class PortalKnobs:
         ``"seconds"`` (``Retry-After: 2``) or ``"http-date"`` (``Retry-After: Sat, 28 Nov 2026
         04:00:02 GMT``), the two forms of RFC 9110 section 10.2.3.
     reset_rate
-        Probability that the connection is aborted (TCP RST) before any response byte: the
-        client sees a connection error.
+        Probability that the connection is aborted with a TCP RST.
+    reset_at
+        Where a reset happens: ``"start"`` (default) before any response byte, so the client
+        sees a connection error (aiohttp: ``ServerDisconnectedError`` / ``ClientOSError``);
+        ``"body"`` after the headers and a seeded share of the body (aiohttp:
+        ``ClientPayloadError`` caused by ``ConnectionResetError``). With ``"body"``, responses
+        without a body (304, HEAD, errors) are not reset.
     truncate_rate
         Probability that a body is cut short: full ``Content-Length`` announced, a seeded
         fraction of the body sent, then the connection closed.
@@ -89,6 +95,7 @@ class PortalKnobs:
     burst: int | None = None
     retry_after_form: RetryAfterForm = "seconds"
     reset_rate: float = 0.0
+    reset_at: ResetAt = "start"
     truncate_rate: float = 0.0
     slow_body: float | None = None
     token: str | None = field(default=None, repr=False)
@@ -120,6 +127,8 @@ class PortalKnobs:
             raise ConfigurationError(
                 f"retry_after_form must be 'seconds' or 'http-date', got {self.retry_after_form!r}"
             )
+        if self.reset_at not in get_args(ResetAt):
+            raise ConfigurationError(f"reset_at must be 'start' or 'body', got {self.reset_at!r}")
         if self.slow_body is not None:
             _check_number("slow_body", self.slow_body, low=1.0)
         if self.token is not None and (
@@ -180,7 +189,8 @@ class Decision:
     delay: float
     reset: bool
     error_status: int | None
-    truncate_fraction: float | None  # share of the body sent before closing, in [0, 1)
+    truncate: bool
+    cut: float  # share of the body sent before a truncation or a body reset, in [0, 1)
 
 
 def decide(knobs: PortalKnobs, key: str, attempt: int) -> Decision:
@@ -199,10 +209,8 @@ def decide(knobs: PortalKnobs, key: str, attempt: int) -> Decision:
     error_status = None
     if not reset and u_error < knobs.error_rate:
         error_status = knobs.error_statuses[int(u_status * len(knobs.error_statuses))]
-    truncate = None
-    if not reset and error_status is None and u_truncate < knobs.truncate_rate:
-        truncate = u_cut
-    return Decision(attempt, delay, reset, error_status, truncate)
+    truncate = not reset and error_status is None and u_truncate < knobs.truncate_rate
+    return Decision(attempt, delay, reset, error_status, truncate, u_cut)
 
 
 class TokenBucket:

@@ -557,6 +557,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--reset-rate", type=float, default=0.0, metavar="P", help="share of reset connections"
     )
     knobs.add_argument(
+        "--reset-at",
+        choices=("start", "body"),
+        default="start",
+        help="reset before the response (default) or in the middle of the body",
+    )
+    knobs.add_argument(
         "--truncate-rate", type=float, default=0.0, metavar="P", help="share of truncated bodies"
     )
     knobs.add_argument(
@@ -605,6 +611,7 @@ def cli_portal(args: argparse.Namespace) -> int:
             burst=args.burst,
             retry_after_form=args.retry_after_form,
             reset_rate=args.reset_rate,
+            reset_at=args.reset_at,
             truncate_rate=args.truncate_rate,
             slow_body=args.slow_body,
             token=token,
