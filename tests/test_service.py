@@ -1,0 +1,742 @@
+"""Service mode over a real redis-server and the real portal on loopback.
+
+Worker processes are real (``python -m scfeeds._service worker``) where the test is about the
+process: SIGKILL mid-job, SIGTERM drain with its probes and exit code. Elsewhere two
+:class:`Worker` instances run on separate event loops in threads, so their outcomes, metrics
+and spans can be observed in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from scfeeds._lake import commits
+from scfeeds._service._health import HealthServer
+from scfeeds._service._job import Job, JobError, split_jobs
+from scfeeds._service._metrics import ServiceMetrics
+from scfeeds._service._queue import JobQueue
+from scfeeds._service._secrets import Secrets
+from scfeeds._service._tracing import Tracing, inject_current
+from scfeeds._service._worker import JobContext, JobResult, Worker
+from scfeeds.portal import serve_in_thread
+from tests.test_service_support import (
+    RUNNER,
+    ThreadWorker,
+    redis_server,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = "tests.test_service_support"
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scfeeds import synth
+
+    dest = tmp_path_factory.mktemp("service") / "world"
+    synth.generate(dest, seed=11, suppliers=2, pos=12, formats=("csv", "x12"))
+    return dest
+
+
+def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
+    req = urllib.request.Request(
+        f"{url}/v1/feeds", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
+    return feeds
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_queue(url: str, stream: str, fn: Any) -> Any:
+    async with JobQueue(url, stream=stream) as q:
+        await q.ensure_group()
+        return await fn(q)
+
+
+def enqueue(url: str, stream: str, jobs: list[Job]) -> None:
+    run(_with_queue(url, stream, lambda q: q.enqueue(jobs)))
+
+
+def stats(url: str, stream: str) -> Any:
+    return run(_with_queue(url, stream, lambda q: q.stats()))
+
+
+def dead(url: str, stream: str) -> list[tuple[str, dict[str, str]]]:
+    return run(_with_queue(url, stream, lambda q: q.dead_letters()))  # type: ignore[no-any-return]
+
+
+def assert_lake_exactly_once(lake: Path, feeds: list[dict[str, Any]]) -> None:
+    """Every distinct feed content committed once; the lake's rows are those commits' rows."""
+    records = list(commits(lake))
+    shas = [c.sha256 for c in records]
+    assert len(shas) == len(set(shas)), "a content was committed under two batch ids"
+    assert set(shas) == {f["sha256"] for f in feeds}
+    good = [f for c in records for f in c.files if not f.startswith("_")]
+    frames = [pl.read_parquet(lake / f) for f in good]
+    total = sum(f.height for f in frames)
+    assert total == sum(sum(c.rows.values()) for c in records) > 0
+    # no row twice (rows carry their source and position, so real duplicates would show)
+    every = pl.concat(frames, how="diagonal_relaxed")
+    assert every.unique().height == every.height
+    leftovers = list(lake.rglob("*.tmp"))
+    assert leftovers == []
+
+
+def worker_factory(url: str, stream: str, lake: Path, **kw: Any) -> Any:
+    kw.setdefault("runner", RUNNER)
+    kw.setdefault("claim_idle", 2.0)
+    kw.setdefault("block", 0.2)
+    kw.setdefault("pool", "threads")
+    kw.setdefault("stats_interval", 0.2)
+
+    def make() -> Worker:
+        return Worker(JobQueue(url, stream=stream), lake, **kw)
+
+    return make
+
+
+def stream_name(request: pytest.FixtureRequest) -> str:
+    return f"test:{request.node.name}"
+
+
+# -- job messages, metrics text, secrets (no server) ------------------------------------------
+
+
+def test_job_message_round_trip_keeps_only_listing_keys() -> None:
+    row = {"url": "http://127.0.0.1:1/v1/feeds/a", "format": "csv", "body": "x" * 10}
+    job = Job(sources=["http://127.0.0.1:1/v1/feeds/b", row], lake="sub", trace={"a": "b"})
+    back = Job.from_fields(job.to_fields())
+    assert back.id == job.id
+    assert back.lake == "sub"
+    assert back.attempt == 1
+    assert back.sources[1] == {"url": row["url"], "format": "csv"}  # the body never travels
+    assert back.trace == {}  # only W3C keys survive
+    nxt = back.retry(sources=back.sources[:1], error="boom")
+    assert (nxt.id, nxt.attempt, nxt.last_error, len(nxt.sources)) == (job.id, 2, "boom", 1)
+
+
+@pytest.mark.parametrize(
+    ("source", "rule"),
+    [
+        ("file:///etc/passwd", "http"),
+        ("http://user:pw@host/x", "credentials"),
+        ("http://host/x?access_token=abc", "secret"),
+        ({"format": "csv"}, "'url'"),
+        (b"raw bytes", "expected a URL"),
+    ],
+)
+def test_job_refuses_bodies_credentials_and_non_urls(source: Any, rule: str) -> None:
+    with pytest.raises(JobError, match=rule):
+        Job(sources=[source])
+
+
+@pytest.mark.parametrize(
+    ("fields", "rule"),
+    [
+        ({"id": "x"}, "no 'job' field"),
+        ({"job": "{not json"}, "not JSON"),
+        ({"job": json.dumps({"v": 99})}, "version"),
+        ({"job": json.dumps({"v": 1, "id": "x", "sources": "http://h/a"})}, "list"),
+        ({"job": "x" * (1 << 21)}, "limit"),
+    ],
+)
+def test_malformed_messages_name_the_rule(fields: dict[str, str], rule: str) -> None:
+    with pytest.raises(JobError, match=rule):
+        Job.from_fields(fields)
+
+
+def test_split_jobs_and_oversized_job() -> None:
+    urls = [f"http://127.0.0.1:1/v1/feeds/{i}" for i in range(7)]
+    jobs = split_jobs(urls, per_job=3)
+    assert [len(j.sources) for j in jobs] == [3, 3, 1]
+    assert len({j.id for j in jobs}) == 3
+    huge = Job(sources=[f"http://127.0.0.1:1/{'x' * 1000}/{i}" for i in range(1200)])
+    with pytest.raises(JobError, match="pointers, not data"):
+        huge.to_fields()
+
+
+def test_metrics_text_format() -> None:
+    m = ServiceMetrics()
+    m.jobs.inc(outcome="succeeded")
+    m.rows.inc(5, table='po"lines\n')
+    m.job_seconds.observe(0.3)
+    m.job_seconds.observe(700)
+    text = m.render()
+    assert "# TYPE scfeeds_jobs_total counter\n" in text
+    assert 'scfeeds_jobs_total{outcome="succeeded"} 1\n' in text
+    assert 'scfeeds_jobs_total{outcome="cancelled"} 0\n' in text
+    assert 'scfeeds_lake_rows_total{table="po\\"lines\\n"} 5\n' in text
+    assert 'scfeeds_job_duration_seconds_bucket{le="0.25"} 0\n' in text
+    assert 'scfeeds_job_duration_seconds_bucket{le="0.5"} 1\n' in text
+    assert 'scfeeds_job_duration_seconds_bucket{le="+Inf"} 2\n' in text
+    assert "scfeeds_job_duration_seconds_count 2\n" in text
+    for line in text.splitlines():  # every sample line is `name{labels} number`
+        if not line.startswith("#"):
+            assert re.fullmatch(r"[a-z_]+(\{.*\})? (-?[0-9.e+]+|\+Inf|NaN)", line), line
+    with pytest.raises(ValueError, match="only goes up"):
+        m.bytes.inc(-1)
+
+
+def test_secrets_from_env_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": {"127.0.0.1:8080": "tok-host", "*": "tok-any"}}))
+    s = Secrets.load(path=path, environ={"SCFEEDS_TOKEN": "tok-env"})
+    assert s.token_for("http://127.0.0.1:8080/v1/feeds/a") == "tok-host"
+    assert s.token_for("http://127.0.0.1:9/v1/feeds/a") == "tok-any"  # file wins over env
+    assert "tok" not in repr(s)
+    assert s.redact("Bearer tok-host failed") == "Bearer *** failed"
+    path.write_text('{"tokens": {"h": "tok-123"')  # broken JSON must not be echoed
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        Secrets.load(path=path, environ={})
+    assert "tok-123" not in str(info.value)
+
+
+def test_import_scfeeds_does_not_import_service_dependencies() -> None:
+    code = (
+        "import sys, scfeeds, scfeeds.cli; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('redis', 'opentelemetry') or m.startswith('scfeeds._service')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+
+def test_heartbeat_keeps_a_slow_job_and_release_hands_it_over(
+    redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    async def go() -> None:
+        async with JobQueue(redis_url, stream=stream_name(request)) as q:
+            await q.ensure_group()
+            await q.enqueue([Job(sources=["http://127.0.0.1:1/a"])])
+            (d,) = await q.read("a", count=5, block=0.1)
+            assert d.deliveries == 1
+            assert d.attempt == 1
+            for _ in range(4):  # 0.4 s of work with a heartbeat every 0.1 s
+                await asyncio.sleep(0.1)
+                assert await q.touch("a", [d.msg_id]) == [d.msg_id]
+            assert await q.reclaim("b", min_idle=0.3, count=5) == []  # alive: not stolen
+            await asyncio.sleep(0.35)
+            (again,) = await q.reclaim("b", min_idle=0.3, count=5)  # silent: reclaimed
+            assert again.msg_id == d.msg_id
+            assert again.deliveries == 2
+            assert again.attempt == 2
+            assert await q.touch("a", [d.msg_id]) == []  # a no longer owns it
+            await q.release("b", [d.msg_id], idle=60)
+            (third,) = await q.reclaim("c", min_idle=60, count=5)  # released: taken at once
+            assert third.msg_id == d.msg_id
+            s = await q.stats()
+            assert (s.length, s.lag, s.pending) == (1, 0, 1)
+            await q.ack(third)
+            s = await q.stats()
+            assert (s.length, s.lag, s.pending, s.dead) == (0, 0, 0, 0)
+
+    run(go())
+
+
+# -- workers, in-process -----------------------------------------------------------------------
+
+
+def test_two_workers_land_every_job_exactly_once(
+    redis_url: str, world: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    with serve_in_thread(world, latency=0.05, access_log=False) as portal:
+        feeds = listing(portal.url)
+        jobs = split_jobs(feeds, per_job=2)
+        enqueue(redis_url, stream, jobs)
+        a = ThreadWorker(worker_factory(redis_url, stream, lake, concurrency=1))
+        b = ThreadWorker(worker_factory(redis_url, stream, lake, concurrency=1))
+        with a, b:
+            wait_until(lambda: len(a.worker.outcomes) + len(b.worker.outcomes) >= len(jobs), 40)
+            wait_until(lambda: stats(redis_url, stream).length == 0, 5)
+    done = a.worker.outcomes + b.worker.outcomes
+    assert sorted(done) == sorted((j.id, "succeeded") for j in jobs)  # each once, all ok
+    assert a.worker.outcomes
+    assert b.worker.outcomes
+    s = stats(redis_url, stream)
+    assert (s.length, s.pending, s.dead) == (0, 0, 0)
+    assert_lake_exactly_once(lake, feeds)
+    assert not (lake / "_landing" / "jobs").exists() or not any(
+        (lake / "_landing" / "jobs").iterdir()
+    )  # each job's raw downloads removed once committed
+
+
+def test_failing_job_is_retried_then_dead_lettered(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stream = stream_name(request)
+    calls: list[int] = []
+
+    async def boom(job: Job, ctx: JobContext) -> JobResult:
+        calls.append(job.attempt)
+        raise RuntimeError(f"parser exploded on attempt {job.attempt}")
+
+    job = Job(sources=["http://127.0.0.1:1/v1/feeds/a"])
+    enqueue(redis_url, stream, [job])
+    w = ThreadWorker(worker_factory(redis_url, stream, tmp_path, runner=boom, max_attempts=3))
+    with w:
+        wait_until(lambda: len(w.worker.outcomes) == 3)
+    assert calls == [1, 2, 3]
+    assert [o for _, o in w.worker.outcomes] == ["failed", "failed", "dead_lettered"]
+    ((_, entry),) = dead(redis_url, stream)
+    assert entry["id"] == job.id
+    assert entry["attempt"] == "3"
+    assert "parser exploded on attempt 3" in entry["reason"]
+    assert stats(redis_url, stream).length == 0
+
+
+def test_redelivered_poison_job_is_dead_lettered_without_running(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A job that kills its worker every time (OOM, segfault) is never acked: Redis counts
+    its deliveries, and past max_attempts it goes to the dead-letter stream unrun."""
+    stream = stream_name(request)
+    ran: list[str] = []
+
+    async def never(job: Job, ctx: JobContext) -> JobResult:
+        ran.append(job.id)
+        return JobResult()
+
+    async def ghost_takes_it(q: JobQueue) -> None:
+        await q.enqueue([Job(sources=["http://127.0.0.1:1/a"])])
+        await q.read("ghost", count=1, block=0.1)  # delivered to a worker that then "died"
+        await q._r.xadd(stream, {"id": "bad", "job": "{oops"})  # and a malformed message
+
+    run(_with_queue(redis_url, stream, ghost_takes_it))
+    w = ThreadWorker(
+        worker_factory(redis_url, stream, tmp_path, runner=never, max_attempts=1, claim_idle=0.3)
+    )
+    with w:
+        wait_until(lambda: len(w.worker.outcomes) == 2)
+    assert ran == []
+    assert sorted(o for _, o in w.worker.outcomes) == ["dead_lettered", "rejected"]
+    reasons = sorted(e["reason"] for _, e in dead(redis_url, stream))
+    assert reasons[0].startswith("gave up after 1 attempts (2 deliveries")
+    assert reasons[1].startswith("rejected: job field is not JSON")
+
+
+def test_job_lake_must_stay_inside_the_worker_lake(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stream = stream_name(request)
+    enqueue(redis_url, stream, [Job(sources=["http://127.0.0.1:1/a"], lake="../elsewhere")])
+    w = ThreadWorker(worker_factory(redis_url, stream, tmp_path / "lake"))
+    with w:
+        wait_until(lambda: w.worker.outcomes)
+    assert w.worker.outcomes[0][1] == "rejected"
+    assert "outside this worker's lake root" in dead(redis_url, stream)[0][1]["reason"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _sample(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert m, f"{name} not in metrics"
+    return float(m.group(1))
+
+
+def test_metrics_and_spans_observed_in_process(
+    redis_url: str, world: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    health: dict[str, str] = {}
+    try:
+        with serve_in_thread(world, latency=0.3, access_log=False) as portal:
+            feeds = listing(portal.url)[:4]
+            with provider.get_tracer("test").start_as_current_span("scheduler.enqueue") as parent:
+                carrier = inject_current()
+            job = Job(sources=feeds, trace=carrier)
+            base = worker_factory(redis_url, stream, lake, tracing=tracing, limits=2)
+
+            def make() -> Worker:
+                w = base()
+                real_run = w.run
+
+                async def run_with_health() -> None:
+                    async with HealthServer(w, w.metrics, port=0) as hs:
+                        health["url"] = hs.url
+                        await real_run()
+
+                w.run = run_with_health  # type: ignore[method-assign]
+                return w
+
+            with ThreadWorker(make) as tw:
+                url = wait_until(lambda: health.get("url"))
+                assert _get(f"{url}/readyz")[0] == 200
+                enqueue(redis_url, stream, [job])
+                # while the job runs, its requests show up as in flight
+                busy = wait_until(
+                    lambda: (
+                        (t := _get(f"{url}/metrics")[1])
+                        and _sample(t, "scfeeds_requests_in_flight") >= 1
+                        and t
+                    )
+                )
+                assert _sample(busy, "scfeeds_jobs_in_flight") == 1
+                wait_until(lambda: tw.worker.outcomes)
+                text = wait_until(
+                    lambda: (
+                        (t := _get(f"{url}/metrics")[1])
+                        and _sample(t, "scfeeds_queue_length") == 0
+                        and t
+                    )
+                )
+    finally:
+        tracing.shutdown()
+    assert tw.worker.outcomes == [(job.id, "succeeded")]
+    assert 'scfeeds_jobs_total{outcome="succeeded"} 1' in text
+    assert _sample(text, "scfeeds_fetch_bytes_total") == sum(f["bytes"] for f in feeds)
+    assert _sample(text, "scfeeds_jobs_in_flight") == 0
+    assert _sample(text, "scfeeds_requests_in_flight") == 0
+    assert _sample(text, "scfeeds_queue_pending") == 0
+    assert _sample(text, "scfeeds_queue_up") == 1
+    assert _sample(text, "scfeeds_event_loop_lag_hist_seconds_count") > 0
+    assert _sample(text, "scfeeds_job_duration_seconds_count") == 1
+
+    spans = exporter.get_finished_spans()
+    (job_span,) = [s for s in spans if s.name == "scfeeds.job"]
+    pctx = parent.get_span_context()
+    assert job_span.parent is not None
+    assert job_span.parent.span_id == pctx.span_id
+    assert job_span.context.trace_id == pctx.trace_id
+    assert job_span.attributes is not None
+    assert job_span.attributes["scfeeds.job.id"] == job.id
+    assert job_span.attributes["scfeeds.job.outcome"] == "succeeded"
+    clients = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert len(clients) >= len(feeds)
+    assert all(
+        c.parent is not None and c.parent.span_id == job_span.context.span_id for c in clients
+    )
+
+
+def test_tokens_reach_the_portal_but_not_logs_metrics_queue_or_spans(
+    redis_url: str,
+    world: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    token = "tok-SECRET-4f9a2c"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    stream = stream_name(request)
+    caplog.set_level("DEBUG")
+    try:
+        with serve_in_thread(world, token=token, access_log=False) as portal:
+            feeds = listing(portal.url, token)[:3]
+            ok, denied = Job(sources=feeds), Job(sources=feeds[:2])
+            enqueue(redis_url, stream, [ok])
+            with_token = ThreadWorker(
+                worker_factory(
+                    redis_url,
+                    stream,
+                    tmp_path / "a",
+                    secrets=Secrets({"*": token}),
+                    tracing=tracing,
+                )
+            )
+            with with_token:
+                wait_until(lambda: with_token.worker.outcomes)
+            metrics_a = with_token.worker.metrics.render()
+            enqueue(redis_url, stream, [denied])
+            without = ThreadWorker(
+                worker_factory(redis_url, stream, tmp_path / "b", max_attempts=1)
+            )
+            with without:
+                wait_until(lambda: without.worker.outcomes)
+    finally:
+        tracing.shutdown()
+    assert with_token.worker.outcomes == [(ok.id, "succeeded")]  # the token was sent
+    assert without.worker.outcomes == [(denied.id, "partial")]  # 401: nothing landed
+    ((_, entry),) = dead(redis_url, stream)
+    assert entry["reason"] == "2 of 2 source(s) failed to fetch"
+    assert len(Job.from_fields(entry).sources) == 2
+
+    async def dump(q: JobQueue) -> str:
+        keys = await q._r.keys("*")
+        parts = [repr(await q._r.xrange(k)) for k in keys if await q._r.type(k) == "stream"]
+        return "".join(parts)
+
+    everything = [
+        caplog.text,
+        metrics_a,
+        without.worker.metrics.render(),
+        run(_with_queue(redis_url, stream, dump)),
+        repr(
+            [
+                (s.name, dict(s.attributes or {}), [dict(e.attributes or {}) for e in s.events])
+                for s in exporter.get_finished_spans()
+            ]
+        ),
+    ]
+    assert "job " in caplog.text  # the worker did log
+    for text in everything:
+        assert token not in text
+
+
+# -- worker processes: SIGKILL and SIGTERM -----------------------------------------------------
+
+
+class WorkerProcess:
+    """``python -m scfeeds._service worker`` with the test runner; stderr collected."""
+
+    def __init__(self, redis_url: str, stream: str, lake: Path, *args: str, delay: float = 0):
+        env = {**os.environ, "SCFEEDS_TEST_JOB_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scfeeds._service",
+                "worker",
+                "--queue",
+                redis_url,
+                "--stream",
+                stream,
+                "--lake",
+                str(lake),
+                "--health-port",
+                "0",
+                "--runner",
+                f"{SUPPORT}:slow_runner",
+                "--parse-pool",
+                "threads",
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def health_url(self) -> str:
+        def found() -> str | None:
+            m = re.search(r"health on (http://\S+) ", self.log)
+            assert self.proc.poll() is None, self.log
+            return m.group(1) if m else None
+
+        return str(wait_until(found, 20))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[WorkerProcess]]:
+    procs: list[WorkerProcess] = []
+    yield procs
+    for p in procs:
+        p.close()
+
+
+def test_killed_worker_job_is_reclaimed_and_finished_by_another(
+    redis_url: str,
+    world: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    processes: list[WorkerProcess],
+) -> None:
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    with serve_in_thread(world, latency=0.15, access_log=False) as portal:
+        feeds = listing(portal.url)
+        job = Job(sources=feeds)
+        enqueue(redis_url, stream, [job])
+        victim = WorkerProcess(
+            redis_url, stream, lake, "--claim-idle", "1", "--requests-per-job", "1"
+        )
+        processes.append(victim)
+        wait_until(lambda: (lake / "_started" / job.id).exists(), 20)
+        time.sleep(0.8)  # mid-job: some feeds landed, the rest still coming
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(5)
+        s = stats(redis_url, stream)
+        assert (s.length, s.pending) == (1, 1)  # not acknowledged: still the victim's
+        t0 = time.monotonic()
+        heir = ThreadWorker(worker_factory(redis_url, stream, lake, claim_idle=1.0))
+        with heir:
+            wait_until(lambda: heir.worker.outcomes, 30)
+        assert time.monotonic() - t0 < 25
+    assert heir.worker.outcomes == [(job.id, "succeeded")]
+    s = stats(redis_url, stream)
+    assert (s.length, s.pending, s.dead) == (0, 0, 0)
+    assert_lake_exactly_once(lake, feeds)
+
+
+def test_sigterm_drains_in_flight_job_with_probes_and_exit_0(
+    redis_url: str,
+    world: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    processes: list[WorkerProcess],
+) -> None:
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    with serve_in_thread(world, latency=0.02, access_log=False) as portal:
+        feeds = listing(portal.url)[:3]
+        job = Job(sources=feeds)
+        w = WorkerProcess(redis_url, stream, lake, delay=1.5)
+        processes.append(w)
+        url = w.health_url()
+        wait_until(lambda: _get(f"{url}/readyz")[0] == 200)
+        enqueue(redis_url, stream, [job])
+        wait_until(lambda: (lake / "_started" / job.id).exists(), 20)
+        w.proc.send_signal(signal.SIGTERM)
+        seen: list[tuple[int, int]] = []
+        while w.proc.poll() is None:  # probe until the process is gone
+            try:
+                seen.append((_get(f"{url}/readyz")[0], _get(f"{url}/livez")[0]))
+            except (urllib.error.URLError, ConnectionError):
+                break  # the listener closes after the drain, just before exit
+            time.sleep(0.05)
+        assert w.proc.wait(25) == 0, w.log
+    # from the signal on (the first probe may race it): not ready, yet alive, throughout
+    draining = seen[[r for r, _ in seen].index(503) :]
+    assert all(probe == (503, 200) for probe in draining), seen
+    assert len(draining) >= 5  # the drain took a while and the probes answered all along
+    assert "succeeded" in w.log
+    assert "draining" in w.log
+    s = stats(redis_url, stream)
+    assert (s.length, s.pending) == (0, 0)  # finished within the deadline, acknowledged
+    assert_lake_exactly_once(lake, feeds)
+
+
+def test_sigterm_deadline_cancels_without_ack_and_a_peer_finishes(
+    redis_url: str,
+    world: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    processes: list[WorkerProcess],
+) -> None:
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    with serve_in_thread(world, access_log=False) as portal:
+        feeds = listing(portal.url)[:3]
+        job = Job(sources=feeds)
+        w = WorkerProcess(
+            redis_url, stream, lake, "--drain-seconds", "0.5", "--claim-idle", "20", delay=30
+        )
+        processes.append(w)
+        w.health_url()
+        enqueue(redis_url, stream, [job])
+        wait_until(lambda: (lake / "_started" / job.id).exists(), 20)
+        t0 = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(15) == 0, w.log
+        assert time.monotonic() - t0 < 5  # the deadline, not the 30 s job
+        assert "cancelled 1 job(s), not acknowledged" in w.log
+        s = stats(redis_url, stream)
+        assert (s.length, s.pending) == (1, 1)
+        assert list(commits(lake)) == []
+        assert list(lake.rglob("*.tmp")) == []
+        # released with a long idle time: a peer with the same 20 s timeout takes it at once
+        t1 = time.monotonic()
+        peer = ThreadWorker(worker_factory(redis_url, stream, lake, claim_idle=20.0))
+        with peer:
+            wait_until(lambda: peer.worker.outcomes, 20)
+        assert time.monotonic() - t1 < 10
+    assert peer.worker.outcomes == [(job.id, "succeeded")]
+    assert_lake_exactly_once(lake, feeds)
+
+
+def test_cli_enqueue_expands_a_portal_and_splits_jobs(
+    redis_url: str,
+    world: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scfeeds._service._cli import main
+
+    stream = stream_name(request)
+    with serve_in_thread(world, access_log=False) as portal:
+        n = len(listing(portal.url))
+        code = main(
+            ["enqueue", "--queue", redis_url, "--stream", stream, "--per-job", "5", portal.url]
+        )
+    assert code == 0
+    ids = capsys.readouterr().out.split()
+    assert len(ids) == -(-n // 5)
+    s = stats(redis_url, stream)
+    assert (s.length, s.lag) == (len(ids), len(ids))
+    assert (
+        main(
+            ["enqueue", "--queue", redis_url, "--stream", stream, "http://127.0.0.1:1/a?token=abc"]
+        )
+        == 2
+    )

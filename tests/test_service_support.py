@@ -1,0 +1,201 @@
+"""Helpers for the service-mode tests (no tests here): a Redis server, worker threads, runners.
+
+``slow_runner`` is importable by a worker subprocess (``--runner tests.test_service_support:...``)
+so the kill and drain tests can run the real CLI process with a job that is slow on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from scfeeds._service._job import Job
+from scfeeds._service._worker import JobContext, JobResult, ingest_runner
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` on loopback (no persistence), stopped by PID."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError(
+            "redis-server not found: apt-get install redis-server (.ci/run installs it)"
+        )
+    import redis
+
+    for _ in range(5):  # the port picked can be taken in between; try another
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 5
+        up = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                up = bool(client.ping())
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        client.close()
+        if up:
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        raise RuntimeError("could not start redis-server")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 15.0, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class ThreadWorker:
+    """A :class:`Worker` on its own event loop in a thread (as if it were another process,
+    but observable in-process: its outcomes, metrics and spans)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self.worker: Any = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def go() -> None:
+            self.worker = self._make()
+            self._ready.set()
+            try:
+                await self.worker.run()
+            finally:
+                await self.worker.queue.aclose()
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    def __enter__(self) -> ThreadWorker:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "worker thread did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def slow_runner(job: Job, ctx: JobContext) -> JobResult:
+    """The real ingest, after a pause of ``SCFEEDS_TEST_JOB_DELAY`` seconds (default 0):
+    long enough for a test to kill or drain the worker while the job is in flight.
+
+    A marker file ``<lake>/_started/<job id>`` says the job began (the test waits on it).
+    """
+    started = ctx.lake / "_started"
+    started.mkdir(parents=True, exist_ok=True)
+    (started / job.id).write_text(str(os.getpid()))
+    await asyncio.sleep(float(os.environ.get("SCFEEDS_TEST_JOB_DELAY", "0")))
+    return await RUNNER(job, ctx)
+
+
+async def landing_runner(job: Job, ctx: JobContext) -> JobResult:
+    """Stand-in for ingest while it is being written: fetch, then one lake batch per landed
+    file (content-addressed, like ingest's) holding one row per file."""
+    import polars as pl
+
+    from scfeeds._fetch import fetch
+    from scfeeds._lake import batch_id, commit_batch, is_committed
+    from scfeeds._service._job import source_url
+
+    urls = [source_url(s) for s in job.sources]
+    report = await fetch(
+        urls,
+        ctx.landing,
+        limits=ctx.limits,
+        headers=ctx.secrets.headers_for(urls[0]),
+        progress=ctx.progress,
+    )
+    committed, failed = 0, []
+    for row in report.items.iter_rows(named=True):
+        if row["status"] == "failed":
+            failed.append(row["url"])
+            continue
+        batch = batch_id(row["sha256"])
+        if is_committed(ctx.lake, batch):
+            continue
+        frame = pl.DataFrame(
+            {"supplier_id": ["SUP"], "source": [row["url"]], "sha256": [row["sha256"]]}
+        )
+        await asyncio.to_thread(
+            commit_batch,
+            ctx.lake,
+            batch=batch,
+            source=row["url"],
+            sha256=row["sha256"],
+            tables={"po_lines": frame},
+            quarantine={},
+            errors=None,
+        )
+        committed += 1
+    return JobResult(committed=committed, failed=tuple(failed), rows={"po_lines": committed})
+
+
+def _ingest_ready() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("scfeeds._validate") is not None
+
+
+RUNNER = ingest_runner if _ingest_ready() else landing_runner
