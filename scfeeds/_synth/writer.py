@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,12 +290,34 @@ def _write_exports(
         path = state.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         write_export(canonical, path, table=table, preset=sup.preset, fmt=fmt)  # type: ignore[arg-type]
+        if fmt == "xlsx":
+            _pin_xlsx_dates(path, part)
         data = path.read_bytes()
         _record(
             state, sup, table, fmt, rel, part.height, len(data), hashlib.sha256(data).hexdigest()
         )
         out.append(canonical)
     return out
+
+
+_ISO_STAMP: Final = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def _pin_xlsx_dates(path: Path, rows: pl.DataFrame) -> None:
+    """Replace the wall-clock creation date xlsxwriter stamps into docProps/core.xml.
+
+    Same seed, same bytes: the date becomes the latest document date of the file. (xlsxwriter
+    already pins the zip entries' own timestamps to 1980-01-01.)
+    """
+    date_col = next(c for c in rows.columns if c.endswith("_date"))
+    stamp = f"{rows[date_col].max()}T00:00:00Z".encode()
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w") as zout:
+        for info, data in entries:
+            if info.filename == "docProps/core.xml":
+                data = _ISO_STAMP.sub(stamp, data)
+            zout.writestr(info, data)
 
 
 def catalog_frame(state: WriterState) -> pl.DataFrame:
