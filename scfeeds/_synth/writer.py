@@ -310,7 +310,7 @@ def _pin_xlsx_dates(path: Path, rows: pl.DataFrame) -> None:
     already pins the zip entries' own timestamps to 1980-01-01.)
     """
     date_col = next(c for c in rows.columns if c.endswith("_date"))
-    stamp = f"{rows[date_col].max()}T00:00:00Z".encode()
+    stamp = (str(rows[date_col].max()) + "T00:00:00Z").encode()
     with zipfile.ZipFile(path) as zin:
         entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
     with zipfile.ZipFile(path, "w") as zout:
