@@ -21,21 +21,21 @@ Endpoints (JSON errors ``{"error": code, "message": ...}`` with 4xx/5xx):
 - ``GET /v1/stats``: what was served (requests and body bytes by kind, status, fault, feed).
 
 Knobs (:class:`PortalKnobs`) act on the list, file, lines and blob endpoints, never on stats.
-Per request, in order: latency, bearer token (401), rate limit (429 + Retry-After), connection
-reset, 5xx error, then body faults (truncation, slow body). Each decision is drawn from an RNG
+Per request, in order: latency, bearer token (401), rate limit (429 + Retry-After), seeded
+throttling (429), connection reset, 5xx error, then body faults (truncation or a reset in the
+body, slow body). Each decision is drawn from an RNG
 seeded by ``seed`` and the request's method, path+query, Range header and attempt number
 (see :mod:`scfeeds._portal._knobs`), so a run is reproducible whatever the interleaving.
 """
 
 from __future__ import annotations
 
+from scfeeds._portal._cli import add_cli, cli_portal
 from scfeeds._portal._knobs import PortalKnobs
 from scfeeds._portal._run import (
     Portal,
     ProcessPortal,
     ThreadPortal,
-    add_cli,
-    cli_portal,
     run_forever,
     serve,
     serve_in_process,

@@ -9,6 +9,8 @@ import io
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -583,6 +585,57 @@ async def test_rate_limit_429_with_retry_after(
         assert portal.stats()["faults"]["rate_limited"] == statuses.count(429)
 
 
+@pytest.mark.parametrize(("retry_after", "form"), [(0, "seconds"), (2, "http-date")])
+async def test_seeded_throttling(
+    plain_root: Path, session: aiohttp.ClientSession, retry_after: int, form: str
+) -> None:
+    async with serve(
+        plain_root, throttle_rate=0.25, retry_after=retry_after, retry_after_form=form, seed=8
+    ) as portal:
+        first = await _statuses(session, portal, 200)
+        assert set(first) == {200, 429}
+        assert abs(first.count(429) / 200 - 0.25) < 0.07
+        assert portal.stats()["faults"]["throttled"] == first.count(429)
+        portal.set_knobs(seed=8)
+        assert await _statuses(session, portal, 200) == first  # no clock involved
+        portal.set_knobs(throttle_rate=1.0)
+        status, headers, _ = await _get(session, f"{portal.url}/v1/blob/1")
+        assert status == 429
+        if form == "seconds":
+            assert headers["Retry-After"] == str(retry_after)
+        else:
+            when = email.utils.parsedate_to_datetime(headers["Retry-After"]).timestamp()
+            assert time.time() + retry_after - 1 <= when <= time.time() + retry_after + 2
+
+
+async def test_set_knobs_validates_and_admin_needs_the_secret(
+    plain_root: Path, session: aiohttp.ClientSession
+) -> None:
+    async with serve(plain_root, error_rate=0.1) as portal:
+        with pytest.raises(ConfigurationError, match="error_rate"):
+            portal.set_knobs(error_rate=2.0)
+        assert portal.knobs.error_rate == 0.1  # unchanged
+        async with session.put(f"{portal.url}/v1/admin/knobs", json={"error_rate": 1.0}) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["error"] == "forbidden"
+        assert portal.knobs.error_rate == 0.1
+
+
+async def test_stopping_cuts_in_flight_responses_promptly(
+    plain_root: Path, session: aiohttp.ClientSession
+) -> None:
+    async def slow_download(url: str) -> Exception | None:
+        async with session.get(url) as resp:
+            return (await _read_until_error(resp))[1]
+
+    async with serve(plain_root, slow_body=2000) as portal:
+        task = asyncio.create_task(slow_download(f"{portal.url}/v1/blob/100000"))
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+    assert time.perf_counter() - started < 2.0
+    assert isinstance(await task, aiohttp.ClientPayloadError)
+
+
 async def test_reset_is_a_client_connection_error(
     plain_root: Path, session: aiohttp.ClientSession
 ) -> None:
@@ -883,6 +936,37 @@ def test_knobs_hide_the_token() -> None:
 )
 def test_parse_range(header: str | None, size: int, expected: object) -> None:
     assert parse_range(header, size) == expected
+
+
+def test_cli_runs_until_sigterm(plain_root: Path) -> None:
+    script = (
+        "import argparse, sys\n"
+        "from scfeeds.portal import add_cli\n"
+        "parser = argparse.ArgumentParser()\n"
+        "add_cli(parser.add_subparsers())\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "sys.exit(args.func(args))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "portal", str(plain_root), "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("scfeeds portal: 4 feeds at http://127.0.0.1:")
+        url = line.split(" at ")[1].split()[0]
+        status, body = _urlopen(f"{url}/v1/feeds")
+        assert (status, len(json.loads(body)["feeds"])) == (200, 4)
+        process.terminate()  # SIGTERM to this PID: a graceful stop, exit code 0
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def test_cli_parser(plain_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

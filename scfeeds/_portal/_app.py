@@ -679,6 +679,16 @@ def _reset_connection(request: web.Request) -> None:
     transport.abort()
 
 
+def _too_many(knobs: PortalKnobs, seconds: int, message: str) -> ApiError:
+    # RFC 9110 section 10.2.3: Retry-After is delay-seconds or an HTTP-date.
+    retry_after = (
+        str(seconds)
+        if knobs.retry_after_form == "seconds"
+        else http_date(math.ceil(time.time() + seconds))
+    )
+    return ApiError(429, "rate_limited", message, {"Retry-After": retry_after})
+
+
 async def _with_faults(request: web.Request, handler: Any, ex: _Exchange) -> web.StreamResponse:
     state = request.app[STATE]
     knobs = state.knobs
@@ -705,20 +715,15 @@ async def _with_faults(request: web.Request, handler: Any, ex: _Exchange) -> web
         wait = state.bucket(_client(request), now).take(now)
         if wait > 0:
             state.stats.fault(ex, "rate_limited")
-            seconds = max(1, math.ceil(wait))
-            # RFC 9110 section 10.2.3: delay-seconds or an HTTP-date.
-            retry_after = (
-                str(seconds)
-                if knobs.retry_after_form == "seconds"
-                else http_date(math.ceil(time.time() + seconds))
-            )
-            raise ApiError(
-                429,
-                "rate_limited",
+            raise _too_many(
+                knobs,
+                max(1, math.ceil(wait)),
                 f"more than {knobs.rate_limit:g} requests/s "
                 f"(burst {knobs.bucket_size}); retry later",
-                {"Retry-After": retry_after},
             )
+    if decision.throttled:
+        state.stats.fault(ex, "throttled")
+        raise _too_many(knobs, knobs.retry_after, "simulated throttling; retry later")
     if decision.reset and knobs.reset_at == "start":
         state.stats.fault(ex, "reset")
         logger.debug("portal: resetting connection for %s (attempt %d)", key, decision.attempt)

@@ -57,6 +57,11 @@ class PortalKnobs:
         A client is its bearer token if it sends one, else its peer address. ``None``: no limit.
     burst
         Bucket size of the rate limit (default ``max(1, ceil(rate_limit))``).
+    throttle_rate
+        Probability that a request is answered 429 whatever the request rate: seeded like
+        ``error_rate``, so retry logic can be tested without racing a clock.
+    retry_after
+        ``Retry-After`` seconds of ``throttle_rate`` 429s (0 allowed).
     retry_after_form
         ``"seconds"`` (``Retry-After: 2``) or ``"http-date"`` (``Retry-After: Sat, 28 Nov 2026
         04:00:02 GMT``), the two forms of RFC 9110 section 10.2.3.
@@ -93,6 +98,8 @@ class PortalKnobs:
     error_statuses: tuple[int, ...] = (500, 502, 503)
     rate_limit: float | None = None
     burst: int | None = None
+    throttle_rate: float = 0.0
+    retry_after: int = 1
     retry_after_form: RetryAfterForm = "seconds"
     reset_rate: float = 0.0
     reset_at: ResetAt = "start"
@@ -106,7 +113,7 @@ class PortalKnobs:
             raise ConfigurationError(f"seed must be an int, got {self.seed!r}")
         _check_number("latency", self.latency, low=0.0, high=3600.0)
         _check_number("jitter", self.jitter, low=0.0, high=3600.0)
-        for name in ("error_rate", "reset_rate", "truncate_rate"):
+        for name in ("error_rate", "reset_rate", "truncate_rate", "throttle_rate"):
             _check_number(name, getattr(self, name), low=0.0, high=1.0)
         statuses = tuple(self.error_statuses)
         if not statuses or any(
@@ -123,6 +130,14 @@ class PortalKnobs:
             isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1
         ):
             raise ConfigurationError(f"burst must be an int >= 1, got {self.burst!r}")
+        if (
+            isinstance(self.retry_after, bool)
+            or not isinstance(self.retry_after, int)
+            or not 0 <= self.retry_after <= 86400
+        ):
+            raise ConfigurationError(
+                f"retry_after must be whole seconds between 0 and 86400, got {self.retry_after!r}"
+            )
         if self.retry_after_form not in get_args(RetryAfterForm):
             raise ConfigurationError(
                 f"retry_after_form must be 'seconds' or 'http-date', got {self.retry_after_form!r}"
@@ -187,6 +202,7 @@ class Decision:
 
     attempt: int
     delay: float
+    throttled: bool
     reset: bool
     error_status: int | None
     truncate: bool
@@ -203,14 +219,20 @@ def decide(knobs: PortalKnobs, key: str, attempt: int) -> Decision:
         f"{knobs.seed}\x00{key}\x00{attempt}".encode(), digest_size=16
     ).digest()
     rng = random.Random(int.from_bytes(digest, "big"))
-    u_delay, u_reset, u_error, u_status, u_truncate, u_cut = (rng.random() for _ in range(6))
+    u_delay, u_reset, u_error, u_status, u_truncate, u_cut, u_throttle = (
+        rng.random() for _ in range(7)
+    )
     delay = max(0.0, knobs.latency + knobs.jitter * (2.0 * u_delay - 1.0))
-    reset = u_reset < knobs.reset_rate
+    # At most one of throttle / reset / error / truncate per request, in that precedence.
+    throttled = u_throttle < knobs.throttle_rate
+    reset = not throttled and u_reset < knobs.reset_rate
     error_status = None
-    if not reset and u_error < knobs.error_rate:
+    if not (throttled or reset) and u_error < knobs.error_rate:
         error_status = knobs.error_statuses[int(u_status * len(knobs.error_statuses))]
-    truncate = not reset and error_status is None and u_truncate < knobs.truncate_rate
-    return Decision(attempt, delay, reset, error_status, truncate, u_cut)
+    truncate = (
+        not (throttled or reset or error_status is not None) and u_truncate < knobs.truncate_rate
+    )
+    return Decision(attempt, delay, throttled, reset, error_status, truncate, u_cut)
 
 
 class TokenBucket:
