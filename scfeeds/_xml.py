@@ -466,6 +466,8 @@ class _Tracker:
         self.counts: list[dict[str, int]] = [{}]
         self.header: dict[str, dict[str, str]] = {}
         self.order_ref: str | None = None
+        self.texts: dict[str, str | None] = {}
+        self._text: list[str] | None = None
 
     def start(self, name: str, attrs: list[str] | dict[str, str]) -> None:
         counts = self.counts[-1]
@@ -475,6 +477,8 @@ class _Tracker:
         self.counts.append({})
         if name in _CONTAINERS:
             self.order_ref = None
+        if name in _TEXTS and name not in self.texts:
+            self._text = []
         if name in _HEADER_ATTRS:
             pairs = (
                 attrs
@@ -485,7 +489,14 @@ class _Tracker:
             if name == "OrderReference":
                 self.order_ref = pairs.get("orderID")
 
+    def characters(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
     def end(self) -> None:
+        if self._text is not None and self.names[-1] in _TEXTS:
+            self.texts[self.names[-1]] = "".join(self._text).strip() or None
+            self._text = None
         self.names.pop()
         self.indexes.pop()
         self.counts.pop()
@@ -499,6 +510,9 @@ class _Tracker:
 
 
 _CONTAINERS: Final = frozenset({"ShipNoticePortion", "InvoiceDetailOrder"})
+# Header-level text the tracker keeps itself: xmltodict's streaming mode drops the text of an
+# item-depth element that also has attributes (<CarrierIdentifier domain="SCAC">UPSN</...>).
+_TEXTS: Final = frozenset({"CarrierIdentifier", "ShipmentIdentifier"})
 
 
 class _ParserProxy:
@@ -530,6 +544,13 @@ class _ParserProxy:
                 tracker.end()
 
             parser.EndElementHandler = end
+        elif name == "CharacterDataHandler":
+
+            def characters(data: str) -> None:
+                tracker.characters(data)
+                value(data)
+
+            parser.CharacterDataHandler = characters
         elif name == "EntityDeclHandler":
             return  # ours stays
         else:
@@ -595,7 +616,6 @@ class _Document:
         self.table = table
         self.tracker = _Tracker()
         self.parties: dict[str, str | None] = {}
-        self.ship_control: dict[str, str | None] = {}
         self.columns: dict[str, list[str | None]] = {
             c: [] for c in ("position", *_ITEM_COLUMNS[table])
         }
@@ -611,8 +631,6 @@ class _Document:
                 self.parties.setdefault(party, _txt(_get(item, "Identity")))
             elif name == "Identity":
                 self.parties.setdefault(party, _txt(item))
-        elif name in ("CarrierIdentifier", "ShipmentIdentifier"):
-            self.ship_control.setdefault(name, _txt(item))
         return True
 
     def _row(self, item: Any) -> None:
@@ -673,8 +691,8 @@ class _Document:
                 "supplier_id": supplier,
                 "shipment_id": h.get("shipmentID"),
                 "ship_date": h.get("shipmentDate") or h.get("noticeDate"),
-                "carrier": self.ship_control.get("CarrierIdentifier"),
-                "tracking": self.ship_control.get("ShipmentIdentifier"),
+                "carrier": self.tracker.texts.get("CarrierIdentifier"),
+                "tracking": self.tracker.texts.get("ShipmentIdentifier"),
             }
         h = head.get("InvoiceDetailRequestHeader", {})
         return {
