@@ -1,0 +1,124 @@
+"""scfeeds: fetch, parse, validate and reconcile supplier feeds in JupyterLab.
+
+Suppliers send X12 EDI (850 purchase orders, 856 ship notices, 810 invoices), portal exports
+(CSV, Excel) and cXML. scfeeds fetches them with bounded, adaptive async concurrency
+(:func:`fetch`), parses them into one canonical polars schema per document type
+(:func:`read_x12`, :func:`scan_export`, :func:`scan_xml`), validates them (:func:`validate`),
+lands them in a Parquet lake (:func:`ingest`, :func:`scan_lake`) and runs a three-way match
+(:func:`reconcile`).
+
+Submodules loaded on first use: :mod:`scfeeds.synth` (synthetic feeds with an answer key),
+:mod:`scfeeds.portal` (a simulated supplier portal), :mod:`scfeeds.schemas` (the canonical
+tables) and :mod:`scfeeds.notebook` (ipywidgets front-ends; needs the ``notebook`` extra).
+
+Examples
+--------
+>>> import scfeeds
+>>> report = scfeeds.run(scfeeds.ingest(listing, "lake", limits=32))  # doctest: +SKIP
+>>> tables = [scfeeds.scan_lake("lake", t) for t in ("po_lines", "asn_lines", "invoice_lines")]
+>>> rec = scfeeds.reconcile(*tables)  # doctest: +SKIP
+>>> rec.summary()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from scfeeds._config import Limits, Retry, Timeout
+from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
+from scfeeds._fetch import (
+    AsyncFeedIngestor,
+    BatchResult,
+    ChunkRequest,
+    FetchController,
+    FetchReport,
+    ProgressEvent,
+    fetch,
+    plan_chunks,
+)
+from scfeeds._ingest import IngestReport, Source, ingest
+from scfeeds._lake import scan_lake
+from scfeeds._reconcile import Reconciliation, Tolerances, reconcile
+from scfeeds._runner import enable_nested, run
+from scfeeds._validate import ValidationResult, validate
+from scfeeds._x12 import X12Result, read_x12
+from scfeeds._xml import XMLWarning, read_xml, scan_xml
+from scfeeds.exceptions import (
+    ConfigurationError,
+    ExportError,
+    FetchError,
+    FetchFailures,
+    HTTPStatusError,
+    ParseError,
+    ScfeedsError,
+    TransferError,
+    ValidationError,
+    X12Error,
+    XMLError,
+)
+
+if TYPE_CHECKING:
+    from scfeeds import notebook, portal, schemas, synth
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncFeedIngestor",
+    "BatchResult",
+    "ChunkRequest",
+    "ConfigurationError",
+    "ExportError",
+    "ExportWarning",
+    "FetchController",
+    "FetchError",
+    "FetchFailures",
+    "FetchReport",
+    "HTTPStatusError",
+    "IngestReport",
+    "Limits",
+    "ParseError",
+    "ProgressEvent",
+    "Reconciliation",
+    "Retry",
+    "ScfeedsError",
+    "Source",
+    "Timeout",
+    "Tolerances",
+    "TransferError",
+    "ValidationError",
+    "ValidationResult",
+    "X12Error",
+    "X12Result",
+    "XMLError",
+    "XMLWarning",
+    "__version__",
+    "enable_nested",
+    "fetch",
+    "ingest",
+    "notebook",
+    "plan_chunks",
+    "portal",
+    "read_export",
+    "read_x12",
+    "read_xml",
+    "reconcile",
+    "run",
+    "scan_export",
+    "scan_lake",
+    "scan_xml",
+    "schemas",
+    "synth",
+    "validate",
+    "write_export",
+]
+
+_SUBMODULES = frozenset({"notebook", "portal", "schemas", "synth"})
+
+
+def __getattr__(name: str) -> Any:
+    # Submodules load on first use so that `import scfeeds` stays lean (no aiohttp.web server,
+    # no ipywidgets / memray) while `scfeeds.synth.generate(...)` still works after it.
+    if name in _SUBMODULES:
+        return importlib.import_module(f"scfeeds.{name}")
+    raise AttributeError(f"module 'scfeeds' has no attribute {name!r}")

@@ -220,7 +220,7 @@ def scan_lake(
         return pl.scan_parquet(files)
     if table not in TABLES:
         raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
-    canonical = schema(table)  # type: ignore[arg-type]
+    canonical = schema(table)
     if kind == "quarantine":
         files = _committed_files(root, f"{QUARANTINE}/{table}/")
         if not files:
