@@ -677,7 +677,7 @@ def test_peak_rss_does_not_grow_with_size(tmp_path: Path) -> None:
         )
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
-    small = run(20_000)  # one batch
-    large = run(160_000)  # eight batches, ~720k lines
-    assert large["lines"] > 6 * small["lines"]
+    small = run(10_000)  # one batch of SynthConfig.batch_pos POs
+    large = run(120_000)  # twelve batches, ~540k PO lines
+    assert large["lines"] > 10 * small["lines"]
     assert large["rss_mb"] < small["rss_mb"] * 1.3 + 64, (small, large)

@@ -133,7 +133,7 @@ class SynthConfig:
     invoice_line_split: float = 0.2
     pack_size_rate: float = 0.1
     receipts: bool = True
-    batch_pos: int = 20_000
+    batch_pos: int = 10_000
     x12_sets_per_file: int = 500
     export_rows_per_file: int = 200_000
     xml_max_files: int = 300

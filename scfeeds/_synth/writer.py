@@ -63,11 +63,6 @@ class WriterState:
     xml_used: dict[tuple[int, str], int] = field(default_factory=dict)
     catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
 
-    def next_icn(self, sup: int, direction: str) -> int:
-        key = (sup, direction)
-        self.icn[key] = self.icn.get(key, 0) + 1
-        return self.icn[key]
-
 
 def _write(state: WriterState, rel: str, data: bytes) -> tuple[int, str]:
     path = state.root / rel
@@ -193,13 +188,14 @@ def _write_group(
     for resend, part in ((False, originals), (True, copies)):
         if part.height == 0:
             continue
+        if fmt == "x12":  # every interchange of the group in one vectorised pass
+            out.append(_write_x12(state, part, table, sup, b, resend))
+            continue
         for (c,), file_rows in part.partition_by(
             ["_chunk"], as_dict=True, maintain_order=True
         ).items():
             stem = _stem(table, fmt, b, int(str(c)), resend)
-            if fmt == "x12":
-                out.append(_write_x12(state, file_rows, table, sup, stem))
-            elif fmt == "xml":
+            if fmt == "xml":
                 out.append(_write_xml(state, file_rows, table, sup, stem))
             else:
                 out += _write_exports(state, file_rows, table, sup, fmt, b, stem)
@@ -212,31 +208,26 @@ def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool) -> str:
     return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}" + ("_resend" if resend else "")
 
 
-def _dense_doc(rows: pl.DataFrame) -> pl.DataFrame:
-    return rows.with_columns(doc=pl.col("doc").rank("dense").cast(pl.Int64) - 1)
-
-
 def _write_x12(
-    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, stem: str
+    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, b: int, resend: bool
 ) -> pl.DataFrame:
-    rel = f"feeds/{sup.supplier_id}/{table}/{stem}.x12"
-    rows = _dense_doc(rows)
     direction = "out" if table == "po_lines" else "in"
-    icn = state.next_icn(sup.index, direction)
-    first_date: dt.date = rows[_DOC_DATE[table]].min()  # type: ignore[assignment]
-    # Envelope date and time are derived from the documents, never from the clock.
-    time = f"{(icn * 7) % 24:02d}{(icn * 13) % 60:02d}"
-    rendered = x12.render(
-        rows, table=table, supplier=sup, icn=icn, gcn=icn * 1000, date=first_date, time=time
-    )
-    size, sha = _write(state, rel, rendered.data)
-    _record(state, sup, table, "x12", rel, rows.height, size, sha)
-    return _canonical(
-        rows.drop([c for c in PROVENANCE if c in rows.columns])
-        .hstack(rendered.provenance)
-        .with_columns(source=pl.lit(rel)),
-        table,
-    )
+    chunks = rows["_chunk"].unique(maintain_order=True).to_list()
+    icn_start = state.icn.get((sup.index, direction), 0) + 1
+    state.icn[(sup.index, direction)] = icn_start + len(chunks) - 1
+    rendered = x12.render(rows, table=table, supplier=sup, icn_start=icn_start)
+    rels = [
+        f"feeds/{sup.supplier_id}/{table}/{_stem(table, 'x12', b, int(c), resend)}.x12"
+        for c in chunks
+    ]
+    counts = rendered.provenance.group_by("_file", maintain_order=True).len()["len"].to_list()
+    for rel, data, n in zip(rels, rendered.files, counts, strict=True):
+        size, sha = _write(state, rel, data)
+        _record(state, sup, table, "x12", rel, n, size, sha)
+    prov = rendered.provenance.with_columns(
+        source=pl.Series(rels, dtype=pl.String).gather(rendered.provenance["_file"])
+    ).drop("_file")
+    return _canonical(rows.drop([c for c in PROVENANCE if c in rows.columns]).hstack(prov), table)
 
 
 def _write_xml(

@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import polars as pl
 
 from scfeeds._synth.config import BUYER_ISA, DocTable, Supplier
@@ -25,16 +26,17 @@ _SET_ID: Final = {"po_lines": "850", "asn_lines": "856", "invoice_lines": "810"}
 _BUYER_NAME: Final = "SCFEEDS BUYER INC"
 _SHIP_TO: Final = "SCFEEDS CENTRAL DC"
 # Segments before the first line item of a set (ST counted), and after the last (SE counted).
+_DATE: Final = {"po_lines": "po_date", "asn_lines": "ship_date", "invoice_lines": "invoice_date"}
 _HEADER: Final = {"po_lines": 5, "asn_lines": 11, "invoice_lines": 5}
 _TRAILER: Final = {"po_lines": 2, "asn_lines": 2, "invoice_lines": 3}
 
 
 @dataclass(frozen=True)
-class X12File:
-    """Rendered file bytes and, per input row, its provenance."""
+class X12Files:
+    """Rendered files (one interchange each, in chunk order) and per-row provenance."""
 
-    data: bytes
-    provenance: pl.DataFrame  # position, interchange_control, group_control, set_control
+    files: list[bytes]
+    provenance: pl.DataFrame  # position, interchange_control, group_control, set_control, _file
 
 
 def _s(*parts: str | pl.Expr, sep: str) -> pl.Expr:
@@ -70,93 +72,125 @@ def render(
     *,
     table: DocTable,
     supplier: Supplier,
-    icn: int,
-    gcn: int,
-    date: dt.date,
-    time: str,
-) -> X12File:
-    """Render the rows of ``frame`` (document order, ``doc`` = 0..n-1) as one interchange.
+    icn_start: int,
+) -> X12Files:
+    """Render the rows of ``frame`` as one interchange per distinct ``_chunk``.
 
-    ``icn`` is the interchange control number (ISA13), ``gcn`` the first group control number
-    (GS06; later groups of the file count up from it).
+    ``frame`` is in document order (``doc`` ascending, rows of a document contiguous) with a
+    non-decreasing ``_chunk``. File k gets interchange control number ``icn_start + k`` and
+    group control numbers ``(icn_start + k) * 1000 + g``. Envelope dates and times come from
+    the documents and the control number, never from the clock.
     """
     sep = supplier.element
     t = supplier.terminator + supplier.suffix
-    # item index inside the set, and (856) pack bookkeeping for the HL tree
-    frame = frame.with_columns(r=pl.int_range(pl.len()).over("doc"))
+    frame = frame.with_columns(
+        _file=pl.col("_chunk").rank("dense").cast(pl.Int64) - 1,
+        r=pl.int_range(pl.len()).over("doc"),
+    )
     if table == "asn_lines":
+        # HL numbering of the S/O/P/I tree: 1 = shipment, 2 = order, then each pack followed by
+        # its items. p = pack ordinal in the set, r = item ordinal in the set.
         frame = (
             frame.with_columns(
-                first_in_pack=pl.col("pack") != pl.col("pack").shift(1).over("doc"),
-            )
-            .with_columns(
-                first_in_pack=pl.col("first_in_pack").fill_null(True),
+                first_in_pack=(pl.col("pack") != pl.col("pack").shift(1).over("doc")).fill_null(
+                    True
+                ),
             )
             .with_columns(
                 p=pl.col("first_in_pack").cast(pl.Int64).cum_sum().over("doc") - 1,
                 i_in_pack=pl.int_range(pl.len()).over("doc", "pack"),
             )
-            .with_columns(
-                pack_hl=pl.col("p") + 3 + pl.col("r") - pl.col("i_in_pack"),
-            )
+            .with_columns(pack_hl=pl.col("p") + 3 + pl.col("r") - pl.col("i_in_pack"))
             .with_columns(item_hl=pl.col("pack_hl") + 1 + pl.col("i_in_pack"))
         )
 
     line_text = _line_segments(table, supplier, sep, t)
-    agg: list[pl.Expr] = [pl.len().alias("n"), line_text.str.join("").alias("body")]
-    header_cols = _header_columns(table)
-    agg += [pl.col(c).first() for c in header_cols]
+    agg: list[pl.Expr] = [
+        pl.len().alias("n"),
+        line_text.str.join("").alias("body"),
+        pl.col("_file").first(),
+    ]
+    agg += [pl.col(c).first() for c in _header_columns(table)]
     if table == "asn_lines":
-        agg.append(pl.col("first_in_pack").sum().alias("n_packs"))
+        agg.append(pl.col("first_in_pack").sum().cast(pl.Int64).alias("n_packs"))
     if table == "invoice_lines":
         agg.append(pl.col("amount_cents").sum().alias("total_cents"))
     docs = frame.group_by("doc", maintain_order=True).agg(agg)
 
     spg = supplier.sets_per_group
     body_segments = (
-        2 * pl.col("n")
-        if table != "asn_lines"
-        else 3 * pl.col("n") + 2 * pl.col("n_packs").cast(pl.Int64)
+        3 * pl.col("n") + 2 * pl.col("n_packs") if table == "asn_lines" else 2 * pl.col("n")
     )
-    docs = docs.with_columns(
-        g=pl.col("doc") // spg,
-        ctl=((pl.col("doc") % spg) + 1).cast(pl.String).str.zfill(4),
-        n_seg=_HEADER[table] + body_segments + _TRAILER[table],
-    ).with_columns(
-        # segments before this set's ST: ISA, one GS per group so far, one GE per closed group
-        base=1 + (pl.col("g") + 1) + pl.col("g") + pl.col("n_seg").cum_sum() - pl.col("n_seg"),
-    )
-    docs = docs.with_columns(
-        text=_header(table, supplier, sep, t) + pl.col("body") + _trailer(table, sep, t)
+    docs = (
+        docs.with_columns(k=pl.int_range(pl.len()).over("_file"))
+        .with_columns(
+            g=pl.col("k") // spg,
+            ctl=((pl.col("k") % spg) + 1).cast(pl.String).str.zfill(4),
+            n_seg=_HEADER[table] + body_segments + _TRAILER[table],
+        )
+        .with_columns(
+            # segments before this set's ST: ISA, one GS per group so far, one GE per closed
+            # group, and every earlier set of the interchange
+            base=2 * pl.col("g") + 2 + pl.col("n_seg").cum_sum().over("_file") - pl.col("n_seg"),
+        )
+        .with_columns(
+            text=_header(table, supplier, sep, t) + pl.col("body") + _trailer(table, sep, t)
+        )
     )
 
     # provenance per row
-    base = docs["base"].gather(frame["doc"])
-    ctl = docs["ctl"].gather(frame["doc"])
-    grp = docs["g"].gather(frame["doc"])
+    idx = pl.Series(np.searchsorted(docs["doc"].to_numpy(), frame["doc"].to_numpy()))
+    per_row = docs.select("base", "ctl", "g")[idx]
     head = _HEADER[table]
     if table == "asn_lines":
         offset = head + 2 * (frame["p"] + 1) + 3 * frame["r"]
     else:
         offset = head + 2 * frame["r"]
-    position = pl.DataFrame({"b": base, "o": offset}).select(
-        position=pl.format("segment {}", pl.col("b") + 1 + pl.col("o"))
-    )["position"]
-    icn_s = f"{icn:09d}"
+    icn = frame["_file"] + icn_start
     provenance = pl.DataFrame(
         {
-            "position": position,
-            "interchange_control": pl.Series([icn_s] * frame.height, dtype=pl.String),
-            "group_control": (grp + gcn).cast(pl.String),
-            "set_control": ctl,
+            "b": per_row["base"],
+            "o": offset,
+            "icn": icn,
+            "g": per_row["g"],
+            "set_control": per_row["ctl"],
+            "_file": frame["_file"],
         }
+    ).select(
+        position=pl.format("segment {}", pl.col("b") + 1 + pl.col("o")),
+        interchange_control=pl.col("icn").cast(pl.String).str.zfill(9),
+        group_control=(pl.col("icn") * 1000 + pl.col("g")).cast(pl.String),
+        set_control="set_control",
+        _file="_file",
     )
 
-    # envelope
+    date_col = _DATE[table]
+    files: list[bytes] = []
+    for (f,), part in docs.partition_by(["_file"], as_dict=True, maintain_order=True).items():
+        n = icn_start + int(str(f))
+        day: dt.date = part[date_col].min()  # type: ignore[assignment]
+        files.append(
+            _envelope(part["text"].to_list(), part["g"].to_list(), table, supplier, n, day, sep, t)
+        )
+    return X12Files(files=files, provenance=provenance)
+
+
+def _envelope(
+    texts: list[str],
+    groups: list[int],
+    table: DocTable,
+    supplier: Supplier,
+    icn: int,
+    date: dt.date,
+    sep: str,
+    t: str,
+) -> bytes:
     if table == "po_lines":  # the buyer sends POs; the supplier sends ASNs and invoices
         sender, receiver = BUYER_ISA, (supplier.isa_qualifier, supplier.isa_id)
     else:
         sender, receiver = (supplier.isa_qualifier, supplier.isa_id), BUYER_ISA
+    time = f"{(icn * 7) % 24:02d}{(icn * 13) % 60:02d}"
+    icn_s = f"{icn:09d}"
     isa = sep.join(
         [
             "ISA",
@@ -180,14 +214,13 @@ def render(
     )
     assert len(isa) == 105, isa  # ISA is fixed width (X12.5); 106 with its terminator
     parts = [isa, t]
-    texts = docs["text"].to_list()
-    groups = docs["g"].to_list()
     n_groups = (groups[-1] + 1) if groups else 0
     start = 0
     for g in range(n_groups):
         end = start
         while end < len(groups) and groups[end] == g:
             end += 1
+        gcn = str(icn * 1000 + g)
         gs = sep.join(
             [
                 "GS",
@@ -196,15 +229,15 @@ def render(
                 receiver[1],
                 date.strftime("%Y%m%d"),
                 time,
-                str(gcn + g),
+                gcn,
                 "X",
                 "004010",
             ]
         )
-        parts += [gs, t, *texts[start:end], sep.join(["GE", str(end - start), str(gcn + g)]), t]
+        parts += [gs, t, *texts[start:end], sep.join(["GE", str(end - start), gcn]), t]
         start = end
     parts += [sep.join(["IEA", str(n_groups), icn_s]), t]
-    return X12File(data="".join(parts).encode("ascii"), provenance=provenance)
+    return "".join(parts).encode("ascii")
 
 
 def _header_columns(table: DocTable) -> list[str]:
