@@ -17,6 +17,8 @@ import polars as pl
 from scfeeds._x12._codes import CODES
 from scfeeds._x12._tokenize import ENVELOPE, Delimiters, Piece, split_elements, tokenize
 
+ENV_CODE: Final = {"ISA": 1, "GS": 2, "ST": 3, "SE": 4, "GE": 5, "IEA": 6}
+ENV_NAME: Final = {v: k for k, v in ENV_CODE.items()}
 ERROR_SCHEMA: Final = pl.Schema(
     {
         "source": pl.String(),
@@ -191,31 +193,37 @@ def process_piece(
     tok = tokenize(piece.data, d)
     n = tok.frame.height
     sid = pl.col("sid")
-    is_env = sid.is_in(ENVELOPE)
+    # Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
+    code = pl.when(sid == "ST").then(pl.lit(3, dtype=pl.UInt8))
+    for k, name in ((4, "SE"), (1, "ISA"), (2, "GS"), (5, "GE"), (6, "IEA")):
+        code = code.when(sid == name).then(pl.lit(k, dtype=pl.UInt8))
+    carry = ENV_CODE.get(st.last_env or "", 0)
     frame = (
         tok.frame.lazy()
+        .with_columns(code=code.otherwise(pl.lit(0, dtype=pl.UInt8)))
         .with_columns(
             pos=pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos,
-            interchange_index=(sid == "ISA").cum_sum().cast(pl.Int64) + st.isa,
-            group_index=(sid == "GS").cum_sum().cast(pl.Int64) + st.gs,
-            set_index=(sid == "ST").cum_sum().cast(pl.Int64) + st.st,
-            last_env=pl.when(is_env).then(sid).forward_fill().fill_null(pl.lit(st.last_env)),
+            interchange_index=(pl.col("code") == 1).cum_sum().cast(pl.Int64) + st.isa,
+            group_index=(pl.col("code") == 2).cum_sum().cast(pl.Int64) + st.gs,
+            set_index=(pl.col("code") == 3).cum_sum().cast(pl.Int64) + st.st,
+            last_code=pl.when(pl.col("code") > 0)
+            .then(pl.col("code"))
+            .forward_fill()
+            .fill_null(pl.lit(carry, dtype=pl.UInt8)),
         )
-        .with_columns(inset=(pl.col("last_env") == "ST") & ~is_env.fill_null(False))
+        .with_columns(inset=(pl.col("last_code") == 3) & (pl.col("code") == 0))
         .collect()
     )
+    is_env = pl.col("code") > 0
     e = d.element
     env = (
         frame.lazy()
         .filter(is_env)
-        .select(
-            "pos",
+        .pipe(split_elements, ["pos",
             "sid",
             "interchange_index",
             "group_index",
-            "set_index",
-            *split_elements(pl.col("raw"), e, 16, "e"),
-        )
+            "set_index"], e, 16, "e")
         .collect()
     )
     if keep_env:
@@ -354,10 +362,19 @@ def process_piece(
                 ),
             )
         )
-    lf = frame.lazy()
+    outside = ~c("inset") & ~is_env
+    # One pass over the piece for both kinds of stray segment (tiny result).
+    stray = (
+        frame.lazy()
+        .with_columns(_o=outside)
+        .filter((c("inset") & sid.is_null()) | (c("_o") & ~c("_o").shift(1).fill_null(False)))
+        .collect()
+        .lazy()
+    )
+    in_group = c("last_code").is_in([2, 4])
     errs.append(
         _err(
-            lf.filter(c("inset") & sid.is_null()),
+            stray.filter(c("inset")),
             **ids,
             pos=c("pos"),
             segment_id=c("raw").str.slice(0, 3),
@@ -365,13 +382,9 @@ def process_piece(
             message=pl.format("not a segment ID at the start of {}", c("raw").str.slice(0, 30)),
         )
     )
-    outside = ~c("inset") & ~is_env.fill_null(False)
-    in_group = c("last_env").is_in(["GS", "SE"]).fill_null(False)
     errs.append(
         _err(
-            lf.with_columns(_o=outside)
-            .filter(c("_o") & ~c("_o").shift(1).fill_null(False))
-            .with_columns(
+            stray.filter(c("_o")).with_columns(
                 _code=pl.when(in_group).then(pl.lit("ST_MISSING")).otherwise(pl.lit("UNEXPECTED_DATA"))
             ),
             interchange_index=c("interchange_index"),
@@ -379,9 +392,7 @@ def process_piece(
             pos=c("pos"),
             segment_id=sid,
             code=c("_code"),
-            message=pl.format(
-                "segment outside any transaction set: {}", c("raw").str.slice(0, 30)
-            ),
+            message=pl.format("segment outside any transaction set: {}", c("raw").str.slice(0, 30)),
         )
     )
     if tok.encoding_error is not None:
@@ -422,7 +433,7 @@ def process_piece(
             frame.select(
                 pl.lit(st.source).alias("source"),
                 c("interchange_index"),
-                pl.when(~c("last_env").is_in(["GE", "IEA", "ISA"]).fill_null(True))
+                pl.when(~c("last_code").is_in([5, 6]) & (c("code") != 1))
                 .then(c("group_index"))
                 .alias("group_index"),
                 pl.when(c("inset") | sid.is_in(["ST", "SE"])).then(c("set_index")).alias("set_index"),
@@ -437,7 +448,7 @@ def process_piece(
         st.isa = int(frame["interchange_index"][-1])
         st.gs = int(frame["group_index"][-1])
         st.st = int(frame["set_index"][-1])
-        st.last_env = frame["last_env"][-1]
+        st.last_env = ENV_NAME.get(int(frame["last_code"][-1]))
     st.ends_cleanly = tok.ends_cleanly
     rows = frame.filter(c("inset")).select("pos", "raw", "sid", "set_index")
     return PieceOut(rows, sets, e)

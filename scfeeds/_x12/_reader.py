@@ -15,6 +15,7 @@ import polars as pl
 from scfeeds._x12._codes import CODES
 from scfeeds._x12._core import (
     _RAW_ERROR,
+    ENV_SCHEMA,
     ERROR_SCHEMA,
     GS_SCHEMA,
     ISA_SCHEMA,
@@ -62,6 +63,7 @@ ENVELOPES_SCHEMA: Final = pl.Schema(
         "set_control": pl.String(),
         "segment_count": pl.Int64(),
         "declared_count": pl.Int64(),
+        "declared_sets": pl.Int64(),
         "valid": pl.Boolean(),
         "group_valid": pl.Boolean(),
         "interchange_valid": pl.Boolean(),
@@ -184,13 +186,11 @@ def iter_tables(
             if not wanted:
                 continue
             ctx = _ctx(st, out.sets)
-            built = [build(t, out.rows, ctx, out.element, name, columns) for t in wanted]
-            frames = pl.collect_all([f for pair in built for f in pair])
             result: dict[TableName, pl.DataFrame] = {}
-            for k, t in enumerate(wanted):
-                result[t] = frames[2 * k]
-                if frames[2 * k + 1].height:
-                    st.errors.append(frames[2 * k + 1])
+            for t in wanted:
+                result[t], err = build(t, out.rows, ctx, out.element, name, columns)
+                if err.height:
+                    st.errors.append(err)
             yield result
 
 
@@ -297,9 +297,14 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         set_bad = bad.filter(c("set_index").is_not_null() & c("level").is_in(["set", "segment", "element"]) | (c("code") == "TRUNCATED")).select("set_index").unique()
         grp_bad = bad.filter(c("level") == "group").select("group_index").unique()
         ic_bad = bad.filter(c("level") == "interchange").select("interchange_index").unique()
+        ge = pl.concat([pl.DataFrame(schema=ENV_SCHEMA), *st.env], how="vertical").lazy()
+        ge = ge.filter(c("sid") == "GE").select(
+            "group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets")
+        ).unique("group_index", keep="first")
         env = (
             sets.join(isa, on="interchange_index", how="left")
             .join(gs, on="group_index", how="left")
+            .join(ge, on="group_index", how="left")
             .with_columns(
                 source=pl.lit(st.source),
                 position=seg(c("st_pos")),

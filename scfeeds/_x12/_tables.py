@@ -24,7 +24,14 @@ SET_OF: Final[dict[TableName, str]] = {
 # Product/service ID qualifiers (X12 element 235) in order of preference for item_id: the
 # buyer's part number first (the key the buyer's receipts and catalogue use), then the
 # vendor's, then GTIN-like codes. Without any of them, the first pair wins.
-ITEM_QUALIFIERS: Final = ("BP", "IN", "VP", "VN", "SK", "MG", "UP", "UA", "UK", "EN", "CB")
+SET_OF_ID: Final[dict[str, TableName]] = {v: k for k, v in SET_OF.items()}
+# The segments each builder reads (everything else in a set is skipped before splitting).
+_NEEDED: Final[dict[TableName, list[str]]] = {
+    "po_lines": ["BEG", "CUR", "N1", "PO1", "PID"],
+    "invoice_lines": ["BIG", "CUR", "N1", "IT1"],
+    "asn_lines": ["BSN", "CUR", "N1", "TD5", "REF", "HL", "PRF", "MAN", "LIN", "SN1"],
+}
+ITEM_QUALIFIERS: Final = ("BP", "IN", "VP", "VN")
 SUPPLIER_ENTITIES: Final = ("SU", "SE", "VN")
 _HL_DEPTH: Final = 8
 
@@ -53,18 +60,20 @@ def _date(x: pl.Expr) -> pl.Expr:
 
 
 def _item(prefix: str, first: int, last: int) -> pl.Expr:
-    """item_id from qualifier/ID pairs (``prefix`` first..last, qualifier at odd offsets)."""
-    pairs = [
-        (c(f"{prefix}{i:02d}"), c(f"{prefix}{i + 1:02d}")) for i in range(first, last, 2)
-    ]
-    chosen = [
-        pl.when(q == qual).then(v) for qual in ITEM_QUALIFIERS for q, v in pairs
-    ]
-    return pl.coalesce([*chosen, *(v for _, v in pairs)])
+    """item_id from qualifier/ID pairs (``prefix`` first..last, qualifier at odd offsets):
+    the first pair whose qualifier comes earliest in ITEM_QUALIFIERS, else the first ID."""
+    pairs = [(c(f"{prefix}{i:02d}"), c(f"{prefix}{i + 1:02d}")) for i in range(first, last, 2)]
+    return pl.coalesce(
+        [
+            *(pl.when(q == qual).then(v) for qual in ITEM_QUALIFIERS for q, v in pairs),
+            *(v for _, v in pairs),
+        ]
+    )
 
 
 def _number(x: pl.Expr) -> pl.Expr:
-    return x.str.strip_chars().cast(QTY, strict=False)
+    # X12 R/N elements carry no spaces: anything unparsable is reported as BAD_NUMBER.
+    return x.cast(QTY, strict=False)
 
 
 def _bad(frame: pl.LazyFrame, col: str, parsed: pl.Expr, code: str, pos: str = "pos") -> pl.LazyFrame:
@@ -100,19 +109,186 @@ def _missing(frame: pl.LazyFrame, col: str, pos: str = "pos") -> pl.LazyFrame:
     )
 
 
-def _supplier(r: pl.LazyFrame, e: str) -> pl.LazyFrame:
-    n1 = r.filter(c("sid") == "N1").select("set_index", *split_elements(c("raw"), e, 4, "N1"))
-    return _first(
-        n1.filter(c("N101").is_in(SUPPLIER_ENTITIES) & c("N104").is_not_null()).select(
-            "set_index", c("N104").str.strip_chars().alias("n1_supplier")
-        ),
+class _Piece:
+    """The in-set rows of one set type in a piece, and a contiguous per-set header frame.
+
+    Per-set values (BEG, CUR, N1, control numbers) are gathered onto line rows by position
+    (``set_index - base``) instead of joined: a gather is a copy, a join a hash probe.
+    """
+
+    def __init__(self, rows: pl.DataFrame, mine: pl.DataFrame, e: str) -> None:
+        self.e = e
+        self.base = int(mine["set_index"].min())  # type: ignore[arg-type]
+        top = int(mine["set_index"].max())  # type: ignore[arg-type]
+        r = rows.filter(c("sid").is_in(_NEEDED[SET_OF_ID[str(mine["set_id"][0])]]))
+        if mine.height != int(r["set_index"].n_unique()) or mine.height < top - self.base + 1:
+            r = r.filter(c("set_index").is_in(mine["set_index"].implode()))
+        self.r = r.lazy()
+        self.head = pl.DataFrame({"set_index": pl.int_range(self.base, top + 1, eager=True)}).join(
+            mine, on="set_index", how="left", maintain_order="left"
+        )
+
+    def seg(self, sid: str, keep: list[str | pl.Expr], n: int) -> pl.LazyFrame:
+        return self.r.filter(c("sid") == sid).pipe(split_elements, keep, self.e, n, sid)
+
+    def per_set(self, frame: pl.LazyFrame) -> None:
+        """Attach the first row per set of ``frame`` (set_index + value columns) to the header."""
+        first = _first(frame, "set_index").collect()
+        self.head = self.head.join(first, on="set_index", how="left", maintain_order="left")
+
+    def supplier(self) -> None:
+        n1 = self.seg("N1", ["set_index"], 4)
+        self.per_set(
+            n1.filter(c("N101").is_in(SUPPLIER_ENTITIES) & c("N104").is_not_null()).select(
+                "set_index", c("N104").str.strip_chars().alias("n1_supplier")
+            )
+        )
+
+    def currency(self) -> None:
+        self.per_set(self.seg("CUR", ["set_index"], 2).select("set_index", c("CUR02").alias("currency")))
+
+    def finish(
+        self,
+        table: TableName,
+        lines: pl.DataFrame,
+        errors: list[pl.LazyFrame],
+        source: str,
+        columns: list[str] | None,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        err = pl.concat([pl.LazyFrame(schema=_RAW_ERROR), *errors], how="vertical").collect()
+        head = self.head.with_columns(
+            _ok=~c("rejected").fill_null(True) & ~c("set_index").is_in(err["set_index"].implode())
+        )
+        idx = lines["set_index"] - self.base
+        sch = schema(table)
+        wanted = [n for n in sch if columns is None or n in columns]
+        extra = {
+            name: head[name].gather(idx)
+            for name in head.columns
+            if name not in lines.columns and name != "set_index"
+        }
+        out = lines.with_columns(**extra)
+        if "n1_supplier" not in out.columns:
+            out = out.with_columns(n1_supplier=pl.lit(None, dtype=pl.String))
+        out = (
+            out.lazy()
+            .filter(c("_ok"))
+            .with_columns(
+                source=pl.lit(source),
+                position=seg(c("pos")),
+                supplier_id=pl.coalesce(c("n1_supplier"), c("sender_id")),
+            )
+            .select(
+                [
+                    (c(n) if n in out.columns or n in ("source", "position", "supplier_id") else pl.lit(None))
+                    .cast(sch[n])
+                    .alias(n)
+                    for n in wanted
+                ]
+            )
+            .collect()
+        )
+        return out, err
+
+
+def _empty(table: TableName, columns: list[str] | None) -> pl.DataFrame:
+    sch = schema(table)
+    return pl.DataFrame(schema={n: d for n, d in sch.items() if columns is None or n in columns})
+
+
+def build(
+    table: TableName,
+    rows: pl.DataFrame,
+    ctx: pl.DataFrame,
+    e: str,
+    source: str,
+    columns: list[str] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows of ``table`` from the in-set segments of a piece, and element error rows.
+
+    ``ctx`` has one row per set: set_index, set_id, rejected, interchange_control,
+    group_control, set_control, sender_id. ``columns`` limits the output (projection).
+    """
+    mine = ctx.filter(c("set_id") == SET_OF[table])
+    if mine.height == 0:
+        return _empty(table, columns), pl.DataFrame(schema=_RAW_ERROR)
+    p = _Piece(rows, mine, e)
+    want = set(schema(table) if columns is None else columns)
+    if "supplier_id" in want:
+        p.supplier()
+    if "currency" in want:
+        p.currency()
+    if table == "po_lines":
+        lines, errors = _po(p, want)
+    elif table == "invoice_lines":
+        lines, errors = _invoice(p, want)
+    else:
+        lines, errors = _asn(p, want)
+    return p.finish(table, lines, errors, source, columns)
+
+
+def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    po1 = p.seg("PO1", ["set_index", "pos"], 25).collect().lazy()
+    beg = _first(p.seg("BEG", ["set_index", "pos"], 5), "set_index").collect().lazy()
+    p.per_set(beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date")))
+    qty, price = _number(c("PO102")), _number(c("PO104"))
+    lines = po1.select(
         "set_index",
+        "pos",
+        line_number=_line_number(c("PO101")),
+        qty_ordered=qty,
+        uom=c("PO103"),
+        unit_price=price,
+        item_id=_item("PO1", 6, 25),
     )
+    errors = [
+        _bad(po1, "PO102", qty, "BAD_NUMBER"),
+        _bad(po1, "PO104", price, "BAD_NUMBER"),
+        _bad(beg, "BEG05", _date(c("BEG05")), "BAD_DATE"),
+        _missing(beg, "BEG03"),
+        _missing(beg, "BEG05"),
+    ]
+    if "description" in want:
+        pid = _children(p.r, "PO1", "PID").pipe(split_elements, ["parent_pos"], p.e, 5, "PID")
+        pid = _first(
+            pid.filter(c("PID05").is_not_null()).select(c("parent_pos").alias("pos"), c("PID05").alias("description")),
+            "pos",
+        )
+        lines = lines.join(pid, on="pos", how="left", maintain_order="left")
+    return lines.collect(), errors
 
 
-def _currency(r: pl.LazyFrame, e: str) -> pl.LazyFrame:
-    cur = r.filter(c("sid") == "CUR").select("set_index", *split_elements(c("raw"), e, 2, "CUR"))
-    return _first(cur.select("set_index", c("CUR02").alias("currency")), "set_index")
+def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    del want
+    it1 = p.seg("IT1", ["set_index", "pos"], 25).collect().lazy()
+    big = _first(p.seg("BIG", ["set_index", "pos"], 4), "set_index").collect().lazy()
+    p.per_set(
+        big.select(
+            "set_index",
+            _date(c("BIG01")).alias("invoice_date"),
+            c("BIG02").alias("invoice_number"),
+            c("BIG04").alias("po_number"),
+        )
+    )
+    qty, price = _number(c("IT102")), _number(c("IT104"))
+    lines = it1.select(
+        "set_index",
+        "pos",
+        line_number=_line_number(c("IT101")),
+        qty_invoiced=qty,
+        uom=c("IT103"),
+        unit_price=price,
+        line_amount=(qty * price).cast(QTY),
+        item_id=_item("IT1", 6, 25),
+    )
+    errors = [
+        _bad(it1, "IT102", qty, "BAD_NUMBER"),
+        _bad(it1, "IT104", price, "BAD_NUMBER"),
+        _bad(big, "BIG01", _date(c("BIG01")), "BAD_DATE"),
+        _missing(big, "BIG01"),
+        _missing(big, "BIG02"),
+    ]
+    return lines.collect(), errors
 
 
 def _children(r: pl.LazyFrame, parent: str, child: str) -> pl.LazyFrame:
@@ -128,205 +304,67 @@ def _children(r: pl.LazyFrame, parent: str, child: str) -> pl.LazyFrame:
     )
 
 
-def _finish(
-    table: TableName,
-    lines: pl.LazyFrame,
-    ctx: pl.LazyFrame,
-    errors: list[pl.LazyFrame],
-    source: str,
-    columns: list[str] | None,
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    err = pl.concat(errors, how="vertical") if errors else pl.LazyFrame(schema=_RAW_ERROR)
-    bad_sets = err.select("set_index").unique()
-    sch = schema(table)
-    out = (
-        lines.join(ctx, on="set_index", how="inner")
-        .filter(~c("rejected"))
-        .join(bad_sets, on="set_index", how="anti")
-        .with_columns(
-            source=pl.lit(source),
-            position=seg(c("pos")),
-            supplier_id=pl.coalesce(c("n1_supplier"), c("sender_id")),
-        )
-        .sort("pos")
-        .select([c(name).cast(dtype) for name, dtype in sch.items() if columns is None or name in columns])
+def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    del want
+    e = p.e
+    bsn = _first(p.seg("BSN", ["set_index", "pos"], 3), "set_index").collect().lazy()
+    p.per_set(bsn.select("set_index", c("BSN02").alias("shipment_id"), _date(c("BSN03")).alias("ship_date")))
+    # Shipment-level facts: first TD5 carrier (TD503, the SCAC) and REF*CN (carrier reference).
+    p.per_set(
+        p.seg("TD5", ["set_index"], 3)
+        .filter(c("TD503").is_not_null())
+        .select("set_index", c("TD503").alias("carrier"))
     )
-    return out, err
-
-
-def build(
-    table: TableName,
-    rows: pl.DataFrame,
-    ctx: pl.DataFrame,
-    e: str,
-    source: str,
-    columns: list[str] | None = None,
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Rows of ``table`` from the in-set segments of a piece, and element error rows.
-
-    ``ctx`` has one row per set: set_index, set_id, rejected, interchange_control,
-    group_control, set_control, sender_id.
-    """
-    set_id = SET_OF[table]
-    mine = ctx.filter(c("set_id") == set_id)
-    if mine.height == 0:
-        return pl.LazyFrame(schema=schema(table)).select(
-            [c(n) for n in schema(table) if columns is None or n in columns]
-        ), pl.LazyFrame(schema=_RAW_ERROR)
-    r = rows.lazy().filter(c("set_index").is_in(mine["set_index"].implode()))
-    want = set(schema(table) if columns is None else columns)
-    if table == "po_lines":
-        return _po(r, mine.lazy(), e, source, columns, want)
-    if table == "invoice_lines":
-        return _invoice(r, mine.lazy(), e, source, columns, want)
-    return _asn(r, mine.lazy(), e, source, columns, want)
-
-
-def _po(
-    r: pl.LazyFrame, ctx: pl.LazyFrame, e: str, source: str, columns: list[str] | None, want: set[str]
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    po1 = r.filter(c("sid") == "PO1").select("set_index", "pos", *split_elements(c("raw"), e, 25, "PO1"))
-    beg = _first(
-        r.filter(c("sid") == "BEG").select("set_index", "pos", *split_elements(c("raw"), e, 5, "BEG")),
-        "set_index",
-    )
-    lines = po1.with_columns(
-        line_number=_line_number(c("PO101")),
-        qty_ordered=_number(c("PO102")),
-        uom=c("PO103"),
-        unit_price=_number(c("PO104")),
-        item_id=_item("PO1", 6, 25),
-    ).join(
-        beg.select(
-            "set_index",
-            c("BEG03").alias("po_number"),
-            _date(c("BEG05")).alias("po_date"),
-        ),
-        on="set_index",
-        how="left",
-    )
-    errors = [
-        _bad(po1, "PO102", _number(c("PO102")), "BAD_NUMBER"),
-        _bad(po1, "PO104", _number(c("PO104")), "BAD_NUMBER"),
-        _bad(beg, "BEG05", _date(c("BEG05")), "BAD_DATE"),
-        _missing(beg, "BEG03"),
-        _missing(beg, "BEG05"),
-    ]
-    lines = _common(r, lines, e, want)
-    if "description" in want:
-        pid = _children(r, "PO1", "PID").select(
-            "parent_pos", *split_elements(c("raw"), e, 5, "PID")
-        )
-        pid = _first(
-            pid.filter(c("PID05").is_not_null()).select(
-                c("parent_pos").alias("pos"), c("PID05").alias("description")
-            ),
-            "pos",
-        )
-        lines = lines.join(pid, on="pos", how="left")
-    else:
-        lines = lines.with_columns(description=pl.lit(None, dtype=pl.String))
-    return _finish("po_lines", lines, ctx, errors, source, columns)
-
-
-def _common(r: pl.LazyFrame, lines: pl.LazyFrame, e: str, want: set[str]) -> pl.LazyFrame:
-    if "supplier_id" in want:
-        lines = lines.join(_supplier(r, e), on="set_index", how="left")
-    else:
-        lines = lines.with_columns(n1_supplier=pl.lit(None, dtype=pl.String))
-    if "currency" in want:
-        lines = lines.join(_currency(r, e), on="set_index", how="left")
-    return lines
-
-
-def _invoice(
-    r: pl.LazyFrame, ctx: pl.LazyFrame, e: str, source: str, columns: list[str] | None, want: set[str]
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    it1 = r.filter(c("sid") == "IT1").select("set_index", "pos", *split_elements(c("raw"), e, 25, "IT1"))
-    big = _first(
-        r.filter(c("sid") == "BIG").select("set_index", "pos", *split_elements(c("raw"), e, 4, "BIG")),
-        "set_index",
-    )
-    qty, price = _number(c("IT102")), _number(c("IT104"))
-    lines = it1.with_columns(
-        line_number=_line_number(c("IT101")),
-        qty_invoiced=qty,
-        uom=c("IT103"),
-        unit_price=price,
-        line_amount=(qty * price),
-        item_id=_item("IT1", 6, 25),
-    ).join(
-        big.select(
-            "set_index",
-            _date(c("BIG01")).alias("invoice_date"),
-            c("BIG02").alias("invoice_number"),
-            c("BIG04").alias("po_number"),
-        ),
-        on="set_index",
-        how="left",
-    )
-    errors = [
-        _bad(it1, "IT102", qty, "BAD_NUMBER"),
-        _bad(it1, "IT104", price, "BAD_NUMBER"),
-        _bad(big, "BIG01", _date(c("BIG01")), "BAD_DATE"),
-        _missing(big, "BIG01"),
-        _missing(big, "BIG02"),
-    ]
-    lines = _common(r, lines, e, want)
-    return _finish("invoice_lines", lines, ctx, errors, source, columns)
-
-
-def _asn(
-    r: pl.LazyFrame, ctx: pl.LazyFrame, e: str, source: str, columns: list[str] | None, want: set[str]
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    bsn = _first(
-        r.filter(c("sid") == "BSN").select("set_index", "pos", *split_elements(c("raw"), e, 3, "BSN")),
-        "set_index",
+    p.per_set(
+        p.seg("REF", ["set_index"], 2)
+        .filter((c("REF01") == "CN") & c("REF02").is_not_null())
+        .select("set_index", c("REF02").alias("tracking"))
     )
     # Every segment of the set belongs to the HL that precedes it.
     tagged = (
-        r.filter(c("sid").is_in(["HL", "PRF", "MAN", "LIN", "SN1", "TD5", "REF"]))
+        p.r.filter(c("sid").is_in(["HL", "PRF", "MAN", "LIN", "SN1"]))
         .with_columns(
             hl_pos=pl.when(c("sid") == "HL").then(c("pos")).forward_fill(),
             hl_set=pl.when(c("sid") == "HL").then(c("set_index")).forward_fill(),
         )
         .filter(c("hl_set") == c("set_index"))
+        .collect()
+        .lazy()
     )
-    hl = tagged.filter(c("sid") == "HL").select(
-        "set_index", "pos", *split_elements(c("raw"), e, 3, "HL")
-    )
+    hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 3, "HL")
     hl_of = hl.select("set_index", c("pos").alias("hl_pos"), c("HL01").alias("hl_id"))
 
     def per_hl(sid: str, n: int, value: pl.Expr, name: str) -> pl.LazyFrame:
-        f = tagged.filter(c("sid") == sid).select(
-            "set_index", "hl_pos", *split_elements(c("raw"), e, n, sid)
+        f = tagged.filter(c("sid") == sid).pipe(split_elements, ["set_index", "hl_pos"], e, n, sid)
+        return (
+            _first(f.select("set_index", "hl_pos", value.alias(name)).filter(c(name).is_not_null()), ["set_index", "hl_pos"])
+            .join(hl_of, on=["set_index", "hl_pos"])
+            .select("set_index", "hl_id", name)
         )
-        return _first(
-            f.select("set_index", "hl_pos", value.alias(name)).filter(c(name).is_not_null()),
-            ["set_index", "hl_pos"],
-        ).join(hl_of, on=["set_index", "hl_pos"]).select("set_index", "hl_id", name)
 
     prf = per_hl("PRF", 1, c("PRF01"), "po_number")
     man = per_hl("MAN", 2, c("MAN02"), "pack_id")
     lin = _first(
-        tagged.filter(c("sid") == "LIN").select(
-            "set_index", "hl_pos", "pos", *split_elements(c("raw"), e, 31, "LIN")
-        ),
+        tagged.filter(c("sid") == "LIN").pipe(split_elements, ["set_index", "hl_pos", "pos"], e, 31, "LIN"),
         ["set_index", "hl_pos"],
     )
     sn1 = _first(
-        tagged.filter(c("sid") == "SN1").select(
-            "set_index", "hl_pos", c("pos").alias("sn1_pos"), *split_elements(c("raw"), e, 3, "SN1")
+        tagged.filter(c("sid") == "SN1").pipe(
+            split_elements, ["set_index", "hl_pos", c("pos").alias("sn1_pos")], e, 3, "SN1"
         ),
         ["set_index", "hl_pos"],
-    )
+    ).collect().lazy()
+    qty = _number(c("SN102"))
     items = (
-        lin.join(sn1, on=["set_index", "hl_pos"], how="left")
-        .join(hl_of, on=["set_index", "hl_pos"], how="left")
-        .with_columns(
+        lin.join(sn1, on=["set_index", "hl_pos"], how="left", maintain_order="left")
+        .join(hl_of, on=["set_index", "hl_pos"], how="left", maintain_order="left")
+        .select(
+            "set_index",
+            "pos",
+            "hl_id",
             line_number=_line_number(c("LIN01")),
             item_id=_item("LIN", 2, 31),
-            qty_shipped=_number(c("SN102")),
+            qty_shipped=qty,
             uom=c("SN103"),
         )
     )
@@ -349,38 +387,13 @@ def _asn(
                 pl.coalesce("pack_id", "m").alias("pack_id"),
             )
         )
-    # Shipment-level facts: first TD5 carrier (TD503 SCAC) and REF*CN (carrier reference).
-    td5 = _first(
-        r.filter(c("sid") == "TD5")
-        .select("set_index", *split_elements(c("raw"), e, 3, "TD5"))
-        .filter(c("TD503").is_not_null())
-        .select("set_index", c("TD503").alias("carrier")),
-        "set_index",
-    )
-    ref = r.filter(c("sid") == "REF").select("set_index", *split_elements(c("raw"), e, 2, "REF"))
-    trk = _first(
-        ref.filter((c("REF01") == "CN") & c("REF02").is_not_null()).select(
-            "set_index", c("REF02").alias("tracking")
-        ),
-        "set_index",
-    )
-    lines = (
-        items.join(walk.select("pos", "po_number", "pack_id"), on="pos", how="left")
-        .join(
-            bsn.select(
-                "set_index", c("BSN02").alias("shipment_id"), _date(c("BSN03")).alias("ship_date")
-            ),
-            on="set_index",
-            how="left",
-        )
-        .join(td5, on="set_index", how="left")
-        .join(trk, on="set_index", how="left")
+    lines = items.drop("hl_id").join(
+        walk.select("pos", "po_number", "pack_id"), on="pos", how="left", maintain_order="left"
     )
     errors = [
-        _bad(sn1, "SN102", _number(c("SN102")), "BAD_NUMBER", pos="sn1_pos"),
+        _bad(sn1, "SN102", qty, "BAD_NUMBER", pos="sn1_pos"),
         _bad(bsn, "BSN03", _date(c("BSN03")), "BAD_DATE"),
         _missing(bsn, "BSN02"),
         _missing(bsn, "BSN03"),
     ]
-    lines = _common(r, lines, e, want)
-    return _finish("asn_lines", lines, ctx, errors, source, columns)
+    return lines.collect(), errors

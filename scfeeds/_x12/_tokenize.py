@@ -312,12 +312,21 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
     return Tokens(frame, encoding_error, ends_cleanly)
 
 
-def split_elements(raw: pl.Expr, element: str, n: int, prefix: str) -> list[pl.Expr]:
-    """Elements 1..n of raw segments as columns ``{prefix}01`` ... (empty strings as null)."""
-    parts = raw.str.split_exact(element, n)
-    return [
-        pl.when(parts.struct.field(f"field_{i}") != "")
-        .then(parts.struct.field(f"field_{i}"))
-        .alias(f"{prefix}{i:02d}")
-        for i in range(1, n + 1)
-    ]
+def split_elements(
+    frame: pl.LazyFrame, keep: list[str | pl.Expr], element: str, n: int, prefix: str
+) -> pl.LazyFrame:
+    """``keep`` columns plus elements 1..n of ``raw`` as ``{prefix}01``... (empty -> null).
+
+    The segments are split once into a list column; only as many elements as the longest
+    segment has are extracted (most PO1s stop long before PO125), the rest are null columns.
+    """
+    df = frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).collect()
+    longest = df["_l"].list.len().max() if df.height else 0
+    m = min(n, max(int(longest) - 1, 0)) if isinstance(longest, int) else 0
+    names = [f"{prefix}{i:02d}" for i in range(1, n + 1)]
+    got = [pl.col("_l").list.get(i, null_on_oob=True) for i in range(1, m + 1)]
+    return df.lazy().select(
+        *(x for x in df.columns if x != "_l"),
+        *(pl.when(g != "").then(g).alias(name) for g, name in zip(got, names, strict=False)),
+        *(pl.lit(None, dtype=pl.String).alias(name) for name in names[m:]),
+    )

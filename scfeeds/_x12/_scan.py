@@ -1,0 +1,92 @@
+"""``scan_x12``: a lazy polars source over many X12 files (``register_io_source``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from scfeeds._x12._reader import DEFAULT_SLICE, X12_TABLES, X12Source, expand_sources, iter_tables
+from scfeeds.exceptions import ConfigurationError
+from scfeeds.schemas import TableName, schema
+
+
+def scan_x12(
+    source: X12Source, *, table: TableName = "po_lines", slice_bytes: int = DEFAULT_SLICE
+) -> pl.LazyFrame:
+    """Lazily read one canonical table from X12 files.
+
+    Parameters
+    ----------
+    source
+        Bytes, a path, a glob or a list of them (globs are expanded now, files read at
+        ``collect`` time, one slice of whole sets at a time).
+    table
+        ``"po_lines"`` (850), ``"asn_lines"`` (856) or ``"invoice_lines"`` (810).
+    slice_bytes
+        Target bytes per slice; each slice becomes one batch.
+
+    Returns
+    -------
+    pl.LazyFrame
+        With ``scfeeds.schemas.schema(table)``. Only the projected columns are built (for
+        example no PID join without ``description``, no N1 lookup without ``supplier_id``);
+        a predicate that only uses ``source`` skips whole files, other predicates filter
+        each batch. Envelope checks still run: rows of damaged sets are not returned (use
+        ``read_x12`` to see the errors).
+
+    Examples
+    --------
+    >>> lf = scan_x12("feeds/**/*.x12", table="po_lines")  # doctest: +SKIP
+    >>> lf.filter(pl.col("supplier_id") == "SUP001").select("po_number", "qty_ordered").collect()  # doctest: +SKIP
+    """
+    if table not in X12_TABLES:
+        raise ConfigurationError(f"X12 has no table {table!r}; use one of {', '.join(X12_TABLES)}")
+    if slice_bytes < 1024:
+        raise ConfigurationError("slice_bytes must be at least 1024")
+    sources = expand_sources(source)
+    sch = schema(table)
+
+    def generate(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        del batch_size  # batches are slices of whole sets
+        only_source = predicate is not None and set(predicate.meta.root_names()) == {"source"}
+        cols: list[str] | None = None
+        if with_columns is not None:
+            needed = set(with_columns)
+            if predicate is not None:
+                needed |= set(predicate.meta.root_names())
+            cols = [n for n in sch if n in needed] or ["position"]
+        produced = 0
+        for name, data in sources:
+            if only_source and predicate is not None:
+                probe = pl.DataFrame({"source": [name]}).filter(predicate)
+                if probe.height == 0:
+                    continue
+            for got in iter_tables(name, data, [table], columns=cols, slice_bytes=slice_bytes):
+                df = got.get(table)
+                if df is None or df.height == 0:
+                    continue
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if with_columns is not None:
+                    df = df.select(with_columns)
+                if n_rows is not None:
+                    df = df.head(n_rows - produced)
+                produced += df.height
+                yield df
+                if n_rows is not None and produced >= n_rows:
+                    return
+
+    return register_io_source(
+        generate,
+        schema=sch,
+        is_pure=True,
+        explain_name="scfeeds.scan_x12",
+        explain_detail=f"{table} from {len(sources)} source(s)",
+    )
