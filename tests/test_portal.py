@@ -121,7 +121,7 @@ def world_root(tmp_path: Path) -> Path:
             "format": ["x12"] * 3,
             "path": [*paths, "feeds/SUP001/po_lines/gone.x12"],
             "records": [30, 12, 5],
-            "bytes": [4000, 4001, 10],
+            "bytes": [4000, 9999, 10],  # po-2's size is stale
             "sha256": [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in paths]
             + ["0" * 64],
         }
@@ -212,6 +212,8 @@ async def test_listing_from_catalog(
     assert [f["id"] for f in feeds] == ["po-1", "po-2"]
     assert "gone.x12" in caplog.text
     assert [f["records"] for f in feeds] == [30, 12]
+    assert [f["bytes"] for f in feeds] == [4000, 4001]  # the file's size, not the stale one
+    assert "the catalog says 9999" in caplog.text
     # Canonical lines come from the world tables, so even X12 feeds have a lines_url.
     assert all(f["lines_url"] == f["url"] + "/lines" for f in feeds)
 
@@ -427,6 +429,7 @@ async def test_lines_negotiation_and_errors(
             ({"offset": "-1"}, {}, 400, "invalid_offset"),
             ({"limit": "0"}, {}, 400, "invalid_limit"),
             ({"limit": "ten"}, {}, 400, "invalid_limit"),
+            ({"limit": "²"}, {}, 400, "invalid_limit"),
             ({"format": "xml"}, {}, 400, "invalid_format"),
             ({"ofset": "3"}, {}, 400, "unknown_parameter"),
             ({}, {"Accept": "image/png"}, 406, "not_acceptable"),
@@ -932,6 +935,7 @@ def test_knobs_hide_the_token() -> None:
         ("bytes=1-2,4-5", 10, None),
         ("bytes=x-2", 10, None),
         ("lines=1-2", 10, None),
+        ("bytes=²-3", 10, None),
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: object) -> None:

@@ -354,6 +354,12 @@ async def _stream(
     except ConnectionError:
         state.stats.client_aborts += 1
         logger.debug("portal: client went away during %s %s", request.method, request.path)
+    except Exception:
+        # Headers are out, so no error response is possible: cut the body (the client sees
+        # a short read) and log the cause.
+        logger.exception("portal: failed while sending %s %s", request.method, request.path)
+        if request.transport is not None:
+            request.transport.close()
     finally:
         body.close()
     return resp
@@ -387,11 +393,16 @@ def _check_params(request: web.Request, allowed: set[str]) -> None:
         )
 
 
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() accepts "²" and other digits int() refuses: ASCII only.
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _is_decimal(raw) or not low <= int(raw) <= high:
         raise ApiError(
             400,
             f"invalid_{name}",
@@ -589,7 +600,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /v1/blob/{nbytes}?seed=&chunk=``: deterministic pseudo-random bytes."""
     _check_params(request, {"seed", "chunk"})
     raw = request.match_info["nbytes"]
-    if not raw.isdigit() or int(raw) > MAX_BLOB:
+    if not _is_decimal(raw) or int(raw) > MAX_BLOB:
         raise ApiError(
             400,
             "invalid_nbytes",
@@ -766,6 +777,11 @@ async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             f"{exc.reason}: {request.path}",
             headers,
         )
+    except ConnectionError:
+        raise  # the client is gone; aiohttp handles that
+    except Exception as exc:  # a bug: answer in JSON like every other error, and log it
+        logger.exception("portal: internal error on %s %s", request.method, request.path)
+        resp = error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
     if not resp.prepared and "reset" in ex.faults:
         state.stats.status(ex, "reset")  # nothing was sent: there is no status to count
     elif not resp.prepared:

@@ -185,6 +185,16 @@ def _from_catalog(root: Path, path: Path) -> list[Feed]:
             )
             continue
         stat = file.stat()
+        if row["bytes"] is not None and int(row["bytes"]) != stat.st_size:
+            # The file is the truth: a stale size would make every Content-Length a lie.
+            logger.warning(
+                "portal: %s row id=%s: %s has %d bytes, the catalog says %s; serving the file",
+                path,
+                row["id"],
+                file,
+                stat.st_size,
+                row["bytes"],
+            )
         fmt = str(row["format"])
         table = row["table"]
         lines: LinesSource | None = None
@@ -201,7 +211,7 @@ def _from_catalog(root: Path, path: Path) -> list[Feed]:
                 table=table,
                 format=fmt,
                 records=None if row["records"] is None else int(row["records"]),
-                bytes=stat.st_size if row["bytes"] is None else int(row["bytes"]),
+                bytes=stat.st_size,
                 sha256=str(row["sha256"]) if row["sha256"] else sha256_file(file),
                 mtime=stat.st_mtime,
                 lines_source=lines,

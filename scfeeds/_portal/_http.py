@@ -82,6 +82,10 @@ class ByteRange:
 UNSATISFIABLE: Final = "unsatisfiable"
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | str | None:
     """Resolve a ``Range`` header against a representation of ``size`` bytes.
 
@@ -99,11 +103,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | str | None:
         return None
     first_s, dash, last_s = spec.partition("-")
     first_s, last_s = first_s.strip(), last_s.strip()
-    if (
-        not dash
-        or not (first_s.isdigit() or first_s == "")
-        or not (last_s.isdigit() or last_s == "")
-    ):
+    if not dash or not (_digits(first_s) or first_s == "") or not (_digits(last_s) or last_s == ""):
         return None
     if first_s == "":
         if last_s == "":
