@@ -118,6 +118,7 @@ def worker_factory(url: str, stream: str, lake: Path, **kw: Any) -> Any:
     kw.setdefault("block", 0.2)
     kw.setdefault("pool", "threads")
     kw.setdefault("stats_interval", 0.2)
+    kw.setdefault("drain_seconds", 5.0)
 
     def make() -> Worker:
         return Worker(JobQueue(url, stream=stream), lake, **kw)
@@ -414,7 +415,7 @@ def test_metrics_and_spans_observed_in_process(
 
             with ThreadWorker(make) as tw:
                 url = wait_until(lambda: health.get("url"))
-                assert _get(f"{url}/readyz")[0] == 200
+                wait_until(lambda: _get(f"{url}/readyz")[0] == 200)
                 enqueue(redis_url, stream, [job])
                 # while the job runs, its requests show up as in flight
                 busy = wait_until(
@@ -626,6 +627,7 @@ def test_killed_worker_job_is_reclaimed_and_finished_by_another(
         time.sleep(0.8)  # mid-job: some feeds landed, the rest still coming
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(5)
+        assert len(list(commits(lake))) < len({f["sha256"] for f in feeds})  # truly mid-job
         s = stats(redis_url, stream)
         assert (s.length, s.pending) == (1, 1)  # not acknowledged: still the victim's
         t0 = time.monotonic()
@@ -740,3 +742,56 @@ def test_cli_enqueue_expands_a_portal_and_splits_jobs(
         )
         == 2
     )
+
+
+def test_worker_without_redis_is_alive_but_not_ready(tmp_path: Path) -> None:
+    from tests.test_service_support import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    w = ThreadWorker(worker_factory(nowhere, "s", tmp_path))
+    with w:
+        wait_until(lambda: w.worker.metrics.redis_errors.value() >= 2)
+        assert w.worker.readiness() == {
+            "ready": False,
+            "started": False,
+            "redis": False,
+            "draining": False,
+        }
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 3  # stop is prompt even while retrying the connection
+    assert w.worker.readiness()["draining"] is True
+
+
+def test_deploy_manifests_match_the_cli() -> None:
+    """The Kubernetes example must parse with the real CLI and keep drain < grace period."""
+    import argparse
+
+    import yaml
+
+    from scfeeds._service._cli import add_cli
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "worker.yaml").read_text()))
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(container["args"])
+    assert args.command == "worker"
+    assert args.drain_seconds + 5 <= pod["terminationGracePeriodSeconds"]
+    assert args.health_host == "0.0.0.0"
+    (port,) = container["ports"]
+    assert port["containerPort"] == args.health_port
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    assert "SCFEEDS_SECRETS_FILE" in env
+    assert "SCFEEDS_TOKEN" not in env
+    (scaled,) = yaml.safe_load_all((ROOT / "deploy" / "keda.yaml").read_text())
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis-streams"}
+    assert {(t["metadata"]["stream"], t["metadata"]["consumerGroup"]) for t in triggers} == {
+        (args.stream, args.group)
+    }
+    assert any("lagCount" in t["metadata"] for t in triggers)
