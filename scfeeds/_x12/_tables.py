@@ -360,7 +360,8 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         .join(hl_of, on=["set_index", "hl_pos"], how="left", maintain_order="left")
         .select(
             "set_index",
-            "pos",
+            # the item-level HL opens the line item: its position is the row's position
+            c("hl_pos").alias("pos"),
             "hl_id",
             line_number=_line_number(c("LIN01")),
             item_id=_item("LIN", 2, 31),
