@@ -166,12 +166,11 @@ def _make_one(
 
 
 def _xml(path: Path) -> tuple[bytes, str | None, int]:
-    # A closing tag that does not match its opening tag: well-formedness error (XML 1.0 §3,
-    # "Element Type Match"); expat reports it on the line of the bad tag.
+    # A closing tag that does not match its opening tag: a well-formedness error (XML 1.0,
+    # "Element Type Match"). position is the XPath of the element left unclosed.
     data = path.read_bytes()
     at = data.index(b"</Header>")
-    line = data.count(b"\n", 0, at) + 1
-    return data[:at] + b"</Headr>" + data[at + len(b"</Header>") :], f"line {line}", 0
+    return data[:at] + b"</Headr>" + data[at + len(b"</Header>") :], "/cXML/Header", 0
 
 
 def _csv(path: Path, table: str, sup: Supplier) -> tuple[bytes, str | None, int]:
