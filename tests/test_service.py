@@ -36,7 +36,6 @@ from scfeeds._service._tracing import Tracing, inject_current
 from scfeeds._service._worker import JobContext, JobResult, Worker
 from scfeeds.portal import serve_in_thread
 from tests.test_service_support import (
-    RUNNER,
     ThreadWorker,
     redis_server,
     wait_until,
@@ -113,7 +112,6 @@ def assert_lake_exactly_once(lake: Path, feeds: list[dict[str, Any]]) -> None:
 
 
 def worker_factory(url: str, stream: str, lake: Path, **kw: Any) -> Any:
-    kw.setdefault("runner", RUNNER)
     kw.setdefault("claim_idle", 2.0)
     kw.setdefault("block", 0.2)
     kw.setdefault("pool", "threads")
@@ -223,11 +221,15 @@ def test_secrets_from_env_and_file(tmp_path: Path) -> None:
 
 
 def test_import_scfeeds_does_not_import_service_dependencies() -> None:
+    # the core never touches service mode; registering its commands costs no heavy import
     code = (
-        "import sys, scfeeds, scfeeds.cli; "
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('redis', 'opentelemetry') or m.startswith('scfeeds._service')); "
-        "print(bad); sys.exit(1 if bad else 0)"
+        "import sys, scfeeds; "
+        "core = sorted(m for m in sys.modules if m.startswith('scfeeds._service')); "
+        "import argparse, scfeeds._service, scfeeds.cli; "
+        "scfeeds._service.add_cli(argparse.ArgumentParser().add_subparsers()); "
+        "scfeeds.cli.build_parser(); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'opentelemetry')); "
+        "print(core, heavy); sys.exit(1 if core or heavy else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -795,3 +797,40 @@ def test_deploy_manifests_match_the_cli() -> None:
         (args.stream, args.group)
     }
     assert any("lagCount" in t["metadata"] for t in triggers)
+
+
+async def test_otlp_exporter_sends_job_spans_to_the_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--otel otlp``: spans leave as OTLP/HTTP protobuf to OTEL_EXPORTER_OTLP_ENDPOINT."""
+    from aiohttp import web
+
+    received: list[tuple[str, str, bytes]] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        received.append((request.path, request.content_type, await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    try:
+        tracing = Tracing.configure("otlp")
+        assert tracing.enabled
+        with tracing.tracer.start_as_current_span("scfeeds.job"):
+            pass
+        await asyncio.to_thread(tracing.shutdown)  # flushes: the exporter posts from a thread
+    finally:
+        await runner.cleanup()
+    ((path, ctype, body),) = received
+    assert (path, ctype) == ("/v1/traces", "application/x-protobuf")
+    assert b"scfeeds.job" in body
+    assert b"scfeeds-worker" in body  # service.name of the resource
+    with pytest.raises(ValueError, match="one of none, console, otlp"):
+        Tracing.configure("jaeger")

@@ -14,17 +14,49 @@ Pieces (each its own module): ``_job`` (the message: pointers, never bodies or t
 ``scfeeds enqueue``).
 
 Needs the ``service`` extra (redis, opentelemetry). Nothing in ``scfeeds`` imports this
-package: the notebook path never pays for it.
+package: the notebook path never pays for it. Names are loaded lazily, so ``scfeeds.cli`` can
+register the commands (``_cli.add_cli``) without importing redis or OpenTelemetry.
 """
 
-from scfeeds._service._cli import add_cli
-from scfeeds._service._health import HealthServer
-from scfeeds._service._job import Job, JobError, split_jobs
-from scfeeds._service._metrics import ServiceMetrics
-from scfeeds._service._queue import Delivery, JobQueue, QueueStats
-from scfeeds._service._secrets import Secrets
-from scfeeds._service._tracing import Tracing
-from scfeeds._service._worker import JobContext, JobResult, JobRunner, Worker, ingest_runner
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scfeeds._service._cli import add_cli
+    from scfeeds._service._health import HealthServer
+    from scfeeds._service._job import Job, JobError, split_jobs
+    from scfeeds._service._metrics import ServiceMetrics
+    from scfeeds._service._queue import Delivery, JobQueue, QueueStats
+    from scfeeds._service._secrets import Secrets
+    from scfeeds._service._tracing import Tracing
+    from scfeeds._service._worker import (
+        JobContext,
+        JobResult,
+        JobRunner,
+        Worker,
+        ingest_runner,
+    )
+
+_WHERE = {
+    "add_cli": "_cli",
+    "HealthServer": "_health",
+    "Job": "_job",
+    "JobError": "_job",
+    "split_jobs": "_job",
+    "ServiceMetrics": "_metrics",
+    "Delivery": "_queue",
+    "JobQueue": "_queue",
+    "QueueStats": "_queue",
+    "Secrets": "_secrets",
+    "Tracing": "_tracing",
+    "JobContext": "_worker",
+    "JobResult": "_worker",
+    "JobRunner": "_worker",
+    "Worker": "_worker",
+    "ingest_runner": "_worker",
+}
 
 __all__ = [
     "Delivery",
@@ -44,3 +76,9 @@ __all__ = [
     "ingest_runner",
     "split_jobs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"scfeeds._service.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'scfeeds._service' has no attribute {name!r}")
