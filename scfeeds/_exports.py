@@ -293,19 +293,14 @@ _DOCUMENT_KEY: Final[dict[TableName, str]] = {
     "receipts": "po_number",
 }
 
-_ID_COLUMNS: Final = (
-    "supplier_id",
-    "po_number",
-    "shipment_id",
-    "invoice_number",
-    "line_number",
-    "item_id",
-)
 _SNIFF_BYTES: Final = 64 * 1024
 _HEADER_SCAN_LINES: Final = 30
 _DELIMITERS: Final = (",", ";", "\t", "|")
 _CHUNK: Final = 1 << 20
-_TOTALS = r"(?i)^(grand[\s-]*)?(total|totals|sum|summe|gesamt|gesamtsumme|subtotal|zwischensumme)\b"
+_TOTALS = (
+    r"(?i)^(grand[\s-]*)?(total|totals|sum|summe|gesamt|gesamtsumme|subtotal|zwischensumme)"
+    r"\s*:?$"
+)
 
 # Unambiguous date spellings tried after the preset's own format (slash dates are only read
 # with the preset's order: 01/02/2026 means different days in Chicago and in Berlin).
@@ -664,11 +659,9 @@ def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
     ).fill_null(False)
     key = text[_DOCUMENT_KEY[plan.table]]
     any_text = pl.any_horizontal([t.is_not_null() for t in present]) if present else pl.lit(False)
-    # Only identifying columns can say "Total": a description may well read "Total care kit".
-    ids = [text[c] for c in _ID_COLUMNS if c in plan.mapping]
-    totals_word = pl.any_horizontal(
-        [t.str.contains(_TOTALS).fill_null(False) for t in ids] or [pl.lit(False)]
-    )
+    # A totals row has no document key, or the word itself where the key belongs. Other
+    # cells are not looked at: a description may well read "Total care kit".
+    totals_word = key.str.contains(_TOTALS).fill_null(False)
     rule_of = (
         pl.when(~any_text)
         .then(pl.lit("BLANK_ROW"))

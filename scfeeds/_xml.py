@@ -140,7 +140,8 @@ def _credential(identity: str | None) -> str:
 
 def _price(value: decimal.Decimal | None, currency: str | None) -> str:
     if value is None:
-        return ""
+        # An empty Money still carries the currency of a line without a price.
+        return f"<Money{_attrs(currency=currency)}/>" if currency is not None else ""
     return f"<Money{_attrs(currency=currency)}>{_money(value)}</Money>"
 
 
