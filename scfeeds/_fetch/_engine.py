@@ -17,6 +17,8 @@ import random
 import time
 from collections.abc import AsyncIterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from io import BufferedWriter
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -44,6 +46,9 @@ SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
 )
 _CHUNK = 64 * 1024
+#: Bodies at least this large (or of unknown size) record their validator next to the partial
+#: file, so that a later run can resume them with Range; smaller ones are fetched again.
+RESUME_MIN_BYTES = 256 * 1024
 _HEARTBEAT = 0.25
 
 Status = Literal["ok", "unchanged", "failed"]
@@ -153,6 +158,8 @@ class _Engine:
         self.paths: dict[str, str] = {rec.path: key for key, rec in self.manifest.items()}
         self.workers = 0
         self.touched: set[str] = set()
+        self.validators: dict[str, str] = {}
+        self.leftovers = self.landing.partial_keys() if resume else set()
         self.stats = _Stats(total=None, started=time.perf_counter())
         self.session: aiohttp.ClientSession | None = None
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * limits.max_at_once)
@@ -388,11 +395,17 @@ class _Engine:
         part = self.landing.part(key)
         offset = 0
         conditional = False
-        meta = self.landing.read_part_meta(key) if part.exists() else None
-        if meta is not None and part.stat().st_size > 0:
-            validator = meta.get("etag") or meta.get("last_modified")
+        # A stat per attempt is slow on a busy disk: only look where a partial can be.
+        maybe_partial = key in self.validators or key in self.leftovers
+        size = part.stat().st_size if maybe_partial and part.exists() else 0
+        if size > 0:
+            # This run's own interrupted attempt, else one a killed run left behind.
+            validator = self.validators.get(key)
+            if validator is None:
+                meta = self.landing.read_part_meta(key) or {}
+                validator = meta.get("etag") or meta.get("last_modified")
             if validator:
-                offset = part.stat().st_size
+                offset = size
                 headers["Range"] = f"bytes={offset}-"
                 headers["If-Range"] = validator
         if offset == 0:
@@ -445,20 +458,23 @@ class _Engine:
                 and offset
                 and _range_start(resp.headers.get("Content-Range")) == offset
             ):
-                mode = "ab"
-                with part.open("rb") as fh:
-                    while block := fh.read(1 << 20):
+                append = True
+                with part.open("rb") as existing:
+                    while block := existing.read(1 << 20):
                         hasher.update(block)
             else:
                 # A 200 to a Range request means the resource changed (If-Range failed).
                 offset = 0
-                mode = "wb"
+                append = False
             etag = resp.headers.get("ETag")
             last_modified = resp.headers.get("Last-Modified")
-            if etag or last_modified:
-                self.landing.write_part_meta(key, etag, last_modified)
             length = resp.content_length
             expected = None if length is None else offset + length
+            if etag or last_modified:
+                self.validators[key] = etag or last_modified or ""
+                if expected is None or expected >= RESUME_MIN_BYTES:
+                    # Only bodies worth resuming across runs pay for a sidecar file.
+                    self.landing.write_part_meta(key, etag, last_modified)
             limit = self.max_bytes
             if limit is not None and expected is not None and expected > limit:
                 self.landing.discard_part(key)
@@ -478,12 +494,14 @@ class _Engine:
                         self.paths.pop(path, None)
                         path = self._claim_path(key, wanted)
             received = offset
-            with part.open(mode) as fh:
+            # Creating a file can take milliseconds on a busy disk: keep that off the loop.
+            out = await asyncio.to_thread(_open_part, part, append)
+            with out:
                 async for chunk in resp.content.iter_chunked(_CHUNK):
-                    fh.write(chunk)
+                    out.write(chunk)
                     # Hand each chunk to the OS at once: what a killed process wrote is
                     # then on disk for the next run to resume with Range.
-                    fh.flush()
+                    out.flush()
                     hasher.update(chunk)
                     received += len(chunk)
                     self.stats.bytes += len(chunk)
@@ -519,7 +537,8 @@ class _Engine:
                     f"{item.expected_bytes} bytes sha256 {(item.expected_sha256 or '?')[:12]}…"
                 ),
             )
-        self.landing.publish(key, path)
+        # A rename is cheap, except on a busy disk (ms seen here): off the loop as well.
+        await asyncio.to_thread(self.landing.publish, key, path)
         record = Record(
             key=key,
             url=item.shown_url,
@@ -633,6 +652,10 @@ class _Engine:
             host_limits=self.ctl.host_limits(),
             items=items,
         )
+
+
+def _open_part(path: Path, append: bool) -> BufferedWriter:
+    return open(path, "ab" if append else "wb")
 
 
 def _range_start(content_range: str | None) -> int | None:

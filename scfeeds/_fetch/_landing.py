@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +78,23 @@ class Landing:
         return records
 
     def append(self, record: Record) -> None:
-        self._manifest.write(json.dumps(asdict(record), separators=(",", ":")) + "\n")
+        self._manifest.write(json.dumps(vars(record), separators=(",", ":")) + "\n")
         self._manifest.flush()
 
     def final(self, relpath: str) -> Path:
         """The absolute path of a landed file, refusing anything outside ``dest``."""
-        path = (self.dest / relpath).resolve()
+        # Lexical check (no resolve(): a stat per component per item adds up); relpath comes
+        # from safe_relpath/safe_segment, which never yields "..".
+        path = Path(os.path.normpath(self.dest / relpath))
         if not path.is_relative_to(self.dest) or path == self.dest:
             raise ConfigurationError(f"landing path {relpath!r} escapes dest")
         if path.is_relative_to(self.meta):
             raise ConfigurationError(f"landing path {relpath!r} is inside {META_DIR}/")
         return path
+
+    def partial_keys(self) -> set[str]:
+        """Keys of partial bodies left by earlier (killed) runs."""
+        return {p.stem for p in self.partial.glob("*.part")}
 
     def part(self, key: str) -> Path:
         return self.partial / f"{key}.part"
