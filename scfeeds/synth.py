@@ -55,6 +55,7 @@ __all__ = [
     "SynthSummary",
     "add_cli",
     "generate",
+    "load_damaged",
     "load_truth",
     "load_world",
 ]
@@ -368,16 +369,27 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "with --damaged, damaged files (damaged.parquet).",
     )
     p.add_argument("dest", help="output folder (a previous synth world in it is replaced)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--pos", type=int, default=200, help="purchase orders (default 200)")
-    p.add_argument("--suppliers", type=int, default=6)
-    p.add_argument("--lines-per-po", type=_lines_range, default=(1, 8), metavar="A-B")
+    p.add_argument("--suppliers", type=int, default=6, help="trading partners (default 6)")
+    p.add_argument(
+        "--lines-per-po",
+        type=_lines_range,
+        default=(1, 8),
+        metavar="A-B",
+        help="inclusive range of lines per PO (default 1-8)",
+    )
     p.add_argument(
         "--formats",
         default="x12,csv,xlsx,xml",
         help="comma-separated subset of x12,csv,xlsx,xml (default: all)",
     )
-    p.add_argument("--faults", choices=("default", "none"), default="default")
+    p.add_argument(
+        "--faults",
+        choices=("default", "none"),
+        default="default",
+        help="default: every fault kind at a small rate; none: a clean world",
+    )
     p.add_argument("--damaged", action="store_true", help="also write damaged files")
     p.set_defaults(func=cmd_synth)
     return p

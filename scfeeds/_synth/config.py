@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -138,7 +138,6 @@ class SynthConfig:
     export_rows_per_file: int = 200_000
     xml_max_files: int = 300
     items_per_supplier: int = 400
-    _frozen_rates: Mapping[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in (

@@ -129,8 +129,9 @@ def _make_one(
     root: Path, catalog: pl.DataFrame, kind: str, suppliers: Sequence[Supplier]
 ) -> dict[str, object] | None:
     fmt = kind.split("_", 1)[0]
-    candidates = catalog.filter((pl.col("format") == fmt) & (pl.col("table") != "receipts")).sort(
-        "records", "path", descending=[True, False]
+    # the largest document feed of the format (receipts CSVs only when there is no other CSV)
+    candidates = catalog.filter(pl.col("format") == fmt).sort(
+        pl.col("table") == "receipts", "records", "path", descending=[False, True, False]
     )
     if candidates.height == 0:
         return None
