@@ -287,7 +287,7 @@ def test_two_workers_land_every_job_exactly_once(
         with a, b:
             wait_until(lambda: len(a.worker.outcomes) + len(b.worker.outcomes) >= len(jobs), 40)
             wait_until(lambda: stats(redis_url, stream).length == 0, 5)
-    done = a.worker.outcomes + b.worker.outcomes
+    done = [*a.worker.outcomes, *b.worker.outcomes]
     assert sorted(done) == sorted((j.id, "succeeded") for j in jobs)  # each once, all ok
     assert a.worker.outcomes
     assert b.worker.outcomes
@@ -357,11 +357,12 @@ def test_job_lake_must_stay_inside_the_worker_lake(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     stream = stream_name(request)
-    enqueue(redis_url, stream, [Job(sources=["http://127.0.0.1:1/a"], lake="../elsewhere")])
+    job = Job(sources=["http://127.0.0.1:1/a"], lake="../elsewhere")
+    enqueue(redis_url, stream, [job])
     w = ThreadWorker(worker_factory(redis_url, stream, tmp_path / "lake"))
     with w:
         wait_until(lambda: w.worker.outcomes)
-    assert w.worker.outcomes[0][1] == "rejected"
+    assert list(w.worker.outcomes) == [(job.id, "rejected")]
     assert "outside this worker's lake root" in dead(redis_url, stream)[0][1]["reason"]
     assert not (tmp_path / "elsewhere").exists()
 
@@ -438,7 +439,7 @@ def test_metrics_and_spans_observed_in_process(
                 )
     finally:
         tracing.shutdown()
-    assert tw.worker.outcomes == [(job.id, "succeeded")]
+    assert list(tw.worker.outcomes) == [(job.id, "succeeded")]
     assert 'scfeeds_jobs_total{outcome="succeeded"} 1' in text
     assert _sample(text, "scfeeds_fetch_bytes_total") == sum(f["bytes"] for f in feeds)
     assert _sample(text, "scfeeds_jobs_in_flight") == 0
@@ -507,8 +508,8 @@ def test_tokens_reach_the_portal_but_not_logs_metrics_queue_or_spans(
                 wait_until(lambda: without.worker.outcomes)
     finally:
         tracing.shutdown()
-    assert with_token.worker.outcomes == [(ok.id, "succeeded")]  # the token was sent
-    assert without.worker.outcomes == [(denied.id, "partial")]  # 401: nothing landed
+    assert list(with_token.worker.outcomes) == [(ok.id, "succeeded")]  # the token was sent
+    assert list(without.worker.outcomes) == [(denied.id, "partial")]  # 401: nothing landed
     ((_, entry),) = dead(redis_url, stream)
     assert entry["reason"] == "2 of 2 source(s) failed to fetch"
     assert len(Job.from_fields(entry).sources) == 2
@@ -637,7 +638,7 @@ def test_killed_worker_job_is_reclaimed_and_finished_by_another(
         with heir:
             wait_until(lambda: heir.worker.outcomes, 30)
         assert time.monotonic() - t0 < 25
-    assert heir.worker.outcomes == [(job.id, "succeeded")]
+    assert list(heir.worker.outcomes) == [(job.id, "succeeded")]
     s = stats(redis_url, stream)
     assert (s.length, s.pending, s.dead) == (0, 0, 0)
     assert_lake_exactly_once(lake, feeds)
@@ -715,7 +716,7 @@ def test_sigterm_deadline_cancels_without_ack_and_a_peer_finishes(
         with peer:
             wait_until(lambda: peer.worker.outcomes, 20)
         assert time.monotonic() - t1 < 10
-    assert peer.worker.outcomes == [(job.id, "succeeded")]
+    assert list(peer.worker.outcomes) == [(job.id, "succeeded")]
     assert_lake_exactly_once(lake, feeds)
 
 

@@ -285,6 +285,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except JobError as exc:
         print(f"scfeeds enqueue: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # urllib's URLError/HTTPError and redis' connection errors
+        print(f"scfeeds enqueue: {secrets.redact(str(exc))}", file=sys.stderr)
+        return 1
     for job_id in ids:
         print(job_id)
     return 0

@@ -28,6 +28,7 @@ is written last.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -223,7 +224,8 @@ class Worker:
         self.keep_landing = keep_landing
         self.pool = pool
         self.stats_interval = stats_interval
-        self.outcomes: list[tuple[str, Outcome]] = []  # (job id, outcome), for callers/tests
+        # (job id, outcome) of the latest jobs, for callers and tests; bounded for long runs
+        self.outcomes: collections.deque[tuple[str, Outcome]] = collections.deque(maxlen=10_000)
         self._progress: set[_Progress] = set()
         self._stop_requested = 0
         self._stop: asyncio.Event | None = None
