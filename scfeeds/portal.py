@@ -20,6 +20,14 @@ Endpoints (JSON errors ``{"error": code, "message": ...}`` with 4xx/5xx):
   for benchmarks that need a gigabyte without a gigabyte on disk.
 - ``GET /v1/stats``: what was served (requests and body bytes by kind, status, fault, feed).
 
+Running it: ``async with serve(root, **knobs) as portal`` on the current loop;
+``serve_in_thread(root, **knobs)`` (own loop in a daemon thread) and
+``serve_in_process(root, **knobs)`` (a child process) return a started portal that is also a
+context manager (``with ... as portal:``, or keep it in a notebook and call ``portal.close()``);
+``scfeeds portal DIR --port N`` runs :func:`run_forever`. Every portal has ``.url``,
+``.stats()``, ``.reset_stats()`` and ``.set_knobs(**changes)``. Only loopback addresses are
+bound unless ``allow_public=True``.
+
 Knobs (:class:`PortalKnobs`) act on the list, file, lines and blob endpoints, never on stats.
 Per request, in order: latency, bearer token (401), rate limit (429 + Retry-After), seeded
 throttling (429), connection reset, 5xx error, then body faults (truncation or a reset in the
@@ -30,6 +38,7 @@ seeded by ``seed`` and the request's method, path+query, Range header and attemp
 
 from __future__ import annotations
 
+from scfeeds._portal._app import blob_sha256
 from scfeeds._portal._cli import add_cli, cli_portal
 from scfeeds._portal._knobs import PortalKnobs
 from scfeeds._portal._run import (
@@ -48,6 +57,7 @@ __all__ = [
     "ProcessPortal",
     "ThreadPortal",
     "add_cli",
+    "blob_sha256",
     "cli_portal",
     "run_forever",
     "serve",

@@ -34,6 +34,7 @@ from scfeeds.portal import (
     Portal,
     PortalKnobs,
     add_cli,
+    blob_sha256,
     cli_portal,
     serve,
     serve_in_process,
@@ -826,6 +827,27 @@ async def test_serve_in_thread_from_a_running_loop(
     assert _portal_threads() == []
 
 
+def test_serve_in_thread_without_a_with_block(plain_root: Path) -> None:
+    # The notebook style: start in one cell, use it in others, close it at the end.
+    portal = serve_in_thread(plain_root)
+    assert _urlopen(f"{portal.url}/v1/feeds")[0] == 200
+    assert "running" in repr(portal)
+    portal.close()
+    portal.close()  # idempotent
+    assert "closed" in repr(portal)
+    assert _portal_threads() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        portal.stats()
+
+
+def test_blob_sha256_matches_the_served_bytes(plain_root: Path) -> None:
+    with serve_in_thread(plain_root) as portal:
+        status, body = _urlopen(f"{portal.url}/v1/blob/2100000?seed=17")
+    assert status == 200
+    assert hashlib.sha256(body).hexdigest() == blob_sha256(2_100_000, seed=17)
+    assert blob_sha256(2_100_000, seed=18) != blob_sha256(2_100_000, seed=17)
+
+
 def test_serve_in_thread_reports_startup_errors(tmp_path: Path) -> None:
     with (
         pytest.raises(ConfigurationError, match="not a directory"),
@@ -858,14 +880,18 @@ def test_serve_in_process(plain_root: Path) -> None:
     assert portal.process.poll() is not None
     assert not psutil.pid_exists(portal.pid) or psutil.Process(portal.pid).status() == "zombie"
     assert me.children() == []
+    portal.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        portal.stats()
 
 
-def test_serve_in_process_startup_error(tmp_path: Path) -> None:
-    with (
-        pytest.raises(ConfigurationError, match="not a directory"),
-        serve_in_process(tmp_path / "nope"),
-    ):
-        pass
+def test_serve_in_process_startup_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        serve_in_process(tmp_path / "nope")
+    # Only the child reads the catalog: its error comes back with its type and message.
+    pl.DataFrame({"id": ["x"]}).write_parquet(tmp_path / "catalog.parquet")
+    with pytest.raises(ConfigurationError, match="missing column"):
+        serve_in_process(tmp_path)
     assert psutil.Process().children() == []
 
 

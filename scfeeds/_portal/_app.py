@@ -273,6 +273,10 @@ class _BlobBody:
         self._pos = start
 
     async def read(self, n: int) -> bytes:
+        return self.read_sync(n)
+
+    def read_sync(self, n: int) -> bytes:
+        """Up to ``n`` next bytes (never across a block boundary)."""
         block, offset = divmod(self._pos, BLOB_BLOCK)
         end = min(BLOB_BLOCK, offset + n)
         if offset < 16:
@@ -285,6 +289,19 @@ class _BlobBody:
 
     def close(self) -> None:
         pass
+
+
+def blob_sha256(nbytes: int, *, seed: int = 0) -> str:
+    """The sha256 of ``GET /v1/blob/{nbytes}?seed={seed}``, computed without a server.
+
+    Lets a benchmark check that what it landed is exactly what the portal sent.
+    """
+    body, digest, left = _BlobBody(seed, 0), hashlib.sha256(), nbytes
+    while left > 0:
+        chunk = body.read_sync(min(left, BLOB_BLOCK))
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
 
 
 async def _stream(

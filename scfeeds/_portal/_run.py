@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from aiohttp import web
 
@@ -164,21 +164,48 @@ async def serve(
         await runner.cleanup()
 
 
-class ThreadPortal:
-    """A portal on its own event loop in a daemon thread (yielded by :func:`serve_in_thread`).
+class _Handle:
+    """Shared shape of the thread and process portals: a started server you close once."""
+
+    url: str
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class ThreadPortal(_Handle):
+    """A portal on its own event loop in a daemon thread (returned by :func:`serve_in_thread`).
 
     Safe to use from any thread, including a notebook cell whose kernel loop is running.
+    Use it in a ``with`` block, or keep it and call :meth:`close` when done.
     """
 
     def __init__(
-        self, portal: Portal, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+        self,
+        portal: Portal,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+        stop: asyncio.Event,
     ) -> None:
         self.url = portal.url
         self.thread = thread
         self._portal = portal
         self._loop = loop
+        self._stop = stop
 
     def _call(self, func: Callable[[], Any]) -> Any:
+        if not self.thread.is_alive():
+            raise RuntimeError(f"the portal at {self.url} is closed")
+
         async def run() -> Any:
             return func()
 
@@ -204,14 +231,18 @@ class ThreadPortal:
         knobs: PortalKnobs = self._call(lambda: self._portal.set_knobs(**changes))
         return knobs
 
-    def __str__(self) -> str:
-        return self.url
+    def close(self) -> None:
+        """Stop the server and join its thread (idempotent)."""
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+            self.thread.join(timeout=SHUTDOWN_TIMEOUT + 10)
 
     def __repr__(self) -> str:
-        return f"<ThreadPortal {self.url} thread={self.thread.name}>"
+        state = "running" if self.thread.is_alive() else "closed"
+        return f"<ThreadPortal {self.url} {state}>"
 
 
-@contextlib.contextmanager
 def serve_in_thread(
     root: str | os.PathLike[str],
     *,
@@ -222,8 +253,8 @@ def serve_in_thread(
     access_log: bool = True,
     startup_timeout: float = 60.0,
     **knob_changes: Any,
-) -> Iterator[ThreadPortal]:
-    """Run the portal on its own event loop in a daemon thread.
+) -> ThreadPortal:
+    """Start the portal on its own event loop in a daemon thread; returns once it listens.
 
     A client on another loop (a notebook kernel's, or ``asyncio.run`` in a script) can then
     talk to it without ever blocking the loop that serves it. Arguments as for :func:`serve`.
@@ -232,6 +263,11 @@ def serve_in_thread(
     --------
     >>> with serve_in_thread("demo", error_rate=0.05) as portal:  # doctest: +SKIP
     ...     print(portal.url, portal.stats()["requests"])
+
+    In a notebook, keep it across cells and close it at the end:
+
+    >>> portal = serve_in_thread("demo")  # doctest: +SKIP
+    >>> portal.close()  # doctest: +SKIP
     """
     settings = make_knobs(knobs, knob_changes)  # bad knobs raise here, in the caller's thread
     check_bind(host, allow_public=allow_public)
@@ -267,16 +303,11 @@ def serve_in_thread(
     if "error" in box:
         thread.join()
         raise box["error"]
-    loop: asyncio.AbstractEventLoop = box["loop"]
-    try:
-        yield ThreadPortal(box["portal"], loop, thread)
-    finally:
-        loop.call_soon_threadsafe(box["stop"].set)
-        thread.join(timeout=SHUTDOWN_TIMEOUT + 10)
+    return ThreadPortal(box["portal"], box["loop"], thread, box["stop"])
 
 
-class ProcessPortal:
-    """A portal in a child process (yielded by :func:`serve_in_process`); talks over HTTP."""
+class ProcessPortal(_Handle):
+    """A portal in a child process (returned by :func:`serve_in_process`); talks over HTTP."""
 
     def __init__(
         self, url: str, process: subprocess.Popen[bytes], admin_secret: str, knobs: PortalKnobs
@@ -294,6 +325,8 @@ class ProcessPortal:
         return self.process.pid
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the portal at {self.url} is closed")
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path, data=data, method=method, headers={ADMIN_HEADER: self._secret}
@@ -325,11 +358,13 @@ class ProcessPortal:
         self._knobs = knobs
         return knobs
 
-    def __str__(self) -> str:
-        return self.url
+    def close(self) -> None:
+        """Stop the child: stdin closed (a graceful stop), then SIGTERM / SIGKILL by PID."""
+        _stop_process(self.process)
 
     def __repr__(self) -> str:
-        return f"<ProcessPortal {self.url} pid={self.pid}>"
+        state = "running" if self.process.poll() is None else "closed"
+        return f"<ProcessPortal {self.url} pid={self.pid} {state}>"
 
 
 def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -367,7 +402,6 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
-@contextlib.contextmanager
 def serve_in_process(
     root: str | os.PathLike[str],
     *,
@@ -378,12 +412,13 @@ def serve_in_process(
     access_log: bool = False,
     startup_timeout: float = 60.0,
     **knob_changes: Any,
-) -> Iterator[ProcessPortal]:
-    """Run the portal in a child Python process (for benchmarks: its CPU is not yours).
+) -> ProcessPortal:
+    """Start the portal in a child Python process (for benchmarks: its CPU is not yours).
 
     Settings reach the child on its stdin (a token never appears on a command line); stats
-    and knob changes travel over HTTP on loopback, guarded by a per-run admin secret. On exit
-    the child is asked to stop (stdin closed), then terminated by PID if it lingers.
+    and knob changes travel over HTTP on loopback, guarded by a per-run admin secret. On
+    ``close()`` (or leaving the ``with`` block) the child is asked to stop (stdin closed), then
+    terminated by PID if it lingers; if this process dies, the child sees EOF and stops too.
 
     Examples
     --------
@@ -392,6 +427,8 @@ def serve_in_process(
     """
     settings = make_knobs(knobs, knob_changes)
     check_bind(host, allow_public=allow_public)
+    if not Path(root).is_dir():  # fail before paying for a child process
+        raise ConfigurationError(f"portal root {str(root)!r} is not a directory")
     secret = secrets.token_urlsafe(24)
     config = {
         "root": str(Path(root).resolve()),
@@ -423,9 +460,10 @@ def serve_in_process(
             if info.get("type") == "ConfigurationError":
                 raise ConfigurationError(info["error"])
             raise RuntimeError(f"portal process failed: {info['type']}: {info['error']}")
-        yield ProcessPortal(str(info["url"]), process, secret, settings)
-    finally:
+    except BaseException:
         _stop_process(process)
+        raise
+    return ProcessPortal(str(info["url"]), process, secret, settings)
 
 
 async def _child_main() -> int:
