@@ -442,3 +442,49 @@ def test_totals_word_only_counts_where_the_document_key_belongs(tmp_path: Path) 
     rows, errors = read_export(path, errors="collect")
     assert rows.select("supplier_id", "item_id").rows() == [("SUM", "TOTAL")]
     assert errors.select("position", "rule").rows() == [("row 2", "TOTALS_ROW")]
+
+
+# -- synth world -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scfeeds import synth
+
+    dest = tmp_path_factory.mktemp("world")
+    synth.generate(dest, seed=11, suppliers=6, pos=60, formats=("csv", "xlsx"), damaged=True)
+    return dest
+
+
+def test_every_synth_export_reads_back_as_the_world(
+    synth_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scfeeds import synth
+
+    monkeypatch.chdir(synth_world)  # world sources are paths relative to the root
+    catalog = pl.read_parquet("catalog.parquet").filter(pl.col("format").is_in(["csv", "xlsx"]))
+    assert set(catalog["format"]) == {"csv", "xlsx"}
+    assert catalog["table"].n_unique() == 4
+    for row in catalog.iter_rows(named=True):
+        table: TableName = row["table"]
+        world = synth.load_world(synth_world, table).filter(pl.col("source") == row["path"])
+        rows, errors = read_export(row["path"], errors="collect")  # preset and table detected
+        assert errors.height == 0, errors.rows()
+        assert_frame_equal(rows, world.collect(), check_row_order=False)
+        assert rows.height == row["records"]
+
+
+def test_synth_damaged_export_is_reported_with_the_catalogued_rule(
+    synth_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scfeeds import synth
+
+    monkeypatch.chdir(synth_world)
+    damaged = synth.load_damaged(synth_world).filter(pl.col("format") == "csv")
+    assert damaged.height >= 1
+    for row in damaged.iter_rows(named=True):
+        rows, errors = read_export(row["path"], errors="collect")
+        assert rows.height == row["good_records"]
+        assert errors["rule"].to_list() == [row["rule"]]
+        assert errors["position"].to_list() == [row["position"]]
+        assert "po_number" in errors["message"][0]

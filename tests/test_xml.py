@@ -396,3 +396,48 @@ def test_streaming_memory_does_not_grow_with_document_size(
         tracemalloc.stop()
         assert count == n
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+# -- synth world -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scfeeds import synth
+
+    dest = tmp_path_factory.mktemp("world")
+    synth.generate(dest, seed=5, suppliers=4, pos=40, formats=("xml",), damaged=["xml_malformed"])
+    return dest
+
+
+def test_every_synth_cxml_feed_reads_back_as_the_world(
+    synth_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scfeeds import synth
+
+    monkeypatch.chdir(synth_world)
+    catalog = pl.read_parquet("catalog.parquet").filter(pl.col("format") == "xml")
+    assert set(catalog["table"]) == {"po_lines", "asn_lines", "invoice_lines"}
+    for table in ("po_lines", "asn_lines", "invoice_lines"):
+        paths = catalog.filter(pl.col("table") == table)["path"].to_list()
+        rows, errors = read_xml(paths, table=table, errors="collect")
+        assert errors.height == 0, errors.rows()
+        world = synth.load_world(synth_world, table).filter(pl.col("source").is_in(paths))
+        assert_frame_equal(rows, world.collect(), check_row_order=False)
+
+
+def test_synth_malformed_cxml_is_reported_with_xpath_and_line(
+    synth_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scfeeds import synth
+
+    monkeypatch.chdir(synth_world)
+    damaged = synth.load_damaged(synth_world)
+    assert damaged.height == 1
+    row = damaged.row(0, named=True)
+    rows, errors = read_xml(row["path"], table=row["table"], errors="collect")
+    assert rows.height == row["good_records"]
+    assert errors["rule"].to_list() == [row["rule"]]
+    assert errors["position"].to_list() == [row["position"]]  # the element left unclosed
+    assert "mismatched tag" in errors["message"][0]
+    assert "line 3, column" in errors["message"][0]
