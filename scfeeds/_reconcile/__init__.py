@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from scfeeds._reconcile._engine import LINE_CODES, PRECEDENCE, STATUSES, Frame, build
+from scfeeds._reconcile._engine import (
+    LINE_CODES,
+    PRECEDENCE,
+    STATUSES,
+    Engine,
+    Frame,
+    Plan,
+    build,
+    check_input,
+)
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
-from scfeeds._reconcile._result import Reconciliation, Summary, wrap
+from scfeeds._reconcile._result import Reconciliation, Summary, _Job
 from scfeeds._reconcile._tolerances import Tolerances, coerce
-from scfeeds._reconcile._uom import STANDARD_CONVERSIONS
+from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
 
 __all__ = [
     "LINE_CODES",
@@ -131,5 +140,32 @@ def reconcile(
     largest of its exceptions'.
     """
     tol = coerce(tolerances)
-    plan = build(po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions)
-    return wrap(plan.lines, plan.invoices, plan.exceptions, plan.received_from, tol)
+    inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
+    # Check the inputs now (a wrong call fails here, not at collect time); run later.
+    for name, frame in inputs.items():
+        if frame is not None:
+            check_input(frame, name)
+    factor_table(conversions)
+
+    def run(engine: Engine) -> Plan:
+        return build(
+            po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions, engine=engine
+        )
+
+    def empty() -> Plan:
+        def head(frame: Frame | None) -> Frame | None:
+            return None if frame is None else frame.lazy().head(0)
+
+        return build(
+            head(po),  # type: ignore[arg-type]
+            head(asn),  # type: ignore[arg-type]
+            head(invoice),  # type: ignore[arg-type]
+            receipts=head(receipts),
+            tol=tol,
+            conversions=conversions,
+            engine="in-memory",
+        )
+
+    return Reconciliation._from_job(
+        _Job(run), empty, "receipts" if receipts is not None else "asn", tol
+    )

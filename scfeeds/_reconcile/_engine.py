@@ -22,14 +22,16 @@ small u64 join before the sums, so duplicates never reach them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import polars as pl
 
 from scfeeds._reconcile._invoices import mark_duplicates
-from scfeeds._reconcile._tolerances import CMP, Tolerances, beyond
-from scfeeds._reconcile._uom import WIDE, factor_table, normalize_uom
+from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round, raw4
+from scfeeds._reconcile._tolerances import Tolerances, beyond
+from scfeeds._reconcile._uom import factor_table, normalize_uom
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import COLUMNS, TableName
 
@@ -103,6 +105,21 @@ QTY_COL: Final[dict[TableName, str]] = {
 
 
 Frame = pl.DataFrame | pl.LazyFrame
+Engine = Literal["auto", "in-memory", "streaming"]
+
+
+_TABLE_OF: Final[dict[str, TableName]] = {
+    "po": "po_lines",
+    "asn": "asn_lines",
+    "invoice": "invoice_lines",
+    "receipts": "receipts",
+}
+
+
+def check_input(frame: Frame, arg: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``frame`` is a polars frame with the columns
+    the match needs (reads the schema only)."""
+    _prep(frame, _TABLE_OF[arg], arg)
 
 
 def _prep(frame: Frame, table: TableName, arg: str) -> pl.LazyFrame:
@@ -147,12 +164,13 @@ def _norm_line(expr: pl.Expr) -> pl.Expr:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The lazy outputs of one reconcile call."""
+    """The outputs of one reconcile run (in memory) and the seconds each stage took."""
 
-    lines: pl.LazyFrame
-    invoices: pl.LazyFrame
-    exceptions: pl.LazyFrame
+    lines: pl.DataFrame
+    invoices: pl.DataFrame
+    exceptions: pl.DataFrame
     received_from: Literal["receipts", "asn"]
+    stages: dict[str, float]
 
 
 def build(
@@ -163,21 +181,45 @@ def build(
     receipts: Frame | None,
     tol: Tolerances,
     conversions: Frame | None,
+    engine: Engine = "auto",
 ) -> Plan:
-    """Build the lazy plan (nothing is computed here)."""
+    """Run the match in stages; each stage is one lazy plan collected once with ``engine``.
+
+    Materialising between stages keeps every shared intermediate (PO lines, invoice documents,
+    the converted long frame, the per-line sums) computed exactly once, whatever the
+    optimiser makes of a plan that references them several times, and lets each stage free
+    what it no longer needs.
+    """
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def tick(stage: str) -> None:
+        now = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+        clock[0] = now
+
+    def mat(lf: pl.LazyFrame, stage: str) -> pl.LazyFrame:
+        out = lf.collect(engine=engine).lazy()
+        tick(stage)
+        return out
+
     po_lf = _prep(po, "po_lines", "po")
     asn_lf = _prep(asn, "asn_lines", "asn")
     inv_lf = _prep(invoice, "invoice_lines", "invoice")
     rec_lf = _prep(receipts, "receipts", "receipts") if receipts is not None else None
     factors = factor_table(conversions).lazy()
     tol_frame = tol.frame()
-    inv_has_source = "source" in inv_lf.collect_schema().names()
+    inv_names = inv_lf.collect_schema().names()
+    inv_has_source = "source" in inv_names
 
     # -- PO lines: first occurrence of each key wins; `_po` is the dense line id.
-    po_lf = po_lf.unique(subset=list(KEY), keep="first", maintain_order=True).with_row_index("_po")
-    po_attr = po_lf.select(
-        "_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), pl.col("unit_price")
+    po_lf = mat(
+        po_lf.unique(subset=list(KEY), keep="first", maintain_order=True)
+        .with_row_index("_po")
+        .with_columns(_o=raw4(pl.col("qty_ordered")).fill_null(0), _p=raw4(pl.col("unit_price"))),
+        "po lines",
     )
+    po_attr = po_lf.select("_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), "_p")
     by_line = po_lf.select(
         "supplier_id",
         "po_number",
@@ -185,6 +227,7 @@ def build(
         pl.col("line_number").alias("_mk"),
         "_po",
     )
+    # Fallback key: (supplier, PO, item) -> the lowest line of that item.
     by_item = (
         po_lf.filter(pl.col("item_id").is_not_null())
         .group_by("supplier_id", "po_number", "item_id")
@@ -197,27 +240,31 @@ def build(
             "_po",
         )
     )
-    lookup = pl.concat([by_line, by_item]).join(po_attr, on="_po")
+    lookup = mat(pl.concat([by_line, by_item]).join(po_attr, on="_po"), "lookup")
 
-    # -- Invoice documents and their duplicate status.
-    doc_cols = ["supplier_id", "invoice_number"]
-    doc_cols += [c for c in ("source",) if inv_has_source]
+    # -- Invoice documents and their duplicate status (one row per invoice: small).
+    doc_cols = ["supplier_id", "invoice_number", *(["source"] if inv_has_source else [])]
     amount = pl.coalesce(
-        pl.col("line_amount"), pl.col("qty_invoiced").cast(CMP) * pl.col("unit_price").cast(CMP)
-    ).cast(OUT)
+        raw4(pl.col("line_amount")),
+        div_round(raw4(pl.col("qty_invoiced")).cast(pl.Int128) * raw4(pl.col("unit_price")), RAW4),
+    ).cast(pl.Int64)
+    # A 64-bit hash of the document key stands in for the key in joins and counts.
     inv_lf = inv_lf.with_columns(_docid=pl.struct(doc_cols).hash(), _amt=amount)
     docs = inv_lf.group_by("_docid").agg(
         *(pl.col(c).first() for c in doc_cols),
         pl.col("invoice_date").min(),
         pl.col("po_number").first(),
-        *(pl.col(c).first() for c in ("currency",) if c in inv_lf.collect_schema().names()),
+        *(pl.col(c).first() for c in ("currency",) if c in inv_names),
         total_amount=pl.col("_amt").sum(),
         n_lines=pl.len(),
         _first=pl.col("_row").min(),
     )
     order = ["invoice_date", *(["source"] if inv_has_source else []), "_first"]
-    docs = docs.sort(order, nulls_last=True).with_row_index("_ord").rename({"_docid": "_doc"})
-    docs = mark_duplicates(docs, tol, tol_frame)
+    docs = mat(
+        docs.sort(order, nulls_last=True).with_row_index("_ord").rename({"_docid": "_doc"}),
+        "invoice documents",
+    )
+    docs = mat(mark_duplicates(docs, tol, tol_frame, engine), "duplicates")
     excl = docs.filter(pl.col("_dup") | pl.col("_suspect")).select(
         pl.col("_doc").alias("_docid"),
         pl.when(pl.col("_dup"))
@@ -226,7 +273,7 @@ def build(
         .alias("_excl"),
     )
 
-    # -- The long frame: every document line, narrow.
+    # -- The long frame: every document line, narrow; one join finds its PO line.
     def narrow(lf: pl.LazyFrame, kind: int, qty: str, docid: pl.Expr, amt: pl.Expr) -> pl.LazyFrame:
         return lf.select(
             pl.lit(kind, pl.UInt8).alias("_kind"),
@@ -240,11 +287,11 @@ def build(
             .alias("_mt"),
             pl.coalesce("line_number", "item_id").alias("_mk"),
             "uom",
-            pl.col(qty).alias("_qty"),
+            raw4(pl.col(qty)).alias("_qty"),
             amt.alias("_amt"),
         )
 
-    no_amt = pl.lit(None, OUT)
+    no_amt = pl.lit(None, pl.Int64)
     parts = [
         narrow(
             asn_lf, ASN, "qty_shipped", pl.struct("supplier_id", "shipment_id").hash(), no_amt
@@ -264,12 +311,22 @@ def build(
     long = pl.concat(parts, how="vertical").join(
         lookup, on=["supplier_id", "po_number", "_mt", "_mk"], how="left"
     )
-    matched = long.filter(pl.col("_po").is_not_null())
-    unmatched = long.filter(pl.col("_po").is_null())
+    matched_df, unmatched_df = pl.collect_all(
+        [
+            long.filter(pl.col("_po").is_not_null()).drop("supplier_id", "po_number", "_mt", "_mk"),
+            long.filter(pl.col("_po").is_null()).select(
+                "_kind", "_row", "_docid", "_amt", "supplier_id", "po_number"
+            ),
+        ],
+        engine=engine,
+    )
+    tick("match")
+    matched, unmatched = matched_df.lazy(), unmatched_df.lazy()
+    del long, lookup, matched_df, unmatched_df
 
     # -- Units: only rows whose unit differs from the PO unit need a factor.
     same = pl.col("uom").is_null() | pl.col("_pu").is_null() | (pl.col("uom") == pl.col("_pu"))
-    conv_same = matched.filter(same).with_columns(_q=pl.col("_qty").cast(WIDE))
+    conv_same = matched.filter(same).with_columns(_q=pl.col("_qty") * (RAW8 // RAW4))
     specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
     generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
     conv_diff = (
@@ -277,22 +334,29 @@ def build(
         .join(specific, left_on=["_pi", "uom", "_pu"], right_on=["_pi", "_from", "_to"], how="left")
         .join(generic, left_on=["uom", "_pu"], right_on=["_from", "_to"], how="left", suffix="_g")
         .with_columns(
-            _q=pl.col("_qty").cast(WIDE)
-            * pl.coalesce("_num", "_num_g")
-            / pl.coalesce("_den", "_den_g")
+            _q=div_round(
+                pl.col("_qty").cast(pl.Int128) * (RAW8 // RAW4) * pl.coalesce("_num", "_num_g"),
+                pl.coalesce("_den", "_den_g").cast(pl.Int128),
+            ).cast(pl.Int64)
         )
         .drop("_num", "_den", "_num_g", "_den_g")
     )
-    conv = pl.concat([conv_same, conv_diff], how="vertical").with_columns(
-        _bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null(),
-        _exp=pl.col("_q") * pl.col("unit_price").cast(WIDE),
+    cols = ["_kind", "_row", "_docid", "_excl", "_po", "_qty", "_q", "_amt", "_p"]
+    conv = mat(
+        pl.concat([conv_same.select(cols), conv_diff.select(cols)], how="vertical").with_columns(
+            _bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null(),
+            # expected amount of the line at the PO price, 1e-12 currency (Int128)
+            _e=pl.col("_q").cast(pl.Int128) * pl.col("_p"),
+        ),
+        "units",
     )
+    del matched
 
-    # -- One group-by for every per-line figure.
+    # -- One group-by on the integer line id for every per-line figure.
     k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
     is_asn, is_rec, is_inv = k == ASN, k == RECEIPT, (k == INVOICE) & ok
     # An invoice line billed at another price than the PO's: the evidence for PRICE_VARIANCE.
-    deviates = is_inv & ~bad & (pl.col("_amt").cast(WIDE) != pl.col("_exp").round(4))
+    deviates = is_inv & ~bad & (pl.col("_amt") != div_round(pl.col("_e"), RAW8))
 
     def masked(cond: pl.Expr, col: str) -> pl.Expr:
         return pl.when(cond).then(pl.col(col))
@@ -302,7 +366,6 @@ def build(
         _received=masked(is_rec, "_q").sum(),
         _invoiced=masked(is_inv, "_q").sum(),
         _billed=masked(is_inv & ~bad, "_amt").sum(),
-        _expected=masked(is_inv, "_exp").sum(),
         _asn_bad=masked(is_asn & bad, "_row").min(),
         _rec_bad=masked(is_rec & bad, "_row").min(),
         _inv_bad=masked(is_inv & bad, "_row").min(),
@@ -315,72 +378,65 @@ def build(
         _n_dup=masked((k == INVOICE) & (pl.col("_excl") == 1), "_docid").drop_nulls().n_unique(),
         _n_sus=masked((k == INVOICE) & (pl.col("_excl") == 2), "_docid").drop_nulls().n_unique(),
     )
-    lines = _lines(po_lf, sums, tol, tol_frame, receipts_given=rec_lf is not None)
+    sums = mat(sums, "sums")
+    lines = mat(_lines(po_lf, sums, tol, tol_frame, receipts_given=rec_lf is not None), "lines")
     received_from: Literal["receipts", "asn"] = "receipts" if rec_lf is not None else "asn"
 
-    # -- Document-level exceptions: no PO line, supplier mismatch.
+    # -- Document lines without a PO line: no PO reference, or the PO is another supplier's.
     po_hdr = po_lf.select("supplier_id", "po_number").unique()
     po_any = po_lf.select("po_number").unique().with_columns(_any=pl.lit(True))
-    unmatched = (
-        unmatched.select("_kind", "_row", "_docid", "_amt", "supplier_id", "po_number")
-        .join(po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left")
+    unmatched = mat(
+        unmatched.join(
+            po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left"
+        )
         .join(po_any, on="po_number", how="left")
         .with_columns(
-            # The PO number exists, but only under other suppliers.
             pl.when(pl.col("_same").is_null() & pl.col("_any").fill_null(False))
             .then(pl.lit("SUPPLIER_MISMATCH"))
             .otherwise(pl.lit("NO_PO_REFERENCE"))
             .alias("code"),
-        )
+        ),
+        "unmatched",
     )
     doc_exc = unmatched.select(
         "code",
         pl.col("_kind").replace_strict(LEVEL, return_dtype=pl.String).alias("level"),
         *(pl.lit(None, EXC_SCHEMA[c]).alias(c) for c in list(EXC_SCHEMA)[2:10]),
-        pl.lit(None, OUT).alias("variance_qty"),
+        pl.lit(None, pl.Int64).alias("variance_qty"),
         pl.col("_amt").alias("variance_amount"),
         pl.col("_amt").abs().alias("amount_at_risk"),
-        pl.lit(None, CMP).alias("tolerance_pct"),
-        pl.lit(None, CMP).alias("tolerance_abs"),
+        pl.lit(None, pl.Int64).alias("tolerance_pct"),
+        pl.lit(None, pl.Int64).alias("tolerance_abs"),
         pl.col("_kind").alias("_ev_kind"),
         pl.col("_row").alias("_ev_row"),
     )
 
-    invoices = _invoices(docs, conv, unmatched, tol, tol_frame)
+    invoices = mat(_invoices(docs, conv, unmatched, tol, tol_frame), "invoices")
+    del conv
     exceptions = _attach_evidence(
         pl.concat(
             [_line_exceptions(lines), _invoice_exceptions(invoices), doc_exc], how="vertical"
         ),
         {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})},
     )
-    return Plan(lines=lines, invoices=invoices, exceptions=exceptions, received_from=received_from)
+    exc_df = exceptions.collect(engine=engine)
+    tick("exceptions")
+    return Plan(
+        lines=_public(lines.collect()),
+        invoices=_public(invoices.collect()),
+        exceptions=exc_df,
+        received_from=received_from,
+        stages=timings,
+    )
+
+
+def _public(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(c for c in df.columns if not c.startswith("_"))
 
 
 def _first_of(cases: list[tuple[pl.Expr, pl.Expr]], otherwise: pl.Expr) -> pl.Expr:
     """The value of the first case whose condition holds (a typed when/then chain)."""
     return pl.coalesce([pl.when(cond).then(value) for cond, value in cases] + [otherwise])
-
-
-def _attach_evidence(exc: pl.LazyFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
-    """Fill keys, document numbers, source and position of exception rows from the input row
-    (``_ev_kind``, ``_ev_row``) that evidences them; columns already set are kept."""
-    fill = list(EXC_SCHEMA)[2:10]
-    for kind, src in inputs.items():
-        names = src.collect_schema().names()
-        ev = src.select(
-            pl.lit(kind, pl.UInt8).alias("_ev_kind"),
-            pl.col("_row").cast(pl.UInt32).alias("_ev_row"),
-            *(
-                (pl.col(c) if c in names else pl.lit(None, pl.String)).alias(f"_e_{c}")
-                for c in fill
-            ),
-        )
-        exc = (
-            exc.join(ev, on=["_ev_kind", "_ev_row"], how="left")
-            .with_columns(pl.coalesce(c, f"_e_{c}").alias(c) for c in fill)
-            .drop(f"_e_{c}" for c in fill)
-        )
-    return exc.select(list(EXC_SCHEMA))
 
 
 EXC_SCHEMA: Final = pl.Schema(
@@ -398,10 +454,41 @@ EXC_SCHEMA: Final = pl.Schema(
         "variance_qty": OUT,
         "variance_amount": OUT,
         "amount_at_risk": OUT,
-        "tolerance_pct": CMP,
-        "tolerance_abs": CMP,
+        "tolerance_pct": OUT,
+        "tolerance_abs": OUT,
     }
 )
+_RAW_EXC: Final = (
+    "variance_qty",
+    "variance_amount",
+    "amount_at_risk",
+    "tolerance_pct",
+    "tolerance_abs",
+)
+
+
+def _attach_evidence(exc: pl.LazyFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
+    """Fill keys, document numbers, source and position of exception rows from the input row
+    (``_ev_kind``, ``_ev_row``) that evidences them; columns already set are kept. Integer
+    figures become decimals here."""
+    fill = list(EXC_SCHEMA)[2:10]
+    for kind, src in inputs.items():
+        names = src.collect_schema().names()
+        ev = src.select(
+            pl.lit(kind, pl.UInt8).alias("_ev_kind"),
+            pl.col("_row").cast(pl.UInt32).alias("_ev_row"),
+            *(
+                (pl.col(c) if c in names else pl.lit(None, pl.String)).alias(f"_e_{c}")
+                for c in fill
+            ),
+        )
+        exc = (
+            exc.join(ev, on=["_ev_kind", "_ev_row"], how="left")
+            .with_columns(pl.coalesce(c, f"_e_{c}").alias(c) for c in fill)
+            .drop(f"_e_{c}" for c in fill)
+        )
+    return exc.with_columns(dec4(pl.col(c)).alias(c) for c in _RAW_EXC).select(list(EXC_SCHEMA))
+
 
 _CHECK_OF: Final = {
     "SHORT_SHIPPED": "short_ship",
@@ -420,29 +507,30 @@ def _lines(
     *,
     receipts_given: bool,
 ) -> pl.LazyFrame:
-    zero = pl.lit(0, OUT)
+    """One row per PO line; every figure is an Int64 count of 1e-4 until the final select."""
 
     def total(col: str) -> pl.Expr:
-        return pl.col(col).round(4).cast(OUT).fill_null(zero)
+        return div_round(pl.col(col), RAW8 // RAW4).cast(pl.Int64).fill_null(0)
 
     lf = po_lf.join(sums, on="_po", how="left")
     if tol_frame is not None:
         lf = lf.join(tol_frame, on="supplier_id", how="left")
     counts = ("n_shipments", "n_receipts", "n_invoices", "_n_dup", "_n_sus")
     lf = lf.with_columns(
-        qty_ordered=pl.col("qty_ordered").cast(OUT).fill_null(zero),
-        qty_shipped=total("_shipped"),
-        qty_received=total("_received" if receipts_given else "_shipped"),
-        qty_invoiced=total("_invoiced"),
-        invoiced_amount=total("_billed"),
-        _expected=total("_expected"),
+        _s=total("_shipped"),
+        _r=total("_received" if receipts_given else "_shipped"),
+        _i=total("_invoiced"),
+        _b=pl.col("_billed").fill_null(0),
+        # I x PO price from the unrounded invoiced quantity (1e-8 x 1e-4 -> 1e-4)
+        _e=div_round(pl.col("_invoiced").fill_null(0).cast(pl.Int128) * pl.col("_p"), RAW8).cast(
+            pl.Int64
+        ),
         _r_bad=pl.col("_rec_bad" if receipts_given else "_asn_bad").is_not_null(),
         _i_bad=pl.col("_inv_bad").is_not_null(),
-        received_from=pl.lit("receipts" if receipts_given else "asn"),
         **{c: pl.col(c).fill_null(0) for c in counts},
     )
-    o, r, i = pl.col("qty_ordered"), pl.col("qty_received"), pl.col("qty_invoiced")
-    billed, expected = pl.col("invoiced_amount"), pl.col("_expected")
+    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
+    billed, expected = pl.col("_b"), pl.col("_e")
     r_ok, i_ok = ~pl.col("_r_bad"), ~pl.col("_i_bad")
     price_var = billed - expected
 
@@ -460,7 +548,7 @@ def _lines(
         "OVER_ORDERED": i_ok & beyond(i - o, o, *lim("over_order")),
         "PRICE_VARIANCE": i_ok
         & (i > 0)
-        & pl.col("unit_price").is_not_null()
+        & pl.col("_p").is_not_null()
         & beyond(price_var.abs(), expected.abs(), *lim("price")),
         "NOT_SHIPPED": r_ok & (o > 0) & (r == 0),
         "SHORT_SHIPPED": r_ok & (r > 0) & beyond(o - r, o, *lim("short_ship")),
@@ -478,7 +566,7 @@ def _lines(
         + [(varies, pl.lit("MATCHED_WITHIN_TOLERANCE"))],
         pl.lit("MATCHED"),
     )
-    p = pl.col("unit_price").cast(CMP)
+    p = pl.col("_p")
     at_risk = pl.max_horizontal(
         *(
             pl.when(pl.col(f"_f_{c}")).then(_at_risk(c, o, r, i, billed, expected, p))
@@ -486,17 +574,11 @@ def _lines(
         )
     )
     return lf.with_columns(
-        invoice_unit_price=pl.when(i > 0).then(
-            (billed.cast(WIDE) / i.cast(WIDE)).round(4).cast(OUT)
-        ),
-        ship_variance=r - o,
-        bill_variance=i - r,
-        order_variance=i - o,
-        price_variance=price_var.cast(OUT),
+        _iup=pl.when(i > 0).then(div_round(billed.cast(pl.Int128) * RAW4, i).cast(pl.Int64)),
         status=status,
         flags=flags,
         # Money exposed on the line: the largest at-risk amount of its line exceptions.
-        amount_at_risk=at_risk.cast(OUT).fill_null(zero),
+        _risk=at_risk.cast(pl.Int64).fill_null(0),
         **{f"_tp_{c}": lim(check)[0] for c, check in _CHECK_OF.items()},
         **{f"_ta_{c}": lim(check)[1] for c, check in _CHECK_OF.items()},
     ).select(
@@ -505,25 +587,30 @@ def _lines(
         "line_number",
         "item_id",
         "uom",
-        "qty_ordered",
-        "qty_shipped",
-        "qty_received",
-        "qty_invoiced",
-        "received_from",
+        dec4(o).alias("qty_ordered"),
+        dec4(pl.col("_s")).alias("qty_shipped"),
+        dec4(r).alias("qty_received"),
+        dec4(i).alias("qty_invoiced"),
+        pl.lit("receipts" if receipts_given else "asn").alias("received_from"),
         "unit_price",
-        "invoice_unit_price",
-        "invoiced_amount",
-        "ship_variance",
-        "bill_variance",
-        "order_variance",
-        "price_variance",
-        "amount_at_risk",
+        dec4(pl.col("_iup")).alias("invoice_unit_price"),
+        dec4(billed).alias("invoiced_amount"),
+        dec4(r - o).alias("ship_variance"),
+        dec4(i - r).alias("bill_variance"),
+        dec4(i - o).alias("order_variance"),
+        dec4(price_var).alias("price_variance"),
+        dec4(pl.col("_risk")).alias("amount_at_risk"),
         "n_shipments",
         "n_receipts",
         "n_invoices",
         "status",
         "flags",
-        "_expected",
+        "_o",
+        "_r",
+        "_i",
+        "_b",
+        "_e",
+        "_p",
         "_asn_bad",
         "_rec_bad",
         "_inv_bad",
@@ -545,41 +632,40 @@ def _variance(code: str, o: pl.Expr, r: pl.Expr, i: pl.Expr) -> pl.Expr:
         "OVER_INVOICED": i - r,
         "OVER_ORDERED": i - o,
         "NOT_INVOICED": i - r,
-        "PRICE_VARIANCE": pl.lit(None, OUT),
-        "UOM_MISMATCH": pl.lit(None, OUT),
+        "PRICE_VARIANCE": pl.lit(None, pl.Int64),
+        "UOM_MISMATCH": pl.lit(None, pl.Int64),
     }[code]
 
 
 def _at_risk(
     code: str, o: pl.Expr, r: pl.Expr, i: pl.Expr, billed: pl.Expr, expected: pl.Expr, p: pl.Expr
 ) -> pl.Expr:
-    """Money at stake for a line exception (>= 0): what AP could pay for nothing, or the value
-    of goods short / over / unbilled at the PO price."""
+    """Money at stake for a line exception (>= 0, count of 1e-4): what AP could pay for
+    nothing, or the value of goods short / over / unbilled at the PO price."""
     if code == "PRICE_VARIANCE":
-        return (billed - expected).abs().cast(CMP)
+        return (billed - expected).abs()
     if code == "INVOICED_NOT_RECEIVED":
-        return billed.cast(CMP)
+        return billed.abs()
     if code == "UOM_MISMATCH":
         # What the unconvertible invoice lines bill (nothing when only an ASN/receipt is off).
-        return pl.col("_bad_amt").fill_null(0).abs().cast(CMP)
-    return _variance(code, o, r, i).abs().cast(CMP) * p
+        return pl.col("_bad_amt").fill_null(0).abs()
+    return div_round(_variance(code, o, r, i).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64)
 
 
 def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
-    o, r, i = pl.col("qty_ordered"), pl.col("qty_received"), pl.col("qty_invoiced")
-    billed, expected = pl.col("invoiced_amount"), pl.col("_expected")
-    p = pl.col("unit_price").cast(CMP)
+    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
+    billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
     code = pl.col("code")
 
-    def by_code(values: dict[str, pl.Expr], dtype: pl.DataType) -> pl.Expr:
+    def by_code(values: dict[str, pl.Expr]) -> pl.Expr:
         return _first_of(
-            [(code == c, x.cast(dtype)) for c, x in values.items()], pl.lit(None, dtype)
+            [(code == c, x.cast(pl.Int64)) for c, x in values.items()], pl.lit(None, pl.Int64)
         )
 
-    var_amt = {c: _variance(c, o, r, i).cast(CMP) * p for c in LINE_CODES}
-    var_amt["PRICE_VARIANCE"] = (billed - expected).cast(CMP)
-    var_amt["INVOICED_NOT_RECEIVED"] = billed.cast(CMP)
-    var_amt["UOM_MISMATCH"] = pl.col("_bad_amt").cast(CMP)
+    signed = {c: div_round(_variance(c, o, r, i).cast(pl.Int128) * p, RAW4) for c in LINE_CODES}
+    signed["PRICE_VARIANCE"] = billed - expected
+    signed["INVOICED_NOT_RECEIVED"] = billed
+    signed["UOM_MISMATCH"] = pl.col("_bad_amt")
     is_uom = code == "UOM_MISMATCH"
     ev_kind = _first_of(
         [
@@ -598,7 +684,8 @@ def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
         pl.lit(None, pl.UInt32),
     )
     return (
-        lines.with_columns(
+        lines.filter(pl.col("flags").list.len() > 0)
+        .with_columns(
             code=pl.col("flags").list.set_intersection(pl.lit(list(LINE_CODES), pl.List(pl.String)))
         )
         .explode("code")
@@ -612,13 +699,13 @@ def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
             "item_id",
             *(pl.lit(None, pl.String).alias(c) for c in ("invoice_number", "shipment_id")),
             *(pl.lit(None, pl.String).alias(c) for c in ("source", "position")),
-            by_code({c: _variance(c, o, r, i) for c in LINE_CODES}, OUT).alias("variance_qty"),
-            by_code(var_amt, OUT).alias("variance_amount"),
-            by_code({c: _at_risk(c, o, r, i, billed, expected, p) for c in LINE_CODES}, OUT).alias(
+            by_code({c: _variance(c, o, r, i) for c in LINE_CODES}).alias("variance_qty"),
+            by_code(signed).alias("variance_amount"),
+            by_code({c: _at_risk(c, o, r, i, billed, expected, p) for c in LINE_CODES}).alias(
                 "amount_at_risk"
             ),
-            by_code({c: pl.col(f"_tp_{c}") for c in _CHECK_OF}, CMP).alias("tolerance_pct"),
-            by_code({c: pl.col(f"_ta_{c}") for c in _CHECK_OF}, CMP).alias("tolerance_abs"),
+            by_code({c: pl.col(f"_tp_{c}") for c in _CHECK_OF}).alias("tolerance_pct"),
+            by_code({c: pl.col(f"_ta_{c}") for c in _CHECK_OF}).alias("tolerance_abs"),
             ev_kind.alias("_ev_kind"),
             ev_row.cast(pl.UInt32).alias("_ev_row"),
         )
@@ -632,11 +719,15 @@ def _invoices(
     tol: Tolerances,
     tol_frame: pl.LazyFrame | None,
 ) -> pl.LazyFrame:
-    inv = conv.filter(pl.col("_kind") == INVOICE)
-    per_doc = inv.group_by("_docid").agg(
-        _matched_amount=pl.col("_amt").filter(~pl.col("_bad")).sum(),
-        expected_amount=pl.col("_exp").sum(),
-        _n_bad=pl.col("_bad").sum(),
+    per_doc = (
+        conv.filter(pl.col("_kind") == INVOICE)
+        .group_by("_docid")
+        .agg(
+            _matched=pl.col("_amt").filter(~pl.col("_bad")).sum(),
+            _expected=pl.col("_e").sum(),
+            _n_bad=pl.col("_bad").sum(),
+        )
+        .with_columns(_expected=div_round(pl.col("_expected"), RAW8).cast(pl.Int64))
     )
     per_doc_un = (
         unmatched.filter(pl.col("_kind") == INVOICE)
@@ -649,17 +740,14 @@ def _invoices(
     lf = (
         docs.join(per_doc.rename({"_docid": "_doc"}), on="_doc", how="left")
         .join(per_doc_un.rename({"_docid": "_doc"}), on="_doc", how="left")
-        .with_columns(
-            pl.col("_n_bad", "_n_unmatched", "_n_mismatch").fill_null(0),
-            expected_amount=pl.col("expected_amount").round(4).cast(OUT),
-        )
+        .with_columns(pl.col("_n_bad", "_n_unmatched", "_n_mismatch").fill_null(0))
     )
     if tol_frame is not None:
         lf = lf.join(tol_frame, on="supplier_id", how="left")
-    amount_variance = (pl.col("_matched_amount") - pl.col("expected_amount")).cast(OUT)
+    variance = pl.col("_matched") - pl.col("_expected")
     price_off = beyond(
-        amount_variance.abs(),
-        pl.col("expected_amount").abs(),
+        variance.abs(),
+        pl.col("_expected").abs(),
         tol.expr("price_pct"),
         tol.expr("price_abs"),
     )
@@ -672,13 +760,13 @@ def _invoices(
         "PRICE_VARIANCE": price_off,
     }
     lf = lf.with_columns(
-        amount_variance=amount_variance,
+        _var=variance,
         **{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()},
     )
     order = [c for c in PRECEDENCE if c in flag_exprs]
     status = _first_of(
         [(pl.col(f"_f_{c}"), pl.lit(c)) for c in order]
-        + [(pl.col("amount_variance").fill_null(0) != 0, pl.lit("MATCHED_WITHIN_TOLERANCE"))],
+        + [(pl.col("_var").fill_null(0) != 0, pl.lit("MATCHED_WITHIN_TOLERANCE"))],
         pl.lit("MATCHED"),
     )
     cols = lf.collect_schema().names()
@@ -690,16 +778,17 @@ def _invoices(
         *(c for c in ("source", "currency") if c in cols),
         "po_number",
         "n_lines",
-        "total_amount",
-        "expected_amount",
-        "amount_variance",
+        dec4(pl.col("total_amount")).alias("total_amount"),
+        dec4(pl.col("_expected")).alias("expected_amount"),
+        dec4(pl.col("_var")).alias("amount_variance"),
         "duplicate_of",
         "suspect_of",
         pl.concat_list([pl.when(pl.col(f"_f_{c}")).then(pl.lit(c)) for c in order])
         .list.drop_nulls()
         .alias("flags"),
         status.alias("status"),
-        pl.col("_suspect_var").cast(OUT).alias("_suspect_var"),
+        pl.col("total_amount").alias("_total"),
+        "_suspect_var",
         pl.col("_dup").alias("_is_dup"),
         pl.col("_suspect").alias("_is_suspect"),
         tol.expr("duplicate_amount_pct").alias("_tdp"),
@@ -726,14 +815,14 @@ def _invoice_exceptions(invoices: pl.LazyFrame) -> pl.LazyFrame:
         pl.lit(None, pl.String).alias("shipment_id"),
         src.alias("source"),
         pl.lit(None, pl.String).alias("position"),
-        pl.lit(None, OUT).alias("variance_qty"),
+        pl.lit(None, pl.Int64).alias("variance_qty"),
         pl.when(dup)
-        .then(pl.lit(0, OUT))
+        .then(pl.lit(0, pl.Int64))
         .otherwise(pl.col("_suspect_var"))
         .alias("variance_amount"),
-        pl.col("total_amount").abs().cast(OUT).alias("amount_at_risk"),
-        pl.when(dup).then(pl.lit(None, CMP)).otherwise(pl.col("_tdp")).alias("tolerance_pct"),
-        pl.when(dup).then(pl.lit(None, CMP)).otherwise(pl.col("_tda")).alias("tolerance_abs"),
+        pl.col("_total").abs().alias("amount_at_risk"),
+        pl.when(dup).then(pl.lit(None, pl.Int64)).otherwise(pl.col("_tdp")).alias("tolerance_pct"),
+        pl.when(dup).then(pl.lit(None, pl.Int64)).otherwise(pl.col("_tda")).alias("tolerance_abs"),
         pl.lit(None, pl.UInt8).alias("_ev_kind"),
         pl.lit(None, pl.UInt32).alias("_ev_row"),
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import polars as pl
 
-from scfeeds._reconcile._tolerances import CMP, Tolerances, beyond
+from scfeeds._reconcile._tolerances import Tolerances, beyond
 
 
 def normalize_invoice_number(expr: pl.Expr) -> pl.Expr:
@@ -31,14 +32,18 @@ def normalize_invoice_number_py(number: str) -> str:
 
 
 def mark_duplicates(
-    docs: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
+    docs: pl.LazyFrame,
+    tol: Tolerances,
+    tol_frame: pl.LazyFrame | None,
+    engine: Literal["auto", "in-memory", "streaming"] = "auto",
 ) -> pl.LazyFrame:
     """Add duplicate columns to one-row-per-invoice ``docs``.
 
     ``docs`` needs ``_doc`` (unique id), ``supplier_id``, ``invoice_number``, ``invoice_date``,
-    ``total_amount`` and ``_ord`` (the "first seen" order: invoice_date, then source, then
-    input position). Adds ``invoice_number_normalized``, ``duplicate_of`` (the original's
-    number, exact duplicates), ``suspect_of`` (the earlier invoice's number, suspects),
+    ``total_amount`` (integer count of 1e-4) and ``_ord`` (the "first seen" order:
+    invoice_date, then source, then input position). Adds ``invoice_number_normalized``,
+    ``duplicate_of`` (the original's number, exact duplicates), ``suspect_of`` (the
+    earlier invoice's number, suspects),
     ``_dup`` and ``_suspect`` (booleans).
 
     Suspects are found among originals (first of each normalised number) without comparing
@@ -61,49 +66,58 @@ def mark_duplicates(
         duplicate_of=pl.when(pl.col("_rank") > 1).then(pl.col("duplicate_of")),
     ).drop("_rank")
 
-    orig = docs.filter(~pl.col("_dup")).select(
-        "_doc",
-        "supplier_id",
-        "_ord",
-        "invoice_number",
-        "invoice_date",
-        "total_amount",
-        pl.col("invoice_number_normalized").alias("_n"),
-    )
-    dels = (
-        orig.select("_doc", "supplier_id", "_n")
-        .filter(pl.col("_n").str.len_chars() > 0)
-        .with_columns(_pos=pl.int_ranges(0, pl.col("_n").str.len_chars()))
+    # One keys frame: every original number with position -1, plus each one-character
+    # deletion with its position. A single self-join on (supplier, key) finds both kinds of
+    # distance-1 pairs.
+    n = pl.col("invoice_number_normalized")
+    pos = pl.col("_pos")
+    keys = (
+        docs.filter(~pl.col("_dup"))
+        .select(
+            "_doc",
+            "supplier_id",
+            "_ord",
+            "invoice_number",
+            "invoice_date",
+            "total_amount",
+            n.str.len_chars().cast(pl.Int32).alias("_len"),
+            pl.int_ranges(-1, n.str.len_chars(), dtype=pl.Int32).alias("_pos"),
+            n.alias("_n"),
+        )
         .explode("_pos")
         .with_columns(
-            _k=pl.concat_str(
-                pl.col("_n").str.slice(0, pl.col("_pos")),
-                pl.col("_n").str.slice(pl.col("_pos") + 1),
+            _k=pl.when(pos < 0)
+            .then(pl.col("_n"))
+            .otherwise(
+                pl.concat_str(pl.col("_n").str.slice(0, pos), pl.col("_n").str.slice(pos + 1))
             )
         )
-        .select("_doc", "supplier_id", "_pos", "_k", pl.col("_n").str.len_chars().alias("_len"))
+        .drop("_n")
     )
-    # Substitution: same length, same deleted position, same remainder.
-    subst = (
-        dels.join(dels, on=["supplier_id", "_pos", "_k"], suffix="_b")
-        .filter((pl.col("_doc") != pl.col("_doc_b")) & (pl.col("_len") == pl.col("_len_b")))
-        .select(pl.col("_doc").alias("_a"), pl.col("_doc_b").alias("_b"))
+    keys = keys.collect(engine=engine).lazy()
+    dels, origs = keys.filter(pl.col("_pos") >= 0), keys.filter(pl.col("_pos") < 0)
+    # Substitution: same deleted position, same remainder (hence same length).
+    subst = dels.join(dels, on=["supplier_id", "_pos", "_k"], suffix="_b").filter(
+        pl.col("_doc") != pl.col("_doc_b")
     )
     # Insertion / deletion: the longer with one character deleted is the shorter.
-    indel = dels.join(
-        orig.select(pl.col("_doc").alias("_b"), "supplier_id", pl.col("_n").alias("_k")),
-        on=["supplier_id", "_k"],
-    ).select(pl.col("_doc").alias("_a"), "_b")
-    pairs = pl.concat([subst, indel]).unique()
+    indel = dels.join(origs.drop("_pos"), on=["supplier_id", "_k"], suffix="_b")
+    pairs = pl.concat([subst, indel], how="diagonal")
+    later = pl.col("_ord") > pl.col("_ord_b")
 
-    side = orig.select("_doc", "_ord", "invoice_number", "invoice_date", "total_amount")
-    pairs = (
-        pairs.join(side, left_on="_a", right_on="_doc")
-        .join(side, left_on="_b", right_on="_doc", suffix="_b")
-        # Keep each pair once, oriented: _a is the later one (the suspect), _b the earlier.
-        .filter(pl.col("_ord") > pl.col("_ord_b"))
-        .join(orig.select("_doc", "supplier_id"), left_on="_a", right_on="_doc")
-    )
+    def side(col: str, *, of_later: bool) -> pl.Expr:
+        a, b = pl.col(col), pl.col(f"{col}_b")
+        return (pl.when(later).then(a if of_later else b).otherwise(b if of_later else a)).alias(
+            col if of_later else f"{col}_b"
+        )
+
+    fields = ("_doc", "_ord", "invoice_number", "invoice_date", "total_amount")
+    # Orient each pair: the later invoice (the suspect) first, the earlier one "_b".
+    pairs = pairs.select(
+        "supplier_id",
+        *(side(c, of_later=True) for c in fields),
+        *(side(c, of_later=False) for c in fields),
+    ).unique(["_doc", "_doc_b"])
     if tol_frame is not None:
         pairs = pairs.join(tol_frame, on="supplier_id", how="left")
     days = tol.expr("duplicate_days")
@@ -120,16 +134,13 @@ def mark_duplicates(
             # A missing date cannot clear a suspect: it stays on hold for review.
             (days.is_null() | gap.is_null() | (gap <= days)) & ~amount_differs
         )
-        .group_by("_a")
+        .group_by("_doc")
         .agg(
             suspect_of=pl.col("invoice_number_b").sort_by("_ord_b").first(),
-            _suspect_var=pl.col("total_amount")
-            .cast(CMP)
-            .sub(pl.col("total_amount_b").cast(CMP))
+            _suspect_var=(pl.col("total_amount") - pl.col("total_amount_b"))
             .sort_by("_ord_b")
             .first(),
         )
-        .rename({"_a": "_doc"})
     )
     return docs.join(suspects, on="_doc", how="left").with_columns(
         _suspect=pl.col("suspect_of").is_not_null()

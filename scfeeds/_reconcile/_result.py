@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
-from scfeeds._reconcile._engine import OUT, STATUSES
+from scfeeds._reconcile._engine import OUT, STATUSES, Engine, Plan
 from scfeeds._reconcile._tolerances import Tolerances
-
-Engine = Literal["auto", "in-memory", "streaming"]
-
-
-def _public(lf: pl.LazyFrame) -> pl.LazyFrame:
-    return lf.select(c for c in lf.collect_schema().names() if not c.startswith("_"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +56,50 @@ class Summary:
         return "".join(parts)
 
 
+class _Job:
+    """Runs the match once, on first demand, and keeps the result."""
+
+    def __init__(self, run: Callable[[Engine], Plan]) -> None:
+        self._run = run
+        self._plan: Plan | None = None
+        self._lock = threading.Lock()
+
+    def plan(self, engine: Engine = "auto") -> Plan:
+        with self._lock:
+            if self._plan is None:
+                self._plan = self._run(engine)
+            return self._plan
+
+
+def _lazy(
+    job: _Job, name: Literal["lines", "invoices", "exceptions"], schema: Callable[[], pl.Schema]
+) -> pl.LazyFrame:
+    """A LazyFrame whose rows come from the job: nothing runs until it is collected."""
+
+    def source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        df: pl.DataFrame = getattr(job.plan(), name)
+        if predicate is not None:
+            df = df.filter(predicate)
+        if with_columns is not None:
+            df = df.select(with_columns)
+        if n_rows is not None:
+            df = df.head(n_rows)
+        yield df
+
+    return register_io_source(source, schema=schema, explain_name=f"scfeeds.reconcile {name}")
+
+
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
-    """The outcome of :func:`scfeeds.reconcile`: lazy frames, computed when collected.
+    """The outcome of :func:`scfeeds.reconcile`: lazy frames, computed when first collected.
+
+    The match runs once, the first time any of the three frames (or :meth:`summary`) is
+    collected, and is shared by all three.
 
     Attributes
     ----------
@@ -83,20 +121,53 @@ class Reconciliation:
     exceptions: pl.LazyFrame
     received_from: Literal["receipts", "asn"]
     tolerances: Tolerances
+    _job: _Job = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_job(
+        cls,
+        job: _Job,
+        empty: Callable[[], Plan],
+        received_from: Literal["receipts", "asn"],
+        tolerances: Tolerances,
+    ) -> Reconciliation:
+        cache: list[Plan] = []
+
+        def schema_of(name: str) -> Callable[[], pl.Schema]:
+            def get() -> pl.Schema:
+                if not cache:
+                    cache.append(empty())
+                frame: pl.DataFrame = getattr(cache[0], name)
+                return frame.schema
+
+            return get
+
+        return cls(
+            lines=_lazy(job, "lines", schema_of("lines")),
+            invoices=_lazy(job, "invoices", schema_of("invoices")),
+            exceptions=_lazy(job, "exceptions", schema_of("exceptions")),
+            received_from=received_from,
+            tolerances=tolerances,
+            _job=job,
+        )
 
     def collect(self, *, engine: Engine = "auto") -> Reconciliation:
-        """Compute the three frames in one pass (shared sub-plans run once) and return a
-        reconciliation whose frames are in memory (still exposed as ``LazyFrame``)."""
-        lines, invoices, exceptions = pl.collect_all(
-            [self.lines, self.invoices, self.exceptions], engine=engine
-        )
+        """Run the match now with ``engine`` (``"streaming"`` keeps each stage's memory
+        bounded by its output) and return a reconciliation whose frames are in memory (still
+        exposed as ``LazyFrame``)."""
+        plan = self._job.plan(engine)
         return Reconciliation(
-            lines=lines.lazy(),
-            invoices=invoices.lazy(),
-            exceptions=exceptions.lazy(),
+            lines=plan.lines.lazy(),
+            invoices=plan.invoices.lazy(),
+            exceptions=plan.exceptions.lazy(),
             received_from=self.received_from,
             tolerances=self.tolerances,
+            _job=self._job,
         )
+
+    def timings(self) -> dict[str, float]:
+        """Seconds spent in each stage of the match (runs it if it has not run yet)."""
+        return dict(self._job.plan().stages)
 
     def summary(self, *, engine: Engine = "auto") -> Summary:
         """Counts and amount at risk by status, by supplier and by code (computed now)."""
@@ -176,20 +247,3 @@ class Reconciliation:
             "lines=<LazyFrame>, invoices=<LazyFrame>, exceptions=<LazyFrame>; "
             "call .summary() or .collect())"
         )
-
-
-def wrap(
-    lines: pl.LazyFrame,
-    invoices: pl.LazyFrame,
-    exceptions: pl.LazyFrame,
-    received_from: Literal["receipts", "asn"],
-    tolerances: Tolerances,
-) -> Reconciliation:
-    """Public view of a plan: private helper columns dropped."""
-    return Reconciliation(
-        lines=_public(lines),
-        invoices=_public(invoices),
-        exceptions=exceptions,
-        received_from=received_from,
-        tolerances=tolerances,
-    )

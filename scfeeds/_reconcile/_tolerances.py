@@ -9,11 +9,8 @@ from typing import Final
 
 import polars as pl
 
+from scfeeds._reconcile._num import RAW4, raw4
 from scfeeds.exceptions import ConfigurationError
-
-#: Scale used for every tolerance comparison; 8 decimals hold a product of two 4-decimal
-#: canonical values exactly, so "exactly at the limit" is never lost to rounding.
-CMP: Final = pl.Decimal(38, 8)
 
 Limit = Decimal | int | str | float | None
 
@@ -145,13 +142,22 @@ class Tolerances:
         value: Decimal | int | None = getattr(self, field)
         return value
 
+    def raw(self, field: str) -> int | None:
+        """The default of ``field`` as an integer count of 1e-4 (days as is)."""
+        value = self.default(field)
+        if value is None or field == "duplicate_days":
+            return None if value is None else int(value)
+        return int((Decimal(value) * RAW4).to_integral_value())
+
     def frame(self) -> pl.LazyFrame | None:
         """The overrides as a lazy frame: ``supplier_id``, ``_tov`` (True) and the columns given
-        (renamed ``_t_<field>``), cast to the comparison dtypes; ``None`` without overrides."""
+        (renamed ``_t_<field>``) as integer counts of 1e-4; ``None`` without overrides."""
         if self.overrides is None:
             return None
         cols = [
-            pl.col(name).cast(pl.Int64 if name == "duplicate_days" else CMP).alias(f"_t_{name}")
+            (pl.col(name).cast(pl.Int64) if name == "duplicate_days" else raw4(pl.col(name))).alias(
+                f"_t_{name}"
+            )
             for name in FIELDS
             if name in self.overrides.columns
         ]
@@ -160,12 +166,10 @@ class Tolerances:
         )
 
     def expr(self, field: str) -> pl.Expr:
-        """The limit for ``field`` on each row (needs ``_tov`` and ``_t_*`` columns joined in
-        when overrides exist): the supplier's override if the supplier is listed, else the
-        default."""
-        default = self.default(field)
-        dtype: pl.DataType = pl.Int64() if field == "duplicate_days" else CMP
-        base = pl.lit(default, dtype=dtype)
+        """The limit for ``field`` on each row, an ``Int64`` count of 1e-4 (days for
+        ``duplicate_days``); the supplier's override if the supplier is listed (needs the
+        ``_tov`` and ``_t_*`` columns of :meth:`frame` joined in), else the default."""
+        base = pl.lit(self.raw(field), dtype=pl.Int64)
         if self.overrides is not None and field in self.overrides.columns:
             return (
                 pl.when(pl.col("_tov").fill_null(False))
@@ -227,12 +231,13 @@ def coerce(tolerances: Tolerances | None) -> Tolerances:
 def beyond(variance: pl.Expr, base: pl.Expr, pct: pl.Expr, abs_: pl.Expr) -> pl.Expr:
     """True where ``variance`` (>= 0 direction) is beyond every limit that is set.
 
-    ``pct`` is in percent of ``base``. Compared as ``variance * 100 > base * pct`` at 8
-    decimals, so a variance exactly at the limit is within tolerance.
+    All four are integer counts of 1e-4 (``pct`` in 1e-4 percent of ``base``). Compared
+    exactly in ``Int128`` as ``variance * 100 > base * pct``, so a variance exactly at the
+    limit is within tolerance.
     """
-    v = variance.cast(CMP)
-    over_pct = (v * 100) > (base.cast(CMP) * pct)
-    over_abs = v > abs_
+    v = variance.cast(pl.Int128)
+    over_pct = (v * (100 * RAW4)) > (base.cast(pl.Int128) * pct.cast(pl.Int128))
+    over_abs = v > abs_.cast(pl.Int128)
     return (
         (v > 0)
         & (pct.is_not_null() | abs_.is_not_null())

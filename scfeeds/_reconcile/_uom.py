@@ -4,7 +4,7 @@ Factors are resolved once, in Python, on the *conversion graph* (small: one edge
 size), never on the data: for every item that has its own factors, all pairs of units reachable
 through its edges and the standard ones; for every other item, all pairs reachable through the
 standard (and item-less) edges. Factors are kept as exact fractions ``num / den`` so that
-``qty * num / den`` is computed once per document line with a single rounding at 12 decimals.
+``qty * num / den`` is computed once per document line, in integers.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ STANDARD_CONVERSIONS: Final[tuple[tuple[str, str, Decimal], ...]] = (
 )
 
 #: Converted quantities carry 12 decimals until the per-line sums are rounded to 4.
-WIDE: Final = pl.Decimal(38, 12)
-FACTOR: Final = pl.Decimal(38, 0)
+
+FACTOR: Final = pl.Int64()
 
 FACTOR_SCHEMA: Final = pl.Schema(
     {
