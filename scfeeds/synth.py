@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -174,6 +174,7 @@ def generate(
     faults: str | Mapping[str, float] = "default",
     damaged: bool | Iterable[str] = False,
     config: SynthConfig | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> SynthSummary:
     """Write a seeded synthetic supplier world with its answer key.
 
@@ -206,6 +207,8 @@ def generate(
     config
         :class:`SynthConfig` for everything else (rates, formats per supplier, dates, split
         probabilities, batch and file sizes).
+    progress
+        Called after each batch with ``(POs written, POs in total)``; ``None`` is silent.
 
     Returns
     -------
@@ -285,6 +288,8 @@ def generate(
             n_faults += batch.truth.unique(
                 ["fault", "supplier_id", "po_number", "line_number", "invoice_number"]
             ).height
+        if progress is not None:
+            progress(min(start + cfg.batch_pos, pos), pos)
     if truth_parts:
         pl.scan_parquet(truth_parts).sink_parquet(root / "truth.parquet")
         shutil.rmtree(tmp_truth)
@@ -396,8 +401,33 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Handler of ``scfeeds synth``: generate and print the summary line."""
-    summary = generate(
+    """Handler of ``scfeeds synth``: generate and print the summary line.
+
+    A progress bar goes to stderr when it is a terminal; CI logs get the summary line only.
+    """
+    import sys
+
+    bar: Any = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.pos, unit="PO", desc="synth", file=sys.stderr)
+
+    def step(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        summary = _generate_from_args(args, step)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(repr(summary), flush=True)
+    return 0
+
+
+def _generate_from_args(args: argparse.Namespace, step: Callable[[int, int], None]) -> SynthSummary:
+    return generate(
         args.dest,
         seed=args.seed,
         suppliers=args.suppliers,
@@ -406,6 +436,5 @@ def cmd_synth(args: argparse.Namespace) -> int:
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         faults=args.faults,
         damaged=args.damaged,
+        progress=step,
     )
-    print(repr(summary), flush=True)
-    return 0

@@ -685,3 +685,29 @@ def test_peak_rss_does_not_grow_with_size(tmp_path: Path) -> None:
     large = run(120_000)  # twelve batches, ~540k PO lines
     assert large["lines"] > 10 * small["lines"]
     assert large["rss_mb"] < small["rss_mb"] * 1.3 + 64, (small, large)
+
+
+def test_progress_reports_each_batch_and_batches_do_not_change_the_answer_key(
+    tmp_path: Path,
+) -> None:
+    calls: list[tuple[int, int]] = []
+    cfg = synth.SynthConfig(batch_pos=40)
+    s = synth.generate(
+        tmp_path / "small_batches",
+        seed=8,
+        pos=100,
+        formats=("x12",),
+        config=cfg,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(40, 100), (80, 100), (100, 100)]
+    assert s.counts["po_lines"] == synth.load_world(s.dest, "po_lines").collect().height
+    parts = sorted(p.name for p in (tmp_path / "small_batches" / "world" / "po_lines").iterdir())
+    assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    # ids stay unique across batches
+    asn = synth.load_world(s.dest, "asn_lines").collect()
+    assert asn.group_by("shipment_id").agg(pl.col("po_number").n_unique())["po_number"].max() == 1
+    inv = synth.load_world(s.dest, "invoice_lines").collect()
+    clean = inv.filter(~pl.col("source").str.contains("_resend"))
+    per_number = clean.group_by("supplier_id", "invoice_number").agg(pl.col("source").n_unique())
+    assert per_number["source"].max() == 1

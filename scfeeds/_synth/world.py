@@ -128,7 +128,10 @@ def make_catalog(seed: int, n_suppliers: int, per_supplier: int) -> ItemCatalog:
         f"{a} {b}, {c} mm" if k else f"{a} {b} {c} mm"
         for a, b, c, k in zip(adj, noun, size.tolist(), comma.tolist(), strict=True)
     ]
-    price = np.clip(np.exp(rng.normal(6.5, 1.1, n)), 100, 400_000).astype(np.int64)
+    # A skewed price list ($1.00 to about $2,500) from integers only: libm exp/log may differ
+    # in the last bit between CPUs, which would break "same seed, same bytes" across machines.
+    scale = np.array([1, 1, 1, 1, 2, 2, 5, 10, 25, 100])[rng.integers(0, 10, n)]
+    price = (rng.integers(100, 2_500, n) * scale).astype(np.int64)
     uom = np.array(_UOMS, dtype=object)[rng.integers(0, len(_UOMS), n)]
     pack = np.where(
         (uom == "EA") & (rng.random(n) < 0.35),
@@ -405,7 +408,7 @@ def make_batch(
     np.logical_and.at(inv_clean, il_inv, ~faulted[il_line])
 
     # no-PO invoices: one line, a PO number from a range no real PO uses
-    n_nopo = int(rng.binomial(n_inv, rates["no_po"])) if n_inv else 0
+    n_nopo = int((rng.random(n_inv) < rates["no_po"]).sum())  # no libm: same on every CPU
     if force_all and n_nopo == 0 and rates["no_po"] > 0 and n_inv:
         n_nopo = 1
     np_sup = rng.integers(0, n_sup, n_nopo)
