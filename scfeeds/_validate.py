@@ -16,7 +16,8 @@ Rules (``failures.rule`` / ``failures.rules``)
 ``AMOUNT_MISMATCH``    invoice line_amount differs from qty_invoiced * unit_price by more
                        than one cent
 ``DUPLICATE_KEY``      a later row repeating the primary key (``PRIMARY_KEY``) of an earlier
-                       row of the same source (file); the first one stays good
+                       row of the same source (file); the first one stays good (receipts have
+                       no key: equal deliveries of a line on one day are distinct rows)
 ``BAD_TYPE``           a column's dtype could not be cast to the canonical one
 
 Null keys
@@ -91,8 +92,9 @@ PRIMARY_KEY: Final[dict[TableName, tuple[str, ...]]] = {
     "po_lines": ("supplier_id", "po_number", "line_number"),
     "asn_lines": ("supplier_id", "shipment_id", "po_number", "line_number", "item_id", "pack_id"),
     "invoice_lines": ("supplier_id", "invoice_number", "po_number", "line_number", "item_id"),
-    # A warehouse may post several receipts of one line a day: only full repeats are duplicates.
-    "receipts": tuple(COLUMNS["receipts"]),
+    # None: a receipt row is one (shipment, PO line), and the shipment is not a column; two
+    # equal deliveries of a line on one day are two true rows.
+    "receipts": (),
 }
 """Columns identifying a row within one source; a repeat is ``DUPLICATE_KEY``."""
 
@@ -217,6 +219,8 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
                 ),
             )
         )
+    if not PRIMARY_KEY[table]:
+        return out
     keys = ["source", *PRIMARY_KEY[table]]
     out.append(
         (
