@@ -312,6 +312,7 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
                 group_valid=~c("group_index").is_in(grp_bad.collect()["group_index"].implode()),
                 interchange_valid=~c("interchange_index").is_in(ic_bad.collect()["interchange_index"].implode()),
             )
+            .sort("set_index")
             .select(list(ENVELOPES_SCHEMA))
         )
         e_env, e_err = pl.collect_all([env, err])
