@@ -37,10 +37,12 @@ def run(lines: int, formats: str, root: Path) -> dict[str, float]:
     pos = max(1, round(lines / _LINES_PER_PO))
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(dest), str(pos), formats],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        raise SystemExit(f"generate failed for {lines:,} lines:\n{out.stderr}")
     result: dict[str, float] = json.loads(out.stdout)
     result["disk_mb"] = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
     shutil.rmtree(dest)
