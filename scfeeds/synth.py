@@ -254,7 +254,7 @@ def generate(
         seed=seed,
         suppliers=sups,
         formats=_supplier_formats(suppliers, ordered, cfg),
-        fallback=next((f for f in ordered if f != "xml"), "x12"),
+        fallback=next((f for f in ordered if f != "xml"), None),
         config=cfg,
     )
     counters = Counters()

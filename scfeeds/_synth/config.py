@@ -118,7 +118,7 @@ class SynthConfig:
     xml_max_files
         Cap on cXML files (one document each) per supplier and table; further documents go
         to the supplier's other format for that table, else to the first non-XML format of
-        ``formats``.
+        ``formats`` (no cap when ``formats`` is XML only).
     items_per_supplier
         Size of each supplier's item catalog.
     """

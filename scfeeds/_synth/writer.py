@@ -57,7 +57,7 @@ class WriterState:
     seed: int
     suppliers: tuple[Supplier, ...]
     formats: Mapping[tuple[int, str], tuple[Format, ...]]
-    fallback: Format
+    fallback: Format | None  # where capped cXML documents go; None: no cap (XML only)
     config: SynthConfig
     icn: dict[tuple[int, str], int] = field(default_factory=dict)
     xml_used: dict[tuple[int, str], int] = field(default_factory=dict)
@@ -114,6 +114,8 @@ def route(
         xml = np.flatnonzero(picked == "xml")
         used = state.xml_used.get((s, table), 0)
         allowed = max(state.config.xml_max_files - used, 0)
+        if state.fallback is None:
+            allowed = len(xml)
         if len(xml) > allowed:
             other = [f for f in choices if f != "xml"]
             picked[xml[allowed:]] = other[0] if other else state.fallback
