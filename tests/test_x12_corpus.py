@@ -50,7 +50,7 @@ def _rows() -> list[dict[str, Any]]:
         return []
     out = []
     for line in (CORPUS / "SOURCES.md").read_text().splitlines():
-        if not line.startswith("| ") or line.startswith("| file") or line.startswith("|---"):
+        if not line.startswith("| ") or line.startswith(("| file", "|---")):
             continue
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
         isa, gs, st = (int(x) for x in cells[8].split("/"))
@@ -92,7 +92,8 @@ def test_delimiters_counts_and_envelope_errors(row: dict[str, Any]) -> None:
     assert (env["segment_count"] == env["declared_count"]).all()
     if row["check"] == "OK":
         assert res.errors.height == 0, res.errors
-        assert env["group_valid"].all() and env["interchange_valid"].all()
+        assert env["group_valid"].all()
+        assert env["interchange_valid"].all()
         return
     m = _CHECK.match(row["check"])
     assert m is not None
@@ -101,7 +102,8 @@ def test_delimiters_counts_and_envelope_errors(row: dict[str, Any]) -> None:
         (_CODE[element], f"segment {seg}", element)
     ]
     message = res.errors["message"][0]
-    assert found in message and expected.split()[-2 if "sets" in expected else -1] in message
+    assert found in message
+    assert expected.split()[-2 if "sets" in expected else -1] in message
     assert res.errors["source"][0] == str(CORPUS / row["file"])
 
 
@@ -170,7 +172,7 @@ def test_997_for_broken_files_accepts_intact_sets_and_flags_the_group(
     assert back.errors.height == 0, back.errors
     assert back.envelopes["set_id"].unique().to_list() == ["997"]
     # the 997 uses the sender's delimiters
-    ele, comp, _, term = row["delims"]
+    ele, _comp, _, term = row["delims"]
     assert back.envelopes.select("element_separator", "segment_terminator").unique().rows() == [
         (ele, term)
     ]

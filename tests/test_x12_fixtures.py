@@ -65,7 +65,8 @@ def test_deviation_is_read_like_a_clean_file(name: str, delims: tuple[str | None
     assert po.height == 1
     row = po.row(0, named=True)
     assert {k: row[k] for k in ONE_LINE} == ONE_LINE
-    assert str(row["qty_ordered"]) == "10.0000" and str(row["unit_price"]) == "2.5000"
+    assert str(row["qty_ordered"]) == "10.0000"
+    assert str(row["unit_price"]) == "2.5000"
     assert row["position"] == "segment 7"  # ISA GS ST BEG CUR N1 PO1
     assert row["po_date"].isoformat() == "2026-01-15"
     assert res.envelopes["valid"].all()
@@ -140,7 +141,8 @@ def test_damage_is_reported_precisely_and_good_sets_delivered(
     assert res.po_lines["po_number"].to_list() == good_po
     rejected = res.envelopes.filter(~pl.col("valid"))
     if CODES[code] in ("set", "segment", "element") or code == "TRUNCATED":
-        assert rejected.height == 1 and rejected["set_control"].to_list() == [err["set_control"]]
+        assert rejected.height == 1
+        assert rejected["set_control"].to_list() == [err["set_control"]]
     else:
         assert rejected.height == 0
 
@@ -175,7 +177,9 @@ def test_997_names_bad_segment_and_element() -> None:
 
 def test_997_keeps_control_character_delimiters() -> None:
     text = read("control_char_delimiters.x12").acknowledgment(now=NOW)
-    assert "\x07" in text and text.endswith("\x15") and "*" not in text
+    assert "\x07" in text
+    assert text.endswith("\x15")
+    assert "*" not in text
     back = read_x12(text.encode())
     assert back.envelopes["set_id"].to_list() == ["997"]
     assert back.envelopes["component_separator"].to_list() == ["\x7f"]
@@ -195,7 +199,8 @@ def test_empty_input() -> None:
     for data in (b"", b"   \r\n", b"\xef\xbb\xbf"):
         res = read_x12(data)
         assert res.errors.select("code", "position").rows() == [("EMPTY", "segment 1")]
-        assert res.po_lines.schema == schema("po_lines") and res.po_lines.height == 0
+        assert res.po_lines.schema == schema("po_lines")
+        assert res.po_lines.height == 0
 
 
 def test_binary_garbage() -> None:

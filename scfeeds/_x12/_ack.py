@@ -28,9 +28,7 @@ def _num(position: str | None) -> int | None:
     return int(position.rsplit(" ", 1)[-1])
 
 
-def ack_997(
-    result: X12Result, *, control_number: int = 1, now: datetime | None = None
-) -> str:
+def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None = None) -> str:
     """The 997 acknowledgment text for every functional group in ``result``.
 
     Parameters
@@ -75,11 +73,15 @@ def ack_997(
 
 def _interchange(sets: pl.DataFrame, errs: pl.DataFrame, ctl: int, stamp: datetime) -> str:
     first: dict[str, Any] = sets.row(0, named=True)
-    e, comp, t = first["element_separator"], first["component_separator"], first["segment_terminator"]
+    e, comp, t = (
+        first["element_separator"],
+        first["component_separator"],
+        first["segment_terminator"],
+    )
     rep = first["repetition_separator"] or "U"
     version = first["isa_version"] or "00401"
     segs: list[list[str]] = []
-    isa = [
+    isa: list[str] = [
         "ISA",
         "00",
         " " * 10,
@@ -98,7 +100,7 @@ def _interchange(sets: pl.DataFrame, errs: pl.DataFrame, ctl: int, stamp: dateti
         first["usage"] or "P",
         comp,
     ]
-    gs = [
+    gs: list[str] = [
         "GS",
         "FA",
         first["app_receiver"] or "",
@@ -114,8 +116,8 @@ def _interchange(sets: pl.DataFrame, errs: pl.DataFrame, ctl: int, stamp: dateti
     for n, g in enumerate(groups, start=1):
         segs.extend(_set(sets.filter(pl.col("group_index") == g), errs, g, n))
     segs.append(["GE", str(len(groups)), str(ctl)])
-    body = "".join(e.join(s) + t for s in segs)
-    return e.join(isa) + t + body + e.join(["IEA", "1", f"{ctl:09d}"]) + t
+    lines = [isa, *segs, ["IEA", "1", f"{ctl:09d}"]]
+    return "".join(f"{e.join(s)}{t}" for s in lines)
 
 
 def _set(group: pl.DataFrame, errs: pl.DataFrame, g: int, n: int) -> list[list[str]]:

@@ -93,5 +93,10 @@ AK9_CODES: Final[dict[str, str]] = {
     "GE01_COUNT": "5",  # Number of Included Transaction Sets Does Not Match Actual Count
 }
 # 997 AK304 segment syntax error code and AK403 element syntax error codes.
-AK3_CODES: Final[dict[str, str]] = {"SEGMENT_ID": "1", "MISSING_ELEMENT": "8", "BAD_NUMBER": "8", "BAD_DATE": "8"}
+AK3_CODES: Final[dict[str, str]] = {
+    "SEGMENT_ID": "1",
+    "MISSING_ELEMENT": "8",
+    "BAD_NUMBER": "8",
+    "BAD_DATE": "8",
+}
 AK4_CODES: Final[dict[str, str]] = {"MISSING_ELEMENT": "1", "BAD_NUMBER": "6", "BAD_DATE": "8"}

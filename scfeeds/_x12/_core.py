@@ -15,7 +15,7 @@ from typing import Final
 import polars as pl
 
 from scfeeds._x12._codes import CODES
-from scfeeds._x12._tokenize import ENVELOPE, Delimiters, Piece, split_elements, tokenize
+from scfeeds._x12._tokenize import Delimiters, Piece, split_elements, tokenize
 
 ENV_CODE: Final = {"ISA": 1, "GS": 2, "ST": 3, "SE": 4, "GE": 5, "IEA": 6}
 ENV_NAME: Final = {v: k for k, v in ENV_CODE.items()}
@@ -108,8 +108,9 @@ ENV_SCHEMA: Final = pl.Schema(
 
 def ctl_eq(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """Control numbers compared as integers (zero padding exists), else as trimmed text."""
-    ai, bi = a.str.strip_chars().cast(pl.Int64, strict=False), b.str.strip_chars().cast(
-        pl.Int64, strict=False
+    ai, bi = (
+        a.str.strip_chars().cast(pl.Int64, strict=False),
+        b.str.strip_chars().cast(pl.Int64, strict=False),
     )
     return (
         pl.when(ai.is_not_null() & bi.is_not_null())
@@ -194,13 +195,13 @@ def process_piece(
     n = tok.frame.height
     sid = pl.col("sid")
     # Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
-    code = pl.when(sid == "ST").then(pl.lit(3, dtype=pl.UInt8))
-    for k, name in ((4, "SE"), (1, "ISA"), (2, "GS"), (5, "GE"), (6, "IEA")):
-        code = code.when(sid == name).then(pl.lit(k, dtype=pl.UInt8))
+    code: pl.Expr = pl.lit(0, dtype=pl.UInt8)
+    for k, name in ((6, "IEA"), (5, "GE"), (2, "GS"), (1, "ISA"), (4, "SE"), (3, "ST")):
+        code = pl.when(sid == name).then(pl.lit(k, dtype=pl.UInt8)).otherwise(code)
     carry = ENV_CODE.get(st.last_env or "", 0)
     frame = (
         tok.frame.lazy()
-        .with_columns(code=code.otherwise(pl.lit(0, dtype=pl.UInt8)))
+        .with_columns(code=code)
         .with_columns(
             pos=pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos,
             interchange_index=(pl.col("code") == 1).cum_sum().cast(pl.Int64) + st.isa,
@@ -219,11 +220,13 @@ def process_piece(
     env = (
         frame.lazy()
         .filter(is_env)
-        .pipe(split_elements, ["pos",
-            "sid",
-            "interchange_index",
-            "group_index",
-            "set_index"], e, 16, "e")
+        .pipe(
+            split_elements,
+            ["pos", "sid", "interchange_index", "group_index", "set_index"],
+            e,
+            16,
+            "e",
+        )
         .collect()
     )
     if keep_env:
@@ -281,7 +284,9 @@ def process_piece(
     c = pl.col
     errs: list[pl.LazyFrame] = [
         _err(
-            sts.filter(c("closed") & (c("se01").cast(pl.Int64, strict=False) != c("count")).fill_null(True)),
+            sts.filter(
+                c("closed") & (c("se01").cast(pl.Int64, strict=False) != c("count")).fill_null(True)
+            ),
             **ids,
             pos=c("nxt_pos"),
             segment_id=pl.lit("SE"),
@@ -385,7 +390,9 @@ def process_piece(
     errs.append(
         _err(
             stray.filter(c("_o")).with_columns(
-                _code=pl.when(in_group).then(pl.lit("ST_MISSING")).otherwise(pl.lit("UNEXPECTED_DATA"))
+                _code=pl.when(in_group)
+                .then(pl.lit("ST_MISSING"))
+                .otherwise(pl.lit("UNEXPECTED_DATA"))
             ),
             interchange_index=c("interchange_index"),
             group_index=pl.when(in_group).then(c("group_index")),
@@ -402,8 +409,7 @@ def process_piece(
                 pos=pl.lit(st.pos + tok.encoding_error),
                 code="ENCODING",
                 message=pl.lit(
-                    f"bytes in segment {st.pos + tok.encoding_error} are not UTF-8; "
-                    "read as Latin-1"
+                    f"bytes in segment {st.pos + tok.encoding_error} are not UTF-8; read as Latin-1"
                 ),
             )
         )
@@ -422,7 +428,9 @@ def process_piece(
             c("e01").alias("set_id"),
             c("e02").alias("set_control"),
             pl.when(c("closed")).then(c("count")).alias("segment_count"),
-            pl.when(c("closed")).then(c("se01").cast(pl.Int64, strict=False)).alias("declared_count"),
+            pl.when(c("closed"))
+            .then(c("se01").cast(pl.Int64, strict=False))
+            .alias("declared_count"),
         )
         .with_columns(rejected=c("set_index").is_in(rejected.implode()))
         .collect()
@@ -436,7 +444,9 @@ def process_piece(
                 pl.when(~c("last_code").is_in([5, 6]) & (c("code") != 1))
                 .then(c("group_index"))
                 .alias("group_index"),
-                pl.when(c("inset") | sid.is_in(["ST", "SE"])).then(c("set_index")).alias("set_index"),
+                pl.when(c("inset") | sid.is_in(["ST", "SE"]))
+                .then(c("set_index"))
+                .alias("set_index"),
                 c("pos").alias("segment"),
                 sid.alias("segment_id"),
                 c("raw").str.split(e).list.slice(1).alias("elements"),
@@ -459,7 +469,12 @@ def finish_source(st: SourceState) -> None:
     if not st.env:
         if not st.errors:
             st.errors.append(
-                _err(pl.LazyFrame({"_": [0]}), pos=pl.lit(1), code="EMPTY", message=pl.lit("no X12 data")).collect()
+                _err(
+                    pl.LazyFrame({"_": [0]}),
+                    pos=pl.lit(1),
+                    code="EMPTY",
+                    message=pl.lit("no X12 data"),
+                ).collect()
             )
         return
     env = pl.concat(st.env, how="vertical").lazy()
@@ -478,13 +493,18 @@ def finish_source(st: SourceState) -> None:
     grp = {"interchange_index": c("interchange_index"), "group_index": c("group_index")}
     errs = [
         _err(
-            gs.filter((c("nxt_sid") == "GE") & (c("ge01").cast(pl.Int64, strict=False) != c("n_sets")).fill_null(True)),
+            gs.filter(
+                (c("nxt_sid") == "GE")
+                & (c("ge01").cast(pl.Int64, strict=False) != c("n_sets")).fill_null(True)
+            ),
             **grp,
             pos=c("nxt_pos"),
             segment_id=pl.lit("GE"),
             element=pl.lit("GE01"),
             code="GE01_COUNT",
-            message=pl.format("GE01 {} != {} sets in the group", c("ge01").fill_null("(empty)"), c("n_sets")),
+            message=pl.format(
+                "GE01 {} != {} sets in the group", c("ge01").fill_null("(empty)"), c("n_sets")
+            ),
         ),
         _err(
             gs.filter((c("nxt_sid") == "GE") & ~ctl_eq(c("ge02"), c("e06"))),
@@ -493,7 +513,9 @@ def finish_source(st: SourceState) -> None:
             segment_id=pl.lit("GE"),
             element=pl.lit("GE02"),
             code="GE02_CONTROL",
-            message=pl.format("GE02 {} != GS06 {}", c("ge02").fill_null("(empty)"), c("e06").fill_null("(empty)")),
+            message=pl.format(
+                "GE02 {} != GS06 {}", c("ge02").fill_null("(empty)"), c("e06").fill_null("(empty)")
+            ),
         ),
         _err(
             gs.filter(c("nxt_sid").is_in(["GS", "ISA", "IEA"])),
@@ -501,7 +523,12 @@ def finish_source(st: SourceState) -> None:
             pos=c("nxt_pos"),
             segment_id=c("nxt_sid"),
             code="GE_MISSING",
-            message=pl.format("group {} (GS at segment {}) is not closed by GE before {}", c("e06"), c("pos"), c("nxt_sid")),
+            message=pl.format(
+                "group {} (GS at segment {}) is not closed by GE before {}",
+                c("e06"),
+                c("pos"),
+                c("nxt_sid"),
+            ),
         ),
         _err(
             g.filter((sid == "GE") & (c("prv_sid").fill_null("") != "GS")),
@@ -538,13 +565,20 @@ def finish_source(st: SourceState) -> None:
     ic = {"interchange_index": c("interchange_index")}
     errs += [
         _err(
-            isa.filter((c("nxt_sid") == "IEA") & (c("iea01").cast(pl.Int64, strict=False) != c("n_groups")).fill_null(True)),
+            isa.filter(
+                (c("nxt_sid") == "IEA")
+                & (c("iea01").cast(pl.Int64, strict=False) != c("n_groups")).fill_null(True)
+            ),
             **ic,
             pos=c("nxt_pos"),
             segment_id=pl.lit("IEA"),
             element=pl.lit("IEA01"),
             code="IEA01_COUNT",
-            message=pl.format("IEA01 {} != {} groups in the interchange", c("iea01").fill_null("(empty)"), c("n_groups")),
+            message=pl.format(
+                "IEA01 {} != {} groups in the interchange",
+                c("iea01").fill_null("(empty)"),
+                c("n_groups"),
+            ),
         ),
         _err(
             isa.filter((c("nxt_sid") == "IEA") & ~ctl_eq(c("iea02"), c("e13"))),
@@ -553,7 +587,11 @@ def finish_source(st: SourceState) -> None:
             segment_id=pl.lit("IEA"),
             element=pl.lit("IEA02"),
             code="IEA02_CONTROL",
-            message=pl.format("IEA02 {} != ISA13 {}", c("iea02").fill_null("(empty)"), c("e13").fill_null("(empty)")),
+            message=pl.format(
+                "IEA02 {} != ISA13 {}",
+                c("iea02").fill_null("(empty)"),
+                c("e13").fill_null("(empty)"),
+            ),
         ),
         _err(
             isa.filter(c("nxt_sid") == "ISA"),
@@ -561,7 +599,11 @@ def finish_source(st: SourceState) -> None:
             pos=c("nxt_pos"),
             segment_id=pl.lit("ISA"),
             code="IEA_MISSING",
-            message=pl.format("interchange {} (ISA at segment {}) is not closed by IEA before the next ISA", c("e13"), c("pos")),
+            message=pl.format(
+                "interchange {} (ISA at segment {}) is not closed by IEA before the next ISA",
+                c("e13"),
+                c("pos"),
+            ),
         ),
         _err(
             i.filter((sid == "IEA") & (c("prv_sid").fill_null("") != "ISA")),
@@ -577,9 +619,7 @@ def finish_source(st: SourceState) -> None:
         st.errors.append(out)
     # An interchange still open at the end of input: TRUNCATED (once per source).
     last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect()
-    already = any(
-        f.height and (f["code"] == "TRUNCATED").any() for f in st.errors
-    )
+    already = any(f.height and (f["code"] == "TRUNCATED").any() for f in st.errors)
     if last.height and last["sid"][0] == "ISA" and not already:
         where = "inside" if not st.ends_cleanly else "after"
         st.errors.append(

@@ -34,7 +34,12 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 X12Source: TypeAlias = (
-    bytes | bytearray | memoryview | str | os.PathLike[str] | Sequence["bytes | str | os.PathLike[str]"]
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | os.PathLike[str]
+    | Sequence["bytes | str | os.PathLike[str]"]
 )
 DEFAULT_SLICE: Final = 16 * 1024 * 1024
 X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
@@ -105,13 +110,13 @@ class X12Result:
     def table(self, name: TableName) -> pl.DataFrame:
         """The canonical table ``name`` (``"po_lines"``, ``"asn_lines"`` or ``"invoice_lines"``)."""
         if name not in X12_TABLES:
-            raise ConfigurationError(f"X12 has no table {name!r}; use one of {', '.join(X12_TABLES)}")
+            raise ConfigurationError(
+                f"X12 has no table {name!r}; use one of {', '.join(X12_TABLES)}"
+            )
         frame: pl.DataFrame = getattr(self, name)
         return frame
 
-    def acknowledgment(
-        self, *, control_number: int = 1, now: datetime | None = None
-    ) -> str:
+    def acknowledgment(self, *, control_number: int = 1, now: datetime | None = None) -> str:
         """The 997 functional acknowledgment of every group read (see ``ack_997``)."""
         from scfeeds._x12._ack import ack_997
 
@@ -131,15 +136,19 @@ def expand_sources(source: X12Source) -> list[tuple[str, bytes | Path]]:
                 raise ConfigurationError(f"no file matches the glob {text!r}")
             return [(m, Path(m)) for m in files]
         if not os.path.isfile(text):
-            raise ConfigurationError(f"X12 source {text!r} is not a file (pass bytes, a path or a glob)")
+            raise ConfigurationError(
+                f"X12 source {text!r} is not a file (pass bytes, a path or a glob)"
+            )
         return [(text, Path(text))]
     if isinstance(source, Sequence):
         out: list[tuple[str, bytes | Path]] = []
         for i, item in enumerate(source):
             if isinstance(item, bytes | bytearray | memoryview):
                 out.append((f"<bytes[{i}]>", bytes(item)))
-            else:
+            elif isinstance(item, str | os.PathLike):
                 out.extend(expand_sources(item))
+            else:
+                raise ConfigurationError(f"unsupported X12 source in list: {type(item).__name__}")
         return out
     raise ConfigurationError(
         f"read_x12 takes bytes, a path, a glob or a list of them, not {type(source).__name__}"
@@ -149,7 +158,7 @@ def expand_sources(source: X12Source) -> list[tuple[str, bytes | Path]]:
 def _open(data: bytes | Path) -> BinaryIO:
     if isinstance(data, bytes):
         return io.BytesIO(data)
-    return open(data, "rb")  # noqa: SIM115 - closed by the caller
+    return open(data, "rb")
 
 
 def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
@@ -157,9 +166,21 @@ def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
     gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical")
     return (
         sets.lazy()
-        .join(isa.lazy().select("interchange_index", "interchange_control", "sender_id"), on="interchange_index", how="left")
+        .join(
+            isa.lazy().select("interchange_index", "interchange_control", "sender_id"),
+            on="interchange_index",
+            how="left",
+        )
         .join(gs.lazy().select("group_index", "group_control"), on="group_index", how="left")
-        .select("set_index", "set_id", "rejected", "interchange_control", "group_control", "set_control", "sender_id")
+        .select(
+            "set_index",
+            "set_id",
+            "rejected",
+            "interchange_control",
+            "group_control",
+            "set_control",
+            "sender_id",
+        )
         .collect()
     )
 
@@ -222,9 +243,11 @@ def read_x12(
 
     Examples
     --------
-    >>> res = read_x12(b"ISA*00*          *00*          *ZZ*SUP001         *ZZ*BUYER          "
-    ...                b"*260101*1200*U*00401*000000001*0*P*>~GS*PO*SUP001*BUYER*20260101*1200*1*X*004010~"
-    ...                b"ST*850*0001~BEG*00*SA*PO1**20260101~PO1*1*2*EA*3.5**BP*X1~SE*4*0001~GE*1*1~IEA*1*000000001~")
+    >>> isa = b"ISA*00*" + b" " * 10 + b"*00*" + b" " * 10 + b"*ZZ*SUP001         *ZZ*BUYER"
+    >>> isa += b"          *260101*1200*U*00401*000000001*0*P*>~"
+    >>> body = b"GS*PO*SUP001*BUYER*20260101*1200*1*X*004010~ST*850*0001~BEG*00*SA*PO1**20260101~"
+    >>> body += b"PO1*1*2*EA*3.5**BP*X1~SE*4*0001~GE*1*1~IEA*1*000000001~"
+    >>> res = read_x12(isa + body)
     >>> res.po_lines.select("po_number", "line_number", "item_id", "qty_ordered").row(0)
     ('PO1', '1', 'X1', Decimal('2.0000'))
     """
@@ -235,14 +258,21 @@ def read_x12(
     for name, data in expand_sources(source):
         st = SourceState(name)
         for got in iter_tables(
-            name, data, X12_TABLES, slice_bytes=slice_bytes, keep_segments=segments, keep_env=True, state=st
+            name,
+            data,
+            X12_TABLES,
+            slice_bytes=slice_bytes,
+            keep_segments=segments,
+            keep_env=True,
+            state=st,
         ):
             for t, f in got.items():
                 parts[t].append(f)
         finish_source(st)
         states.append(st)
     tables = {
-        t: pl.concat([pl.DataFrame(schema=schema(t)), *parts[t]], how="vertical") for t in X12_TABLES
+        t: pl.concat([pl.DataFrame(schema=schema(t)), *parts[t]], how="vertical")
+        for t in X12_TABLES
     }
     envelopes, errors = _assemble(states)
     segs = pl.concat(
@@ -268,13 +298,16 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
         gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical").lazy()
         sets = pl.concat(
-            [pl.DataFrame(schema={**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets], how="vertical"
+            [pl.DataFrame(schema={**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
+            how="vertical",
         ).lazy()
         raw = pl.concat([pl.DataFrame(schema=_RAW_ERROR), *st.errors], how="vertical").lazy()
         # Element errors know only their set: fill in its group and interchange.
         raw = (
             raw.join(
-                sets.select("set_index", c("interchange_index").alias("_i"), c("group_index").alias("_g")),
+                sets.select(
+                    "set_index", c("interchange_index").alias("_i"), c("group_index").alias("_g")
+                ),
                 on="set_index",
                 how="left",
             )
@@ -285,7 +318,11 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .drop("_i", "_g")
         )
         err = (
-            raw.join(isa.select("interchange_index", "interchange_control"), on="interchange_index", how="left")
+            raw.join(
+                isa.select("interchange_index", "interchange_control"),
+                on="interchange_index",
+                how="left",
+            )
             .join(gs.select("group_index", "group_control"), on="group_index", how="left")
             .join(sets.select("set_index", "set_control"), on="set_index", how="left")
             .join(levels.lazy(), on="code", how="left")
@@ -294,13 +331,22 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .select(list(ERROR_SCHEMA))
         )
         bad = raw.join(levels.lazy(), on="code", how="left")
-        set_bad = bad.filter(c("set_index").is_not_null() & c("level").is_in(["set", "segment", "element"]) | (c("code") == "TRUNCATED")).select("set_index").unique()
+        set_bad = (
+            bad.filter(
+                c("set_index").is_not_null() & c("level").is_in(["set", "segment", "element"])
+                | (c("code") == "TRUNCATED")
+            )
+            .select("set_index")
+            .unique()
+        )
         grp_bad = bad.filter(c("level") == "group").select("group_index").unique()
         ic_bad = bad.filter(c("level") == "interchange").select("interchange_index").unique()
         ge = pl.concat([pl.DataFrame(schema=ENV_SCHEMA), *st.env], how="vertical").lazy()
-        ge = ge.filter(c("sid") == "GE").select(
-            "group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets")
-        ).unique("group_index", keep="first")
+        ge = (
+            ge.filter(c("sid") == "GE")
+            .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
+            .unique("group_index", keep="first")
+        )
         env = (
             sets.join(isa, on="interchange_index", how="left")
             .join(gs, on="group_index", how="left")
@@ -308,9 +354,12 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .with_columns(
                 source=pl.lit(st.source),
                 position=seg(c("st_pos")),
-                valid=~c("rejected") & ~c("set_index").is_in(set_bad.collect()["set_index"].implode()),
+                valid=~c("rejected")
+                & ~c("set_index").is_in(set_bad.collect()["set_index"].implode()),
                 group_valid=~c("group_index").is_in(grp_bad.collect()["group_index"].implode()),
-                interchange_valid=~c("interchange_index").is_in(ic_bad.collect()["interchange_index"].implode()),
+                interchange_valid=~c("interchange_index").is_in(
+                    ic_bad.collect()["interchange_index"].implode()
+                ),
             )
             .sort("set_index")
             .select(list(ENVELOPES_SCHEMA))

@@ -39,7 +39,8 @@ def scan_x12(
     Examples
     --------
     >>> lf = scan_x12("feeds/**/*.x12", table="po_lines")  # doctest: +SKIP
-    >>> lf.filter(pl.col("supplier_id") == "SUP001").select("po_number", "qty_ordered").collect()  # doctest: +SKIP
+    >>> mine = lf.filter(pl.col("supplier_id") == "SUP001")  # doctest: +SKIP
+    >>> mine.select("po_number", "qty_ordered").collect()  # doctest: +SKIP
     """
     if table not in X12_TABLES:
         raise ConfigurationError(f"X12 has no table {table!r}; use one of {', '.join(X12_TABLES)}")

@@ -76,7 +76,9 @@ def _number(x: pl.Expr) -> pl.Expr:
     return x.cast(QTY, strict=False)
 
 
-def _bad(frame: pl.LazyFrame, col: str, parsed: pl.Expr, code: str, pos: str = "pos") -> pl.LazyFrame:
+def _bad(
+    frame: pl.LazyFrame, col: str, parsed: pl.Expr, code: str, pos: str = "pos"
+) -> pl.LazyFrame:
     """Error rows where element ``col`` is present but ``parsed`` is null."""
     sid = col[:-2]
     return frame.filter(c(col).is_not_null() & parsed.is_null()).select(
@@ -145,7 +147,9 @@ class _Piece:
         )
 
     def currency(self) -> None:
-        self.per_set(self.seg("CUR", ["set_index"], 2).select("set_index", c("CUR02").alias("currency")))
+        self.per_set(
+            self.seg("CUR", ["set_index"], 2).select("set_index", c("CUR02").alias("currency"))
+        )
 
     def finish(
         self,
@@ -180,7 +184,11 @@ class _Piece:
             )
             .select(
                 [
-                    (c(n) if n in out.columns or n in ("source", "position", "supplier_id") else pl.lit(None))
+                    (
+                        c(n)
+                        if n in out.columns or n in ("source", "position", "supplier_id")
+                        else pl.lit(None)
+                    )
                     .cast(sch[n])
                     .alias(n)
                     for n in wanted
@@ -230,7 +238,9 @@ def build(
 def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     po1 = p.seg("PO1", ["set_index", "pos"], 25).collect().lazy()
     beg = _first(p.seg("BEG", ["set_index", "pos"], 5), "set_index").collect().lazy()
-    p.per_set(beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date")))
+    p.per_set(
+        beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date"))
+    )
     qty, price = _number(c("PO102")), _number(c("PO104"))
     lines = po1.select(
         "set_index",
@@ -251,7 +261,9 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     if "description" in want:
         pid = _children(p.r, "PO1", "PID").pipe(split_elements, ["parent_pos"], p.e, 5, "PID")
         pid = _first(
-            pid.filter(c("PID05").is_not_null()).select(c("parent_pos").alias("pos"), c("PID05").alias("description")),
+            pid.filter(c("PID05").is_not_null()).select(
+                c("parent_pos").alias("pos"), c("PID05").alias("description")
+            ),
             "pos",
         )
         lines = lines.join(pid, on="pos", how="left", maintain_order="left")
@@ -308,7 +320,11 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
     e = p.e
     bsn = _first(p.seg("BSN", ["set_index", "pos"], 3), "set_index").collect().lazy()
-    p.per_set(bsn.select("set_index", c("BSN02").alias("shipment_id"), _date(c("BSN03")).alias("ship_date")))
+    p.per_set(
+        bsn.select(
+            "set_index", c("BSN02").alias("shipment_id"), _date(c("BSN03")).alias("ship_date")
+        )
+    )
     # Shipment-level facts: first TD5 carrier (TD503, the SCAC) and REF*CN (carrier reference).
     p.per_set(
         p.seg("TD5", ["set_index"], 3)
@@ -337,7 +353,10 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     def per_hl(sid: str, n: int, value: pl.Expr, name: str) -> pl.LazyFrame:
         f = tagged.filter(c("sid") == sid).pipe(split_elements, ["set_index", "hl_pos"], e, n, sid)
         return (
-            _first(f.select("set_index", "hl_pos", value.alias(name)).filter(c(name).is_not_null()), ["set_index", "hl_pos"])
+            _first(
+                f.select("set_index", "hl_pos", value.alias(name)).filter(c(name).is_not_null()),
+                ["set_index", "hl_pos"],
+            )
             .join(hl_of, on=["set_index", "hl_pos"])
             .select("set_index", "hl_id", name)
         )
@@ -345,15 +364,21 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     prf = per_hl("PRF", 1, c("PRF01"), "po_number")
     man = per_hl("MAN", 2, c("MAN02"), "pack_id")
     lin = _first(
-        tagged.filter(c("sid") == "LIN").pipe(split_elements, ["set_index", "hl_pos", "pos"], e, 31, "LIN"),
-        ["set_index", "hl_pos"],
-    )
-    sn1 = _first(
-        tagged.filter(c("sid") == "SN1").pipe(
-            split_elements, ["set_index", "hl_pos", c("pos").alias("sn1_pos")], e, 3, "SN1"
+        tagged.filter(c("sid") == "LIN").pipe(
+            split_elements, ["set_index", "hl_pos", "pos"], e, 31, "LIN"
         ),
         ["set_index", "hl_pos"],
-    ).collect().lazy()
+    )
+    sn1 = (
+        _first(
+            tagged.filter(c("sid") == "SN1").pipe(
+                split_elements, ["set_index", "hl_pos", c("pos").alias("sn1_pos")], e, 3, "SN1"
+            ),
+            ["set_index", "hl_pos"],
+        )
+        .collect()
+        .lazy()
+    )
     qty = _number(c("SN102"))
     items = (
         lin.join(sn1, on=["set_index", "hl_pos"], how="left", maintain_order="left")
@@ -377,7 +402,9 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     )
     for _ in range(_HL_DEPTH):
         walk = (
-            walk.join(prf.rename({"hl_id": "cur", "po_number": "p"}), on=["set_index", "cur"], how="left")
+            walk.join(
+                prf.rename({"hl_id": "cur", "po_number": "p"}), on=["set_index", "cur"], how="left"
+            )
             .join(man.rename({"hl_id": "cur", "pack_id": "m"}), on=["set_index", "cur"], how="left")
             .join(parent, on=["set_index", "cur"], how="left")
             .select(

@@ -9,6 +9,7 @@ column; elements are split later, only for the segment types a table needs.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,12 +65,16 @@ def _make(e: bytes, comp: bytes, term: bytes, isa11: bytes, version: bytes) -> D
     if term == b" " or e == b" ":
         return None
     rep: str | None = None
-    if version.isdigit() and int(version) >= 402 and len(isa11) == 1 and not isa11.isalnum():
-        if isa11 not in (e, comp, term, b" "):
-            rep = isa11.decode("latin-1")
-    return Delimiters(
-        e.decode("latin-1"), comp.decode("latin-1"), rep, term.decode("latin-1")
-    )
+    # ISA11 is the repetition separator from version 00402 on (the standards ID "U" before).
+    if (
+        version.isdigit()
+        and int(version) >= 402
+        and len(isa11) == 1
+        and not isa11.isalnum()
+        and isa11 not in (e, comp, term, b" ")
+    ):
+        rep = isa11.decode("latin-1")
+    return Delimiters(e.decode("latin-1"), comp.decode("latin-1"), rep, term.decode("latin-1"))
 
 
 def _fixed(h: bytes) -> Delimiters | None:
@@ -95,7 +100,7 @@ def _split(h: bytes) -> Delimiters | None:
             return None
         seps.append(nxt)
     last = seps[-1]
-    fields = [h[a + 1 : b] for a, b in zip(seps, seps[1:], strict=False)]
+    fields = [h[a + 1 : b] for a, b in itertools.pairwise(seps)]
     return _make(e, h[last + 1 : last + 2], h[last + 2 : last + 3], fields[10], fields[11].strip())
 
 
