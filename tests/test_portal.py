@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import polars as pl
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 from multidict import CIMultiDict
 from polars.testing import assert_frame_equal
@@ -33,6 +33,7 @@ from scfeeds.exceptions import ConfigurationError
 from scfeeds.portal import (
     Portal,
     PortalKnobs,
+    ThreadPortal,
     add_cli,
     blob_sha256,
     cli_portal,
@@ -144,7 +145,7 @@ async def _get(
         return resp.status, resp.headers.copy(), await resp.read()
 
 
-def _feed_url(portal: Portal, feed_id: str) -> str:
+def _feed_url(portal: Portal | ThreadPortal, feed_id: str) -> str:
     return f"{portal.url}/v1/feeds/{feed_id}"
 
 
@@ -516,8 +517,8 @@ async def test_latency_and_jitter(plain_root: Path, session: aiohttp.ClientSessi
             started = time.perf_counter()
             await _get(session, f"{url}?seed={i}")
             delays.append(time.perf_counter() - started)
-        assert min(delays) >= 0.02
-        assert max(delays) < 0.18 + 0.1
+        assert min(delays) >= 0.02  # latency - jitter is a floor no load can lower
+        assert max(delays) < 0.18 + 0.5  # generous: the machine may be busy
         assert max(delays) - min(delays) > 0.01  # jitter varies the delay
 
 
@@ -565,7 +566,7 @@ async def test_same_seed_same_faults_across_servers(
 async def test_rate_limit_429_with_retry_after(
     plain_root: Path, session: aiohttp.ClientSession, form: str
 ) -> None:
-    async with serve(plain_root, rate_limit=2.0, burst=3, retry_after_form=form) as portal:
+    async with serve(plain_root, rate_limit=1.0, burst=3, retry_after_form=form) as portal:
         url = f"{portal.url}/v1/blob/16"
         results = [await _get(session, url) for _ in range(6)]
         statuses = [status for status, _, _ in results]
@@ -575,8 +576,7 @@ async def test_rate_limit_429_with_retry_after(
         assert json.loads(body)["error"] == "rate_limited"
         retry_after = headers["Retry-After"]
         if form == "seconds":
-            assert retry_after.isdigit()
-            assert 1 <= int(retry_after) <= 2
+            assert retry_after == "1"  # under a second to the next token, rounded up
         else:
             when = email.utils.parsedate_to_datetime(retry_after).timestamp()
             assert time.time() - 1 <= when <= time.time() + 3
@@ -584,7 +584,7 @@ async def test_rate_limit_429_with_retry_after(
         # Another client (identified by its bearer token) has its own bucket.
         other = {"Authorization": "Bearer someone-else"}
         assert (await _get(session, url, headers=other))[0] == 200
-        await asyncio.sleep(0.6)  # 2 tokens/s: one is back
+        await asyncio.sleep(1.1)  # 1 token/s: one is back
         assert (await _get(session, url))[0] == 200
         assert portal.stats()["faults"]["rate_limited"] == statuses.count(429)
 
@@ -711,8 +711,8 @@ async def test_slow_body_is_measurably_slow(
         _, _, body = await _get(session, url)
         slow = time.perf_counter() - started
     assert len(body) == 60_000
-    assert fast < 0.3
-    assert 0.5 <= slow < 1.5  # 60 kB at 100 kB/s
+    assert 0.5 <= slow < 3.0  # 60 kB at 100 kB/s is 0.6 s; the bound above allows a busy host
+    assert fast < slow / 2
 
 
 async def test_token_required_and_never_logged(
