@@ -47,8 +47,16 @@ def batch_id(sha256: str, *, salt: str = "") -> str:
     return hashlib.sha256(f"{LAKE_FORMAT}:{salt}:{sha256}".encode()).hexdigest()[:24]
 
 
+def _clear_stale_temps(path: Path) -> None:
+    # A writer killed between mkstemp and rename leaves `.name.XXXX.tmp` beside the target;
+    # the batch was not committed, so it is being redone now: its leftovers can go.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -63,6 +71,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

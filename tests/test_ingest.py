@@ -146,16 +146,16 @@ def test_parsing_lag_makes_fetching_wait(
     _, feeds = served
     lake = tmp_path / "lake"
     landing = tmp_path / "landing"
-    real = ingest_mod._process_one
+    real = ingest_mod._process_many
     backlog: list[int] = []
 
-    def slow(path: str, sha256: str, src: Any, lake_: str) -> dict[str, Any]:
+    def slow(jobs: list[Any], lake_: str) -> list[dict[str, Any]]:
         time.sleep(0.05)
         landed = sum(1 for p in landing.rglob("*") if p.is_file() and ".scfeeds" not in p.parts)
         backlog.append(landed - len(list(commits(lake))))
-        return real(path, sha256, src, lake_)
+        return real(jobs, lake_)
 
-    monkeypatch.setattr(ingest_mod, "_process_one", slow)
+    monkeypatch.setattr(ingest_mod, "_process_many", slow)
     batch = 4
     scfeeds.run(
         ingest(
@@ -163,6 +163,7 @@ def test_parsing_lag_makes_fetching_wait(
             lake,
             landing=landing,
             workers=1,
+            parse_group=1,
             fetch_batch=batch,
             limits=4,
             progress=None,

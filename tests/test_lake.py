@@ -146,3 +146,21 @@ def test_empty_lake_reads_as_empty_canonical_frames(tmp_path: Path) -> None:
 def test_unknown_table_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="unknown table"):
         scan_lake(tmp_path, "orders")
+
+
+def test_a_rewrite_clears_temporaries_left_by_a_killed_writer(tmp_path: Path) -> None:
+    target = tmp_path / "po_lines" / "supplier_id=SUP001" / "part-b.parquet"
+    target.parent.mkdir(parents=True)
+    stale = target.parent / f".{target.name}.abc123.tmp"
+    stale.write_bytes(b"half a parquet file")
+    commit_batch(
+        tmp_path,
+        batch="b",
+        source="u",
+        sha256="s",
+        tables={"po_lines": po_rows(2)},
+        quarantine={},
+        errors=None,
+    )
+    assert not stale.exists()
+    assert target.exists()
