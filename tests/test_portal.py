@@ -117,18 +117,19 @@ def world_root(tmp_path: Path) -> Path:
     world.write_parquet(root / "world" / "po_lines.parquet")
     catalog = pl.DataFrame(
         {
-            "id": ["po-1", "po-2", "po-missing"],
-            "supplier_id": ["SUP001"] * 3,
-            "table": ["po_lines"] * 3,
-            "format": ["x12"] * 3,
-            "path": [*paths, "feeds/SUP001/po_lines/gone.x12"],
-            "records": [30, 12, 5],
-            "bytes": [4000, 9999, 10],  # po-2's size is stale
+            "id": ["po-1", "po-2", "po-missing", "escape"],
+            "supplier_id": ["SUP001"] * 4,
+            "table": ["po_lines"] * 4,
+            "format": ["x12"] * 4,
+            "path": [*paths, "feeds/SUP001/po_lines/gone.x12", "../secret.x12"],
+            "records": [30, 12, 5, 1],
+            "bytes": [4000, 9999, 10, 6],  # po-2's size is stale
             "sha256": [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in paths]
-            + ["0" * 64],
+            + ["0" * 64] * 2,
         }
     )
     catalog.write_parquet(root / "catalog.parquet")
+    (tmp_path / "secret.x12").write_text("secret")  # outside the root: never served
     return root
 
 
@@ -210,9 +211,10 @@ async def test_listing_from_catalog(
     async with serve(world_root) as portal:
         _, _, body = await _get(session, f"{portal.url}/v1/feeds")
     feeds = json.loads(body)["feeds"]
-    # The row whose file is missing is skipped, with a warning naming it.
+    # Rows whose file is missing or outside the root are skipped, with a warning naming them.
     assert [f["id"] for f in feeds] == ["po-1", "po-2"]
     assert "gone.x12" in caplog.text
+    assert "'../secret.x12' leaves the root" in caplog.text
     assert [f["records"] for f in feeds] == [30, 12]
     assert [f["bytes"] for f in feeds] == [4000, 4001]  # the file's size, not the stale one
     assert "the catalog says 9999" in caplog.text

@@ -178,7 +178,16 @@ def _from_catalog(root: Path, path: Path) -> list[Feed]:
     has_world: dict[str, bool] = {table: _world_available(root, table) for table in TABLES}
     feeds: list[Feed] = []
     for row in frame.select(CATALOG_COLUMNS).iter_rows(named=True):
-        file = root / str(row["path"])
+        file = (root / str(row["path"])).resolve()
+        if not file.is_relative_to(root):
+            # A catalog must not make the portal serve files from outside its root.
+            logger.warning(
+                "portal: %s row id=%s: path %r leaves the root; skipped",
+                path,
+                row["id"],
+                row["path"],
+            )
+            continue
         if not file.is_file():
             logger.warning(
                 "portal: %s row id=%s: file %s is missing; skipped", path, row["id"], file
