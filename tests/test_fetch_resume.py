@@ -21,8 +21,8 @@ urls = sys.argv[2:]
 asyncio.run(fetch(urls, sys.argv[1], limits=4, progress=None))
 """
 
-N = 16
-SIZE = 300_000  # above RESUME_MIN_BYTES, so partial bodies are resumable across runs
+N = 12
+SIZE = 1_200_000  # above RESUME_MIN_BYTES, so partial bodies are resumable across runs
 
 
 def manifest_lines(dest: Path) -> int:
@@ -75,7 +75,7 @@ async def test_kill_and_resume_lands_everything_once(tmp_path: Path) -> None:
 
 
 async def _scenario(server: Server, dest: Path) -> None:
-    urls = [f"{server.url}/slow/k{i}?n={SIZE}&step=20000&pace=0.02" for i in range(N)]
+    urls = [f"{server.url}/slow/k{i}?n={SIZE}&step=80000&pace=0.02" for i in range(N)]
     await kill_when(dest, urls, landed_at_least=0)  # killed while the first bodies stream
     first_kill = manifest_lines(dest)
     await kill_when(dest, urls, landed_at_least=first_kill + 4)  # killed mid-run

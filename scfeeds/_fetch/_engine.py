@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from io import BufferedWriter
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -48,7 +47,7 @@ SECRET_HEADERS = frozenset(
 _CHUNK = 64 * 1024
 #: Bodies at least this large (or of unknown size) record their validator next to the partial
 #: file, so that a later run can resume them with Range; smaller ones are fetched again.
-RESUME_MIN_BYTES = 256 * 1024
+RESUME_MIN_BYTES = 1024 * 1024
 _HEARTBEAT = 0.25
 
 Status = Literal["ok", "unchanged", "failed"]
@@ -381,7 +380,7 @@ class _Engine:
             if outcome.status in ("ok", "unchanged"):
                 self.stats.latencies.append(rtt)
                 self.ctl.record_latency(rtt)
-                host.on_healthy(rtt)
+                host.on_healthy(rtt, started)
             elif outcome.congestion and host.on_congestion(started):
                 logger.debug("%s: limit lowered to %d", host.host, host.limit)
             return outcome
@@ -470,11 +469,11 @@ class _Engine:
             last_modified = resp.headers.get("Last-Modified")
             length = resp.content_length
             expected = None if length is None else offset + length
+            sidecar = False
             if etag or last_modified:
                 self.validators[key] = etag or last_modified or ""
-                if expected is None or expected >= RESUME_MIN_BYTES:
-                    # Only bodies worth resuming across runs pay for a sidecar file.
-                    self.landing.write_part_meta(key, etag, last_modified)
+                # Only bodies worth resuming across runs pay for a sidecar file.
+                sidecar = expected is None or expected >= RESUME_MIN_BYTES
             limit = self.max_bytes
             if limit is not None and expected is not None and expected > limit:
                 self.landing.discard_part(key)
@@ -495,7 +494,9 @@ class _Engine:
                         path = self._claim_path(key, wanted)
             received = offset
             # Creating a file can take milliseconds on a busy disk: keep that off the loop.
-            out = await asyncio.to_thread(_open_part, part, append)
+            out = await asyncio.to_thread(
+                self._open_part, key, append, (etag, last_modified) if sidecar else None
+            )
             with out:
                 async for chunk in resp.content.iter_chunked(_CHUNK):
                     out.write(chunk)
@@ -554,6 +555,14 @@ class _Engine:
         self.manifest[key] = record
         return _Outcome("ok", http_status=status, path=path, bytes=received, sha256=digest)
 
+    def _open_part(
+        self, key: str, append: bool, validator: tuple[str | None, str | None] | None
+    ) -> BufferedWriter:
+        """Runs in a thread: record the validator (if any), open the partial body file."""
+        if validator is not None:
+            self.landing.write_part_meta(key, *validator)
+        return open(self.landing.part(key), "ab" if append else "wb")
+
     # -- reporting --------------------------------------------------------------------
     def _record(
         self, item: Item, path: str, outcome: _Outcome, attempts: int, seconds: float
@@ -574,6 +583,9 @@ class _Engine:
                 else "cancelled"
             )
             logger.info("failed: %s after %d attempts: %s", item.shown_url, attempts, error)
+            if not self.landing.part_meta(item.key).exists():
+                # Without a recorded validator a later run cannot resume it: don't keep it.
+                self.landing.discard_part(item.key)
         self.rows[item.index] = {
             "url": item.shown_url,
             "path": outcome.path or (None if status == "failed" else path),
@@ -652,10 +664,6 @@ class _Engine:
             host_limits=self.ctl.host_limits(),
             items=items,
         )
-
-
-def _open_part(path: Path, append: bool) -> BufferedWriter:
-    return open(path, "ab" if append else "wb")
 
 
 def _range_start(content_range: str | None) -> int | None:

@@ -111,10 +111,14 @@ class HostGate:
         until = asyncio.get_running_loop().time() + seconds
         self.pause_until = max(self.pause_until, until)
 
-    def on_healthy(self, rtt: float) -> None:
-        """Additive increase: +1 per round trip's worth of responses, only while saturated."""
+    def on_healthy(self, rtt: float, started: float) -> None:
+        """Additive increase: +1 per round trip's worth of responses, only while saturated.
+
+        Responses to requests sent before the last decrease do not count: they say nothing
+        about the new limit.
+        """
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
-        if not self.adaptive or self.cwnd >= self.ceiling:
+        if not self.adaptive or self.cwnd >= self.ceiling or started < self.last_decrease:
             return
         # The responding request still holds its slot, so in_use == limit means "in use".
         if self.slots.in_use >= self.slots.limit:
