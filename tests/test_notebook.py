@@ -252,7 +252,9 @@ class FakeDriver:
 async def test_slider_move_changes_the_running_limit_immediately() -> None:
     driver = FakeDriver()
     tuner = ConcurrencyTuner(driver, max_at_once=2, interval=0.05)
-    task = tuner.start()
+    tuner.start()
+    task = tuner.task
+    assert task is not None
     await asyncio.sleep(0.12)
     assert tuner.running
     assert driver.limit == 2

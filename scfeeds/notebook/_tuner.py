@@ -316,10 +316,11 @@ class ConcurrencyTuner:
         """Whether a fetch is running in the background."""
         return self.task is not None and not self.task.done()
 
-    def start(self, *, records: int | None = None) -> asyncio.Task[None]:
-        """Start the fetch as a background task on the running loop and return the task.
+    def start(self, *, records: int | None = None) -> None:
+        """Start the fetch as a background task (``self.task``) on the running loop.
 
-        ``records``: stop after this many (``None``: run until :meth:`stop`).
+        ``records``: stop after this many (``None``: run until :meth:`stop`). Returns at once
+        (and returns nothing, so a cell ending in ``tuner.start()`` prints nothing).
         """
         if self.running:
             raise RuntimeError("the tuner is already running; stop() it first")
@@ -333,7 +334,6 @@ class ConcurrencyTuner:
         self.button.description, self.button.icon = "Stop", "stop"
         self.button.button_style = "danger"
         self.status.value = self._status_html("running")
-        return self.task
 
     async def stop(self) -> None:
         """Cancel the running fetch and wait until it has wound down."""
