@@ -159,6 +159,12 @@ def test_job_refuses_bodies_credentials_and_non_urls(source: Any, rule: str) -> 
         Job(sources=[source])
 
 
+@pytest.mark.parametrize("job_id", ["..", ".hidden", "a/b", "", "x" * 129, "a\\b"])
+def test_job_ids_are_path_safe(job_id: str) -> None:
+    with pytest.raises(JobError, match="job id"):
+        Job(id=job_id, sources=["http://127.0.0.1:1/a"])
+
+
 @pytest.mark.parametrize(
     ("fields", "rule"),
     [

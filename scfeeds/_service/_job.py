@@ -13,6 +13,7 @@ and ``job`` (UTF-8 JSON, schema version ``v``).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,8 @@ SECRET_PARAMS = frozenset(
 )
 
 Source = str | Mapping[str, Any]
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 class JobError(ConfigurationError):
@@ -133,8 +136,12 @@ class Job:
         object.__setattr__(self, "sources", clean_sources(self.sources))
         if not isinstance(self.attempt, int) or self.attempt < 1:
             raise JobError(f"attempt must be an int >= 1, got {self.attempt!r}")
-        if not isinstance(self.id, str) or not self.id or len(self.id) > 128:
-            raise JobError("job id must be a non-empty string of at most 128 characters")
+        # the id names the job's landing folder: no separators, no dot names, bounded
+        if not isinstance(self.id, str) or not _JOB_ID.fullmatch(self.id):
+            raise JobError(
+                f"job id must be 1-128 characters of A-Z a-z 0-9 _ . - not starting with a "
+                f"dot, got {str(self.id)[:40]!r}"
+            )
 
     def retry(self, *, sources: Iterable[Source] | None = None, error: str | None = None) -> Job:
         """The same job for another attempt (optionally only some of its sources)."""

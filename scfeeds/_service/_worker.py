@@ -32,7 +32,6 @@ import collections
 import contextlib
 import logging
 import os
-import re
 import shutil
 import socket
 import time
@@ -496,7 +495,7 @@ class Worker:
             self._record(job.id, "rejected")
             return
 
-        landing = lake / "_landing" / "jobs" / re.sub(r"[^A-Za-z0-9_.-]", "_", job.id)
+        landing = lake / "_landing" / "jobs" / job.id  # ids are checked path-safe (Job)
         progress = _Progress(self.metrics)
         ctx = JobContext(
             lake=lake,
