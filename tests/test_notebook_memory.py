@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -123,3 +124,18 @@ async def test_streaming_needs_far_less_heap_than_buffering(
     html = comparison._repr_html_()
     assert html.count("<svg") == 2
     assert "x less" in html
+
+
+def build_polars_frame() -> int:
+    frame = pl.DataFrame({"a": range(2_000_000)})  # native memory, allocated inside polars
+    return frame.height
+
+
+def test_allocations_inside_a_library_name_the_callers_line(tmp_path: Path) -> None:
+    profile = MemoryProfiler(directory=tmp_path).run(build_polars_frame)
+    top = profile.sites.row(0, named=True)
+    assert top["bytes"] >= 2_000_000 * 8  # 2M int64 values, counted although native
+    assert "polars" in top["file"]
+    line = inspect.getsourcelines(build_polars_frame)[1] + 1
+    assert top["caller"] == f"build_polars_frame ({Path(__file__).name}:{line})"
+    assert "from your code" in profile.sites_html()

@@ -16,10 +16,12 @@ from __future__ import annotations
 import ast
 import inspect
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -38,7 +40,27 @@ SITES_SCHEMA = {
     "bytes": pl.Int64,
     "allocations": pl.Int64,
     "share": pl.Float64,
+    "caller": pl.String,
 }
+_MAX_FRAMES = 64
+#: Where library code lives: frames there are not "your code".
+_LIBRARY_DIRS = tuple(
+    {os.path.realpath(p) for p in (sysconfig.get_paths()["stdlib"], *site.getsitepackages())}
+)
+
+
+def _user_frame(stack: Sequence[tuple[str, str, int]]) -> str | None:
+    """``function (file:line)`` of the innermost frame outside the stdlib and site-packages,
+    or ``None`` when that is the innermost frame itself (the site already names it)."""
+    for depth, (function, file, line) in enumerate(stack):
+        if file.startswith("<frozen") or os.path.realpath(file).startswith(_LIBRARY_DIRS):
+            continue
+        if depth == 0:
+            return None
+        return f"{function} ({Path(file).name}:{line})"
+    return None
+
+
 HEAP_SCHEMA = {"t_s": pl.Float64, "heap_bytes": pl.Int64, "rss_bytes": pl.Int64}
 
 
@@ -58,8 +80,9 @@ class MemoryProfile:
         Wall time of the run.
     sites
         Top allocation sites at the high-water mark: function, file, line, bytes,
-        allocations, share (of the peak). Native allocations (polars, numpy) are attributed
-        to the Python line that caused them.
+        allocations, share (of the peak), and ``caller``: when the site is inside a library
+        (polars, aiohttp, the stdlib), the innermost line of your code that led there. Native
+        allocations (polars, numpy) are attributed to the Python line that caused them.
     heap
         Heap (and RSS) over time: ``t_s`` since start, ``heap_bytes``, ``rss_bytes``.
     capture
@@ -108,13 +131,14 @@ class MemoryProfile:
             f"{escape(Path(r['file']).name)}:{r['line']}</td>"
             f"<td style='text-align:right'>{escape(fmt.size(r['bytes']))}</td>"
             f"<td style='text-align:right'>{r['allocations']:,}</td>"
-            f"<td style='text-align:right'>{r['share']:.0%}</td></tr>"
+            f"<td style='text-align:right'>{r['share']:.0%}</td>"
+            f"<td>{escape(r['caller'] or '')}</td></tr>"
             for r in self.sites.iter_rows(named=True)
         )
         return (
             "<table class='scfeeds-memory-sites' style='font-size:12px'><thead><tr>"
             "<th>function</th><th>where</th><th>bytes at peak</th><th>allocations</th>"
-            f"<th>share</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<th>share</th><th>from your code</th></tr></thead><tbody>{rows}</tbody></table>"
         )
 
     def text(self) -> str:
@@ -162,14 +186,20 @@ def read_capture(
     try:
         meta = reader.metadata
         by_site: dict[tuple[str, str, int], list[int]] = {}
+        callers: dict[tuple[str, str, int], tuple[int, str]] = {}
         for record in reader.get_high_watermark_allocation_records(merge_threads=True):
             # The innermost Python frame is the line that asked for the memory; native
             # allocations (polars, numpy) land on the Python line that called into them.
-            stack = record.stack_trace(1)
+            stack = record.stack_trace(_MAX_FRAMES)
             site = stack[0] if stack else ("<unknown>", "<native>", 0)
             totals = by_site.setdefault(site, [0, 0])
             totals[0] += record.size
             totals[1] += record.n_allocations
+            # When the site is inside a library, also name the user's line that led there
+            # (the largest such record wins).
+            caller = _user_frame(stack)
+            if caller and record.size > callers.get(site, (-1, ""))[0]:
+                callers[site] = (record.size, caller)
         start_ms = meta.start_time.timestamp() * 1000
         heap_rows = [
             ((s.time - start_ms) / 1000, s.heap, s.rss) for s in reader.get_memory_snapshots()
@@ -187,6 +217,7 @@ def read_capture(
                 "bytes": size,
                 "allocations": count,
                 "share": size / peak if peak else 0.0,
+                "caller": callers.get((fn, file, line), (0, None))[1],
             }
             for (fn, file, line), (size, count) in ranked
         ],
