@@ -780,6 +780,26 @@ def test_worker_without_redis_is_alive_but_not_ready(tmp_path: Path) -> None:
     assert w.worker.readiness()["draining"] is True
 
 
+def test_worker_recreates_a_vanished_stream_and_group(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stream = stream_name(request)
+
+    async def ok(job: Job, ctx: JobContext) -> JobResult:
+        return JobResult()
+
+    w = ThreadWorker(worker_factory(redis_url, stream, tmp_path, runner=ok))
+    with w:
+        wait_until(lambda: w.worker.ready)
+        run(_with_queue(redis_url, stream, lambda q: q._r.delete(stream)))  # a flush
+        wait_until(lambda: not w.worker.ready)  # NOGROUP: not ready
+        wait_until(lambda: w.worker.ready)  # recreated
+        job = Job(sources=["http://127.0.0.1:1/a"])
+        run(_with_queue(redis_url, stream, lambda q: q.enqueue([job])))
+        wait_until(lambda: w.worker.outcomes)
+    assert list(w.worker.outcomes) == [(job.id, "succeeded")]
+
+
 def test_deploy_manifests_match_the_cli() -> None:
     """The Kubernetes example must parse with the real CLI and keep drain < grace period."""
     import argparse

@@ -383,6 +383,12 @@ class Worker:
                 logger.warning("queue read failed (%s); retrying in %.1f s", describe(exc), delay)
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, 5.0)
+                if "NOGROUP" in str(exc):
+                    # the stream or its group vanished (failover to an empty replica, a flush):
+                    # recreate them, or this worker would wait forever on a group nobody makes
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.queue.ensure_group()
+                        logger.warning("recreated stream %s and group", self.queue.stream)
                 continue
             finally:
                 self._update_ready()
