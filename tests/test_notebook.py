@@ -7,12 +7,13 @@ tuner's control logic is also checked against a fake driver whose behaviour is e
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from IPython.lib.pretty import pretty
 
 from scfeeds._fetch._engine import fetch
+from scfeeds._fetch._plan import ChunkRequest, plan_chunks
 from scfeeds._fetch._report import ProgressEvent
 from scfeeds._runner import run
 from scfeeds.notebook import (
@@ -34,6 +36,7 @@ from scfeeds.notebook import (
     auto_progress,
     recommend,
 )
+from scfeeds.notebook._driver import page_request
 from scfeeds.notebook._progress import eta_seconds
 from scfeeds.portal import serve_in_thread
 
@@ -448,6 +451,42 @@ async def test_feed_driver_sweep_measures_real_transfers(
     assert not math.isnan(results["p90_s"][0])
     assert results["p90_s"][0] >= 0.02
     assert knee is not None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://h/v1/feeds/a/lines", "http://h/v1/feeds/a/lines?format=csv"]
+)
+def test_page_request_matches_plan_chunks(url: str) -> None:
+    for page in plan_chunks(url, total=2300, chunk_size=500):
+        assert page_request(url, offset=page.offset, limit=page.limit) == page
+
+
+async def test_feed_driver_lands_every_record_once_when_chunk_size_changes_mid_pass(
+    portal: tuple[str, dict[str, object]],
+) -> None:
+    _url, feed = portal
+    records = feed["records"]
+    assert isinstance(records, int)
+    sizes = iter([700, 700, 300] + [1000] * 100)
+    seen: list[tuple[int, int]] = []
+    driver = FeedDriver(str(feed["lines_url"]), total=records)
+    real_pages = driver._pages
+
+    async def spy(plan: RunPlan, start: int, budget: int | None) -> AsyncIterator[ChunkRequest]:
+        async for page in real_pages(plan, start, budget):
+            seen.append((page.offset, page.limit))
+            yield page
+
+    driver._pages = spy  # type: ignore[method-assign]
+    probe = Probe()
+    await driver.run(RunPlan(max_at_once=3, chunk_size=lambda: next(sizes), records=records), probe)
+    # Pages tile the feed exactly: no gap, no overlap, whatever sizes were asked for.
+    assert seen[:3] == [(0, 700), (700, 700), (1400, 300)]
+    assert sum(limit for _, limit in seen) == records
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(seen))
+    assert probe.event is not None
+    assert probe.event.failed == 0
+    assert probe.event.done == len(seen)
 
 
 # -- charts and the import boundary ------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from scfeeds._config import Limits, Retry, Timeout
 from scfeeds._fetch._engine import fetch
@@ -82,6 +83,26 @@ def _add(base: _Totals, event: ProgressEvent, *, total: int | None) -> _Totals:
     )
 
 
+def page_request(feed_url: str, *, offset: int, limit: int) -> ChunkRequest:
+    """The page ``[offset, offset + limit)`` of a paged feed, as ``plan_chunks`` would plan it.
+
+    ``plan_chunks`` cuts a feed into equal pages; the tuner's pages change size while it runs,
+    so each is planned on its own (same URL and landing-path scheme).
+    """
+    (first,) = plan_chunks(feed_url, total=limit, chunk_size=limit)
+    parts = urlsplit(first.url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "offset"]
+    query.insert(len(query) - 1, ("offset", str(offset)))
+    directory, name = first.path.rsplit("/", 1)
+    suffix = name.split(".", 1)[1]
+    return ChunkRequest(
+        url=urlunsplit(parts._replace(query=urlencode(query))),
+        offset=offset,
+        limit=limit,
+        path=f"{directory}/{offset:012d}.{suffix}",
+    )
+
+
 class FeedDriver:
     """Runs ``scfeeds.fetch`` over a paged feed for :class:`ConcurrencyTuner`.
 
@@ -112,9 +133,9 @@ class FeedDriver:
         adaptive: bool = True,
         max_limit: int = 256,
     ) -> None:
-        plan_chunks(feed_url, total=total, chunk_size=1)[:0]  # validates the URL and total
-        if total < 1:
-            raise ValueError(f"total must be >= 1 record, got {total}")
+        if not isinstance(total, int) or total < 1:
+            raise ValueError(f"total must be an int >= 1 (records in the feed), got {total!r}")
+        plan_chunks(feed_url, total=1, chunk_size=1)  # validates the URL, with its message
         self.feed_url = feed_url
         self.total = total
         self.headers = dict(headers or {})
@@ -160,8 +181,7 @@ class FeedDriver:
             if budget is not None:
                 size = min(size, budget - planned)
             size = min(size, self.total - offset)
-            (page,) = plan_chunks(self.feed_url, total=offset + size, chunk_size=size)[-1:]
-            yield ChunkRequest(url=page.url, offset=offset, limit=size, path=page.path)
+            yield page_request(self.feed_url, offset=offset, limit=size)
             offset += size
             planned += size
 
