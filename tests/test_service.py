@@ -309,6 +309,33 @@ def test_two_workers_land_every_job_exactly_once(
     )  # each job's raw downloads removed once committed
 
 
+def test_jobs_longer_than_the_claim_timeout_are_not_stolen(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The heartbeat keeps a live worker's slow jobs: a peer polling with XAUTOCLAIM never
+    takes them, so nothing runs twice."""
+    stream = stream_name(request)
+    runs: list[str] = []
+
+    async def slow(job: Job, ctx: JobContext) -> JobResult:
+        runs.append(job.id)
+        await asyncio.sleep(1.5)  # 2.5 x the claim timeout
+        return JobResult()
+
+    jobs = [Job(sources=["http://127.0.0.1:1/a"]) for _ in range(2)]
+    a = ThreadWorker(worker_factory(redis_url, stream, tmp_path, runner=slow, claim_idle=0.6))
+    b = ThreadWorker(worker_factory(redis_url, stream, tmp_path, runner=slow, claim_idle=0.6))
+    with a, b:
+        wait_until(lambda: a.worker.ready and b.worker.ready)
+        enqueue(redis_url, stream, jobs)
+        wait_until(lambda: len(a.worker.outcomes) + len(b.worker.outcomes) >= 2)
+        time.sleep(0.7)  # a late, wrong reclaim would show up here
+    assert sorted(runs) == sorted(j.id for j in jobs)
+    assert sorted([*a.worker.outcomes, *b.worker.outcomes]) == sorted(
+        (j.id, "succeeded") for j in jobs
+    )
+
+
 def test_failing_job_is_retried_then_dead_lettered(
     redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
