@@ -166,7 +166,14 @@ def check_letters(seq: IntArray) -> pl.Series:
         count += rest > 0
         rest //= 10
     idx = (digits + 10 * count) % len(_CHECK)
-    return pl.Series(np.array(list(_CHECK))[idx].tolist(), dtype=pl.String)
+    return _pick(tuple(_CHECK), idx)
+
+
+def _pick(
+    values: tuple[str | None, ...] | list[str | None], idx: npt.NDArray[np.int64]
+) -> pl.Series:
+    """``values[idx]`` as a String Series, gathered by polars (no Python loop per row)."""
+    return pl.Series(list(values), dtype=pl.String).gather(pl.Series(idx, dtype=pl.Int64))
 
 
 def _money(cents: pl.Expr) -> pl.Expr:
@@ -369,9 +376,7 @@ def make_batch(
             doc=pl.Series(rc_ship),
             qty_received=pl.Series(part_qty[rc_order]).cast(pl.String).cast(pl.Decimal(18, 4)),
             receipt_date=_dates(rc_date),
-            location=pl.Series(
-                [suppliers[s].location for s in sup[rc_line].tolist()], dtype=pl.String
-            ),
+            location=_supplier_col(sup[rc_line], suppliers, "location"),
         )
     )
 
@@ -533,8 +538,7 @@ def _sequence(sup: IntArray, counters: Counters, n_sup: int) -> IntArray:
 
 
 def _supplier_col(sup: IntArray, suppliers: tuple[Supplier, ...], attr: str) -> pl.Series:
-    values = np.array([getattr(s, attr) for s in suppliers], dtype=object)
-    return pl.Series(values[sup].tolist(), dtype=pl.String)
+    return _pick([getattr(s, attr) for s in suppliers], sup)
 
 
 def _po_frame(
@@ -551,7 +555,7 @@ def _po_frame(
     catalog: ItemCatalog,
 ) -> pl.DataFrame:
     sup = po_sup[line_po]
-    names = np.array([*LINE_FAULTS, None], dtype=object)
+    names = (*LINE_FAULTS, None)
     return pl.DataFrame(
         {
             "sup": sup,
@@ -567,7 +571,7 @@ def _po_frame(
             "uom": catalog.uom.gather(item),
             "price_cents": price,
             "currency": _supplier_col(sup, suppliers, "currency"),
-            "fault": pl.Series(names[fault].tolist(), dtype=pl.String),
+            "fault": _pick(names, np.where(fault < 0, len(LINE_FAULTS), fault)),
         }
     ).with_columns(
         po_number="45" + pl.col("po_number"),
@@ -594,7 +598,6 @@ def _asn_frame(
 ) -> pl.DataFrame:
     line_cs = cs[al_line]
     qty = np.where(line_cs, al_qty // np.maximum(pack_size[al_line], 1), al_qty)
-    carriers = np.array(_CARRIERS, dtype=object)
     base = po_frame[al_line].select(
         "sup",
         "supplier_id",
@@ -614,7 +617,7 @@ def _asn_frame(
         uom=pl.when(pl.Series(line_cs)).then(pl.lit("CS")).otherwise(pl.col("uom")),
         # SSCC-18 shaped: extension digit 1, company prefix 0614141, 10-digit serial
         pack_id=pl.format("10614141{}", pl.Series(pack_seq).cast(pl.String).str.zfill(10)),
-        carrier=pl.Series(carriers[carrier[al_ship]].tolist(), dtype=pl.String),
+        carrier=_pick(_CARRIERS, carrier[al_ship]),
         tracking=pl.Series(tracking[al_ship]).cast(pl.String),
         bol=pl.format("BOL{}", pl.Series(ship_seq[al_ship]).cast(pl.String).str.zfill(9)),
     ).with_columns(
@@ -708,11 +711,10 @@ def _add_copies(
     invoice: pl.DataFrame, dup: IntArray, shift: IntArray
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Append duplicate copies (``copy_of`` = original doc) and their truth rows."""
-    kinds = np.array([*DUPLICATE_FAULTS, None], dtype=object)
     picked = pl.DataFrame(
         {
             "doc": np.flatnonzero(dup != CLEAN),
-            "kind": pl.Series(kinds[dup[dup != CLEAN]].tolist(), dtype=pl.String),
+            "kind": _pick(DUPLICATE_FAULTS, dup[dup != CLEAN]),
             "shift": shift[dup != CLEAN],
         }
     ).cast({"doc": pl.Int64})
