@@ -64,7 +64,13 @@ async def client_scfeeds(urls: list[str], dest: Path, concurrency: int) -> dict[
     from scfeeds._fetch import fetch
 
     report = await fetch(urls, dest, limits=Limits(concurrency), progress=None, resume=False)
-    return {"ok": report.succeeded, "requests": report.requests, "bytes": report.bytes}
+    mean = report.items.filter(status="ok")["seconds"].mean()
+    return {
+        "ok": report.succeeded,
+        "requests": report.requests,
+        "bytes": report.bytes,
+        "latency_mean": mean,
+    }
 
 
 async def client_skeleton(urls: list[str], dest: Path, concurrency: int) -> dict[str, Any]:
@@ -141,7 +147,15 @@ CLIENTS = {
 def child_main(variant: str, urls_file: str, dest: str, concurrency: int) -> None:
     urls = json.loads(Path(urls_file).read_text())
     client = CLIENTS[variant]
+    # Import what the client needs first, so that "growth" is the transfer's own memory.
+    if variant == "scfeeds":
+        import scfeeds._fetch  # noqa: F401
+    elif variant == "skeleton":
+        import aiohttp  # noqa: F401
+    else:
+        import requests  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)
+    base_rss = before.ru_maxrss / 1024
     start = time.perf_counter()
     if asyncio.iscoroutinefunction(client):
         out = asyncio.run(client(urls, Path(dest), concurrency))
@@ -150,7 +164,7 @@ def child_main(variant: str, urls_file: str, dest: str, concurrency: int) -> Non
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    out.update(elapsed=elapsed, cpu=cpu, peak_rss_mb=after.ru_maxrss / 1024)
+    out.update(elapsed=elapsed, cpu=cpu, peak_rss_mb=after.ru_maxrss / 1024, base_rss_mb=base_rss)
     print(json.dumps(out))
 
 
@@ -197,6 +211,8 @@ def section_ceiling(base: str, work: Path, quick: bool) -> None:
             n = max(n, 2 * c)
             r = run_child("scfeeds", blob_urls(base, n, size, seed0=c), c, work)
             rate = r["ok"] / r["elapsed"]
+            # Little's law with the latency actually seen: how full the pool was kept.
+            little = c / r["latency_mean"]
             rows.append(
                 [
                     label,
@@ -205,6 +221,8 @@ def section_ceiling(base: str, work: Path, quick: bool) -> None:
                     f"{ceiling:.0f}",
                     f"{rate:.0f}",
                     f"{rate / ceiling:.2f}",
+                    f"{1000 * r['latency_mean']:.0f}",
+                    f"{rate / little:.2f}",
                     f"{r['bytes'] / r['elapsed'] / 1e6:.1f}",
                     f"{r['cpu'] / r['elapsed']:.2f}",
                 ]
@@ -218,6 +236,8 @@ def section_ceiling(base: str, work: Path, quick: bool) -> None:
             "ceiling req/s",
             "req/s",
             "ratio",
+            "mean latency ms",
+            "vs c/latency",
             "MB/s",
             "client CPU (cores)",
         ],
@@ -248,11 +268,21 @@ def section_baselines(base: str, work: Path, quick: bool) -> None:
                 f"{r['bytes'] / r['elapsed'] / 1e6:.1f}",
                 f"{1000 * r['cpu'] / r['ok']:.2f}",
                 f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_mb'] - r['base_rss_mb']:.0f}",
             ]
         )
     table(
         f"2a. 256 KiB chunks at concurrency 20 (sequential: first {seq_n})",
-        ["client", "landed", "req/s", "scfeeds speed-up", "MB/s", "CPU ms/request", "peak RSS MB"],
+        [
+            "client",
+            "landed",
+            "req/s",
+            "scfeeds speed-up",
+            "MB/s",
+            "CPU ms/request",
+            "peak RSS MB",
+            "growth MB",
+        ],
         rows,
     )
     total = (256 if quick else 1024) * 1024 * KIB
@@ -267,11 +297,12 @@ def section_baselines(base: str, work: Path, quick: bool) -> None:
                 f"{r['elapsed']:.1f}",
                 f"{r['bytes'] / r['elapsed'] / 1e6:.0f}",
                 f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_mb'] - r['base_rss_mb']:.0f}",
             ]
         )
     table(
         "2b. peak RSS while landing (256 KiB chunks, concurrency 32)",
-        ["client", "landed", "seconds", "MB/s", "peak RSS MB"],
+        ["client", "landed", "seconds", "MB/s", "peak RSS MB", "growth MB"],
         rows,
     )
 
@@ -281,14 +312,14 @@ def section_faults(portal: Any, work: Path, quick: bool) -> None:
     from scfeeds._fetch import fetch
 
     n, size = (150 if quick else 400), 64 * KIB
-    knobs = dict(
-        error_rate=0.10,
-        reset_rate=0.05,
-        truncate_rate=0.05,
-        throttle_rate=0.02,
-        retry_after=1,
-        seed=11,
-    )
+    knobs = {
+        "error_rate": 0.10,
+        "reset_rate": 0.05,
+        "truncate_rate": 0.05,
+        "throttle_rate": 0.02,
+        "retry_after": 1,
+        "seed": 11,
+    }
     portal.set_knobs(**knobs)
     portal.reset_stats()
     urls = blob_urls(portal.url, n, size, seed0=30_000)

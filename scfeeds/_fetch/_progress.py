@@ -73,10 +73,20 @@ class _SummarySink:
         )
 
 
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (not merely with ipykernel imported, as pytest's nbval
+    plugin does)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    ipython: Any = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def _notebook_sink() -> ProgressSink | None:
     # Only inside a kernel, and only if the widget module exists: importing it pulls in
     # ipywidgets, which plain `import scfeeds` must never do.
-    if "ipykernel" not in sys.modules:
+    if not _in_kernel():
         return None
     try:
         if importlib.util.find_spec("scfeeds.notebook") is None:
