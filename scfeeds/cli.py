@@ -215,10 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=float, default=0.02, help="portal latency in seconds")
     p.set_defaults(func=cmd_demo)
 
-    from scfeeds import portal, synth
+    from scfeeds import synth
+    from scfeeds._portal._cli import add_cli as add_portal_cli  # light: no aiohttp.web import
 
     synth.add_cli(sub)
-    portal.add_cli(sub)
+    add_portal_cli(sub)
 
     p = sub.add_parser("fetch", help="download URLs to a folder (bounded, retried, resumable)")
     p.add_argument("urls", nargs="+")
