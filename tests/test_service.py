@@ -336,9 +336,14 @@ def test_jobs_longer_than_the_claim_timeout_are_not_stolen(
     )
 
 
-def test_failing_job_is_retried_then_dead_lettered(
-    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+def test_failing_job_is_retried_then_dead_lettered_and_replayed(
+    redis_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from scfeeds._service._cli import main
+
     stream = stream_name(request)
     calls: list[int] = []
 
@@ -358,6 +363,16 @@ def test_failing_job_is_retried_then_dead_lettered(
     assert entry["attempt"] == "3"
     assert "parser exploded on attempt 3" in entry["reason"]
     assert stats(redis_url, stream).length == 0
+    # an operator lists the dead letters, then replays them once the cause is fixed
+    base = ["--queue", redis_url, "--stream", stream]
+    assert main(["dead-letters", *base]) == 0
+    assert capsys.readouterr().out.startswith(f"{job.id}\tattempt 3\tfailed 3 times")
+    assert main(["dead-letters", *base, "--replay"]) == 0
+    assert capsys.readouterr().out == f"replayed {job.id}\n"
+    assert dead(redis_url, stream) == []
+    (again,) = run(_with_queue(redis_url, stream, lambda q: q.read("x", count=5, block=0.1)))
+    assert again.job is not None
+    assert (again.job.id, again.attempt, again.job.sources) == (job.id, 1, job.sources)
 
 
 def test_redelivered_poison_job_is_dead_lettered_without_running(

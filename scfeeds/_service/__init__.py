@@ -11,7 +11,7 @@ Pieces (each its own module): ``_job`` (the message: pointers, never bodies or t
 ``_queue`` (consumer group, reclaim, requeue, dead letters), ``_worker`` (the loop, drain),
 ``_health`` (aiohttp.web side server), ``_metrics`` (Prometheus text), ``_tracing``
 (OpenTelemetry), ``_secrets`` (tokens from the environment), ``_cli`` (``scfeeds worker``,
-``scfeeds enqueue``).
+``scfeeds enqueue``, ``scfeeds dead-letters``).
 
 Needs the ``service`` extra (redis, opentelemetry). Nothing in ``scfeeds`` imports this
 package: the notebook path never pays for it. Names are loaded lazily, so ``scfeeds.cli`` can

@@ -133,6 +133,17 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--otel", choices=("none", "console", "otlp"), default=None)
     p.set_defaults(func=cmd_enqueue)
 
+    p = subparsers.add_parser(
+        "dead-letters",
+        help="service mode: list dead-lettered jobs, or --replay them",
+        description="Show the oldest jobs of the dead-letter stream (job id, attempts, reason); "
+        "with --replay, put them back on the job stream as fresh jobs (attempt 1).",
+    )
+    _queue_args(p)
+    p.add_argument("--count", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument("--replay", action="store_true", help="requeue them as fresh jobs")
+    p.set_defaults(func=cmd_dead_letters)
+
 
 def _queue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -315,6 +326,30 @@ async def enqueue_sources(args: argparse.Namespace, secrets: Any) -> list[str]:
     finally:
         tracing.shutdown()
     return [j.id for j in jobs]
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    _need_extra()
+    from scfeeds._service._queue import JobQueue
+
+    async def go() -> list[str]:
+        async with JobQueue(args.queue, stream=args.stream, group=args.group) as queue:
+            if args.replay:
+                await queue.ensure_group()
+                return [f"replayed {i}" for i in await queue.replay_dead(args.count)]
+            return [
+                f"{f.get('id', '?')}\tattempt {f.get('attempt', '?')}\t{f.get('reason', '')}"
+                for _, f in await queue.dead_letters(args.count)
+            ]
+
+    try:
+        lines = asyncio.run(go())
+    except OSError as exc:
+        print(f"scfeeds dead-letters: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

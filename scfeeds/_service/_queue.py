@@ -298,6 +298,23 @@ class JobQueue:
                 removed.append(name)
         return removed
 
+    async def replay_dead(self, count: int = 100) -> list[str]:
+        """Move up to ``count`` dead letters back to the job stream as fresh jobs (attempt 1,
+        same job id); returns their job ids. Entries that do not parse stay where they are."""
+        replayed = []
+        for entry_id, fields in await self.dead_letters(count):
+            try:
+                job = Job.from_fields(fields)
+            except JobError:
+                continue
+            fresh = Job(id=job.id, sources=job.sources, lake=job.lake, trace=job.trace)
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.stream, fresh.to_fields())
+                pipe.xdel(self.dead_letter_stream, entry_id)
+                await pipe.execute()
+            replayed.append(job.id)
+        return replayed
+
     async def dead_letters(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
         """The oldest ``count`` entries of the dead-letter stream."""
         entries: list[tuple[str, dict[str, str]]] = await self._r.xrange(
