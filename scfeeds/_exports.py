@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, NamedTuple, overload
+from typing import Any, Final, Literal, NamedTuple, overload
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -575,17 +575,28 @@ def _utf8_file(plan: _Plan) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _number(raw: pl.Expr, plan: _Plan) -> pl.Expr:
-    """Text -> Decimal(18, 4), or null when the text is not a number in the file's dialect."""
-    s = raw.str.replace_all(r"[\s\u00a0\u202f'$€£¥]", "")
+def _number_text(raw: pl.Expr) -> pl.Expr:
+    """Number text without spaces, currency signs and accounting signs (``-`` in front).
+
+    Takes a column reference: the result refers to ``raw`` several times, and each reference
+    of a column is free where each reference of a computed expression would recompute it.
+    """
+    stripped = raw.str.replace_all(r"[\s\u00a0\u202f'$€£¥]", "")
     # Accounting negatives: "(12.50)" and SAP's trailing minus "12.50-".
-    s = (
-        pl.when(s.str.starts_with("(") & s.str.ends_with(")"))
-        .then("-" + s.str.strip_chars("()"))
-        .when(s.str.ends_with("-") & ~s.str.starts_with("-"))
-        .then("-" + s.str.strip_suffix("-"))
-        .otherwise(s)
+    return (
+        pl.when(raw.str.contains(r"^[^(]*[\d.,]$"))  # the common case: nothing to move
+        .then(stripped)
+        .when(stripped.str.starts_with("(") & stripped.str.ends_with(")"))
+        .then("-" + stripped.str.strip_chars("()"))
+        .when(stripped.str.ends_with("-") & ~stripped.str.starts_with("-"))
+        .then("-" + stripped.str.strip_suffix("-"))
+        .otherwise(stripped)
     )
+
+
+def _number(s: pl.Expr, plan: _Plan) -> pl.Expr:
+    """Number text (a ``_number_text`` column) -> Decimal(18, 4), or null when it is not a
+    number in the file's dialect."""
     point, sep = (",", ".") if plan.decimal_comma else (".", ",")
     if plan.thousands:
         sep = plan.thousands
@@ -602,100 +613,117 @@ def _number(raw: pl.Expr, plan: _Plan) -> pl.Expr:
     return parsed.cast(MONEY, strict=False)
 
 
-def _date(raw: pl.Expr, plan: _Plan) -> pl.Expr:
-    tries = [raw.str.strptime(pl.Date, f, strict=False) for f in plan.date_formats]
-    # A date cell formatted as a number shows Excel's serial day count.
-    serial = (
-        pl.when(raw.str.contains(r"^\d{5}(\.0+)?$"))
-        .then(
-            pl.lit(_EXCEL_EPOCH)
-            + pl.duration(days=raw.str.extract(r"^(\d{5})", 1).cast(pl.Int64, strict=False))
-        )
-        .cast(pl.Date)
-    )
-    return pl.coalesce([*tries, serial])
+def _serial_date(raw: pl.Expr) -> pl.Expr:
+    """Excel's serial day count (a date cell formatted as a number shows it)."""
+    days = raw.str.extract(r"^(\d{5})(\.0+)?$", 1).cast(pl.Int64, strict=False)
+    return (pl.lit(_EXCEL_EPOCH) + pl.duration(days=days)).cast(pl.Date)
 
 
-def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
-    """All records of one file with their canonical values, ``_rule`` and ``_message``.
-
-    ``_rule`` is null for a good row; otherwise the row is reported, never delivered.
-    """
+def _verdict(plan: _Plan) -> tuple[pl.Expr, pl.Expr]:
+    """(rule, message) of a record, from the ``__t_`` texts and the canonical values."""
     target = COLUMNS[plan.table]
-    text: dict[str, pl.Expr] = {}
-    for col in target:
-        if col in plan.mapping:
-            e = pl.col(plan.mapping[col]).cast(pl.String).str.strip_chars()
-            text[col] = pl.when(e.str.len_chars() > 0).then(e)
-        else:
-            text[col] = pl.lit(None, dtype=pl.String)
-    values: dict[str, pl.Expr] = {}
-    problems: list[tuple[pl.Expr, str, pl.Expr]] = []
-    for col, dtype in target.items():
-        raw = text[col]
-        if dtype == pl.Date:
-            value = _date(raw, plan)
-            rule, what = "BAD_DATE", "a date"
-        elif isinstance(dtype, pl.Decimal):
-            value = _number(raw, plan)
-            rule, what = "BAD_NUMBER", "a number"
-        else:
-            if col == "line_number":
-                # "0010" -> "10", "10.0" (an Excel number) -> "10"; other text kept as is.
-                raw = raw.str.replace(r"^(\d+)\.0*$", "${1}").str.replace(r"^0+(\d)", "${1}")
-            elif col in ("uom", "currency"):
-                raw = raw.str.to_uppercase()
-            values[col] = raw.alias(col)
-            continue
-        values[col] = value.alias(col)
-        bad = raw.is_not_null() & value.is_null()
-        header = plan.mapping.get(col, col)
-        problems.append(
-            (bad, rule, pl.concat_str(pl.lit(f"{header}: '"), raw, pl.lit(f"' is not {what}")))
-        )
-    present = [text[c] for c in plan.mapping]
+    present = [pl.col(f"__t_{c}") for c in plan.mapping]
     header_row = pl.all_horizontal(
-        [text[c] == plan.mapping[c].strip() for c in plan.mapping]
+        [pl.col(f"__t_{c}") == plan.mapping[c].strip() for c in plan.mapping]
     ).fill_null(False)
-    key = text[_DOCUMENT_KEY[plan.table]]
+    key = pl.col(f"__t_{_DOCUMENT_KEY[plan.table]}")
     any_text = pl.any_horizontal([t.is_not_null() for t in present]) if present else pl.lit(False)
     # A totals row has no document key, or the word itself where the key belongs. Other
     # cells are not looked at: a description may well read "Total care kit".
-    totals_word = key.str.contains(_TOTALS).fill_null(False)
-    rule_of = (
+    totals = key.is_null() | key.str.contains(_TOTALS).fill_null(False)
+    rule: Any = (
         pl.when(~any_text)
         .then(pl.lit("BLANK_ROW"))
         .when(header_row)
         .then(pl.lit("REPEATED_HEADER"))
-        .when(totals_word | key.is_null())
+        .when(totals)
         .then(pl.lit("TOTALS_ROW"))
     )
-    message = (
+    message: Any = (
         pl.when(~any_text)
         .then(pl.lit("blank row skipped"))
         .when(header_row)
         .then(pl.lit("repeated header row skipped"))
-        .when(totals_word | key.is_null())
+        .when(totals)
         .then(pl.lit(f"totals/footer row skipped (no {_DOCUMENT_KEY[plan.table]})"))
     )
-    for bad, r, _ in problems:
-        rule_of = rule_of.when(bad).then(pl.lit(r))
-    cell_messages = [pl.when(bad).then(m) for bad, _, m in problems]
-    message_of: pl.Expr = message
-    if cell_messages:
-        message_of = message.otherwise(
-            pl.concat_str(cell_messages, separator="; ", ignore_nulls=True)
+    cells: list[pl.Expr] = []
+    for col, dtype in target.items():
+        if dtype == pl.Date:
+            code, what = "BAD_DATE", "a date"
+        elif isinstance(dtype, pl.Decimal):
+            code, what = "BAD_NUMBER", "a number"
+        else:
+            continue
+        text = pl.col(f"__t_{col}")
+        bad = text.is_not_null() & pl.col(col).is_null()
+        rule = rule.when(bad).then(pl.lit(code))
+        header = plan.mapping.get(col, col)
+        cells.append(
+            pl.when(bad).then(
+                pl.concat_str(pl.lit(f"{header}: '"), text, pl.lit(f"' is not {what}"))
+            )
         )
-    return frame.select(
+    if cells:
+        message = message.otherwise(pl.concat_str(cells, separator="; ", ignore_nulls=True))
+    return rule, message
+
+
+def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+    """All records of one file: canonical values, ``_rule`` (null for a good row) and the
+    cleaned ``__t_<col>`` texts that a report on a rejected row quotes.
+
+    Staged so that every cell is parsed once: later stages refer to the columns earlier ones
+    made (an expression used twice in one stage would be evaluated twice).
+    """
+    target = COLUMNS[plan.table]
+    texts: list[pl.Expr] = []
+    for col in target:
+        if col in plan.mapping:
+            e = pl.col(plan.mapping[col]).cast(pl.String).str.strip_chars()
+            # blank -> null; `replace` evaluates the stripped text once (a when/then would
+            # evaluate it twice)
+            texts.append(e.replace("", None).alias(f"__t_{col}"))
+        else:
+            texts.append(pl.lit(None, dtype=pl.String).alias(f"__t_{col}"))
+    first: list[pl.Expr] = []  # strings final, numbers' clean text, dates in the main format
+    second: list[pl.Expr] = []  # numbers parsed, dates' fallback text
+    third: list[pl.Expr] = []  # dates from the fallback formats
+    for col, dtype in target.items():
+        raw = pl.col(f"__t_{col}")
+        if dtype == pl.Date:
+            first.append(raw.str.strptime(pl.Date, plan.date_formats[0], strict=False).alias(col))
+            # Fallback formats only see the cells the main format missed (mostly none).
+            second.append(pl.when(pl.col(col).is_null()).then(raw).alias(f"__f_{col}"))
+            rest = pl.col(f"__f_{col}")
+            tries = [rest.str.strptime(pl.Date, f, strict=False) for f in plan.date_formats[1:]]
+            third.append(pl.coalesce([pl.col(col), *tries, _serial_date(rest)]).alias(col))
+        elif isinstance(dtype, pl.Decimal):
+            first.append(_number_text(raw).alias(f"__n_{col}"))
+            second.append(_number(pl.col(f"__n_{col}"), plan).alias(col))
+        elif col == "line_number":
+            # "0010" -> "10", "10.0" (an Excel number) -> "10"; other text kept as is.
+            first.append(
+                raw.str.replace(r"^(\d+)\.0*$", "${1}").str.replace(r"^0+(\d)", "${1}").alias(col)
+            )
+        elif col in ("uom", "currency"):
+            first.append(raw.str.to_uppercase().alias(col))
+        else:
+            first.append(raw.alias(col))
+    rule, _ = _verdict(plan)
+    staged = frame.select(pl.col("_row"), *texts).with_columns(first).with_columns(second)
+    if third:
+        staged = staged.with_columns(third)
+    return staged.select(
         pl.lit(plan.source).alias("source"),
         pl.format("row {}", pl.col("_row") + 1).alias("position"),
         *[
             pl.lit(None, dtype=pl.String).alias(c)
             for c in ("interchange_control", "group_control", "set_control")
         ],
-        *values.values(),
-        rule_of.alias("_rule"),
-        message_of.alias("_message"),
+        *[pl.col(c) for c in target],
+        rule.alias("_rule"),
+        pl.col("^__t_.*$"),
     )
 
 
@@ -739,16 +767,18 @@ def _batches(
         )
     with _utf8_file(plan) as path:
         lf = _file_frame(plan, sheet, path)
+        _, message = _verdict(plan)
         try:
             for batch in lf.collect_batches(chunk_size=chunk_size):
                 good = batch.filter(pl.col("_rule").is_null()).select(target)
+                # Messages are written for the rejected rows only (few), not for every row.
                 bad = batch.filter(
                     pl.col("_rule").is_not_null() & (pl.col("_rule") != "BLANK_ROW")
                 ).select(
                     "source",
                     "position",
                     pl.col("_rule").alias("rule"),
-                    pl.format("{}: {}: {}", "source", "position", "_message").alias("message"),
+                    pl.format("{}: {}: {}", "source", "position", message).alias("message"),
                 )
                 yield good, bad
         except pl.exceptions.PolarsError as exc:
