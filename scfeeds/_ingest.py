@@ -54,6 +54,8 @@ class Source:
     format: Format | None = None
     table: TableName | None = None
     supplier_id: str | None = None
+    path: str | None = None  # landing path (relative), e.g. a ChunkRequest's or the listing's
+    sha256: str | None = None  # expected content hash (a listing's), verified by fetch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,8 @@ def _as_sources(sources: Any) -> list[Source]:
                     format=fmt if fmt in ("x12", "csv", "xlsx", "xml", "ndjson") else None,
                     table=s.get("table"),
                     supplier_id=s.get("supplier_id"),
+                    path=s.get("path"),
+                    sha256=s.get("sha256"),
                 )
             )
         else:
@@ -312,7 +316,12 @@ async def ingest(
             chunk = remote[start : start + size]
             t0 = time.perf_counter()
             report = await fetch(
-                [s.url for s in chunk],
+                [
+                    {"url": s.url}
+                    | ({"path": s.path} if s.path else {})
+                    | ({"sha256": s.sha256} if s.sha256 else {})
+                    for s in chunk
+                ],
                 landing_dir,
                 limits=limits,
                 retry=retry,

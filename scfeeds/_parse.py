@@ -112,17 +112,15 @@ def parse_file(
         return Parsed(
             errors=_error(name, exc.position or "file", exc.rule or "PARSE_ERROR", str(exc))
         )
+    except Exception as exc:  # a reader bug or unforeseen input must not stop the batch
+        return Parsed(errors=_error(name, "file", "READER_FAILED", f"{type(exc).__name__}: {exc}"))
     if source is None:
         return parsed
-    local = str(path)
+    # Every row of this file names where the analyst got it (the URL), whatever the reader
+    # put there (a landing path, or the original file a portal page was cut from).
     return Parsed(
         tables={
-            t: f.with_columns(
-                pl.when(pl.col("source") == local)
-                .then(pl.lit(source))
-                .otherwise(pl.col("source"))
-                .alias("source")
-            )
+            t: f.with_columns(pl.lit(source, dtype=pl.String).alias("source"))
             for t, f in parsed.tables.items()
         },
         errors=parsed.errors.with_columns(pl.lit(source).alias("source")),
@@ -156,6 +154,9 @@ def _x12_errors(errors: pl.DataFrame) -> pl.DataFrame:
 def _parse_export(path: Path, *, fmt: Format, table: TableName | None) -> Parsed:
     from scfeeds._exports import read_export
 
+    if fmt == "csv" and table is not None and _has_canonical_header(path, table):
+        return _parse_canonical_csv(path, table=table)
+
     rows, errors = read_export(
         path, table=table, fmt="xlsx" if fmt == "xlsx" else "csv", errors="collect"
     )
@@ -167,6 +168,54 @@ def _parse_xml(path: Path, *, table: TableName | None) -> Parsed:
 
     rows, errors = read_xml(path, table=table, errors="collect")
     return Parsed(tables={_table_of(rows, table): rows}, errors=_as_errors(errors))
+
+
+def _has_canonical_header(path: Path, table: TableName) -> bool:
+    """A page of the portal's line-items endpoint in CSV: canonical column names as header."""
+    with open(path, "rb") as fh:
+        first = fh.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
+    return first.split(",") == list(schema(table))
+
+
+def _parse_canonical_csv(path: Path, *, table: TableName) -> Parsed:
+    target = schema(table)
+    frame = pl.read_csv(path, schema={k: pl.String() for k in target})
+    return _cast_canonical(frame, table, path)
+
+
+def _from_string(col: str, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.Date():
+        return pl.col(col).str.to_date("%Y-%m-%d", strict=False)
+    return pl.col(col).cast(dtype, strict=False)
+
+
+def _cast_canonical(frame: pl.DataFrame, table: TableName, path: Path) -> Parsed:
+    """Cast a page of canonical strings; a value that does not cast is an error row."""
+    target = schema(table)
+    typed = [c for c, dt in target.items() if dt != pl.String()]
+    frame = frame.with_row_index("__row", offset=1)
+    cast = frame.with_columns([_from_string(c, target[c]) for c in typed])
+    bad = pl.any_horizontal(
+        [frame[c].is_not_null() & cast[c].is_null() for c in typed] or [pl.lit(False)]
+    )
+    failed = frame.filter(bad)
+    errors = failed.select(
+        pl.lit(str(path)).alias("source"),
+        pl.format("row {}", pl.col("__row")).alias("position"),
+        pl.lit("BAD_VALUE").alias("rule"),
+        pl.format(
+            "a value does not fit its column type ({})",
+            pl.concat_str(
+                [pl.format("{}={}", pl.lit(c), pl.col(c)) for c in typed],
+                separator=", ",
+                ignore_nulls=True,
+            ),
+        ).alias("message"),
+    )
+    good = cast.filter(~bad)
+    if good.height and good["source"].null_count() == good.height:
+        good = good.with_columns(pl.lit(str(path)).alias("source"))
+    return Parsed(tables={table: good.select(list(target))}, errors=errors.cast(pl.String))
 
 
 def _parse_ndjson(path: Path, *, table: TableName | None) -> Parsed:
@@ -185,12 +234,7 @@ def _parse_ndjson(path: Path, *, table: TableName | None) -> Parsed:
         if os.path.getsize(path)
         else pl.DataFrame(schema={k: pl.String() for k in target})
     )
-    frame = frame.with_columns(
-        [pl.col(c).cast(dt) for c, dt in target.items() if dt != pl.String()]
-    )
-    if frame["source"].null_count() == frame.height:
-        frame = frame.with_columns(pl.lit(str(path)).alias("source"))
-    return Parsed(tables={table: frame.select(list(target))})
+    return _cast_canonical(frame, table, path)
 
 
 def _table_of(frame: pl.DataFrame, table: TableName | None) -> TableName:

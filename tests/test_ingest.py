@@ -202,3 +202,73 @@ def test_without_the_token_nothing_lands_and_failures_are_rows(tmp_path: Path, w
         report = scfeeds.run(ingest(feeds, tmp_path / "lake", progress=None, retry=False))
     assert report.batches["status"].to_list() == ["fetch_failed"] * 3
     assert scan_lake(tmp_path / "lake", "po_lines").collect().height == 0
+
+
+@pytest.mark.parametrize("page_format", ["ndjson", "csv"])
+def test_paged_line_items_land_like_whole_files(
+    tmp_path: Path, world: Path, served: Any, page_format: str
+) -> None:
+    _, feeds = served
+    tabular = [f for f in feeds if f["lines_url"] and f["table"] == "po_lines"]
+    assert tabular
+    sources = [
+        scfeeds.Source(url=c.url, format=page_format, table="po_lines", path=c.path)
+        for f in tabular
+        for c in scfeeds.plan_chunks(
+            f"{f['lines_url']}?format={page_format}", total=f["records"], chunk_size=7
+        )
+    ]
+    assert len(sources) > len(tabular)  # several pages per feed
+    report = scfeeds.run(ingest(sources, tmp_path / "lake", progress=None, pool="threads"))
+    assert report.n_errors == 0
+    got = scan_lake(tmp_path / "lake", "po_lines").collect()
+    paths = {f["url"].rsplit("/", 1)[-1] for f in tabular}
+    want = (
+        synth.load_world(world, "po_lines")
+        .collect()
+        .join(
+            pl.read_parquet(world / "catalog.parquet").select("id", "path"),
+            left_on="source",
+            right_on="path",
+        )
+        .filter(pl.col("id").is_in(paths))
+        .drop("id")
+    )
+    assert_frame_equal(canonical(got), canonical(want), check_column_order=False)
+    assert all("/lines?" in s for s in got["source"].unique())
+
+
+def test_a_page_with_a_bad_value_reports_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    from scfeeds.schemas import schema
+
+    page = tmp_path / "page.ndjson"
+    rows = [
+        dict.fromkeys(schema("po_lines"))
+        | {
+            "supplier_id": "SUP001",
+            "po_number": "PO1",
+            "line_number": str(i),
+            "item_id": "X",
+            "qty_ordered": q,
+            "po_date": "2026-11-02",
+            "description": "widget",
+            "uom": "EA",
+            "unit_price": "1.50",
+            "currency": "USD",
+        }
+        for i, q in enumerate(["2", "two", "3"], start=1)
+    ]
+    page.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = scfeeds.run(
+        ingest(
+            [scfeeds.Source(url=str(page), format="ndjson", table="po_lines")],
+            tmp_path / "lake",
+            progress=None,
+        )
+    )
+    assert report.n_errors == 1
+    errors = scan_lake(tmp_path / "lake", "po_lines", kind="errors").collect()
+    assert errors.select("position", "rule").row(0) == ("row 2", "BAD_VALUE")
+    assert "qty_ordered=two" in errors["message"][0]
+    got = scan_lake(tmp_path / "lake", "po_lines").collect()
+    assert sorted(got["line_number"]) == ["1", "3"]
