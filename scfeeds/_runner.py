@@ -145,6 +145,12 @@ def run(awaitable: Awaitable[T], *, nested: bool | None = None) -> T:
     if use_nested:
         _patch(running)
         return running.run_until_complete(coro)
+    if running is _loop:
+        coro.close()
+        # Blocking the background loop on itself would deadlock forever.
+        raise RuntimeError(
+            "run() was called from a coroutine that run() is already running; use `await` there"
+        )
     finished = threading.Event()
     future = asyncio.run_coroutine_threadsafe(_signal_when_done(coro, finished), _background_loop())
     try:

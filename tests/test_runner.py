@@ -58,6 +58,12 @@ async def test_inside_a_running_loop_it_uses_one_background_thread() -> None:
     assert run(where()) == "scfeeds-run-loop"
     assert run(where()) == "scfeeds-run-loop"  # the same persistent loop, reused
 
+    async def reentrant() -> int:
+        return run(answer())
+
+    with pytest.raises(RuntimeError, match="use `await` there"):
+        run(reentrant())
+
     async def boom() -> None:
         raise LookupError("from the coroutine")
 
