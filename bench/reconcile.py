@@ -38,8 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
+# bench/ holds scripts named like stdlib modules (xml.py): never import from this folder.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 
 KEY = ["supplier_id", "po_number", "line_number"]
 

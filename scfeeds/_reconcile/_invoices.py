@@ -53,34 +53,32 @@ def mark_duplicates(
     (insertion) deleting one position from the longer gives the shorter. Two equi-joins on those
     keys, within a supplier, find every such pair in time linear in total characters.
     """
-    norm = normalize_invoice_number(pl.col("invoice_number")).alias("invoice_number_normalized")
-    docs = docs.with_columns(norm).with_columns(
-        _rank=pl.col("_ord").rank("ordinal").over("supplier_id", "invoice_number_normalized"),
-        duplicate_of=pl.col("invoice_number")
-        .sort_by("_ord")
-        .first()
-        .over("supplier_id", "invoice_number_normalized"),
+    key = ["supplier_id", "invoice_number_normalized"]
+    # ``docs`` arrive sorted by ``_ord``: the first occurrence of a key is the original.
+    docs = (
+        docs.with_columns(normalize_invoice_number(pl.col("invoice_number")).alias(key[1]))
+        .with_columns(_dup=~pl.struct(key).is_first_distinct())
+        .collect(engine=engine)
+        .lazy()
     )
-    docs = docs.with_columns(
-        _dup=pl.col("_rank") > 1,
-        duplicate_of=pl.when(pl.col("_rank") > 1).then(pl.col("duplicate_of")),
-    ).drop("_rank")
+    originals = docs.filter(~pl.col("_dup"))
+    docs = docs.join(
+        docs.filter(pl.col("_dup"))
+        .join(originals.select(*key, pl.col("invoice_number").alias("duplicate_of")), on=key)
+        .select("_doc", "duplicate_of"),
+        on="_doc",
+        how="left",
+    )
 
-    # One keys frame: every original number with position -1, plus each one-character
-    # deletion with its position. A single self-join on (supplier, key) finds both kinds of
-    # distance-1 pairs.
+    # Keys: every original number with position -1, plus each one-character deletion with
+    # its position; joined on a 64-bit hash of (supplier, position, key), then checked on
+    # the strings themselves, so a hash collision cannot make a false pair.
     n = pl.col("invoice_number_normalized")
     pos = pl.col("_pos")
     keys = (
-        docs.filter(~pl.col("_dup"))
-        .select(
+        originals.select(
             "_doc",
             "supplier_id",
-            "_ord",
-            "invoice_number",
-            "invoice_date",
-            "total_amount",
-            n.str.len_chars().cast(pl.Int32).alias("_len"),
             pl.int_ranges(-1, n.str.len_chars(), dtype=pl.Int32).alias("_pos"),
             n.alias("_n"),
         )
@@ -92,17 +90,40 @@ def mark_duplicates(
                 pl.concat_str(pl.col("_n").str.slice(0, pos), pl.col("_n").str.slice(pos + 1))
             )
         )
-        .drop("_n")
+        .select(
+            "_doc",
+            "_pos",
+            "_k",
+            _h=pl.struct("supplier_id", "_pos", "_k").hash(),
+            _h0=pl.struct("supplier_id", "_k").hash(),
+        )
+        .collect(engine=engine)
+        .lazy()
     )
-    keys = keys.collect(engine=engine).lazy()
-    dels, origs = keys.filter(pl.col("_pos") >= 0), keys.filter(pl.col("_pos") < 0)
-    # Substitution: same deleted position, same remainder (hence same length).
-    subst = dels.join(dels, on=["supplier_id", "_pos", "_k"], suffix="_b").filter(
-        pl.col("_doc") != pl.col("_doc_b")
+    dels, origs = keys.filter(pos >= 0), keys.filter(pos < 0)
+    # Substitution: same deleted position, same remainder (hence same length). Only keys that
+    # occur twice can pair: filtering on that first keeps the self-join tiny.
+    shared = dels.filter(pl.col("_h").is_duplicated())
+    subst = (
+        shared.join(shared, on="_h", suffix="_b")
+        .filter((pl.col("_doc") != pl.col("_doc_b")) & (pl.col("_k") == pl.col("_k_b")))
+        .select("_doc", "_doc_b")
     )
     # Insertion / deletion: the longer with one character deleted is the shorter.
-    indel = dels.join(origs.drop("_pos"), on=["supplier_id", "_k"], suffix="_b")
-    pairs = pl.concat([subst, indel], how="diagonal")
+    indel = (
+        dels.join(origs, on="_h0", suffix="_b")
+        .filter(pl.col("_k") == pl.col("_k_b"))
+        .select("_doc", "_doc_b")
+    )
+    side = originals.select(
+        "_doc", "supplier_id", "_ord", "invoice_number", "invoice_date", "total_amount"
+    )
+    pairs = (
+        pl.concat([subst, indel])
+        .join(side, on="_doc")
+        .join(side, left_on="_doc_b", right_on="_doc", suffix="_b")
+        .filter(pl.col("supplier_id") == pl.col("supplier_id_b"))
+    )
     later = pl.col("_ord") > pl.col("_ord_b")
 
     def side(col: str, *, of_later: bool) -> pl.Expr:
