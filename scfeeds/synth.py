@@ -255,6 +255,7 @@ def generate(
         suppliers=sups,
         formats=_supplier_formats(suppliers, ordered, cfg),
         fallback=next((f for f in ordered if f != "xml"), None),
+        xlsx_fallback=next((f for f in ordered if f not in ("xml", "xlsx")), None),
         config=cfg,
     )
     counters = Counters()

@@ -636,6 +636,17 @@ def test_supplier_formats_and_xml_cap(tmp_path: Path) -> None:
     assert set(cat.filter(pl.col("table") == "po_lines")["format"]) == {"csv", "xlsx"}
 
 
+def test_xlsx_rows_capped(tmp_path: Path) -> None:
+    cfg = synth.SynthConfig(
+        supplier_formats={"SUP001": {"po_lines": ("xlsx",)}}, xlsx_max_rows=50, batch_pos=30
+    )
+    synth.generate(tmp_path, seed=4, pos=120, suppliers=1, formats=("x12", "xlsx"), config=cfg)
+    po = pl.read_parquet(tmp_path / "catalog.parquet").filter(pl.col("table") == "po_lines")
+    xlsx = po.filter(pl.col("format") == "xlsx")
+    assert 30 < xlsx["records"].sum() <= 50  # whole documents up to the cap, over batches
+    assert po.filter(pl.col("format") == "x12")["records"].sum() > 200
+
+
 def test_summary_repr_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

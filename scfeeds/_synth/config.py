@@ -119,6 +119,11 @@ class SynthConfig:
         Cap on cXML files (one document each) per supplier and table; further documents go
         to the supplier's other format for that table, else to the first non-XML format of
         ``formats`` (no cap when ``formats`` is XML only).
+    xlsx_max_rows
+        Cap on XLSX rows per supplier and table (Excel exports are written cell by cell, and
+        portals export small extracts); further documents go to the supplier's other non-XML
+        format for that table, else to the first format of ``formats`` that is neither XLSX
+        nor XML (no cap when there is none).
     items_per_supplier
         Size of each supplier's item catalog.
     """
@@ -137,6 +142,7 @@ class SynthConfig:
     x12_sets_per_file: int = 500
     export_rows_per_file: int = 200_000
     xml_max_files: int = 300
+    xlsx_max_rows: int = 20_000
     items_per_supplier: int = 400
 
     def __post_init__(self) -> None:
@@ -154,6 +160,7 @@ class SynthConfig:
             "x12_sets_per_file",
             "export_rows_per_file",
             "xml_max_files",
+            "xlsx_max_rows",
             "items_per_supplier",
         ):
             value = getattr(self, name)

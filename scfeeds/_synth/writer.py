@@ -61,6 +61,8 @@ class WriterState:
     config: SynthConfig
     icn: dict[tuple[int, str], int] = field(default_factory=dict)
     xml_used: dict[tuple[int, str], int] = field(default_factory=dict)
+    xlsx_fallback: Format | None = None  # where capped XLSX rows go; None: no cap
+    xlsx_used: dict[tuple[int, str], int] = field(default_factory=dict)
     catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
 
 
@@ -102,8 +104,13 @@ def route(
         if "copy_of" in batch_frame.columns
         else batch_frame
     )
-    docs = docs.group_by("doc", maintain_order=True).agg(pl.col("sup").first()).sort("doc")
+    docs = (
+        docs.group_by("doc", maintain_order=True)
+        .agg(pl.col("sup").first(), n=pl.len().cast(pl.Int64))
+        .sort("doc")
+    )
     sup = docs["sup"].to_numpy()
+    n_rows = docs["n"].to_numpy()
     u = rng.random(len(sup))
     fmt = np.empty(len(sup), dtype=object)
     for s in np.unique(sup).tolist():
@@ -120,6 +127,15 @@ def route(
             other = [f for f in choices if f != "xml"]
             picked[xml[allowed:]] = other[0] if other else state.fallback
         state.xml_used[(s, table)] = used + min(len(xml), allowed)
+        # xlsxwriter writes cell by cell in Python: cap the rows, overflow to another format
+        xlsx = np.flatnonzero(picked == "xlsx")
+        if len(xlsx) and state.xlsx_fallback is not None:
+            used = state.xlsx_used.get((s, table), 0)
+            rows = np.cumsum(n_rows[mask][xlsx])
+            keep = rows <= state.config.xlsx_max_rows - used
+            flat = [f for f in choices if f not in ("xlsx", "xml")]
+            picked[xlsx[~keep]] = flat[0] if flat else state.xlsx_fallback
+            state.xlsx_used[(s, table)] = used + int(rows[keep][-1]) if keep.any() else used
         fmt[mask] = picked
     routes = pl.DataFrame({"doc": docs["doc"], "fmt": pl.Series(fmt.tolist(), dtype=pl.String)})
     key = pl.col("copy_of") if "copy_of" in batch_frame.columns else pl.col("doc")
