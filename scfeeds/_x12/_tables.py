@@ -8,6 +8,7 @@ N104 of the first N1 whose N101 is SU, SE or VN, else the interchange sender (IS
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import polars as pl
@@ -259,14 +260,7 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG05"),
     ]
     if "description" in want:
-        pid = _children(p.r, "PO1", "PID").pipe(split_elements, ["parent_pos"], p.e, 5, "PID")
-        pid = _first(
-            pid.filter(c("PID05").is_not_null()).select(
-                c("parent_pos").alias("pos"), c("PID05").alias("description")
-            ),
-            "pos",
-        )
-        lines = lines.join(pid, on="pos", how="left", maintain_order="left")
+        lines = lines.join(_descriptions(p), on="pos", how="left", maintain_order="left")
     return lines.collect(), errors
 
 
@@ -301,6 +295,26 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
         _missing(big, "BIG02"),
     ]
     return lines.collect(), errors
+
+
+def _descriptions(p: _Piece) -> pl.LazyFrame:
+    """PID05 of the first PID after each PO1 (before the next PO1, same set).
+
+    Among PO1 and PID rows in file order, a PO1's first PID is simply the next row: a shift,
+    not a forward fill and a join. Only that PID's fifth element is cut out, by one regex.
+    """
+    e = re.escape(p.e)
+    pid05 = rf"^PID{e}(?:[^{e}]*{e}){{4}}([^{e}]*)"
+    return (
+        p.r.filter(c("sid").is_in(["PO1", "PID"]))
+        .with_columns(
+            _next=c("raw").shift(-1),
+            _is_pid=(c("sid").shift(-1) == "PID") & (c("set_index").shift(-1) == c("set_index")),
+        )
+        .filter((c("sid") == "PO1") & c("_is_pid"))
+        .select("pos", c("_next").str.extract(pid05).alias("description"))
+        .filter(c("description") != "")
+    )
 
 
 def _children(r: pl.LazyFrame, parent: str, child: str) -> pl.LazyFrame:
