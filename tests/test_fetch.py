@@ -562,3 +562,21 @@ async def test_seed_interface_lands_instead_of_buffering(server: Server, tmp_pat
     assert result.failed_records[0]["url"].endswith("/status/404")
     assert len(landed(tmp_path / "b1")) == 5
     assert body("s0", 2000) == (tmp_path / "b1" / "data" / "s0__n=2000").read_bytes()
+
+
+async def test_max_per_host_caps_concurrency(server: Server, tmp_path: Path) -> None:
+    server.state.latency = 0.03
+    urls = [f"{server.url}/data/h{i}" for i in range(20)]
+    report = await fetch(urls, tmp_path, limits=Limits(8, max_per_host=2), progress=None)
+    assert report.succeeded == 20
+    assert server.state.peak == 2
+
+
+async def test_max_per_second_spaces_requests(server: Server, tmp_path: Path) -> None:
+    urls = [f"{server.url}/data/r{i}" for i in range(30)]
+    report = await fetch(urls, tmp_path, limits=Limits(8, max_per_second=20), progress=None)
+    assert report.succeeded == 30
+    times = sorted(t for k, ts in server.state.times.items() if k.startswith("/data/r") for t in ts)
+    # aiolimiter lets a bucket's worth (20) through at once, then 20 per second.
+    assert times[-1] - times[0] >= 0.45  # (30 - 20) / 20 per second
+    assert sum(t - times[0] < 0.25 for t in times) <= 20 + 0.25 * 20 + 1
