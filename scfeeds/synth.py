@@ -11,8 +11,14 @@ reader must report (``damaged.parquet``). The layout is specified in ``docs/CONT
 >>> s = synth.generate(tempfile.mkdtemp(), seed=1, pos=40, formats=("x12", "csv"))
 >>> s.counts["po_lines"] > 40
 True
->>> sorted(synth.load_truth(s.dest)["fault"].unique())[:2]
-['duplicate_invoice', 'duplicate_rekeyed']
+>>> set(synth.load_truth(s.dest)["fault"]) == set(synth.FAULTS)  # each fault at least once
+True
+>>> synth.load_world(s.dest, "invoice_lines").collect().height > 0
+True
+
+Public names: :func:`generate` -> :class:`SynthSummary`, :class:`SynthConfig`,
+:func:`load_world`, :func:`load_truth`, :func:`load_damaged`, :data:`FAULTS` (fault -> exception
+codes), :data:`DAMAGE_KINDS` (damage kind -> reader rule), :func:`add_cli` for ``scfeeds synth``.
 
 Same seed, same bytes: nothing depends on the clock, hash order or the machine. Generation is
 streamed in batches of ``SynthConfig.batch_pos`` POs, so memory stays flat however many
@@ -342,7 +348,11 @@ def load_truth(dest: str | Path) -> pl.DataFrame:
 
 
 def load_damaged(dest: str | Path) -> pl.DataFrame:
-    """Damaged files with the rule a reader must report (empty when none were asked for)."""
+    """Damaged files with the rule a reader must report (empty when none were asked for).
+
+    Columns: path, format, table, rule, position, good_records, source, kind (see
+    ``docs/CONTRACTS.md``, "Damaged files").
+    """
     path = Path(dest) / "damaged.parquet"
     if not path.exists():
         from scfeeds._synth.damage import DAMAGED_SCHEMA
@@ -366,7 +376,19 @@ def _lines_range(text: str) -> tuple[int, int]:
 
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``scfeeds synth`` on an ``argparse`` subparsers object."""
+    """Register ``scfeeds synth`` on an ``argparse`` subparsers object.
+
+    Parameters
+    ----------
+    subparsers
+        What ``ArgumentParser.add_subparsers()`` returned; the new parser's ``func`` default is
+        :func:`cmd_synth`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``synth`` subparser.
+    """
     p: argparse.ArgumentParser = subparsers.add_parser(
         "synth",
         help="write a seeded synthetic supplier world with its answer key",
