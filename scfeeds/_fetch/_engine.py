@@ -15,10 +15,10 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from io import BufferedWriter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -39,6 +39,7 @@ from scfeeds._fetch._report import ITEM_SCHEMA, FetchReport, ProgressEvent
 from scfeeds.exceptions import ConfigurationError, FetchError, HTTPStatusError, TransferError
 
 logger = logging.getLogger("scfeeds.fetch")
+T = TypeVar("T")
 
 #: Request headers whose values are credentials: never logged, never stored.
 SECRET_HEADERS = frozenset(
@@ -494,7 +495,7 @@ class _Engine:
                         path = self._claim_path(key, wanted)
             received = offset
             # Creating a file can take milliseconds on a busy disk: keep that off the loop.
-            out = await asyncio.to_thread(
+            out = await _settled_in_thread(
                 self._open_part, key, append, (etag, last_modified) if sidecar else None
             )
             with out:
@@ -538,8 +539,6 @@ class _Engine:
                     f"{item.expected_bytes} bytes sha256 {(item.expected_sha256 or '?')[:12]}…"
                 ),
             )
-        # A rename is cheap, except on a busy disk (ms seen here): off the loop as well.
-        await asyncio.to_thread(self.landing.publish, key, path)
         record = Record(
             key=key,
             url=item.shown_url,
@@ -551,7 +550,13 @@ class _Engine:
             attempts=attempts,
             time=now_iso(),
         )
-        self.landing.append(record)
+        try:
+            # A rename is cheap, except on a busy disk (ms seen here): off the loop as well.
+            await _settled_in_thread(self.landing.publish, key, path)
+        finally:
+            # Also when cancelled after the rename: the manifest matches what is on disk.
+            if not self.landing.part(key).exists():
+                self.landing.append(record)
         self.manifest[key] = record
         return _Outcome("ok", http_status=status, path=path, bytes=received, sha256=digest)
 
@@ -664,6 +669,25 @@ class _Engine:
             host_limits=self.ctl.host_limits(),
             items=items,
         )
+
+
+async def _settled_in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread`` that, when cancelled, still waits for the thread to finish.
+
+    A cancelled ``to_thread`` returns at once while the thread goes on; a file it then
+    creates or renames would escape the caller's cleanup. A result that arrives after a
+    cancellation is closed if it can be.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            late = await future
+            close = getattr(late, "close", None)
+            if callable(close):
+                close()
+        raise
 
 
 def _range_start(content_range: str | None) -> int | None:
