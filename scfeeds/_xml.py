@@ -426,7 +426,7 @@ _SNIFF_RE: Final = re.compile(
     rb"<(?:\w+:)?(OrderRequest|ShipNoticeRequest|InvoiceDetailRequest)[\s/>]"
 )
 _SNIFF_LIMIT: Final = 1 << 20
-_FLUSH_ROWS: Final = 50_000
+_FLUSH_ROWS: Final = 10_000
 
 # Text columns read per item, per table (document-level columns are added per document).
 _ITEM_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
