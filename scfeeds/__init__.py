@@ -26,6 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from scfeeds._config import Limits, Retry, Timeout
+from scfeeds._distributed import reconcile_lake
 from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
 from scfeeds._fetch import (
     AsyncFeedIngestor,
@@ -103,6 +104,7 @@ __all__ = [
     "read_x12",
     "read_xml",
     "reconcile",
+    "reconcile_lake",
     "run",
     "scan_export",
     "scan_lake",

@@ -236,6 +236,7 @@ async def ingest(
     landing: str | os.PathLike[str] | None = None,
     pool: Literal["auto", "threads"] = "auto",
     parse_group: int = 16,
+    cluster: Any = None,
 ) -> IngestReport:
     """Fetch sources, parse them off the event loop, validate, and commit them to a lake.
 
@@ -257,6 +258,11 @@ async def ingest(
     parse_group
         A worker takes up to this many waiting files at once and validates them in one pass
         (each file is still its own lake batch).
+    cluster
+        A Dask ``distributed.Client`` (or a scheduler address): shard the sources by supplier
+        / host and run each shard's pipeline on a worker (``pip install 'scfeeds[dask]'``).
+        The lake must be on a file system the workers share. ``None``: this process only,
+        and dask is never imported.
     fetch_batch
         Sources per fetch call; a batch is fetched while the previous one is parsed.
     pool
@@ -273,6 +279,20 @@ async def ingest(
     >>> report = scfeeds.run(scfeeds.ingest(listing, "lake", limits=32))  # doctest: +SKIP
     >>> scfeeds.scan_lake("lake", "invoice_lines").collect()  # doctest: +SKIP
     """
+    if cluster is not None:
+        from scfeeds._distributed import ingest_on_cluster
+
+        return await ingest_on_cluster(  # type: ignore[no-any-return]
+            _as_sources(sources),
+            lake,
+            cluster=cluster,
+            limits=limits,
+            retry=retry,
+            headers=headers,
+            workers=workers,
+            fetch_batch=fetch_batch,
+            parse_group=parse_group,
+        )
     t_start = time.perf_counter()
     root = Path(lake)
     root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts

@@ -50,6 +50,7 @@ EXPECTED = {
     "read_x12",
     "read_xml",
     "reconcile",
+    "reconcile_lake",
     "run",
     "scan_export",
     "scan_lake",

@@ -1,0 +1,254 @@
+"""Ingest and reconcile on a real Dask LocalCluster (worker processes) against the portal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import scfeeds
+from scfeeds import portal, synth
+from scfeeds._lake import commits, scan_lake
+
+distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+pytestmark = [
+    pytest.mark.slow,
+    # distributed's own shutdown noise (closed comms, restarted workers) is not ours to fix
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning:distributed"),
+]
+
+TABLES = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("world")
+    synth.generate(dest, seed=5, pos=48, suppliers=4)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        silence_logs=40,
+    )
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def listing(url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{url}/v1/feeds", timeout=30) as resp:
+        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
+    return feeds
+
+
+def lake_frame(lake: Path, table: str) -> pl.DataFrame:
+    frame = scan_lake(lake, table).collect().drop("source")
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def world_frame(world: Path, table: str) -> pl.DataFrame:
+    frame = synth.load_world(world, table).collect().drop("source")
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def test_distributed_ingest_lands_the_same_lake(tmp_path: Path, world: Path, client: Any) -> None:
+    with portal.serve_in_thread(world, latency=0.005, access_log=False) as server:
+        feeds = listing(server.url)
+        report = scfeeds.run(scfeeds.ingest(feeds, tmp_path / "dist", cluster=client))
+        local = scfeeds.run(scfeeds.ingest(feeds, tmp_path / "local", progress=None))
+    assert report.batches.height == len(feeds)
+    assert set(report.batches["status"]) == {"committed"}
+    assert report.rows == local.rows
+    for table in TABLES:
+        assert_frame_equal(
+            lake_frame(tmp_path / "dist", table), lake_frame(tmp_path / "local", table)
+        )
+        assert_frame_equal(lake_frame(tmp_path / "dist", table), world_frame(world, table))
+    # shards are per supplier: one landing folder each
+    assert len(list((tmp_path / "dist" / "_landing").iterdir())) == 4
+
+
+def test_a_worker_killed_mid_run_changes_nothing(tmp_path: Path, world: Path, client: Any) -> None:
+    lake = tmp_path / "lake"
+    pids = list(client.run(os.getpid).values())
+    result: dict[str, Any] = {}
+    with portal.serve_in_thread(world, latency=0.2, access_log=False) as server:
+        feeds = listing(server.url)
+
+        def go() -> None:
+            try:
+                result["report"] = scfeeds.run(
+                    scfeeds.ingest(feeds, lake, cluster=client, limits=2, fetch_batch=4)
+                )
+            except BaseException as exc:  # pragma: no cover - reported below
+                result["error"] = exc
+
+        runner = threading.Thread(target=go)
+        runner.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(list(commits(lake))) < 4:
+            time.sleep(0.05)
+        assert len(list(commits(lake))) < len(feeds), "finished before the kill"
+        os.kill(pids[0], signal.SIGKILL)
+        runner.join(timeout=240)
+    assert not runner.is_alive()
+    assert "error" not in result, result.get("error")
+    for table in TABLES:
+        assert_frame_equal(lake_frame(lake, table), world_frame(world, table))
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_distributed_reconcile_equals_local(tmp_path: Path, world: Path, client: Any) -> None:
+    lake = tmp_path / "lake"
+    files = [str(p) for p in sorted((world / "feeds").rglob("*")) if p.is_file()]
+    scfeeds.run(scfeeds.ingest(files, lake, progress=None, pool="threads"))
+    conversions = pl.read_parquet(world / "world" / "conversions.parquet")
+    local = scfeeds.reconcile(
+        *(scan_lake(lake, t) for t in ("po_lines", "asn_lines", "invoice_lines")),
+        receipts=scan_lake(lake, "receipts"),
+        conversions=conversions,
+    )
+    dist = scfeeds.reconcile_lake(lake, cluster=client, conversions=conversions)
+    for kind in ("lines", "invoices", "exceptions"):
+        a = getattr(dist, kind).collect()
+        b = getattr(local, kind).collect()
+        assert a.height == b.height > 0, kind
+        assert_frame_equal(a.sort(a.columns, nulls_last=True), b.sort(b.columns, nulls_last=True))
+    assert repr(dist.summary()) == repr(local.summary())
+    # and the same again without a cluster (partitions run here, one after the other)
+    here = scfeeds.reconcile_lake(lake, conversions=conversions)
+    assert repr(here.summary()) == repr(local.summary())
+
+
+def test_supplier_mismatch_survives_partitioning(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from scfeeds._lake import commit_batch
+    from scfeeds.schemas import schema
+
+    def frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+        full = [dict.fromkeys(schema(table)) | {"source": "hand"} | r for r in rows]  # type: ignore[arg-type]
+        return pl.DataFrame(full, schema=schema(table))  # type: ignore[arg-type]
+
+    po = frame(
+        "po_lines",
+        [
+            {
+                "supplier_id": "A",
+                "po_number": "PA1",
+                "line_number": "1",
+                "item_id": "X",
+                "qty_ordered": Decimal(10),
+                "uom": "EA",
+                "unit_price": Decimal("2.5"),
+                "currency": "USD",
+            },
+            {
+                "supplier_id": "B",
+                "po_number": "PB1",
+                "line_number": "1",
+                "item_id": "Y",
+                "qty_ordered": Decimal(4),
+                "uom": "EA",
+                "unit_price": Decimal(3),
+                "currency": "USD",
+            },
+        ],
+    )
+    asn = frame(
+        "asn_lines",
+        [
+            {
+                "supplier_id": "A",
+                "shipment_id": "S1",
+                "po_number": "PA1",
+                "line_number": "1",
+                "item_id": "X",
+                "qty_shipped": Decimal(10),
+                "uom": "EA",
+            },
+            {
+                "supplier_id": "B",
+                "shipment_id": "S2",
+                "po_number": "PB1",
+                "line_number": "1",
+                "item_id": "Y",
+                "qty_shipped": Decimal(4),
+                "uom": "EA",
+            },
+        ],
+    )
+    inv = frame(
+        "invoice_lines",
+        [
+            {
+                "supplier_id": "A",
+                "invoice_number": "I1",
+                "po_number": "PA1",
+                "line_number": "1",
+                "item_id": "X",
+                "qty_invoiced": Decimal(10),
+                "uom": "EA",
+                "unit_price": Decimal("2.5"),
+                "line_amount": Decimal(25),
+                "currency": "USD",
+            },
+            # supplier A bills against B's PO
+            {
+                "supplier_id": "A",
+                "invoice_number": "I2",
+                "po_number": "PB1",
+                "line_number": "1",
+                "item_id": "Y",
+                "qty_invoiced": Decimal(4),
+                "uom": "EA",
+                "unit_price": Decimal(3),
+                "line_amount": Decimal(12),
+                "currency": "USD",
+            },
+        ],
+    )
+    for i, (t, f) in enumerate((("po_lines", po), ("asn_lines", asn), ("invoice_lines", inv))):
+        commit_batch(
+            tmp_path,
+            batch=f"b{i}",
+            source="hand",
+            sha256=str(i),
+            tables={t: f},
+            quarantine={},
+            errors=None,
+        )
+    local = scfeeds.reconcile(po, asn, inv).exceptions.collect()
+    dist = scfeeds.reconcile_lake(tmp_path).exceptions.collect()
+    assert "SUPPLIER_MISMATCH" in local["code"].to_list()
+    assert_frame_equal(
+        dist.drop("source", "position").sort(
+            dist.drop("source", "position").columns, nulls_last=True
+        ),
+        local.drop("source", "position").sort(
+            local.drop("source", "position").columns, nulls_last=True
+        ),
+    )
