@@ -79,3 +79,43 @@ def test_importing_the_engine_does_not_import_widgets() -> None:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_a_failing_progress_callback_does_not_fail_the_fetch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def broken(event: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise ZeroDivisionError("a bug in the user's callback")
+
+    async with serve() as server:
+        server.state.latency = 0.02
+        report = await fetch(
+            [f"{server.url}/data/b{i}" for i in range(30)], tmp_path, limits=2, progress=broken
+        )
+    assert report.succeeded == 30
+    assert calls == 1  # dropped after the first failure
+    assert "progress disabled" in caplog.text
+
+
+async def test_the_sink_is_closed_when_the_fetch_is_cancelled(tmp_path: Path) -> None:
+    closed = []
+
+    class Sink:
+        def update(self, event: object) -> None:
+            pass
+
+        def close(self, event: object) -> None:
+            closed.append(event)
+
+    async with serve() as server:
+        urls = [f"{server.url}/slow/s{i}?n=100000&pace=0.02" for i in range(4)]
+        task = asyncio.create_task(fetch(urls, tmp_path, progress=Sink()))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(closed) == 1

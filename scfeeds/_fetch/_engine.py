@@ -222,10 +222,25 @@ class _Engine:
         finally:
             self.ctl.unbind()
             self.landing.close()
-        report = self._report()
-        if self.sink is not None:
-            self.sink.close(self._event(finished=True))
-        return report
+            # Also on error or cancellation: a bar left open, or a widget stuck "running",
+            # would misreport what happened.
+            self._notify(finished=True)
+        return self._report()
+
+    def _notify(self, *, finished: bool) -> None:
+        """Send an event to the sink; a sink that raises is logged and dropped, since a
+        broken progress display must not fail the downloads."""
+        if self.sink is None:
+            return
+        try:
+            event = self._event(finished=finished)
+            if finished:
+                self.sink.close(event)
+            else:
+                self.sink.update(event)
+        except Exception:
+            logger.warning("progress sink %r failed; progress disabled", self.sink, exc_info=True)
+            self.sink = None
 
     def _spawn_worker(self) -> None:
         assert self.task_group is not None
@@ -265,8 +280,7 @@ class _Engine:
             await asyncio.sleep(_HEARTBEAT)
             while self.workers < self.ctl.max_at_once:
                 self._spawn_worker()
-            if self.sink is not None:
-                self.sink.update(self._event(finished=False))
+            self._notify(finished=False)
 
     async def _worker(self) -> None:
         gate = self.ctl.gate
