@@ -139,3 +139,11 @@ def test_allocations_inside_a_library_name_the_callers_line(tmp_path: Path) -> N
     line = inspect.getsourcelines(build_polars_frame)[1] + 1
     assert top["caller"] == f"build_polars_frame ({Path(__file__).name}:{line})"
     assert "from your code" in profile.sites_html()
+
+
+def test_flamegraph_is_an_extra_file_next_to_the_capture(tmp_path: Path) -> None:
+    profile = MemoryProfiler(directory=tmp_path).run(hold_twenty_mib)
+    page = profile.flamegraph()
+    assert page == profile.capture.with_suffix(".html")
+    text = page.read_text()
+    assert "hold_twenty_mib" in text  # memray's own page, with our frames in its data
