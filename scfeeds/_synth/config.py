@@ -141,8 +141,8 @@ class SynthConfig:
     batch_pos: int = 10_000
     x12_sets_per_file: int = 500
     export_rows_per_file: int = 200_000
-    xml_max_files: int = 300
-    xlsx_max_rows: int = 20_000
+    xml_max_files: int = 200
+    xlsx_max_rows: int = 5_000
     items_per_supplier: int = 400
 
     def __post_init__(self) -> None:
