@@ -261,7 +261,9 @@ async def test_slider_move_changes_the_running_limit_immediately() -> None:
     tuner.start()
     task = tuner.task
     assert task is not None
-    while tuner.probe is None or not tuner.probe.samples:
+    for _ in range(500):  # until the first sample was drawn under the initial limit
+        if tuner.probe is not None and tuner.probe.samples:
+            break
         await asyncio.sleep(0.01)
     assert tuner.running
     assert driver.limit == 2
@@ -327,6 +329,34 @@ def test_start_needs_a_running_loop_and_valid_settings() -> None:
         ConcurrencyTuner(FakeDriver(), max_at_once=65)
     with pytest.raises(RuntimeError, match="no running event loop"):
         ConcurrencyTuner(FakeDriver()).start()
+
+
+def test_probe_cuts_intervals_into_rates_and_latency_quantiles() -> None:
+    now = [0.0]
+    probe = Probe(clock=lambda: now[0])
+    now[0] = 1.0
+    probe.on_event(event(done=10, bytes=10_000, throttled=2, in_flight=4))
+    for ms in range(1, 101):
+        probe.on_latency(ms / 1000)
+    first = probe.sample(limit=8, max_at_once=8, chunk_size=100)
+    assert (first.t, first.throughput_bps, first.items_per_s) == (1.0, 10_000, 10)
+    assert first.p50 == pytest.approx(0.0505)
+    assert first.p90 == pytest.approx(0.0901)
+    assert first.throttled == 2
+    now[0] = 3.0
+    probe.on_event(event(done=30, bytes=50_000, throttled=2, in_flight=4))
+    probe.srtt = 0.07  # no per-request latencies this interval: the live smoothed RTT
+    second = probe.sample(limit=4, max_at_once=8, chunk_size=100)
+    assert (second.throughput_bps, second.items_per_s, second.throttled) == (20_000, 10, 0)
+    assert second.p50 == 0.07
+    assert math.isnan(second.p90)
+    probe.srtt = None
+    now[0] = 4.0
+    probe.on_event(event(done=50, bytes=60_000, in_flight=5))
+    third = probe.sample(limit=4, max_at_once=8, chunk_size=100)
+    assert third.p50 == pytest.approx(5 / 20)  # Little's law: 5 in flight / 20 items per s
+    assert probe.frame().height == 3
+    assert probe.frame()["limit"].to_list() == [8, 4, 4]
 
 
 # -- the knee ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from scfeeds._config import Limits, Retry, Timeout
@@ -159,10 +158,19 @@ class FeedDriver:
             ctl.set_max_at_once(n)
 
     def take_latencies(self) -> list[float]:
-        """Latencies of requests completed since the last call, if the engine exposes them."""
-        take = getattr(self.controller, "take_latencies", None)
-        values: Any = take() if callable(take) else ()
-        return [float(v) for v in values]
+        """Latencies (request to last byte) of requests completed since the last call."""
+        ctl = self.controller
+        return [] if ctl is None else ctl.take_latencies()
+
+    def smoothed_rtt(self) -> float | None:
+        """The running pass's smoothed round-trip time (seconds, worst host), if known."""
+        ctl = self.controller
+        if ctl is None or not ctl.running:
+            return None
+        # host() is the engine's accessor of a host's gate; every name here already has one.
+        rtts = [ctl.host(name).srtt for name in ctl.host_limits()]
+        known = [r for r in rtts if r is not None]
+        return max(known) if known else None
 
     def current_limit(self) -> int | None:
         """The effective limit (the AIMD limit, capped by the ceiling) of the running pass,

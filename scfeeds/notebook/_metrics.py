@@ -35,9 +35,11 @@ class Sample:
     """One interval of a running fetch.
 
     ``t`` is seconds since the run started (end of the interval); rates are over the interval.
-    Latencies are in seconds: from per-request observations when the driver reports them,
-    else those of the last finished pass, else ``p50`` holds the mean latency by Little's law
-    (in flight / completions per second) and ``p90``/``p99`` are NaN.
+    Latencies are in seconds. With per-request observations from the driver they are true
+    quantiles of the interval. Otherwise ``p90``/``p99`` are those of the last finished pass
+    (NaN before one ends) and ``p50`` is the engine's live smoothed round-trip time when the
+    driver exposes it, else the last pass's median, else the mean latency by Little's law
+    (in flight / completions per second).
     """
 
     t: float
@@ -99,6 +101,8 @@ class Probe:
         #: (p50, p90, p99) of the last finished pass, when the driver only knows latencies
         #: at the end of a pass (used for intervals without per-request observations).
         self.pass_latency: tuple[float, float, float] | None = None
+        #: The engine's smoothed round-trip time right now (a live mean), when known.
+        self.srtt: float | None = None
 
     def _now(self) -> float:
         clock = self._clock
@@ -137,13 +141,13 @@ class Probe:
             items_per_s = (done - self._prev_done) / dt
             if latencies:
                 p50, p90, p99 = (percentile(latencies, q) for q in (0.5, 0.9, 0.99))
-            elif self.pass_latency is not None:
-                p50, p90, p99 = self.pass_latency
-            elif items_per_s > 0:
-                # Little's law: mean time in system = mean number in system / throughput.
-                p50, p90, p99 = in_flight / items_per_s, math.nan, math.nan
             else:
-                p50 = p90 = p99 = math.nan
+                p50, p90, p99 = self.pass_latency or (math.nan, math.nan, math.nan)
+                if self.srtt is not None:
+                    p50 = self.srtt  # live, where the pass's quantiles are stale
+                elif self.pass_latency is None and items_per_s > 0:
+                    # Little's law: mean time in system = mean number in system / throughput.
+                    p50 = in_flight / items_per_s
             sample = Sample(
                 t=t,
                 throughput_bps=(nbytes - self._prev_bytes) / dt,

@@ -466,10 +466,13 @@ class ConcurrencyTuner:
             self._take_sample(probe)
 
     def _take_sample(self, probe: Probe) -> Sample:
+        # Optional driver methods (FeedDriver has both): per-request latencies, live RTT.
         take = getattr(self.driver, "take_latencies", None)
         if callable(take):
             for seconds in take():
                 probe.on_latency(seconds)
+        srtt = getattr(self.driver, "smoothed_rtt", None)
+        probe.srtt = srtt() if callable(srtt) else None
         sample = probe.sample(
             limit=self.driver.current_limit(),
             max_at_once=self.max_at_once,
