@@ -208,14 +208,13 @@ def _write_group(
             continue
         if fmt == "x12":  # every interchange of the group in one vectorised pass
             out.append(_write_x12(state, part, table, sup, b, resend))
-            continue
-        for (c,), file_rows in part.partition_by(
-            ["_chunk"], as_dict=True, maintain_order=True
-        ).items():
-            stem = _stem(table, fmt, b, int(str(c)), resend)
-            if fmt == "xml":
-                out.append(_write_xml(state, file_rows, table, sup, stem))
-            else:
+        elif fmt == "xml":
+            out.append(_write_xml(state, part, table, sup, b, resend))
+        else:
+            for (c,), file_rows in part.partition_by(
+                ["_chunk"], as_dict=True, maintain_order=True
+            ).items():
+                stem = _stem(table, fmt, b, int(str(c)), resend)
                 out += _write_exports(state, file_rows, table, sup, fmt, b, stem)
     return out
 
@@ -249,26 +248,33 @@ def _write_x12(
 
 
 def _write_xml(
-    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, stem: str
+    state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, b: int, resend: bool
 ) -> pl.DataFrame:
+    """One cXML document per file (``_chunk`` = document)."""
     from scfeeds._xml import cxml_positions, to_cxml
 
-    rel = f"feeds/{sup.supplier_id}/{table}/{stem}.xml"
+    # canonical columns once for the group, then one slice per document
     canonical = _canonical(
         rows.with_columns([pl.lit(None, d).alias(c) for c, d in PROVENANCE.items()]), table
-    )
-    day: dt.date = rows[_DOC_DATE[table]].min()  # type: ignore[assignment]
-    data = to_cxml(
-        canonical,
-        table=table,
-        payload_id=f"{state.seed}.{stem}.{sup.supplier_id}@synth.scfeeds",
-        timestamp=f"{day.isoformat()}T12:00:00+00:00",
-    )
-    size, sha = _write(state, rel, data)
-    _record(state, sup, table, "xml", rel, rows.height, size, sha)
-    return canonical.with_columns(
-        source=pl.lit(rel), position=cxml_positions(canonical, table=table)
-    )
+    ).with_columns(rows["_chunk"])
+    date_col = _DOC_DATE[table]
+    out: list[pl.DataFrame] = []
+    for (c,), doc in canonical.partition_by(
+        ["_chunk"], as_dict=True, maintain_order=True, include_key=False
+    ).items():
+        stem = _stem(table, "xml", b, int(str(c)), resend)
+        rel = f"feeds/{sup.supplier_id}/{table}/{stem}.xml"
+        day: dt.date = doc[date_col].min()  # type: ignore[assignment]
+        data = to_cxml(
+            doc,
+            table=table,
+            payload_id=f"{state.seed}.{stem}.{sup.supplier_id}@synth.scfeeds",
+            timestamp=f"{day.isoformat()}T12:00:00+00:00",
+        )
+        size, sha = _write(state, rel, data)
+        _record(state, sup, table, "xml", rel, doc.height, size, sha)
+        out.append(doc.with_columns(source=pl.lit(rel), position=cxml_positions(doc, table=table)))
+    return pl.concat(out, how="vertical")
 
 
 def _write_exports(
