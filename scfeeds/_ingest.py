@@ -147,6 +147,45 @@ def _as_sources(sources: Any) -> list[Source]:
     return out
 
 
+def _portal_listing_url(url: str) -> str | None:
+    """``GET /v1/feeds`` of a portal given by its root URL (or the listing URL itself)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    path = parts.path.rstrip("/")
+    if path == "":
+        return f"{parts.scheme}://{parts.netloc}/v1/feeds"
+    if path.endswith("/v1/feeds"):
+        return f"{parts.scheme}://{parts.netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+    return None
+
+
+async def _expand_portals(sources: list[Source], headers: Mapping[str, str] | None) -> list[Source]:
+    """Replace a portal root URL by the feeds its ``GET /v1/feeds`` lists."""
+    import aiohttp
+
+    out: list[Source] = []
+    for s in sources:
+        listing_url = None if (s.format or s.table) else _portal_listing_url(s.url)
+        if listing_url is None:
+            out.append(s)
+            continue
+        async with (
+            aiohttp.ClientSession(headers=dict(headers or {})) as session,
+            session.get(listing_url, timeout=aiohttp.ClientTimeout(total=60)) as resp,
+        ):
+            if resp.status != 200:
+                raise ConfigurationError(
+                    f"{listing_url} answered {resp.status}: pass feed URLs, or the root URL "
+                    "of an scfeeds portal (with its token in headers=)"
+                )
+            data = await resp.json()
+        out.extend(_as_sources(data["feeds"]))
+    return out
+
+
 def _is_remote(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
@@ -213,6 +252,27 @@ def _by_source(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
     }
 
 
+def _processes_are_safe() -> bool:
+    """Will a spawned/forkserver child leave the main program alone?
+
+    Such children import the main module again (as ``__mp_main__``); a script without an
+    ``if __name__ == "__main__":`` guard would run again in every worker. Interactive sessions
+    and notebooks have no main file; scripts are checked for the guard.
+    """
+    import re
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file:
+        return True
+    try:
+        with open(main_file, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1 << 20)
+    except OSError:
+        return False
+    return re.search(r"""__name__\s*==\s*['"]__main__['"]""", text) is not None
+
+
 def _sha256_file(path: str) -> str:
     import hashlib
 
@@ -234,7 +294,7 @@ async def ingest(
     fetch_batch: int | None = None,
     progress: Any = None,
     landing: str | os.PathLike[str] | None = None,
-    pool: Literal["auto", "threads"] = "auto",
+    pool: Literal["auto", "threads", "processes"] = "auto",
     parse_group: int = 16,
     cluster: Any = None,
 ) -> IngestReport:
@@ -243,9 +303,10 @@ async def ingest(
     Parameters
     ----------
     sources
-        URLs, local paths, :class:`Source` objects, or a portal listing (the ``feeds`` list of
+        URLs, local paths, :class:`Source` objects, a portal listing (the ``feeds`` list of
         ``GET /v1/feeds`` or a DataFrame with ``url`` and optionally ``format``, ``table``,
-        ``supplier_id`` columns). Local paths are parsed in place, not fetched.
+        ``supplier_id``, ``sha256`` columns), or the root URL of an scfeeds portal (its
+        listing is fetched). Local paths are parsed in place, not fetched.
     lake
         Folder of the Parquet lake (created if missing). Raw bytes land in
         ``lake/_landing`` unless ``landing`` says otherwise.
@@ -266,8 +327,12 @@ async def ingest(
     fetch_batch
         Sources per fetch call; a batch is fetched while the previous one is parsed.
     pool
-        ``"auto"``: threads for polars readers, a process pool for cXML; ``"threads"``: threads
-        only (cheaper for a handful of small XML files).
+        Where cXML (pure-Python xmltodict) is parsed: ``"processes"`` (a process pool, true
+        parallelism), ``"threads"`` (cheaper for a handful of small files), or ``"auto"``:
+        processes when that is safe, i.e. when the main program will not run again in each
+        child (a notebook, the ``scfeeds`` command, or a script with an
+        ``if __name__ == "__main__":`` guard), threads otherwise. The polars readers always
+        run in threads.
 
     Returns
     -------
@@ -283,7 +348,7 @@ async def ingest(
         from scfeeds._distributed import ingest_on_cluster
 
         return await ingest_on_cluster(  # type: ignore[no-any-return]
-            _as_sources(sources),
+            await _expand_portals(_as_sources(sources), headers),
             lake,
             cluster=cluster,
             limits=limits,
@@ -297,11 +362,12 @@ async def ingest(
     root = Path(lake)
     root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts
     landing_dir = Path(landing) if landing is not None else root / "_landing"
-    items = _as_sources(sources)
+    items = await _expand_portals(_as_sources(sources), headers)
     n_workers = max(1, workers or (os.cpu_count() or 2))
     size = fetch_batch or max(64, 8 * (limits if isinstance(limits, int) else 16))
 
     group = max(1, parse_group)
+    use_processes = pool == "processes" or (pool == "auto" and _processes_are_safe())
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * n_workers, group))
     records: list[dict[str, Any]] = []
     fetch_reports: list[Any] = []
@@ -426,7 +492,7 @@ async def ingest(
                         parse_seconds=0.0,
                     )
                     continue
-                todo[fmt == "xml" and pool == "auto"].append((path, sha, src))
+                todo[fmt == "xml" and use_processes].append((path, sha, src))
             for in_process, batch_jobs in todo.items():
                 if not batch_jobs:
                     continue

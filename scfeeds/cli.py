@@ -135,12 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from scfeeds._ingest import ingest
     from scfeeds._runner import run
 
-    sources: list[Any] = []
-    for s in args.sources:
-        if s.startswith(("http://", "https://")) and "/v1/feeds/" not in s:
-            sources.extend(_listing(s.rstrip("/")))  # a portal root: ingest its listing
-        else:
-            sources.append(s)
+    sources: list[Any] = list(args.sources)  # a portal root URL expands to its listing
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     report = run(
         ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")

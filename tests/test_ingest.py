@@ -272,3 +272,12 @@ def test_a_page_with_a_bad_value_reports_it_and_keeps_the_rest(tmp_path: Path) -
     assert "qty_ordered=two" in errors["message"][0]
     got = scan_lake(tmp_path / "lake", "po_lines").collect()
     assert sorted(got["line_number"]) == ["1", "3"]
+
+
+def test_a_portal_root_url_ingests_its_whole_listing(
+    tmp_path: Path, world: Path, served: Any
+) -> None:
+    url, feeds = served
+    report = scfeeds.run(ingest(url, tmp_path / "lake", progress=None))
+    assert report.batches.height == len(feeds)
+    assert_lake_equals_world(tmp_path / "lake", world)
