@@ -6,6 +6,11 @@ is saved with the notebook as plain HTML. memray's own flame graph HTML loads d3
 bootstrap from a CDN, so on a machine without internet it renders blank; it is offered only
 as an extra file (:meth:`MemoryProfile.flamegraph`).
 
+What memray cannot see: polars (and other Rust libraries) allocate through their own
+jemalloc, and memray sees jemalloc only when it maps new memory from the OS; memory jemalloc
+already holds and reuses does not show. The first large polars operation of a process shows
+up (attributed to the Python line that called polars); repeats of it may show near zero.
+
 Coroutines are profiled with ``with memray.Tracker(...): await coro`` inside the running loop,
 which works in a notebook cell with top-level ``await`` (memray's ``%%memray_flamegraph`` magic
 does not support top-level ``await``).
