@@ -87,6 +87,9 @@ def reconcile(
     ``SUPPLIER_MISMATCH``       the PO number exists, but only under other suppliers
     ==========================  ===========================================================
 
+    Quantities and money are exact: the engine computes on integer counts of 1e-4 (1e-8 for
+    converted quantities) and returns ``Decimal(38, 4)``; exactly at a limit is within it.
+
     Duplicates and suspects are excluded from every sum (a suspect is on hold until someone
     clears it); their lines carry the code in ``flags``. A PO line's ``status`` is its first
     flag in :data:`PRECEDENCE` (duplicates and missing references first, then unit problems,
@@ -116,22 +119,32 @@ def reconcile(
         I x price), ``amount_at_risk``, ``n_shipments``, ``n_receipts``, ``n_invoices``,
         ``status``, ``flags``), ``.invoices`` (one row per invoice document: totals, expected
         amount at PO prices, ``amount_variance``, ``duplicate_of``, ``suspect_of``, ``flags``,
-        ``status``), ``.exceptions`` (``code``, ``level``, keys, ``invoice_number`` /
-        ``shipment_id``, ``source`` / ``position`` for document rows, ``variance_qty``,
-        ``variance_amount``, ``amount_at_risk``, ``tolerance_pct`` / ``tolerance_abs``
-        applied) and ``.summary()``.
+        ``status``), ``.exceptions`` and ``.summary()``.
+
+        ``.exceptions`` has one row per exception: ``code``; ``level`` (``line`` for the
+        per-PO-line codes, ``invoice`` for duplicates and for invoice lines without a PO line,
+        ``asn`` / ``receipt`` for such ASN / receipt lines); ``supplier_id``, ``po_number``,
+        ``line_number``, ``item_id``; ``invoice_number`` / ``shipment_id``, ``source`` and
+        ``position`` of the document that shows it (for ``PRICE_VARIANCE`` the first invoice
+        line billed off price, for ``UOM_MISMATCH`` the first unconvertible line: invoice,
+        else ASN, else receipt; null for pure quantity codes); ``variance_qty`` (PO unit,
+        signed), ``variance_amount`` (signed), ``amount_at_risk`` and the ``tolerance_pct`` /
+        ``tolerance_abs`` applied (null: unset).
 
     Examples
     --------
     >>> import polars as pl
-    >>> from scfeeds._reconcile import reconcile, Tolerances
     >>> from scfeeds.schemas import empty
-    >>> po = pl.concat([empty("po_lines"), pl.DataFrame({"supplier_id": ["S1"],
-    ...     "po_number": ["P1"], "line_number": ["1"], "item_id": ["A"], "qty_ordered": [10],
-    ...     "uom": ["EA"], "unit_price": [2]})], how="diagonal_relaxed")
+    >>> po = pl.DataFrame(
+    ...     {"supplier_id": ["S1"], "po_number": ["P1"], "line_number": ["1"],
+    ...      "item_id": ["A"], "qty_ordered": [10], "uom": ["EA"], "unit_price": [2]},
+    ...     schema_overrides={"qty_ordered": pl.Decimal(18, 4), "unit_price": pl.Decimal(18, 4)},
+    ... )
     >>> rec = reconcile(po, empty("asn_lines"), empty("invoice_lines"))
-    >>> rec.lines.select("status").collect().item()
-    'NOT_SHIPPED'
+    >>> rec.lines.select("status", "qty_ordered").collect().row(0)
+    ('NOT_SHIPPED', Decimal('10.0000'))
+    >>> rec.exceptions.select("code", "amount_at_risk").collect().row(0)
+    ('NOT_SHIPPED', Decimal('20.0000'))
 
     Amount at risk: the value at PO price of the quantity variance (shipping and quantity
     billing codes, ``NOT_INVOICED``: the unbilled receipt), the price variance, the billed

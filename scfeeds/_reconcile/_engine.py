@@ -135,6 +135,8 @@ QTY_COL: Final[dict[TableName, str]] = {
 
 
 Frame = pl.DataFrame | pl.LazyFrame
+# Tests set this to run the string-key join that a 64-bit hash collision would fall back to.
+_FORCE_EXACT_KEYS = False
 Engine = Literal["auto", "in-memory", "streaming"]
 
 
@@ -243,8 +245,14 @@ def build(
     inv_has_source = "source" in inv_names
 
     # -- PO lines: first occurrence of each key wins; `_po` is the dense line id.
+    # -- PO lines: first occurrence of each key wins; `_po` is the dense line id. Keys are
+    # compared through a 64-bit hash; rows whose hash repeats (true repeats, or a collision)
+    # are resolved on the strings themselves.
+    po_lf = mat(po_lf.with_columns(_h=pl.struct(*KEY).hash()), "po lines")
+    if po_lf.select(pl.col("_h").is_duplicated().any()).collect().item():
+        po_lf = po_lf.filter(pl.struct(*KEY).is_first_distinct())
     po_lf = mat(
-        po_lf.unique(subset=list(KEY), keep="first", maintain_order=True)
+        po_lf.drop("_h")
         .with_row_index("_po")
         .with_columns(_o=raw4(pl.col("qty_ordered")).fill_null(0), _p=raw4(pl.col("unit_price"))),
         "po lines",
@@ -257,11 +265,11 @@ def build(
         pl.col("line_number").alias("_mk"),
         "_po",
     )
-    # Fallback key: (supplier, PO, item) -> the lowest line of that item.
+    # Fallback key: (supplier, PO, item) -> the lowest line of that item (rows are in `_po`
+    # order, so the first is the lowest).
     by_item = (
         po_lf.filter(pl.col("item_id").is_not_null())
-        .group_by("supplier_id", "po_number", "item_id")
-        .agg(pl.col("_po").min())
+        .unique(subset=["supplier_id", "po_number", "item_id"], keep="first", maintain_order=True)
         .select(
             "supplier_id",
             "po_number",
@@ -270,7 +278,19 @@ def build(
             "_po",
         )
     )
-    lookup = mat(pl.concat([by_line, by_item]).join(po_attr, on="_po"), "lookup")
+    # The match key travels as two independent 64-bit hashes: the join runs on one u64
+    # column (3x faster than on the strings) and the second hash must agree too, so a false
+    # match needs a 128-bit collision.
+    mkey = ("supplier_id", "po_number", "_mt", "_mk")
+    h1, h2 = pl.struct(*mkey).hash(seed=0), pl.struct(*mkey).hash(seed=17)
+    lookup = mat(
+        pl.concat([by_line, by_item]).select(h1.alias("_h"), h2.alias("_h2"), "_po"), "lookup"
+    )
+    exact_keys = _FORCE_EXACT_KEYS or bool(
+        lookup.select(pl.col("_h").is_duplicated().any()).collect().item()
+    )
+    if exact_keys:  # two PO keys share a 64-bit hash: join on the strings instead
+        lookup = mat(pl.concat([by_line, by_item]), "lookup")
 
     # -- Invoice documents and their duplicate status (one row per invoice: small).
     doc_cols = ["supplier_id", "invoice_number", *(["source"] if inv_has_source else [])]
@@ -338,21 +358,43 @@ def build(
         .join(excl, on="_docid", how="left")
         .with_columns(pl.col("_excl").fill_null(0))
     )
-    long = pl.concat(parts, how="vertical").join(
-        lookup, on=["supplier_id", "po_number", "_mt", "_mk"], how="left"
+    long = pl.concat(parts, how="vertical")
+    if exact_keys:
+        long = long.join(lookup, on=list(mkey), how="left")
+    else:
+        long = (
+            long.with_columns(h1.alias("_h"), h2.alias("_h2"))
+            .join(lookup, on="_h", how="left", suffix="_l")
+            .with_columns(
+                _po=pl.when(pl.col("_h2") == pl.col("_h2_l")).then(pl.col("_po")),
+            )
+        )
+    long = mat(
+        long.select(
+            "_kind",
+            "_row",
+            "_docid",
+            "_excl",
+            "supplier_id",
+            "po_number",
+            "uom",
+            "_qty",
+            "_amt",
+            "_po",
+        ),
+        "match",
     )
-    matched_df, unmatched_df = pl.collect_all(
-        [
-            long.filter(pl.col("_po").is_not_null()).drop("supplier_id", "po_number", "_mt", "_mk"),
-            long.filter(pl.col("_po").is_null()).select(
-                "_kind", "_row", "_docid", "_amt", "supplier_id", "po_number"
-            ),
-        ],
-        engine=engine,
+    matched = mat(
+        long.filter(pl.col("_po").is_not_null())
+        .drop("supplier_id", "po_number")
+        .join(po_attr, on="_po", how="left"),
+        "match",
     )
-    tick("match")
-    matched, unmatched = matched_df.lazy(), unmatched_df.lazy()
-    del long, lookup, matched_df, unmatched_df
+    unmatched = long.filter(pl.col("_po").is_null()).select(
+        "_kind", "_row", "_docid", "_amt", "supplier_id", "po_number"
+    )
+    unmatched = mat(unmatched, "match")
+    del long, lookup
 
     # -- Units: only rows whose unit differs from the PO unit need a factor.
     same = pl.col("uom").is_null() | pl.col("_pu").is_null() | (pl.col("uom") == pl.col("_pu"))
@@ -449,7 +491,15 @@ def build(
         ),
         {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})},
     )
-    exc_df = exceptions.collect(engine=engine)
+    exc_df = exceptions.sort(
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "code",
+        "invoice_number",
+        "shipment_id",
+        nulls_last=True,
+    ).collect(engine=engine)
     tick("exceptions")
     return Plan(
         lines=_public(lines.collect()),
@@ -542,9 +592,9 @@ def _lines(
     def total(col: str) -> pl.Expr:
         return div_round(pl.col(col), RAW8 // RAW4).cast(pl.Int64).fill_null(0)
 
-    lf = po_lf.join(sums, on="_po", how="left")
+    lf = po_lf.join(sums, on="_po", how="left", maintain_order="left")
     if tol_frame is not None:
-        lf = lf.join(tol_frame, on="supplier_id", how="left")
+        lf = lf.join(tol_frame, on="supplier_id", how="left", maintain_order="left")
     counts = ("n_shipments", "n_receipts", "n_invoices", "_n_dup", "_n_sus")
     lf = lf.with_columns(
         _s=total("_shipped"),
@@ -587,7 +637,7 @@ def _lines(
     }
     lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()})
     lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flag_exprs})).join(
-        _BY_MASK.lazy(), on="_mask", how="left"
+        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
     )
     varies = (r != o) | (i != r) | (price_var != 0)
     status = pl.coalesce(
@@ -762,12 +812,12 @@ def _invoices(
         )
     )
     lf = (
-        docs.join(per_doc.rename({"_docid": "_doc"}), on="_doc", how="left")
-        .join(per_doc_un.rename({"_docid": "_doc"}), on="_doc", how="left")
+        docs.join(per_doc.rename({"_docid": "_doc"}), on="_doc", how="left", maintain_order="left")
+        .join(per_doc_un.rename({"_docid": "_doc"}), on="_doc", how="left", maintain_order="left")
         .with_columns(pl.col("_n_bad", "_n_unmatched", "_n_mismatch").fill_null(0))
     )
     if tol_frame is not None:
-        lf = lf.join(tol_frame, on="supplier_id", how="left")
+        lf = lf.join(tol_frame, on="supplier_id", how="left", maintain_order="left")
     variance = pl.col("_matched") - pl.col("_expected")
     price_off = beyond(
         variance.abs(),
@@ -788,7 +838,7 @@ def _invoices(
         **{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()},
     )
     lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flag_exprs})).join(
-        _BY_MASK.lazy(), on="_mask", how="left"
+        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
     )
     status = pl.coalesce(
         pl.col("_top"),
