@@ -137,6 +137,10 @@ async def compare_buffering(
     profiler
         The :class:`MemoryProfiler` to use (default: a new one).
 
+    memray tracks the whole process: serve the feed from another process
+    (``scfeeds.portal.serve_in_process`` or a real server), or the server's own buffers are
+    counted in both peaks.
+
     Returns
     -------
     BufferingComparison
@@ -146,8 +150,9 @@ async def compare_buffering(
     --------
     In a notebook::
 
-        pages = plan_chunks(feed["lines_url"], total=feed["records"], chunk_size=5000)
-        await compare_buffering(pages, max_at_once=8)
+        with serve_in_process(world) as portal:
+            urls = [f"{portal.url}/v1/blob/{2**21}?seed={i}" for i in range(32)]
+            await compare_buffering(urls, max_at_once=8)
     """
     urls = [s.url if isinstance(s, ChunkRequest) else s for s in sources]
     if not urls:
