@@ -115,13 +115,13 @@ def mark_duplicates(
         .filter(pl.col("_k") == pl.col("_k_b"))
         .select("_doc", "_doc_b")
     )
-    side = originals.select(
+    about = originals.select(
         "_doc", "supplier_id", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
     pairs = (
         pl.concat([subst, indel])
-        .join(side, on="_doc")
-        .join(side, left_on="_doc_b", right_on="_doc", suffix="_b")
+        .join(about, on="_doc")
+        .join(about, left_on="_doc_b", right_on="_doc", suffix="_b")
         .filter(pl.col("supplier_id") == pl.col("supplier_id_b"))
     )
     later = pl.col("_ord") > pl.col("_ord_b")
