@@ -204,7 +204,7 @@ def generate(
         always warehouse CSVs.
     faults
         ``"default"``: each fault of :data:`FAULTS` at a small rate, each at least once when
-        the first batch has enough lines (about 40); ``"none"``: a clean world; or a mapping
+        the first batch has at least 40 PO lines; ``"none"``: a clean world; or a mapping
         fault -> rate.
     damaged
         ``True`` writes one damaged file of each kind of :data:`DAMAGE_KINDS` that the

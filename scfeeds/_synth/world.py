@@ -263,6 +263,8 @@ def make_batch(
     line_rates = np.array([rates[f] for f in LINE_FAULTS])
     fault = np.searchsorted(np.cumsum(line_rates), rng.random(n_l), side="right")
     fault = np.where(fault >= len(LINE_FAULTS), CLEAN, fault).astype(np.int64)
+    # "every fault at least once" only when the batch is big enough for it not to swamp it
+    force_all = force_all and n_l >= 40
     if force_all:
         _force_line_faults(rng, fault, line_rates)
     faulted = fault != CLEAN
