@@ -303,6 +303,11 @@ def test_per_supplier_overrides(make: Make) -> None:
 # -- units -------------------------------------------------------------------------------
 
 
+def test_units_compare_trimmed_and_case_blind(make: Make) -> None:
+    rec = run(make, [po_line(qty=10)], [ship(qty=10, uom=" ea")], [bill(qty=10, uom="Ea")])
+    assert status(rec) == ("MATCHED", [])
+
+
 def test_standard_dozen_converts_to_each(make: Make) -> None:
     rec = run(make, [po_line(qty=24)], [ship(qty=2, uom="DZ")], [bill(qty=24)])
     assert status(rec) == ("MATCHED", [])

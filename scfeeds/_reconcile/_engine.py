@@ -181,7 +181,6 @@ def _prep(frame: Frame, table: TableName, arg: str) -> pl.LazyFrame:
         lf.select(cols)
         .with_columns(
             line_number=_norm_line(pl.col("line_number")),
-            uom=normalize_uom(pl.col("uom")),
         )
         .with_row_index("_row")
     )
@@ -278,11 +277,11 @@ def build(
             "_po",
         )
     )
-    # The match key travels as two independent 64-bit hashes: the join runs on one u64
-    # column (3x faster than on the strings) and the second hash must agree too, so a false
-    # match needs a 128-bit collision.
+    # The match key travels as a 64-bit hash: the join runs on one u64 column (3x faster
+    # than on the strings). A second, independently seeded hash of the PO number must agree
+    # too, so a false match needs two 64-bit collisions at once.
     mkey = ("supplier_id", "po_number", "_mt", "_mk")
-    h1, h2 = pl.struct(*mkey).hash(seed=0), pl.struct(*mkey).hash(seed=17)
+    h1, h2 = pl.struct(*mkey).hash(seed=0), pl.col("po_number").hash(seed=17)
     lookup = mat(
         pl.concat([by_line, by_item]).select(h1.alias("_h"), h2.alias("_h2"), "_po"), "lookup"
     )
@@ -397,21 +396,35 @@ def build(
     del long, lookup
 
     # -- Units: only rows whose unit differs from the PO unit need a factor.
-    same = pl.col("uom").is_null() | pl.col("_pu").is_null() | (pl.col("uom") == pl.col("_pu"))
-    conv_same = matched.filter(same).with_columns(_q=pl.col("_qty") * (RAW8 // RAW4))
+    # Units compare as given first (canonical feeds agree on case); only rows that differ are
+    # normalised (trimmed, upper case) before looking for a factor.
+    def same(u: pl.Expr, pu: pl.Expr) -> pl.Expr:
+        return u.is_null() | pu.is_null() | (u == pu)
+
+    conv_same = matched.filter(same(pl.col("uom"), pl.col("_pu"))).with_columns(
+        _q=pl.col("_qty") * (RAW8 // RAW4)
+    )
     specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
     generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
     conv_diff = (
-        matched.filter(~same)
+        matched.filter(~same(pl.col("uom"), pl.col("_pu")))
+        .with_columns(
+            normalize_uom(pl.col("uom")).alias("uom"), normalize_uom(pl.col("_pu")).alias("_pu")
+        )
+        .with_columns(
+            # equal once normalised ("ea" vs "EA"): factor 1
+            _one=pl.when(same(pl.col("uom"), pl.col("_pu"))).then(pl.lit(1, pl.Int64))
+        )
         .join(specific, left_on=["_pi", "uom", "_pu"], right_on=["_pi", "_from", "_to"], how="left")
         .join(generic, left_on=["uom", "_pu"], right_on=["_from", "_to"], how="left", suffix="_g")
         .with_columns(
             _q=div_round(
-                pl.col("_qty").cast(pl.Int128) * (RAW8 // RAW4) * pl.coalesce("_num", "_num_g"),
-                pl.coalesce("_den", "_den_g").cast(pl.Int128),
+                pl.col("_qty").cast(pl.Int128)
+                * (RAW8 // RAW4)
+                * pl.coalesce("_one", "_num", "_num_g"),
+                pl.coalesce("_one", "_den", "_den_g").cast(pl.Int128),
             ).cast(pl.Int64)
         )
-        .drop("_num", "_den", "_num_g", "_den_g")
     )
     cols = ["_kind", "_row", "_docid", "_excl", "_po", "_qty", "_q", "_amt", "_p"]
     conv = mat(
