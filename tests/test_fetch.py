@@ -573,10 +573,10 @@ async def test_max_per_host_caps_concurrency(server: Server, tmp_path: Path) -> 
 
 
 async def test_max_per_second_spaces_requests(server: Server, tmp_path: Path) -> None:
-    urls = [f"{server.url}/data/r{i}" for i in range(30)]
+    urls = [f"{server.url}/data/r{i}" for i in range(50)]
     report = await fetch(urls, tmp_path, limits=Limits(8, max_per_second=20), progress=None)
-    assert report.succeeded == 30
+    assert report.succeeded == 50
     times = sorted(t for k, ts in server.state.times.items() if k.startswith("/data/r") for t in ts)
-    # aiolimiter lets a bucket's worth (20) through at once, then 20 per second.
-    assert times[-1] - times[0] >= 0.45  # (30 - 20) / 20 per second
-    assert sum(t - times[0] < 0.25 for t in times) <= 20 + 0.25 * 20 + 1
+    # aiolimiter lets a bucket's worth (20) through at once, then 20 per second: (50 - 20) / 20
+    # = 1.5 s, with slack for a busy machine. Unlimited, 50 loopback requests take ~0.1 s.
+    assert times[-1] - times[0] >= 1.2
