@@ -14,7 +14,9 @@ numbers, and a few faults (short shipments, price variances, duplicate invoices)
 Each contender runs in its own child process (peak RSS is that process's ``ru_maxrss``), reads
 the same Parquet files, and is timed from frames in memory to results in memory:
 
-- ``scfeeds``: ``reconcile(...)`` then collect ``lines`` and ``exceptions`` (one run);
+- ``scfeeds``: ``reconcile(...)`` on the frames in memory, then collect ``lines`` and
+  ``exceptions`` (one run; polars engine "auto", which is the streaming engine in polars 2;
+  ``RECONCILE_ENGINE=in-memory`` to compare);
 - ``scfeeds-streaming``: the same on LazyFrames from ``pl.scan_parquet`` with
   ``engine="streaming"`` (timed from the scan: reading included);
 - ``polars``: a plain join-and-group-by script (string keys, no key encoding, no staging);
@@ -313,7 +315,7 @@ def child(mode: str, data: Path) -> dict[str, object]:
             from scfeeds._reconcile import reconcile
 
             t = time.perf_counter()
-            rec = reconcile(*frames).collect(engine="in-memory")
+            rec = reconcile(*frames).collect(engine=os.environ.get("RECONCILE_ENGINE", "auto"))
             lines, exc = rec.lines.collect(), rec.exceptions.collect()
             out["seconds"] = time.perf_counter() - t
             out["stages"] = rec.timings()

@@ -374,8 +374,6 @@ def build(
             "_row",
             "_docid",
             "_excl",
-            "supplier_id",
-            "po_number",
             "uom",
             "_qty",
             "_amt",
@@ -384,15 +382,23 @@ def build(
         "match",
     )
     matched = mat(
-        long.filter(pl.col("_po").is_not_null())
-        .drop("supplier_id", "po_number")
-        .join(po_attr, on="_po", how="left"),
+        long.filter(pl.col("_po").is_not_null()).join(po_attr, on="_po", how="left"), "match"
+    )
+    # The few lines without a PO line get their keys back from their input rows.
+    unmatched = long.filter(pl.col("_po").is_null()).select("_kind", "_row", "_docid", "_amt")
+    inputs = {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})}
+    unmatched = mat(
+        pl.concat(
+            [
+                unmatched.filter(pl.col("_kind") == kind).join(
+                    src.select(pl.col("_row").cast(pl.UInt32), "supplier_id", "po_number"),
+                    on="_row",
+                )
+                for kind, src in inputs.items()
+            ]
+        ),
         "match",
     )
-    unmatched = long.filter(pl.col("_po").is_null()).select(
-        "_kind", "_row", "_docid", "_amt", "supplier_id", "po_number"
-    )
-    unmatched = mat(unmatched, "match")
     del long, lookup
 
     # -- Units: only rows whose unit differs from the PO unit need a factor.
@@ -502,7 +508,7 @@ def build(
         pl.concat(
             [_line_exceptions(lines), _invoice_exceptions(invoices), doc_exc], how="vertical"
         ),
-        {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})},
+        inputs,
     )
     exc_df = exceptions.sort(
         "supplier_id",
