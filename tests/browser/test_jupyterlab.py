@@ -145,6 +145,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def expect_text(page: Page, selector: str, pattern: str, timeout: float = 30_000) -> None:
+    """Wait until the first element matching ``selector`` has text matching ``pattern``.
+
+    The element is looked up afresh each time: a widget redraw replaces it.
+    """
+    page.wait_for_function(
+        "([s, p]) => { const e = document.querySelector(s);"
+        " return e !== null && new RegExp(p).test(e.textContent); }",
+        arg=[selector, pattern],
+        timeout=timeout,
+    )
+
+
 def run_all(page: Page) -> None:
     """Run > Run All Cells, as a user would; once more if the kernel was not yet listening.
 
@@ -189,11 +202,16 @@ def test_widgets_render_with_real_values_in_jupyterlab(lab: str) -> None:
             # The tuner is running; its cell below awaits a slider move from this browser.
             readout = page.locator(".scfeeds-tuner .widget-readout").first
             readout.wait_for(timeout=90_000)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.scfeeds-tuner-status')]"
-                ".some(e => /\\d+ items/.test(e.textContent))",
-                timeout=30_000,
-            )
+            status = ".scfeeds-tuner-status"
+            # Live numbers arrive while the fetch runs in the background.
+            expect_text(page, status, r"\d+ items")
+            # The button stops the background fetch and starts a new one (widget callbacks
+            # run on the kernel's loop while the next cell is awaiting).
+            button = page.locator(".scfeeds-tuner button").first
+            button.click()
+            expect_text(page, status, r"^stopped")
+            button.click()
+            expect_text(page, status, r"^running · [1-9][\d,]* items")
             readout.click()
             page.keyboard.press("Control+A")
             page.keyboard.type("12")
