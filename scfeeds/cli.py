@@ -22,6 +22,7 @@ examples:
   scfeeds ingest http://127.0.0.1:8080 --lake lake
   scfeeds reconcile --lake lake --html exceptions.html
   scfeeds x12 orders.x12 --ack orders.997    read X12, check envelopes, write the 997
+  scfeeds worker --queue redis://127.0.0.1:6379/0 --lake lake    service mode (see deploy/)
 """
 
 
@@ -213,8 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     from scfeeds import synth
     from scfeeds._portal._cli import add_cli as add_portal_cli  # light: no aiohttp.web import
 
+    from scfeeds._service._cli import add_cli as add_service_cli  # light: no redis import
+
     synth.add_cli(sub)
     add_portal_cli(sub)
+    add_service_cli(sub)
 
     p = sub.add_parser("fetch", help="download URLs to a folder (bounded, retried, resumable)")
     p.add_argument("urls", nargs="+")

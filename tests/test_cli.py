@@ -13,7 +13,17 @@ from scfeeds.cli import build_parser
 
 def test_help_lists_every_subcommand() -> None:
     text = build_parser().format_help()
-    for cmd in ("demo", "synth", "portal", "fetch", "ingest", "reconcile", "x12"):
+    for cmd in (
+        "demo",
+        "synth",
+        "portal",
+        "fetch",
+        "ingest",
+        "reconcile",
+        "x12",
+        "worker",
+        "enqueue",
+    ):
         assert f"\n    {cmd}" in text, cmd
 
 
