@@ -1,10 +1,11 @@
 """The widgets in a real JupyterLab, driven by headless Chromium (Playwright).
 
 Starts JupyterLab on 127.0.0.1 (random port, random token, a temporary root), opens
-``widgets.ipynb``, runs all cells from the Run menu, moves the tuner's ``max_at_once`` slider
-while a cell is still awaiting, and reads the rendered DOM: the progress widgets (green, red),
-the tuner (live SVG charts, the new limit seen by the running fetch), the sweep's knee, the
-memory profile and the buffering comparison. A screenshot is kept in ``.artifacts/``.
+``widgets.ipynb``, runs all cells from the Run menu, clicks the tuner's Stop and Start buttons
+and moves its ``max_at_once`` slider while a cell is still awaiting, and reads the rendered
+DOM: the progress widgets (green, red), the tuner (live SVG charts, the new limit seen by the
+running fetch), the sweep's knee, the memory profile and the buffering comparison. A
+screenshot is kept in ``.artifacts/``.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); the browser Playwright would
 download is never used. Skips, saying so, only when ``/usr/bin/chromium`` is missing.
