@@ -213,7 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from scfeeds import synth
     from scfeeds._portal._cli import add_cli as add_portal_cli  # light: no aiohttp.web import
-
     from scfeeds._service._cli import add_cli as add_service_cli  # light: no redis import
 
     synth.add_cli(sub)
