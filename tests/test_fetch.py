@@ -582,3 +582,27 @@ async def test_max_per_second_spaces_requests(server: Server, tmp_path: Path) ->
     # aiolimiter lets a bucket's worth (20) through at once, then 20 per second: (50 - 20) / 20
     # = 1.5 s, with slack for a busy machine. Unlimited, 50 loopback requests take ~0.1 s.
     assert times[-1] - times[0] >= 1.2
+
+
+async def test_tasks_stay_o_of_concurrency_not_of_sources(server: Server, tmp_path: Path) -> None:
+    peak = 0
+    stop = asyncio.Event()
+
+    async def count() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, len(asyncio.all_tasks()))
+            await asyncio.sleep(0.005)
+
+    def sources():
+        for i in range(600):
+            yield f"{server.url}/data/t{i}?n=10"
+
+    counter = asyncio.create_task(count())
+    baseline = len(asyncio.all_tasks())
+    report = await fetch(sources(), tmp_path, limits=4, progress=None)
+    stop.set()
+    await counter
+    assert report.succeeded == 600
+    # 4 workers + producer + heartbeat (+ the server's per-connection handlers) over baseline.
+    assert peak - baseline <= 4 + 2 + 8, peak - baseline
