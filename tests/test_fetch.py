@@ -604,5 +604,6 @@ async def test_tasks_stay_o_of_concurrency_not_of_sources(server: Server, tmp_pa
     stop.set()
     await counter
     assert report.succeeded == 600
-    # 4 workers + producer + heartbeat (+ the server's per-connection handlers) over baseline.
-    assert peak - baseline <= 4 + 2 + 8, peak - baseline
+    # 4 workers + producer + heartbeat, plus the in-process server's tasks for 4 connections
+    # (14 seen); one task per source would be 600.
+    assert peak - baseline <= 24, peak - baseline
