@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         nb = nbformat.read(target, as_version=4)
         started = time.perf_counter()
         if not args.no_execute:
-            execute(nb, timeout=args.timeout)
+            try:
+                execute(nb, timeout=args.timeout)
+            except Exception:
+                # Keep what ran, so the failing cell can be inspected in the notebook.
+                nbformat.write(nb, target)
+                raise
         seconds = time.perf_counter() - started
         nbformat.validate(nb)
         nbformat.write(nb, target)
