@@ -14,7 +14,7 @@ from scfeeds._reconcile import (
     LINE_CODES,
     PRECEDENCE,
     Reconciliation,
-    Summary,
+    ReconciliationSummary,
     Tolerances,
     _engine,
     normalize_invoice_number,
@@ -582,7 +582,7 @@ def test_summary_counts_and_renders(make: Make) -> None:
     inv = [bill("1"), bill("2", qty=5)]
     rec = run(make, po, asn, inv)
     summary = rec.summary()
-    assert isinstance(summary, Summary)
+    assert isinstance(summary, ReconciliationSummary)
     lines = summary.by_status.filter(pl.col("level") == "line")
     assert dict(zip(lines["status"], lines["count"], strict=True)) == {
         "SHORT_SHIPPED": 1,

@@ -13,7 +13,7 @@ from scfeeds._reconcile._engine import (
     check_input,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
-from scfeeds._reconcile._result import Reconciliation, Summary, _Job
+from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
 
@@ -23,7 +23,7 @@ __all__ = [
     "STANDARD_CONVERSIONS",
     "STATUSES",
     "Reconciliation",
-    "Summary",
+    "ReconciliationSummary",
     "Tolerances",
     "normalize_invoice_number",
     "normalize_invoice_number_py",

@@ -16,7 +16,7 @@ from scfeeds._reconcile._tolerances import Tolerances
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
+class ReconciliationSummary:
     """Counts and money at risk, three ways.
 
     Attributes
@@ -169,7 +169,7 @@ class Reconciliation:
         """Seconds spent in each stage of the match (runs it if it has not run yet)."""
         return dict(self._job.plan().stages)
 
-    def summary(self, *, engine: Engine = "auto") -> Summary:
+    def summary(self, *, engine: Engine = "auto") -> ReconciliationSummary:
         """Counts and amount at risk by status, by supplier and by code (computed now)."""
         rank = {s: i for i, s in enumerate(STATUSES)}
         line_status = self.lines.group_by("status").agg(
@@ -239,7 +239,9 @@ class Reconciliation:
             .sort("_r", "level")
             .drop("_r")
         )
-        return Summary(by_status=by_status, by_supplier=by_supplier, by_code=code_table)
+        return ReconciliationSummary(
+            by_status=by_status, by_supplier=by_supplier, by_code=code_table
+        )
 
     def __repr__(self) -> str:
         return (
