@@ -352,12 +352,14 @@ def validate(
         raise ConfigurationError(f"on_error={on_error!r}; expected 'quarantine' or 'raise'")
     lo, hi = dates if dates is not None else _default_dates()
     cls, messages = _schema(table, lo, hi)
-    names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
-    missing = [c for c in schema(table) if c not in names]
+    given = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    missing = [c for c in schema(table) if c not in given]
     if missing:
         raise ConfigurationError(f"frame lacks column(s) {', '.join(missing)} of {table}")
     lazy = isinstance(frame, pl.LazyFrame)
-    good, info = cls.filter(frame.lazy(), cast=True)
+    # Readers give the exact dtypes: skip dataframely's per-column cast checks then.
+    exact = all(given[c] == t for c, t in schema(table).items())
+    good, info = cls.filter(frame.lazy(), cast=not exact)
     # FailureInfo keeps the failing rows with one boolean column per rule (False = broken);
     # building the report from it keeps the whole thing one lazy plan.
     rule_lf: pl.LazyFrame = info._lf
