@@ -488,3 +488,18 @@ def test_synth_damaged_export_is_reported_with_the_catalogued_rule(
         assert errors["rule"].to_list() == [row["rule"]]
         assert errors["position"].to_list() == [row["position"]]
         assert "po_number" in errors["message"][0]
+
+
+def test_missing_optional_column_reads_as_null_and_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "po.csv"
+    path.write_text(
+        "Vendor ID,PO Number,PO Date,Line,Item #,Qty Ordered,UOM,Unit Price,Currency\n"
+        "SUP001,4500001,01/15/2026,1,SKU-1,5,EA,1.00,USD\n",
+        encoding="utf-8",
+    )
+    with pytest.warns(ExportWarning, match="Description"):
+        rows = read_export(path)
+    assert rows["description"].to_list() == [None]
+    assert rows["qty_ordered"].to_list() == [Decimal("5")]
+    _, errors = read_export(path, errors="collect")
+    assert errors["rule"].to_list() == ["MISSING_OPTIONAL_COLUMNS"]
