@@ -25,26 +25,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from scfeeds._config import Limits, Retry, Timeout
-from scfeeds._distributed import reconcile_lake
-from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
-from scfeeds._fetch import (
-    AsyncFeedIngestor,
-    BatchResult,
-    ChunkRequest,
-    FetchController,
-    FetchReport,
-    ProgressEvent,
-    fetch,
-    plan_chunks,
-)
-from scfeeds._ingest import IngestReport, Source, ingest
-from scfeeds._lake import scan_lake
-from scfeeds._reconcile import Reconciliation, Tolerances, reconcile
-from scfeeds._runner import enable_nested, run
-from scfeeds._validate import ValidationResult, validate
-from scfeeds._x12 import X12Result, read_x12
-from scfeeds._xml import XMLWarning, read_xml, scan_xml
 from scfeeds.exceptions import (
     ConfigurationError,
     ExportError,
@@ -61,6 +41,26 @@ from scfeeds.exceptions import (
 
 if TYPE_CHECKING:
     from scfeeds import notebook, portal, schemas, synth
+    from scfeeds._config import Limits, Retry, Timeout
+    from scfeeds._distributed import reconcile_lake
+    from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
+    from scfeeds._fetch import (
+        AsyncFeedIngestor,
+        BatchResult,
+        ChunkRequest,
+        FetchController,
+        FetchReport,
+        ProgressEvent,
+        fetch,
+        plan_chunks,
+    )
+    from scfeeds._ingest import IngestReport, Source, ingest
+    from scfeeds._lake import scan_lake
+    from scfeeds._reconcile import Reconciliation, Tolerances, reconcile
+    from scfeeds._runner import enable_nested, run
+    from scfeeds._validate import ValidationResult, validate
+    from scfeeds._x12 import X12Result, ack_997, read_x12, scan_x12
+    from scfeeds._xml import XMLWarning, read_xml, scan_xml
 
 __version__ = "0.1.0"
 
@@ -94,6 +94,7 @@ __all__ = [
     "XMLError",
     "XMLWarning",
     "__version__",
+    "ack_997",
     "enable_nested",
     "fetch",
     "ingest",
@@ -108,6 +109,7 @@ __all__ = [
     "run",
     "scan_export",
     "scan_lake",
+    "scan_x12",
     "scan_xml",
     "schemas",
     "synth",
@@ -117,10 +119,48 @@ __all__ = [
 
 _SUBMODULES = frozenset({"notebook", "portal", "schemas", "synth"})
 
+# Public name -> the private module that defines it. Loaded on first use, so that a fetch does
+# not pay for validation, Excel or the match engine (`import scfeeds` stays small), and
+# `import scfeeds` never loads ipywidgets, memray, dask or redis.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("Limits", "Retry", "Timeout"), "scfeeds._config"),
+    "reconcile_lake": "scfeeds._distributed",
+    **dict.fromkeys(
+        ("ExportWarning", "read_export", "scan_export", "write_export"), "scfeeds._exports"
+    ),
+    **dict.fromkeys(
+        (
+            "AsyncFeedIngestor",
+            "BatchResult",
+            "ChunkRequest",
+            "FetchController",
+            "FetchReport",
+            "ProgressEvent",
+            "fetch",
+            "plan_chunks",
+        ),
+        "scfeeds._fetch",
+    ),
+    **dict.fromkeys(("IngestReport", "Source", "ingest"), "scfeeds._ingest"),
+    "scan_lake": "scfeeds._lake",
+    **dict.fromkeys(("Reconciliation", "Tolerances", "reconcile"), "scfeeds._reconcile"),
+    **dict.fromkeys(("enable_nested", "run"), "scfeeds._runner"),
+    **dict.fromkeys(("ValidationResult", "validate"), "scfeeds._validate"),
+    **dict.fromkeys(("X12Result", "ack_997", "read_x12", "scan_x12"), "scfeeds._x12"),
+    **dict.fromkeys(("XMLWarning", "read_xml", "scan_xml"), "scfeeds._xml"),
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Submodules load on first use so that `import scfeeds` stays lean (no aiohttp.web server,
-    # no ipywidgets / memray) while `scfeeds.synth.generate(...)` still works after it.
     if name in _SUBMODULES:
         return importlib.import_module(f"scfeeds.{name}")
-    raise AttributeError(f"module 'scfeeds' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scfeeds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
