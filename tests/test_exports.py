@@ -503,3 +503,17 @@ def test_missing_optional_column_reads_as_null_and_is_reported(tmp_path: Path) -
     assert rows["qty_ordered"].to_list() == [Decimal("5")]
     _, errors = read_export(path, errors="collect")
     assert errors["rule"].to_list() == ["MISSING_OPTIONAL_COLUMNS"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_quoted_newlines_and_quotes_survive_and_rows_count_records(
+    tmp_path: Path, preset: str
+) -> None:
+    frame = _sample("po_lines").with_columns(
+        description=pl.Series(['two\nlines, "quoted"; x', "plain"])
+    )
+    path = tmp_path / "po.csv"
+    write_export(frame, path, table="po_lines", preset=preset, fmt="csv")
+    rows = read_export(path)
+    assert rows["description"].to_list() == ['two\nlines, "quoted"; x', "plain"]
+    assert rows["position"].to_list() == ["row 1", "row 2"]  # records, not physical lines
