@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 
+_EMPTY: dict[tuple[tuple[str, ...] | None, ...], Plan] = {}
+
+
 def reconcile(
     po: Frame,
     asn: Frame,
@@ -166,6 +169,19 @@ def reconcile(
         )
 
     def empty() -> Plan:
+        # The output schema depends only on which input columns exist: run the match once on
+        # empty inputs per column layout and remember it.
+        key = tuple(
+            None if f is None else tuple(f.lazy().collect_schema().names())
+            for f in (po, asn, invoice, receipts)
+        )
+        if key not in _EMPTY:
+            if len(_EMPTY) > 32:
+                _EMPTY.clear()
+            _EMPTY[key] = run_empty()
+        return _EMPTY[key]
+
+    def run_empty() -> Plan:
         def head(frame: Frame | None) -> Frame | None:
             return None if frame is None else frame.lazy().head(0)
 

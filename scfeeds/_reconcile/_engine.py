@@ -506,7 +506,8 @@ def build(
     del conv
     exceptions = _attach_evidence(
         pl.concat(
-            [_line_exceptions(lines), _invoice_exceptions(invoices), doc_exc], how="vertical"
+            [_line_exceptions(lines, tol, tol_frame), _invoice_exceptions(invoices), doc_exc],
+            how="vertical",
         ),
         inputs,
     )
@@ -664,19 +665,30 @@ def _lines(
         pl.when(varies).then(pl.lit("MATCHED_WITHIN_TOLERANCE")).otherwise(pl.lit("MATCHED")),
     )
     p = pl.col("_p")
-    at_risk = pl.max_horizontal(
-        *(
-            pl.when(pl.col(f"_f_{c}")).then(_at_risk(c, o, r, i, billed, expected, p))
-            for c in LINE_CODES
-        )
+    # Money exposed on the line: the largest at-risk amount of its line exceptions. The
+    # quantity codes share three products; each is computed once.
+    lf = lf.with_columns(
+        _v_ro=div_round((r - o).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
+        _v_ir=div_round((i - r).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
+        _v_io=div_round((i - o).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
     )
+    risk_of = {
+        "NOT_SHIPPED": pl.col("_v_ro"),
+        "SHORT_SHIPPED": pl.col("_v_ro"),
+        "OVER_SHIPPED": pl.col("_v_ro"),
+        "OVER_INVOICED": pl.col("_v_ir"),
+        "NOT_INVOICED": pl.col("_v_ir"),
+        "OVER_ORDERED": pl.col("_v_io"),
+        "INVOICED_NOT_RECEIVED": billed.abs(),
+        "PRICE_VARIANCE": price_var.abs(),
+        "UOM_MISMATCH": pl.col("_bad_amt").fill_null(0).abs(),
+    }
+    at_risk = pl.max_horizontal(*(pl.when(pl.col(f"_f_{c}")).then(risk_of[c]) for c in LINE_CODES))
     return lf.with_columns(
         _iup=pl.when(i > 0).then(div_round(billed.cast(pl.Int128) * RAW4, i).cast(pl.Int64)),
         status=status,
         # Money exposed on the line: the largest at-risk amount of its line exceptions.
         _risk=at_risk.cast(pl.Int64).fill_null(0),
-        **{f"_tp_{c}": lim(check)[0] for c, check in _CHECK_OF.items()},
-        **{f"_ta_{c}": lim(check)[1] for c, check in _CHECK_OF.items()},
     ).select(
         "supplier_id",
         "po_number",
@@ -714,8 +726,6 @@ def _lines(
         "_inv_first",
         "_bad_amt",
         "_mask",
-        *(f"_tp_{c}" for c in _CHECK_OF),
-        *(f"_ta_{c}" for c in _CHECK_OF),
     )
 
 
@@ -749,7 +759,9 @@ def _at_risk(
     return div_round(_variance(code, o, r, i).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64)
 
 
-def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
+def _line_exceptions(
+    lines: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
+) -> pl.LazyFrame:
     o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
     billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
     code = pl.col("code")
@@ -783,25 +795,27 @@ def _line_exceptions(lines: pl.LazyFrame) -> pl.LazyFrame:
     return (
         lines.filter(pl.col("_mask") > 0)
         .join(_CODES.lazy(), on="_mask", how="inner")
-        .select(
-            "code",
-            pl.lit("line").alias("level"),
-            "supplier_id",
-            "po_number",
-            "line_number",
-            "item_id",
-            *(pl.lit(None, pl.String).alias(c) for c in ("invoice_number", "shipment_id")),
-            *(pl.lit(None, pl.String).alias(c) for c in ("source", "position")),
-            by_code({c: _variance(c, o, r, i) for c in LINE_CODES}).alias("variance_qty"),
-            by_code(signed).alias("variance_amount"),
-            by_code({c: _at_risk(c, o, r, i, billed, expected, p) for c in LINE_CODES}).alias(
-                "amount_at_risk"
-            ),
-            by_code({c: pl.col(f"_tp_{c}") for c in _CHECK_OF}).alias("tolerance_pct"),
-            by_code({c: pl.col(f"_ta_{c}") for c in _CHECK_OF}).alias("tolerance_abs"),
-            ev_kind.alias("_ev_kind"),
-            ev_row.cast(pl.UInt32).alias("_ev_row"),
+        .pipe(
+            lambda lf: lf if tol_frame is None else lf.join(tol_frame, on="supplier_id", how="left")
         )
+    ).select(
+        "code",
+        pl.lit("line").alias("level"),
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "item_id",
+        *(pl.lit(None, pl.String).alias(c) for c in ("invoice_number", "shipment_id")),
+        *(pl.lit(None, pl.String).alias(c) for c in ("source", "position")),
+        by_code({c: _variance(c, o, r, i) for c in LINE_CODES}).alias("variance_qty"),
+        by_code(signed).alias("variance_amount"),
+        by_code({c: _at_risk(c, o, r, i, billed, expected, p) for c in LINE_CODES}).alias(
+            "amount_at_risk"
+        ),
+        by_code({c: tol.expr(f"{k}_pct") for c, k in _CHECK_OF.items()}).alias("tolerance_pct"),
+        by_code({c: tol.expr(f"{k}_abs") for c, k in _CHECK_OF.items()}).alias("tolerance_abs"),
+        ev_kind.alias("_ev_kind"),
+        ev_row.cast(pl.UInt32).alias("_ev_row"),
     )
 
 
