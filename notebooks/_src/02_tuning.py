@@ -124,6 +124,20 @@ CELLS = [
         tuner
         """
     ),
+    md(
+        """
+        The same charts as static HTML, so they can be read where widgets do not render (on
+        GitHub, in an exported report):
+        """
+    ),
+    code(
+        """
+        from IPython.display import HTML
+
+        HTML(tuner.charts.value)
+        """,
+        ignore_output=True,
+    ),
     code(
         """
         samples = tuner.samples()
@@ -142,6 +156,12 @@ CELLS = [
     ),
     md(
         """
+        The limit halves on each burst of 429s and settles at a few requests in flight,
+        close to the server's capacity by Little's law (40 requests/s x 50 ms = 2 in flight),
+        where the sweep put the knee. Every 429 costs a `Retry-After` second, which is why
+        finding the limit by collision is slow: AIMD is the safety net, the sweep (or the
+        supplier's documented quota, below) is how to pick the setting.
+
         In JupyterLab the sliders move the running fetch: drag `max_at_once` while it runs
         and the ceiling changes at once; `chunk size` applies to the pages not yet requested.
         Press **Start** to run it again.
