@@ -1,4 +1,5 @@
-"""cXML reading: streaming scan_xml vs xmltodict.parse of the whole document.
+"""cXML reading (named cxml.py, not xml.py: a bench/xml.py would shadow the standard library's
+``xml`` package for every script run from bench/): streaming scan_xml vs xmltodict.parse of the whole document.
 
 Writes one cXML InvoiceDetailRequest per size (``to_cxml``), then, each in a fresh process so
 that peak RSS is its own:
@@ -13,26 +14,21 @@ neighbours) and peak RSS (and RSS above a process that only imports the modules)
 RSS should stay flat as the document grows; the whole-document tree grows with it. Bounded
 to about a minute with the defaults.
 
-    .venv/bin/python bench/xml.py [--items 20000 80000]
+    .venv/bin/python bench/cxml.py [--items 20000 80000]
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
+import subprocess
 import sys
+import tempfile
+from decimal import Decimal
 from pathlib import Path
 
-# This file is named xml.py: drop its folder from sys.path, or `import xml` (expat, used by
-# xmltodict and scfeeds) would find this script instead of the standard library package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-import argparse  # noqa: E402 (after the sys.path fix)
-import datetime as dt  # noqa: E402 (after the sys.path fix)
-import json  # noqa: E402 (after the sys.path fix)
-import subprocess  # noqa: E402 (after the sys.path fix)
-import tempfile  # noqa: E402 (after the sys.path fix)
-from decimal import Decimal  # noqa: E402 (after the sys.path fix)
-
-import polars as pl  # noqa: E402 (after the sys.path fix)
+import polars as pl
 
 CHILD = r"""
 import json, sys, time
