@@ -1,5 +1,7 @@
-"""cXML reading (named cxml.py, not xml.py: a bench/xml.py would shadow the standard library's
-``xml`` package for every script run from bench/): streaming scan_xml vs xmltodict.parse of the whole document.
+"""cXML reading: streaming scan_xml vs xmltodict.parse of the whole document.
+
+(Named cxml.py, not xml.py: a bench/xml.py shadows the standard library's ``xml`` package for
+every script run from bench/, since Python puts the script's folder first on sys.path.)
 
 Writes one cXML InvoiceDetailRequest per size (``to_cxml``), then, each in a fresh process so
 that peak RSS is its own:
