@@ -124,9 +124,11 @@ CELLS = [
     ),
     md(
         """
-        Nothing is read until `.collect()`: a LazyFrame is a query plan. Quantities and money
-        are exact decimals (`Decimal(18, 4)`), so price comparisons later never suffer from
-        float rounding.
+        The exports are read only at `.collect()`: a LazyFrame is a query plan, and nothing is
+        parsed until a result is asked for. (`read_x12` is eager, since it also
+        returns the envelopes and errors; `.lazy()` lets its table join the others.)
+        Quantities and money are exact decimals (`Decimal(18, 4)`), so price comparisons
+        later never suffer from float rounding.
         """
     ),
     code(

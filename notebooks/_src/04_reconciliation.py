@@ -123,9 +123,9 @@ CELLS = [
     ),
     md(
         """
-        One supplier stands out, billing almost 10 % more than it was ordered. Another is a
-        fraction of a percent over and the rest are under their POs (goods in transit,
-        invoices still to come), which is normal at month end. The match summary gives the
+        One supplier stands out, billing almost 10 % more than it was ordered. The others are
+        within about 1 % of their POs either way (goods in transit, invoices still to come,
+        the odd small discrepancy), which is normal at month end. The match summary gives the
         picture by supplier (line and invoice exceptions with the amount at risk), and then
         by exception code for our supplier:
         """
@@ -279,9 +279,8 @@ CELLS = [
         ## The exception list to send back
 
         Everything the supplier has to answer for, one row per exception, with the document
-        and position so their AR team can find it. `flags` lists are joined for CSV. Supply
-        problems that are ours to chase (not shipped yet) stay in, since the supplier must
-        confirm them too.
+        and position so their AR team can find it. Supply problems (lines not shipped yet)
+        stay in, since the supplier must confirm them too.
         """
     ),
     code(
