@@ -172,8 +172,10 @@ class Reconciliation:
     def summary(self, *, engine: Engine = "auto") -> ReconciliationSummary:
         """Counts and amount at risk by status, by supplier and by code (computed now)."""
         rank = {s: i for i, s in enumerate(STATUSES)}
-        line_status = self.lines.group_by("status").agg(
-            count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT)
+        line_status = (
+            self.lines.with_columns(pl.col("status").cast(pl.String))
+            .group_by("status")
+            .agg(count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT))
         )
         inv_risk = (
             pl.when(pl.col("status").is_in(["MATCHED", "MATCHED_WITHIN_TOLERANCE"]))
@@ -192,7 +194,7 @@ class Reconciliation:
             .otherwise(pl.col("amount_variance").abs())
             .cast(OUT)
         )
-        inv = self.invoices.with_columns(_risk=inv_risk)
+        inv = self.invoices.with_columns(pl.col("status").cast(pl.String), _risk=inv_risk)
         inv_status = inv.group_by("status").agg(
             count=pl.len(), amount_at_risk=pl.col("_risk").sum().cast(OUT)
         )
