@@ -605,6 +605,12 @@ def _get(item: Any, *keys: str) -> Any:
     return item
 
 
+def _serial_code(packaging: Any) -> str | None:
+    """The SSCC of the first Packaging that has one (a pallet level often comes first)."""
+    levels = packaging if isinstance(packaging, list) else [packaging]
+    return next((c for p in levels if (c := _txt(_get(p, "ShippingContainerSerialCode")))), None)
+
+
 def _attr(item: Any, name: str) -> str | None:
     return _txt(_get(item, "@" + name))
 
@@ -658,7 +664,7 @@ class _Document:
                 _txt(_get(item, "ItemID", "SupplierPartID")),
                 _attr(item, "quantity"),
                 _txt(_get(item, "UnitOfMeasure")),
-                _txt(_get(item, "Packaging", "ShippingContainerSerialCode")),
+                _serial_code(_get(item, "Packaging")),
             )
         else:
             ref = _get(item, "InvoiceDetailItemReference")

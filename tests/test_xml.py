@@ -441,3 +441,39 @@ def test_synth_malformed_cxml_is_reported_with_xpath_and_line(
     assert errors["position"].to_list() == [row["position"]]  # the element left unclosed
     assert "mismatched tag" in errors["message"][0]
     assert "line 3, column" in errors["message"][0]
+
+
+# -- hand-written real-world documents ------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "xml"
+
+
+def test_pretty_printed_latin1_order_with_cdata_two_languages_and_extrinsics() -> None:
+    path = FIXTURES / "order_request_pretty_printed_latin1_cdata_extrinsics.xml"
+    rows, errors = read_xml(path, errors="collect")
+    assert errors.height == 0
+    assert rows.select("supplier_id", "po_number", "po_date").unique().rows() == [
+        ("SUP002", "4500077", dt.date(2026, 1, 15))  # sender's local date, padding stripped
+    ]
+    assert rows["line_number"].to_list() == ["10", "20"]  # "00010" -> "10"
+    assert rows["item_id"].to_list() == ["ÄRM-01", "ÖSE-7"]  # declared ISO-8859-1
+    assert rows["description"].to_list() == ['Armatur <groß> & "schwer"', "Öse"]  # first one
+    assert rows["currency"].to_list() == ["EUR", "EUR"]  # "eur" upper-cased
+    assert rows["qty_ordered"].to_list() == [Decimal("12"), Decimal("1.5")]
+
+
+def test_ship_notice_portions_optional_line_numbers_and_nested_packaging() -> None:
+    path = FIXTURES / "ship_notice_two_portions_no_packaging_date_only.xml"
+    rows, errors = read_xml(path, errors="collect")
+    assert errors.height == 0
+    assert rows.select("po_number", "line_number", "pack_id").rows() == [
+        ("4500100", "1", None),  # no Packaging at all
+        ("4500100", "2", "000123456789000017"),  # the carton level, not the pallet
+        ("4500101", None, None),  # no lineNumber: matched by item later
+    ]
+    assert rows["position"].to_list()[2] == (
+        "/cXML/Request/ShipNoticeRequest/ShipNoticePortion[2]/ShipNoticeItem[1]"
+    )
+    assert rows.select("shipment_id", "ship_date", "carrier", "tracking").unique().rows() == [
+        ("ASN-9", dt.date(2026, 2, 3), "FDEG", "7946 0000 1234")
+    ]
