@@ -195,3 +195,23 @@ def test_997_for_broken_files_accepts_intact_sets_and_flags_the_group(
     ak1 = seg.filter(pl.col("segment_id") == "AK1")["elements"].to_list()
     groups = res.envelopes.select("functional_id", "group_control").unique(maintain_order=True)
     assert [(a[0], a[1]) for a in ak1] == groups.rows()
+
+
+@pytest.mark.parametrize("name", ["810_1.edi", "810_5.edi"])
+def test_810_tds_equals_lines_plus_charges(name: str) -> None:
+    """TDS01 (two implied decimals) = sum of IT1 amounts + SAC charges - SAC allowances."""
+    res = read_x12(CORPUS / name)
+    lines = res.invoice_lines.group_by("set_control").agg(pl.col("line_amount").sum())
+    sac = res.invoice_charges.with_columns(
+        signed=pl.when(pl.col("indicator") == "A").then(-pl.col("amount")).otherwise("amount")
+    )
+    charges = sac.group_by("set_control").agg(pl.col("signed").sum())
+    check = (
+        res.invoice_totals.join(lines, on="set_control")
+        .join(charges, on="set_control", how="left")
+        .with_columns(pl.col("signed").fill_null(0))
+    )
+    assert check.height == 2
+    assert (check["total_amount"] == check["line_amount"] + check["signed"]).all()
+    sac_segments = res.segments.filter(pl.col("segment_id") == "SAC")["segment"]
+    assert res.invoice_charges["position"].to_list() == [f"segment {n}" for n in sac_segments]

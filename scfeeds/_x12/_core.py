@@ -164,6 +164,8 @@ class SourceState:
     sets: list[pl.DataFrame] = field(default_factory=list)
     errors: list[pl.DataFrame] = field(default_factory=list)
     segments: list[pl.DataFrame] = field(default_factory=list)
+    totals: list[pl.DataFrame] = field(default_factory=list)
+    charges: list[pl.DataFrame] = field(default_factory=list)
 
 
 def process_piece(

@@ -25,7 +25,14 @@ from scfeeds._x12._core import (
     process_piece,
     seg,
 )
-from scfeeds._x12._tables import SET_OF, build
+from scfeeds._x12._tables import (
+    CHARGES_COLUMNS,
+    PROV_STR,
+    SET_OF,
+    TOTALS_COLUMNS,
+    build,
+    invoice_extras,
+)
 from scfeeds._x12._tokenize import iter_pieces
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
@@ -41,7 +48,7 @@ X12Source: TypeAlias = (
     | os.PathLike[str]
     | Sequence["bytes | str | os.PathLike[str]"]
 )
-DEFAULT_SLICE: Final = 16 * 1024 * 1024
+DEFAULT_SLICE: Final = 4 * 1024 * 1024  # measured: lower peak RSS than 16 MiB, same speed
 X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
 
 SEGMENTS_SCHEMA: Final = pl.Schema(
@@ -86,6 +93,14 @@ class X12Result:
         Canonical tables (``scfeeds.schemas.schema(table)``) from the intact 850 / 856 / 810
         sets. A set with a set-level error (``errors.level`` set, segment or element) is left
         out; sets beside it are delivered.
+    invoice_totals
+        One row per intact 810: provenance, invoice_number and ``total_amount`` (TDS01, two
+        implied decimals).
+    invoice_charges
+        One row per SAC of an intact 810: provenance (position of the SAC), invoice_number,
+        line_number (null at invoice level), indicator (SAC01 ``A`` allowance / ``C``
+        charge), code (SAC02), amount (SAC05, two implied decimals), percent (SAC08),
+        description (SAC15).
     segments
         Every segment in long form: source, interchange / group / set index (1-based per
         source; null outside), ``segment`` (position in the file), ``segment_id`` and
@@ -103,6 +118,8 @@ class X12Result:
     po_lines: pl.DataFrame
     asn_lines: pl.DataFrame
     invoice_lines: pl.DataFrame
+    invoice_totals: pl.DataFrame
+    invoice_charges: pl.DataFrame
     segments: pl.DataFrame
     envelopes: pl.DataFrame
     errors: pl.DataFrame
@@ -195,6 +212,7 @@ def iter_tables(
     keep_segments: bool = False,
     keep_env: bool = False,
     state: SourceState | None = None,
+    extras: bool = False,
 ) -> Iterator[dict[TableName, pl.DataFrame]]:
     """Per piece of one source: the requested tables (rows of intact sets only)."""
     st = state if state is not None else SourceState(name)
@@ -212,6 +230,12 @@ def iter_tables(
                 result[t], err = build(t, out.rows, ctx, out.element, name, columns)
                 if err.height:
                     st.errors.append(err)
+                if extras and t == "invoice_lines":
+                    totals, charges = invoice_extras(
+                        out.rows, ctx, out.element, name, err["set_index"].unique()
+                    )
+                    st.totals.append(totals)
+                    st.charges.append(charges)
             yield result
 
 
@@ -265,6 +289,7 @@ def read_x12(
             keep_segments=segments,
             keep_env=True,
             state=st,
+            extras=True,
         ):
             for t, f in got.items():
                 parts[t].append(f)
@@ -279,10 +304,21 @@ def read_x12(
         [pl.DataFrame(schema=SEGMENTS_SCHEMA), *(f for st in states for f in st.segments)],
         how="vertical",
     )
+    prov = {k: pl.String() for k in PROV_STR}
+    totals = pl.concat(
+        [pl.DataFrame(schema={**prov, **TOTALS_COLUMNS}), *(f for s in states for f in s.totals)],
+        how="vertical",
+    )
+    charges = pl.concat(
+        [pl.DataFrame(schema={**prov, **CHARGES_COLUMNS}), *(f for s in states for f in s.charges)],
+        how="vertical",
+    )
     return X12Result(
         po_lines=tables["po_lines"],
         asn_lines=tables["asn_lines"],
         invoice_lines=tables["invoice_lines"],
+        invoice_totals=totals,
+        invoice_charges=charges,
         segments=segs,
         envelopes=envelopes,
         errors=errors,

@@ -15,7 +15,7 @@ import polars as pl
 
 from scfeeds._x12._core import _RAW_ERROR, seg
 from scfeeds._x12._tokenize import split_elements
-from scfeeds.schemas import QTY, TableName, schema
+from scfeeds.schemas import MONEY, QTY, TableName, schema
 
 SET_OF: Final[dict[TableName, str]] = {
     "po_lines": "850",
@@ -439,3 +439,103 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(bsn, "BSN03"),
     ]
     return lines.collect(), errors
+
+
+_N2: Final = pl.Decimal(18, 4)
+PROV_STR: Final = ["source", "position", "interchange_control", "group_control", "set_control"]
+TOTALS_COLUMNS: Final[dict[str, pl.DataType]] = {
+    "invoice_number": pl.String(),
+    "total_amount": MONEY,
+}
+CHARGES_COLUMNS: Final[dict[str, pl.DataType]] = {
+    "invoice_number": pl.String(),
+    "line_number": pl.String(),
+    "indicator": pl.String(),
+    "code": pl.String(),
+    "amount": MONEY,
+    "percent": pl.Decimal(18, 4),
+    "description": pl.String(),
+}
+
+
+def _implied2(x: pl.Expr) -> pl.Expr:
+    """N2 elements (TDS01, SAC05): an integer with two implied decimals."""
+    return (x.cast(pl.Int64, strict=False).cast(_N2) / 100).cast(MONEY)
+
+
+def invoice_extras(
+    rows: pl.DataFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """810 totals (TDS01) and allowances / charges (SAC) of the intact 810 sets of a piece.
+
+    A SAC after an IT1 (and before the next IT1 or TDS) belongs to that line; one before
+    the first IT1 or after TDS is invoice level (line_number null). Amounts keep their sign
+    convention from SAC01: ``A`` allowance, ``C`` charge.
+    """
+    mine = ctx.filter(c("set_id") == "810")
+    prov = ["source", "position", "interchange_control", "group_control", "set_control"]
+    if mine.height == 0:
+        return (
+            pl.DataFrame(schema={**{k: pl.String() for k in prov}, **TOTALS_COLUMNS}),
+            pl.DataFrame(schema={**{k: pl.String() for k in prov}, **CHARGES_COLUMNS}),
+        )
+    p = _Piece(rows, mine, e)
+    p.r = rows.lazy().filter(
+        c("sid").is_in(["BIG", "IT1", "SAC", "TDS"])
+        & c("set_index").is_in(mine["set_index"].implode())
+    )
+    big = _first(p.seg("BIG", ["set_index"], 2), "set_index")
+    p.per_set(big.select("set_index", c("BIG02").alias("invoice_number")))
+    tagged = p.r.with_columns(
+        owner=pl.when(c("sid") == "IT1")
+        .then(c("pos"))
+        .when(c("sid") == "TDS")
+        .then(pl.lit(-1, dtype=pl.Int64))
+        .forward_fill(),
+        owner_set=pl.when(c("sid").is_in(["IT1", "TDS"])).then(c("set_index")).forward_fill(),
+    )
+    it1 = p.seg("IT1", ["pos"], 1).select(
+        c("pos").alias("owner"), _line_number(c("IT101")).alias("line_number")
+    )
+    sac = (
+        tagged.filter(c("sid") == "SAC")
+        .with_columns(
+            owner=pl.when(c("owner_set") == c("set_index")).then(c("owner")),
+        )
+        .pipe(split_elements, ["set_index", "pos", "owner"], e, 15, "SAC")
+        .join(it1, on="owner", how="left", maintain_order="left")
+        .select(
+            "set_index",
+            "pos",
+            "line_number",
+            indicator=c("SAC01"),
+            code=c("SAC02"),
+            amount=_implied2(c("SAC05")),
+            percent=c("SAC08").cast(pl.Decimal(18, 4), strict=False),
+            description=c("SAC15"),
+        )
+        .collect()
+    )
+    tds = _first(
+        p.seg("TDS", ["set_index", "pos"], 1).select(
+            "set_index", "pos", total_amount=_implied2(c("TDS01"))
+        ),
+        "set_index",
+    ).collect()
+    out = []
+    for frame, cols in ((tds, TOTALS_COLUMNS), (sac, CHARGES_COLUMNS)):
+        head = p.head.with_columns(
+            _ok=~c("rejected").fill_null(True) & ~c("set_index").is_in(bad.implode())
+        )
+        idx = frame["set_index"] - p.base
+        extra = {n: head[n].gather(idx) for n in [*prov[2:], "invoice_number", "_ok"]}
+        full = frame.with_columns(**extra).filter(c("_ok"))
+        out.append(
+            full.select(
+                pl.lit(source).alias("source"),
+                seg(c("pos")).alias("position"),
+                *prov[2:],
+                *(c(k).cast(v) for k, v in cols.items()),
+            )
+        )
+    return out[0], out[1]
