@@ -410,16 +410,21 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     )
     # Walk up the HL tree: the nearest ancestor-or-self with a PRF gives the PO, with a MAN
     # the pack. Missing levels (S/O/I without P) simply leave pack_id null.
-    parent = hl.select("set_index", c("HL01").alias("cur"), c("HL02").alias("up"))
-    walk = items.select("set_index", "pos", c("hl_id").alias("cur")).with_columns(
-        po_number=pl.lit(None, dtype=pl.String), pack_id=pl.lit(None, dtype=pl.String)
+    parent = hl.select("set_index", c("HL01").alias("cur"), c("HL02").alias("up")).collect()
+    prf_d = prf.rename({"hl_id": "cur", "po_number": "p"}).collect()
+    man_d = man.rename({"hl_id": "cur", "pack_id": "m"}).collect()
+    walk = (
+        items.select("set_index", "pos", c("hl_id").alias("cur"))
+        .with_columns(
+            po_number=pl.lit(None, dtype=pl.String), pack_id=pl.lit(None, dtype=pl.String)
+        )
+        .collect()
     )
-    for _ in range(_HL_DEPTH):
+    settled: list[pl.DataFrame] = []
+    for _ in range(_HL_DEPTH):  # eager, so the walk stops as soon as every item is settled
         walk = (
-            walk.join(
-                prf.rename({"hl_id": "cur", "po_number": "p"}), on=["set_index", "cur"], how="left"
-            )
-            .join(man.rename({"hl_id": "cur", "pack_id": "m"}), on=["set_index", "cur"], how="left")
+            walk.join(prf_d, on=["set_index", "cur"], how="left")
+            .join(man_d, on=["set_index", "cur"], how="left")
             .join(parent, on=["set_index", "cur"], how="left")
             .select(
                 "set_index",
@@ -429,8 +434,14 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
                 pl.coalesce("pack_id", "m").alias("pack_id"),
             )
         )
+        done = c("cur").is_null() | (c("po_number").is_not_null() & c("pack_id").is_not_null())
+        settled.append(walk.filter(done))
+        walk = walk.filter(~done)
+        if walk.height == 0:
+            break
+    walked = pl.concat([*settled, walk], how="vertical").lazy()
     lines = items.drop("hl_id").join(
-        walk.select("pos", "po_number", "pack_id"), on="pos", how="left", maintain_order="left"
+        walked.select("pos", "po_number", "pack_id"), on="pos", how="left", maintain_order="left"
     )
     errors = [
         _bad(sn1, "SN102", qty, "BAD_NUMBER", pos="sn1_pos"),
