@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from scfeeds._reconcile._tolerances import Tolerances, beyond
@@ -70,57 +72,16 @@ def mark_duplicates(
         how="left",
     )
 
-    # Keys: every original number with position -1, plus each one-character deletion with
-    # its position; joined on a 64-bit hash of (supplier, position, key), then checked on
-    # the strings themselves, so a hash collision cannot make a false pair.
-    n = pl.col("invoice_number_normalized")
-    pos = pl.col("_pos")
-    keys = (
-        originals.select(
-            "_doc",
-            "supplier_id",
-            pl.int_ranges(-1, n.str.len_chars(), dtype=pl.Int32).alias("_pos"),
-            n.alias("_n"),
-        )
-        .explode("_pos")
-        .with_columns(
-            _k=pl.when(pos < 0)
-            .then(pl.col("_n"))
-            .otherwise(
-                pl.concat_str(pl.col("_n").str.slice(0, pos), pl.col("_n").str.slice(pos + 1))
-            )
-        )
-        .select(
-            "_doc",
-            "_pos",
-            "_k",
-            _h=pl.struct("supplier_id", "_pos", "_k").hash(),
-            _h0=pl.struct("supplier_id", "_k").hash(),
-        )
-        .collect(engine=engine)
-        .lazy()
+    # Pairs at edit distance 1 among originals, per supplier (see _distance_one_pairs).
+    orig_df = originals.select("_doc", "supplier_id", pl.col(key[1]).alias("_n")).collect(
+        engine=engine
     )
-    dels, origs = keys.filter(pos >= 0), keys.filter(pos < 0)
-    # Substitution: same deleted position, same remainder (hence same length). Only keys that
-    # occur twice can pair: filtering on that first keeps the self-join tiny.
-    shared = dels.filter(pl.col("_h").is_duplicated())
-    subst = (
-        shared.join(shared, on="_h", suffix="_b")
-        .filter((pl.col("_doc") != pl.col("_doc_b")) & (pl.col("_k") == pl.col("_k_b")))
-        .select("_doc", "_doc_b")
-    )
-    # Insertion / deletion: the longer with one character deleted is the shorter.
-    indel = (
-        dels.join(origs, on="_h0", suffix="_b")
-        .filter(pl.col("_k") == pl.col("_k_b"))
-        .select("_doc", "_doc_b")
-    )
+    found = _distance_one_pairs(orig_df).lazy()
     about = originals.select(
         "_doc", "supplier_id", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
     pairs = (
-        pl.concat([subst, indel])
-        .join(about, on="_doc")
+        found.join(about, on="_doc")
         .join(about, left_on="_doc_b", right_on="_doc", suffix="_b")
         .filter(pl.col("supplier_id") == pl.col("supplier_id_b"))
     )
@@ -166,3 +127,115 @@ def mark_duplicates(
     return docs.join(suspects, on="_doc", how="left").with_columns(
         _suspect=pl.col("suspect_of").is_not_null()
     )
+
+
+_U64 = 1 << 64
+_BASE: Final = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+_BASE_INV: Final = pow(_BASE, -1, _U64)
+_MIX: Final = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+
+U64s = npt.NDArray[np.uint64]
+_EMPTY_PAIRS = pl.DataFrame(schema={"_doc": pl.UInt64, "_doc_b": pl.UInt64})
+
+
+def _u64(x: int) -> np.uint64:
+    return np.uint64(x % _U64)
+
+
+def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
+    """Every ordered pair of documents (same supplier) whose normalised numbers ``_n`` are at
+    Levenshtein distance exactly 1; columns ``_doc``, ``_doc_b``.
+
+    The *deletion neighbourhood* of a string is the string with one character deleted, for each
+    position. Two different strings are at distance 1 iff (substitution) deleting the same
+    position from both gives the same string, or (insertion / deletion) deleting one position
+    from the longer gives the shorter. Instead of building those strings (about 13 per invoice),
+    each gets a 64-bit polynomial hash computed in numpy from prefix sums (the hash of
+    ``s[:p] + s[p+1:]`` is ``P[p] + (F - P[p+1]) / B`` modulo 2**64, B odd so invertible).
+    Keys that occur twice are the only candidates; each candidate is then checked on the
+    strings, so a hash collision costs time, never a false pair. Linear in total characters,
+    no pairwise loop.
+    """
+    n = orig.height
+    if n < 2:
+        return _EMPTY_PAIRS
+    strings = orig["_n"].fill_null("")
+    lens = strings.str.len_bytes().to_numpy().astype(np.int64)
+    width = int(lens.max())
+    if width == 0:
+        return _EMPTY_PAIRS
+    # normalised numbers are ASCII letters and digits: one byte per character
+    buf = np.frombuffer(
+        "".join(strings.str.pad_end(width, "\x00").to_list()).encode("ascii"), dtype=np.uint8
+    ).reshape(n, width)
+    powers = np.array([pow(_BASE, j, _U64) for j in range(width)], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros((n, width + 1), dtype=np.uint64)
+        np.cumsum(buf.astype(np.uint64) * powers, axis=1, dtype=np.uint64, out=prefix[:, 1:])
+        full = prefix[:, width]
+        sup = orig["supplier_id"].hash(seed=3).to_numpy().astype(np.uint64)
+        salt = (sup * _u64(_MIX[0])) ^ _u64(_MIX[1])
+
+        def keyed(h: U64s, salt_of: U64s, extra: npt.NDArray[np.int64]) -> U64s:
+            mixed: U64s = (h * _u64(_MIX[2]) ^ salt_of) + extra.astype(np.uint64) * _u64(_MIX[0])
+            return mixed
+
+        rows: list[npt.NDArray[np.int64]] = []
+        pos: list[npt.NDArray[np.int64]] = []
+        dels: list[npt.NDArray[np.uint64]] = []
+        for p in range(width):
+            idx = np.flatnonzero(lens > p)
+            rows.append(idx)
+            pos.append(np.full(len(idx), p, dtype=np.int64))
+            dels.append(prefix[idx, p] + (full[idx] - prefix[idx, p + 1]) * _u64(_BASE_INV))
+        row = np.concatenate(rows)
+        at = np.concatenate(pos)
+        deleted = np.concatenate(dels)
+        # substitution key: deletion hash, position, length; insertion key: deletion hash and
+        # the length left, to meet the shorter string's own hash and length
+        sub_key = keyed(deleted, salt[row], at * 1024 + lens[row])
+        ins_key = keyed(deleted, salt[row], lens[row] - 1)
+        own_key = keyed(full, salt, lens)
+    d = pl.DataFrame({"_i": row, "_p": at, "_ks": sub_key, "_ki": ins_key})
+    shared = d.filter(pl.col("_ks").is_duplicated()).select("_i", "_p", "_ks")
+    subst = (
+        shared.join(shared, on="_ks", suffix="_b")
+        .filter(pl.col("_i") != pl.col("_i_b"))
+        .select("_i", "_i_b", "_p")
+    )
+    own = pl.DataFrame({"_i_b": np.arange(n, dtype=np.int64), "_ki": own_key})
+    indel = d.join(own, on="_ki").select("_i", "_i_b", "_p")
+    cand = pl.concat([subst, indel]).unique()
+    if cand.height == 0:
+        return _EMPTY_PAIRS
+    # exact check on the strings: deleting position _p from the first gives the second with
+    # position _p deleted (substitution) or the second itself (insertion / deletion)
+    s_a = strings.gather(cand["_i"])
+    s_b = strings.gather(cand["_i_b"])
+    check = pl.DataFrame(
+        {
+            "a": s_a,
+            "b": s_b,
+            "p": cand["_p"],
+            "sa": orig["supplier_id"].gather(cand["_i"]),
+            "sb": orig["supplier_id"].gather(cand["_i_b"]),
+        }
+    )
+    del_a = pl.concat_str(
+        pl.col("a").str.slice(0, pl.col("p")), pl.col("a").str.slice(pl.col("p") + 1)
+    )
+    del_b = pl.concat_str(
+        pl.col("b").str.slice(0, pl.col("p")), pl.col("b").str.slice(pl.col("p") + 1)
+    )
+    same_len = pl.col("a").str.len_bytes() == pl.col("b").str.len_bytes()
+    ok = check.select(
+        (pl.col("sa") == pl.col("sb"))
+        & (pl.col("a") != pl.col("b"))
+        & (pl.when(same_len).then(del_a == del_b).otherwise(del_a == pl.col("b")))
+    ).to_series()
+    docs = orig["_doc"]
+    good = cand.filter(ok)
+    return pl.DataFrame(
+        {"_doc": docs.gather(good["_i"]), "_doc_b": docs.gather(good["_i_b"])},
+        schema={"_doc": pl.UInt64, "_doc_b": pl.UInt64},
+    ).unique()
