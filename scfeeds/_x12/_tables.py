@@ -172,7 +172,9 @@ class _Piece:
             for name in head.columns
             if name not in lines.columns and name != "set_index"
         }
-        out = lines.with_columns(**extra)
+        # rechunk: polars 2.1 panics ("i < self.len()" in binview) when filtering a frame
+        # whose string columns were gathered / hstacked with different chunk layouts.
+        out = lines.with_columns(**extra).rechunk()
         if "n1_supplier" not in out.columns:
             out = out.with_columns(n1_supplier=pl.lit(None, dtype=pl.String))
         out = (
@@ -259,9 +261,10 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
     ]
+    out = lines.collect()
     if "description" in want:
-        lines = lines.join(_descriptions(p), on="pos", how="left", maintain_order="left")
-    return lines.collect(), errors
+        out = out.hstack(_descriptions(p).collect()).rechunk()
+    return out, errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
@@ -298,7 +301,8 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
 
 
 def _descriptions(p: _Piece) -> pl.LazyFrame:
-    """PID05 of the first PID after each PO1 (before the next PO1, same set).
+    """PID05 of the first PID after each PO1 (before the next PO1, same set), one row per
+    PO1 in file order (so it lines up with the PO1 frame: no join).
 
     Among PO1 and PID rows in file order, a PO1's first PID is simply the next row: a shift,
     not a forward fill and a join. Only that PID's fifth element is cut out, by one regex.
@@ -311,9 +315,9 @@ def _descriptions(p: _Piece) -> pl.LazyFrame:
             _next=c("raw").shift(-1),
             _is_pid=(c("sid").shift(-1) == "PID") & (c("set_index").shift(-1) == c("set_index")),
         )
-        .filter((c("sid") == "PO1") & c("_is_pid"))
-        .select("pos", c("_next").str.extract(pid05).alias("description"))
-        .filter(c("description") != "")
+        .filter(c("sid") == "PO1")
+        .select(pl.when(c("_is_pid")).then(c("_next").str.extract(pid05)).alias("description"))
+        .select(pl.when(c("description") != "").then(c("description")).alias("description"))
     )
 
 
@@ -540,7 +544,7 @@ def invoice_extras(
         )
         idx = frame["set_index"] - p.base
         extra = {n: head[n].gather(idx) for n in [*prov[2:], "invoice_number", "_ok"]}
-        full = frame.with_columns(**extra).filter(c("_ok"))
+        full = frame.with_columns(**extra).rechunk().filter(c("_ok"))
         out.append(
             full.select(
                 pl.lit(source).alias("source"),
