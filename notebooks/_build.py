@@ -67,6 +67,9 @@ def build(path: Path) -> NotebookNode:
     """The notebook of source ``path``, not executed."""
     nb = nbformat.v4.new_notebook()
     nb.cells = load_cells(path)
+    for number, cell in enumerate(nb.cells):
+        # Stable ids (nbformat draws random ones), so a rebuild diffs only what changed.
+        cell["id"] = f"cell-{number:02d}"
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3 (ipykernel)",
