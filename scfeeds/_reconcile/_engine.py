@@ -473,7 +473,12 @@ def build(
         _n_dup=masked((k == INVOICE) & (pl.col("_excl") == 1), "_docid").drop_nulls().n_unique(),
         _n_sus=masked((k == INVOICE) & (pl.col("_excl") == 2), "_docid").drop_nulls().n_unique(),
     )
-    sums = mat(sums, "sums")
+    # Both aggregates in one pass over the long frame, which is then freed.
+    sums_df, per_doc_df = pl.collect_all([sums, _per_invoice(conv)], engine=engine)
+    tick("sums")
+    del conv, sums
+    sums, per_doc = sums_df.lazy(), per_doc_df.lazy()
+    del sums_df, per_doc_df
     lines = mat(_lines(po_lf, sums, tol, tol_frame, receipts_given=rec_lf is not None), "lines")
     del sums
     received_from: Literal["receipts", "asn"] = "receipts" if rec_lf is not None else "asn"
@@ -508,8 +513,7 @@ def build(
         pl.col("_row").alias("_ev_row"),
     )
 
-    invoices = mat(_invoices(docs, conv, unmatched, tol, tol_frame), "invoices")
-    del conv
+    invoices = mat(_invoices(docs, per_doc, unmatched, tol, tol_frame), "invoices")
     exceptions = _attach_evidence(
         pl.concat(
             [_line_exceptions(lines, tol, tol_frame), _invoice_exceptions(invoices), doc_exc],
@@ -826,14 +830,10 @@ def _line_exceptions(
     )
 
 
-def _invoices(
-    docs: pl.LazyFrame,
-    conv: pl.LazyFrame,
-    unmatched: pl.LazyFrame,
-    tol: Tolerances,
-    tol_frame: pl.LazyFrame | None,
-) -> pl.LazyFrame:
-    per_doc = (
+def _per_invoice(conv: pl.LazyFrame) -> pl.LazyFrame:
+    """Per invoice document: billed amount of its convertible lines, the same at PO prices,
+    count of unconvertible lines."""
+    return (
         conv.filter(pl.col("_kind") == INVOICE)
         .group_by("_docid")
         .agg(
@@ -843,6 +843,15 @@ def _invoices(
         )
         .with_columns(_expected=div_round(pl.col("_expected"), RAW8).cast(pl.Int64))
     )
+
+
+def _invoices(
+    docs: pl.LazyFrame,
+    per_doc: pl.LazyFrame,
+    unmatched: pl.LazyFrame,
+    tol: Tolerances,
+    tol_frame: pl.LazyFrame | None,
+) -> pl.LazyFrame:
     per_doc_un = (
         unmatched.filter(pl.col("_kind") == INVOICE)
         .group_by("_docid")
