@@ -677,3 +677,15 @@ def test_bad_conversions_frame() -> None:
             _frame("invoice_lines", []),
             conversions=pl.DataFrame({"item_id": ["A"]}),
         )
+
+
+def test_from_frames_round_trip(make: Make) -> None:
+    rec = run(make, [po_line()], [ship(qty=4)], [bill(qty=4)]).collect()
+    again = Reconciliation.from_frames(
+        rec.lines.collect(),
+        rec.invoices.collect(),
+        rec.exceptions.collect(),
+        received_from=rec.received_from,
+    )
+    assert again.lines.collect().equals(rec.lines.collect())
+    assert again.summary().by_status.equals(rec.summary().by_status)

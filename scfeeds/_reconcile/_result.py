@@ -151,6 +151,35 @@ class Reconciliation:
             _job=job,
         )
 
+    @classmethod
+    def from_frames(
+        cls,
+        lines: pl.DataFrame,
+        invoices: pl.DataFrame,
+        exceptions: pl.DataFrame,
+        *,
+        received_from: Literal["receipts", "asn"],
+        tolerances: Tolerances | None = None,
+    ) -> Reconciliation:
+        """A reconciliation over frames already computed (e.g. per-supplier results read back
+        from disk and concatenated); they must have the columns :func:`reconcile` produces."""
+        plan = Plan(
+            lines=lines,
+            invoices=invoices,
+            exceptions=exceptions,
+            received_from=received_from,
+            stages={},
+        )
+        job = _Job(lambda _engine: plan)
+        return cls(
+            lines=lines.lazy(),
+            invoices=invoices.lazy(),
+            exceptions=exceptions.lazy(),
+            received_from=received_from,
+            tolerances=tolerances if tolerances is not None else Tolerances(),
+            _job=job,
+        )
+
     def collect(self, *, engine: Engine = "auto") -> Reconciliation:
         """Run the match now with ``engine`` (``"streaming"`` keeps each stage's memory
         bounded by its output) and return a reconciliation whose frames are in memory (still
