@@ -149,6 +149,14 @@ CLIENTS = {
 }
 
 
+def vm_hwm_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: on Linux a child inherits its parent's mark."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_main(variant: str, urls_file: str, dest: str, concurrency: int) -> None:
     urls = json.loads(Path(urls_file).read_text())
     client = CLIENTS[variant]
@@ -160,7 +168,7 @@ def child_main(variant: str, urls_file: str, dest: str, concurrency: int) -> Non
     else:
         import requests  # noqa: F401
     before = resource.getrusage(resource.RUSAGE_SELF)
-    base_rss = before.ru_maxrss / 1024
+    base_rss = vm_hwm_mb()
     start = time.perf_counter()
     if asyncio.iscoroutinefunction(client):
         out = asyncio.run(client(urls, Path(dest), concurrency))
@@ -169,7 +177,7 @@ def child_main(variant: str, urls_file: str, dest: str, concurrency: int) -> Non
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    out.update(elapsed=elapsed, cpu=cpu, peak_rss_mb=after.ru_maxrss / 1024, base_rss_mb=base_rss)
+    out.update(elapsed=elapsed, cpu=cpu, peak_rss_mb=vm_hwm_mb(), base_rss_mb=base_rss)
     print(json.dumps(out))
 
 
