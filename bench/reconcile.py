@@ -19,6 +19,8 @@ the same Parquet files, and is timed from frames in memory to results in memory:
   ``RECONCILE_ENGINE=in-memory`` to compare);
 - ``scfeeds-streaming``: the same on LazyFrames from ``pl.scan_parquet`` with
   ``engine="streaming"`` (timed from the scan: reading included);
+- ``scfeeds-partitioned``: ``reconcile_partitioned`` on the scans (suppliers in partitions of
+  about 250 000 PO lines, results written to Parquet): bounded memory;
 - ``polars``: a plain join-and-group-by script (string keys, no key encoding, no staging);
 - ``pandas``: the equivalent pandas script (same rules as the polars script).
 
@@ -300,7 +302,19 @@ def _to_pandas(df: pl.DataFrame):  # type: ignore[no-untyped-def]
 def child(mode: str, data: Path) -> dict[str, object]:
     files = {t: data / f"{t}.parquet" for t in ("po_lines", "asn_lines", "invoice_lines")}
     out: dict[str, object] = {"mode": mode}
-    if mode == "scfeeds-streaming":
+    if mode == "scfeeds-partitioned":
+        from scfeeds._reconcile import reconcile_partitioned
+
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="scfeeds-bench-parts-") as parts:
+            rec = reconcile_partitioned(
+                *(pl.scan_parquet(f) for f in files.values()), parts, partition_lines=250_000
+            )
+            lines = rec.lines.select("status").collect()
+            exc = rec.exceptions.select("code").collect()
+            out["seconds"] = time.perf_counter() - t
+            out["stages"] = rec.timings()
+    elif mode == "scfeeds-streaming":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from scfeeds._reconcile import reconcile
 
@@ -373,7 +387,9 @@ def main() -> None:
     ap.add_argument("--scaling", type=int, default=0, help="also run streaming at this size")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per contender")
     ap.add_argument("--repeat", type=int, default=2, help="runs per contender (best counts)")
-    ap.add_argument("--modes", default="scfeeds,scfeeds-streaming,polars,pandas")
+    ap.add_argument(
+        "--modes", default="scfeeds,scfeeds-streaming,scfeeds-partitioned,polars,pandas"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="scfeeds-bench-reconcile-") as tmp:
         data = Path(tmp) / "big"
@@ -415,18 +431,18 @@ def main() -> None:
         if args.scaling:
             small = Path(tmp) / "small"
             shape_s = generate(args.scaling, small)
-            r_s = measure("scfeeds-streaming", small, args.timeout)
-            r_b = results.get("scfeeds-streaming") or measure(
-                "scfeeds-streaming", data, args.timeout
-            )
-            if "peak_rss_mb" in r_s and "peak_rss_mb" in r_b:
-                d_rss = float(r_b["peak_rss_mb"]) - float(r_s["peak_rss_mb"])  # type: ignore[arg-type]
-                d_lines = (shape["po"] - shape_s["po"]) / 1e6
-                print(
-                    f"streaming peak RSS: {r_s['peak_rss_mb']:.0f} MB at {shape_s['po']} PO lines, "
-                    f"{r_b['peak_rss_mb']:.0f} MB at {shape['po']}: {d_rss / d_lines:.0f} MB per "
-                    "million PO lines (with 1.4 ASN and 0.95 invoice lines each)"
-                )
+            for mode in ("scfeeds-streaming", "scfeeds-partitioned"):
+                r_s = measure(mode, small, args.timeout)
+                r_b = results.get(mode) or measure(mode, data, args.timeout)
+                if "peak_rss_mb" in r_s and "peak_rss_mb" in r_b:
+                    small_mb, big_mb = float(r_s["peak_rss_mb"]), float(r_b["peak_rss_mb"])  # type: ignore[arg-type]
+                    d_lines = (shape["po"] - shape_s["po"]) / 1e6
+                    print(
+                        f"{mode} peak RSS: {small_mb:.0f} MB at {shape_s['po']} PO lines, "
+                        f"{big_mb:.0f} MB at {shape['po']}: "
+                        f"{(big_mb - small_mb) / d_lines:+.0f} MB per million PO lines "
+                        "(with 1.4 ASN and 0.95 invoice lines each)"
+                    )
 
 
 if __name__ == "__main__":

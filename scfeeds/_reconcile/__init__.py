@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
+
 from scfeeds._reconcile._engine import (
     LINE_CODES,
     PRECEDENCE,
@@ -16,6 +20,7 @@ from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_inv
 from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
+from scfeeds.exceptions import ConfigurationError
 
 __all__ = [
     "LINE_CODES",
@@ -28,6 +33,7 @@ __all__ = [
     "normalize_invoice_number",
     "normalize_invoice_number_py",
     "reconcile",
+    "reconcile_partitioned",
 ]
 
 
@@ -197,4 +203,76 @@ def reconcile(
 
     return Reconciliation._from_job(
         _Job(run), empty, "receipts" if receipts is not None else "asn", tol
+    )
+
+
+def reconcile_partitioned(
+    po: Frame,
+    asn: Frame,
+    invoice: Frame,
+    dest: str | Path,
+    *,
+    receipts: Frame | None = None,
+    tolerances: Tolerances | None = None,
+    conversions: Frame | None = None,
+    partition_lines: int = 250_000,
+    engine: Engine = "streaming",
+) -> Reconciliation:
+    """:func:`reconcile` in bounded memory: suppliers are split into partitions of about
+    ``partition_lines`` PO lines, each partition is matched on its own and written to
+    ``dest/{lines,invoices,exceptions}/part-NNNNN.parquet``; the result scans those files.
+
+    Every rule holds within a supplier, so the rows are those of :func:`reconcile` (in
+    partition order): the only cross-supplier rule, ``SUPPLIER_MISMATCH``, gets the set of all
+    PO numbers (one small column). Peak memory follows the partition size, not the input
+    size, as long as no single supplier is larger than a partition. Inputs are best given as
+    ``pl.scan_parquet`` LazyFrames: each partition reads only its suppliers' rows.
+    """
+    tol = coerce(tolerances)
+    for name, frame in {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}.items():
+        if frame is not None:
+            check_input(frame, name)
+    if partition_lines < 1:
+        raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
+    out = Path(dest)
+    for name in ("lines", "invoices", "exceptions"):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for old in (out / name).glob("part-*.parquet"):
+            old.unlink()
+    n_lines = po.lazy().select(pl.len()).collect().item()
+    parts = max(1, -(-n_lines // partition_lines))
+    po_numbers = po.lazy().select("po_number").unique().collect()
+    bucket = pl.col("supplier_id").hash(seed=5) % parts
+    stages: dict[str, float] = {}
+    for b in range(parts):
+
+        def part(frame: Frame | None, b: int = b) -> pl.LazyFrame | None:
+            return None if frame is None else frame.lazy().filter(bucket == b)
+
+        plan = build(
+            part(po),  # type: ignore[arg-type]
+            part(asn),  # type: ignore[arg-type]
+            part(invoice),  # type: ignore[arg-type]
+            receipts=part(receipts),
+            tol=tol,
+            conversions=conversions,
+            engine=engine,
+            po_numbers=po_numbers.lazy(),
+        )
+        for name in ("lines", "invoices", "exceptions"):
+            result: pl.DataFrame = getattr(plan, name)
+            tmp = out / name / f".part-{b:05d}.parquet.tmp"
+            result.write_parquet(tmp)
+            tmp.replace(out / name / f"part-{b:05d}.parquet")
+        for stage, seconds in plan.stages.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+        del plan
+    return Reconciliation._from_lazy(
+        *(
+            pl.scan_parquet(out / name / "part-*.parquet")
+            for name in ("lines", "invoices", "exceptions")
+        ),
+        received_from="receipts" if receipts is not None else "asn",
+        tolerances=tol,
+        stages=stages,
     )

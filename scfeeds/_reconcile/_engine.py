@@ -217,8 +217,12 @@ def build(
     tol: Tolerances,
     conversions: Frame | None,
     engine: Engine = "auto",
+    po_numbers: pl.LazyFrame | None = None,
 ) -> Plan:
     """Run the match in stages; each stage is one lazy plan collected once with ``engine``.
+
+    ``po_numbers`` (column ``po_number``): every PO number of every supplier, when ``po`` holds
+    only some suppliers (partitioned runs), so that ``SUPPLIER_MISMATCH`` is still found.
 
     Materialising between stages keeps every shared intermediate (PO lines, invoice documents,
     the converted long frame, the per-line sums) computed exactly once, whatever the
@@ -485,7 +489,10 @@ def build(
 
     # -- Document lines without a PO line: no PO reference, or the PO is another supplier's.
     po_hdr = po_lf.select("supplier_id", "po_number").unique()
-    po_any = po_lf.select("po_number").unique().with_columns(_any=pl.lit(True))
+    # every PO number that exists under any supplier (all of them when ``po_lf`` is one
+    # partition of the suppliers)
+    known = po_numbers if po_numbers is not None else po_lf.select("po_number")
+    po_any = known.unique().with_columns(_any=pl.lit(True))
     unmatched = mat(
         unmatched.join(
             po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left"

@@ -180,6 +180,36 @@ class Reconciliation:
             _job=job,
         )
 
+    @classmethod
+    def _from_lazy(
+        cls,
+        lines: pl.LazyFrame,
+        invoices: pl.LazyFrame,
+        exceptions: pl.LazyFrame,
+        *,
+        received_from: Literal["receipts", "asn"],
+        tolerances: Tolerances,
+        stages: dict[str, float],
+    ) -> Reconciliation:
+        def run(engine: Engine) -> Plan:
+            done = pl.collect_all([lines, invoices, exceptions], engine=engine)
+            return Plan(
+                lines=done[0],
+                invoices=done[1],
+                exceptions=done[2],
+                received_from=received_from,
+                stages=stages,
+            )
+
+        return cls(
+            lines=lines,
+            invoices=invoices,
+            exceptions=exceptions,
+            received_from=received_from,
+            tolerances=tolerances,
+            _job=_Job(run),
+        )
+
     def collect(self, *, engine: Engine = "auto") -> Reconciliation:
         """Run the match now with ``engine`` (``"streaming"`` keeps each stage's memory
         bounded by its output) and return a reconciliation whose frames are in memory (still
