@@ -19,8 +19,10 @@ does not support top-level ``await``).
 from __future__ import annotations
 
 import ast
+import atexit
 import inspect
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -280,7 +282,12 @@ class MemoryProfiler:
         self.native_traces = native_traces
         self.interval_ms = interval_ms
         self.top = top
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="scfeeds-memray-"))
+        if directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="scfeeds-memray-"))
+            # captures stay readable (flame graphs) until the interpreter exits, then go
+            atexit.register(shutil.rmtree, self.directory, True)
+        else:
+            self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._count = 0
 
