@@ -291,7 +291,6 @@ async def ingest(
     retry: Any = None,
     headers: Mapping[str, str] | None = None,
     workers: int | None = None,
-    fetch_batch: int | None = None,
     progress: Any = None,
     landing: str | os.PathLike[str] | None = None,
     pool: Literal["auto", "threads", "processes"] = "auto",
@@ -324,8 +323,6 @@ async def ingest(
         / host and run each shard's pipeline on a worker (``pip install 'scfeeds[dask]'``).
         The lake must be on a file system the workers share. ``None``: this process only,
         and dask is never imported.
-    fetch_batch
-        Sources per fetch call; a batch is fetched while the previous one is parsed.
     pool
         Where cXML (pure-Python xmltodict) is parsed: ``"processes"`` (a process pool, true
         parallelism), ``"threads"`` (cheaper for a handful of small files), or ``"auto"``:
@@ -355,7 +352,6 @@ async def ingest(
             retry=retry,
             headers=headers,
             workers=workers,
-            fetch_batch=fetch_batch,
             parse_group=parse_group,
         )
     t_start = time.perf_counter()
@@ -364,7 +360,6 @@ async def ingest(
     landing_dir = Path(landing) if landing is not None else root / "_landing"
     items = await _expand_portals(_as_sources(sources), headers)
     n_workers = max(1, workers or (os.cpu_count() or 2))
-    size = fetch_batch or max(64, 8 * (limits if isinstance(limits, int) else 16))
 
     group = max(1, parse_group)
     use_processes = pool == "processes" or (pool == "auto" and _processes_are_safe())
@@ -398,47 +393,51 @@ async def ingest(
         from scfeeds._fetch import redact_url
 
         by_url = {redact_url(s.url): s for s in remote}
-        for start in range(0, len(remote), size):
-            chunk = remote[start : start + size]
+
+        async def landed(row: dict[str, Any]) -> None:
+            # Called by each fetch worker as its item lands; awaiting a full queue holds the
+            # worker, so fetching waits when parsing lags (backpressure, item by item).
+            src = by_url[row["url"]]
+            if row["status"] in ("ok", "unchanged") and row["path"]:
+                path = row["path"]
+                if not os.path.isabs(path):
+                    path = str(landing_dir / path)
+                await queue.put((path, row["sha256"], src))
+                return
+            records.append(
+                {
+                    "url": src.url,
+                    "path": None,
+                    "format": src.format,
+                    "table": src.table,
+                    "sha256": None,
+                    "batch": None,
+                    "status": "fetch_failed",
+                    "rows": 0,
+                    "quarantined": 0,
+                    "errors": 1,
+                    "parse_seconds": 0.0,
+                }
+            )
+
+        if remote:
             t0 = time.perf_counter()
             report = await fetch(
                 [
                     {"url": s.url}
                     | ({"path": s.path} if s.path else {})
                     | ({"sha256": s.sha256} if s.sha256 else {})
-                    for s in chunk
+                    for s in remote
                 ],
                 landing_dir,
                 limits=limits,
                 retry=retry,
                 headers=headers,
                 progress=progress,
+                on_item=landed,
             )
             fetch_seconds += time.perf_counter() - t0
             fetch_reports.append(report)
-            for row in report.items.iter_rows(named=True):
-                src = by_url[row["url"]]
-                if row["status"] in ("ok", "unchanged") and row["path"]:
-                    path = row["path"]
-                    if not os.path.isabs(path):
-                        path = str(landing_dir / path)
-                    await queue.put((path, row["sha256"], src))
-                else:
-                    records.append(
-                        {
-                            "url": src.url,
-                            "path": None,
-                            "format": src.format,
-                            "table": src.table,
-                            "sha256": None,
-                            "batch": None,
-                            "status": "fetch_failed",
-                            "rows": 0,
-                            "quarantined": 0,
-                            "errors": 1,
-                            "parse_seconds": 0.0,
-                        }
-                    )
         for _ in range(n_workers):
             await queue.put(None)
 
@@ -526,7 +525,7 @@ async def ingest(
     return IngestReport(
         lake=root,
         batches=batches.sort("url"),
-        fetch=fetch_reports[-1] if len(fetch_reports) == 1 else (fetch_reports or None),
+        fetch=fetch_reports[0] if fetch_reports else None,
         elapsed=time.perf_counter() - t_start,
         fetch_seconds=fetch_seconds,
         parse_seconds=parse_seconds,

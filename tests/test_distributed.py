@@ -101,7 +101,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path: Path, world: Path, cl
         def go() -> None:
             try:
                 result["report"] = scfeeds.run(
-                    scfeeds.ingest(feeds, lake, cluster=client, limits=2, fetch_batch=4)
+                    scfeeds.ingest(feeds, lake, cluster=client, limits=2)
                 )
             except BaseException as exc:  # pragma: no cover - reported below
                 result["error"] = exc

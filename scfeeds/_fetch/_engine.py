@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import inspect
 import logging
 import math
 import os
@@ -137,8 +138,10 @@ class _Engine:
         max_bytes: int | None,
         controller: FetchController,
         sink: ProgressSink | None,
+        on_item: Callable[[dict[str, Any]], object] | None = None,
     ) -> None:
         self.landing = Landing(dest)
+        self.on_item = on_item
         self.limits = limits
         self.retry = retry
         self.timeout = timeout
@@ -354,6 +357,14 @@ class _Engine:
             outcome = _Outcome("failed", error=TransferError(f"{type(exc).__name__}: {exc}"))
         finally:
             self._record(item, path, outcome, attempts, loop.time() - first_start)
+            if self.on_item is not None:
+                row = self.rows[item.index]
+                assert row is not None
+                # Awaited while this worker still holds its slot: a slow consumer slows the
+                # fetch (backpressure) instead of letting landed files pile up.
+                pending = self.on_item(dict(row))
+                if inspect.isawaitable(pending):
+                    await pending
 
     def _skip(self, item: Item, path: str) -> _Outcome | None:
         """Resume: an item complete in the manifest without a validator is not re-requested."""
@@ -724,6 +735,7 @@ async def fetch(
     resume: bool = True,
     max_bytes: int | None = None,
     controller: FetchController | None = None,
+    on_item: Callable[[dict[str, Any]], object] | None = None,
 ) -> FetchReport:
     """Download ``sources`` into ``dest``: bounded, adaptive, retried, streamed, resumable.
 
@@ -761,6 +773,10 @@ async def fetch(
     controller
         A :class:`FetchController` to change ``max_at_once`` and read per-host AIMD limits
         while the fetch runs.
+    on_item
+        Called with each source's ``items`` row (a dict) as soon as its outcome is known. If
+        it returns an awaitable, the worker awaits it before taking the next source, so a
+        slow consumer (a parser) slows the fetch down instead of letting files pile up.
 
     Returns
     -------
@@ -797,6 +813,7 @@ async def fetch(
             max_bytes=max_bytes,
             controller=ctl,
             sink=sink,
+            on_item=on_item,
         )
     except BaseException:
         ctl.unbind()
