@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob
 import io
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final, TypeAlias
@@ -20,6 +22,7 @@ from scfeeds._x12._core import (
     GS_SCHEMA,
     ISA_SCHEMA,
     SET_SCHEMA,
+    PieceOut,
     SourceState,
     finish_source,
     process_piece,
@@ -33,7 +36,7 @@ from scfeeds._x12._tables import (
     build,
     invoice_extras,
 )
-from scfeeds._x12._tokenize import iter_pieces
+from scfeeds._x12._tokenize import Piece, Tokens, iter_pieces, tokenize
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -202,6 +205,44 @@ def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+@dataclass(slots=True)
+class _Built:
+    """What the builders made of one piece (appended to the source state in order)."""
+
+    tables: dict[TableName, pl.DataFrame]
+    errors: list[pl.DataFrame]
+    totals: list[pl.DataFrame]
+    charges: list[pl.DataFrame]
+
+
+def _build_piece(
+    name: str,
+    out: PieceOut,
+    ctx: pl.DataFrame,
+    wanted: list[TableName],
+    columns: list[str] | None,
+    extras: bool,
+) -> _Built:
+    got = _Built({}, [], [], [])
+    for t in wanted:
+        got.tables[t], err = build(t, out.rows, ctx, out.element, name, columns)
+        if err.height:
+            got.errors.append(err)
+        if extras and t == "invoice_lines":
+            totals, charges = invoice_extras(
+                out.rows, ctx, out.element, name, err["set_index"].unique()
+            )
+            got.totals.append(totals)
+            got.charges.append(charges)
+    return got
+
+
+# Pieces tokenized ahead / built behind the sequential envelope pass. polars releases the
+# GIL inside its kernels, so the stages of neighbouring pieces overlap on separate cores;
+# memory stays bounded by a few pieces in flight.
+_AHEAD: Final = 2
+
+
 def iter_tables(
     name: str,
     data: bytes | Path,
@@ -214,29 +255,45 @@ def iter_tables(
     state: SourceState | None = None,
     extras: bool = False,
 ) -> Iterator[dict[TableName, pl.DataFrame]]:
-    """Per piece of one source: the requested tables (rows of intact sets only)."""
+    """Per piece of one source: the requested tables (rows of intact sets only).
+
+    Three stages per piece: tokenizing (independent of other pieces, run ahead in a worker
+    thread), the envelope pass (sequential: counters carry from piece to piece) and the
+    table builders (independent again, run in a worker while the next piece is checked).
+    """
     st = state if state is not None else SourceState(name)
-    with _open(data) as stream:
-        for piece in iter_pieces(stream, slice_bytes):
-            out = process_piece(st, piece, keep_segments=keep_segments, keep_env=keep_env)
-            if out is None:
-                continue
-            wanted = [t for t in tables if (out.sets["set_id"] == SET_OF[t]).any()]
-            if not wanted:
-                continue
+    toks: deque[tuple[Piece, Future[Tokens] | None]] = deque()
+    built: deque[Future[_Built]] = deque()
+
+    def drain(limit: int) -> Iterator[dict[TableName, pl.DataFrame]]:
+        while len(built) > limit:
+            got = built.popleft().result()
+            st.errors.extend(got.errors)
+            st.totals.extend(got.totals)
+            st.charges.extend(got.charges)
+            yield got.tables
+
+    def check(piece: Piece, fut: Future[Tokens] | None) -> None:
+        tok = fut.result() if fut is not None else None
+        out = process_piece(st, piece, keep_segments=keep_segments, keep_env=keep_env, tokens=tok)
+        if out is None:
+            return
+        wanted = [t for t in tables if (out.sets["set_id"] == SET_OF[t]).any()]
+        if wanted:
             ctx = _ctx(st, out.sets)
-            result: dict[TableName, pl.DataFrame] = {}
-            for t in wanted:
-                result[t], err = build(t, out.rows, ctx, out.element, name, columns)
-                if err.height:
-                    st.errors.append(err)
-                if extras and t == "invoice_lines":
-                    totals, charges = invoice_extras(
-                        out.rows, ctx, out.element, name, err["set_index"].unique()
-                    )
-                    st.totals.append(totals)
-                    st.charges.append(charges)
-            yield result
+            built.append(pool.submit(_build_piece, name, out, ctx, wanted, columns, extras))
+
+    with _open(data) as stream, ThreadPoolExecutor(2, thread_name_prefix="x12") as pool:
+        for piece in iter_pieces(stream, slice_bytes):
+            d = piece.delimiters
+            toks.append((piece, pool.submit(tokenize, piece.data, d) if d is not None else None))
+            if len(toks) > _AHEAD:
+                check(*toks.popleft())
+                yield from drain(1)
+        while toks:
+            check(*toks.popleft())
+            yield from drain(1)
+        yield from drain(0)
 
 
 def read_x12(

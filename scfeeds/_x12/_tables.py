@@ -8,7 +8,6 @@ N104 of the first N1 whose N101 is SU, SE or VN, else the interchange sender (IS
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 import polars as pl
@@ -119,14 +118,18 @@ class _Piece:
     (``set_index - base``) instead of joined: a gather is a copy, a join a hash probe.
     """
 
-    def __init__(self, rows: pl.DataFrame, mine: pl.DataFrame, e: str) -> None:
+    def __init__(self, rows: pl.LazyFrame, mine: pl.DataFrame, e: str) -> None:
         self.e = e
         self.base = int(mine["set_index"].min())  # type: ignore[arg-type]
         top = int(mine["set_index"].max())  # type: ignore[arg-type]
         r = rows.filter(c("sid").is_in(_NEEDED[SET_OF_ID[str(mine["set_id"][0])]]))
-        if mine.height != int(r["set_index"].n_unique()) or mine.height < top - self.base + 1:
+        # Other set types in the piece share segment IDs (N1, CUR): keep this type's sets,
+        # by a range check when they are contiguous (the usual file of one set type).
+        if mine.height == top - self.base + 1:
+            r = r.filter(c("set_index").is_between(self.base, top))
+        else:
             r = r.filter(c("set_index").is_in(mine["set_index"].implode()))
-        self.r = r.lazy()
+        self.r = r
         self.head = pl.DataFrame({"set_index": pl.int_range(self.base, top + 1, eager=True)}).join(
             mine, on="set_index", how="left", maintain_order="left"
         )
@@ -209,7 +212,7 @@ def _empty(table: TableName, columns: list[str] | None) -> pl.DataFrame:
 
 def build(
     table: TableName,
-    rows: pl.DataFrame,
+    rows: pl.LazyFrame,
     ctx: pl.DataFrame,
     e: str,
     source: str,
@@ -305,19 +308,17 @@ def _descriptions(p: _Piece) -> pl.LazyFrame:
     PO1 in file order (so it lines up with the PO1 frame: no join).
 
     Among PO1 and PID rows in file order, a PO1's first PID is simply the next row: a shift,
-    not a forward fill and a join. Only that PID's fifth element is cut out, by one regex.
+    not a forward fill and a join.
     """
-    e = re.escape(p.e)
-    pid05 = rf"^PID{e}(?:[^{e}]*{e}){{4}}([^{e}]*)"
     return (
         p.r.filter(c("sid").is_in(["PO1", "PID"]))
-        .with_columns(
-            _next=c("raw").shift(-1),
+        .select(
+            "sid",
+            _next=c("f05").shift(-1),
             _is_pid=(c("sid").shift(-1) == "PID") & (c("set_index").shift(-1) == c("set_index")),
         )
         .filter(c("sid") == "PO1")
-        .select(pl.when(c("_is_pid")).then(c("_next").str.extract(pid05)).alias("description"))
-        .select(pl.when(c("description") != "").then(c("description")).alias("description"))
+        .select(pl.when(c("_is_pid")).then(c("_next")).alias("description"))
     )
 
 
@@ -479,7 +480,7 @@ def _implied2(x: pl.Expr) -> pl.Expr:
 
 
 def invoice_extras(
-    rows: pl.DataFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
+    rows: pl.LazyFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """810 totals (TDS01) and allowances / charges (SAC) of the intact 810 sets of a piece.
 
@@ -495,7 +496,7 @@ def invoice_extras(
             pl.DataFrame(schema={**{k: pl.String() for k in prov}, **CHARGES_COLUMNS}),
         )
     p = _Piece(rows, mine, e)
-    p.r = rows.lazy().filter(
+    p.r = rows.filter(
         c("sid").is_in(["BIG", "IT1", "SAC", "TDS"])
         & c("set_index").is_in(mine["set_index"].implode())
     )
