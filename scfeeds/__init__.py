@@ -56,7 +56,13 @@ if TYPE_CHECKING:
     )
     from scfeeds._ingest import IngestReport, Source, ingest
     from scfeeds._lake import scan_lake
-    from scfeeds._reconcile import Reconciliation, Tolerances, reconcile
+    from scfeeds._reconcile import (
+        Reconciliation,
+        ReconciliationSummary,
+        Tolerances,
+        reconcile,
+        reconcile_partitioned,
+    )
     from scfeeds._runner import enable_nested, run
     from scfeeds._validate import ValidationResult, validate
     from scfeeds._x12 import X12Result, ack_997, read_x12, scan_x12
@@ -81,6 +87,7 @@ __all__ = [
     "ParseError",
     "ProgressEvent",
     "Reconciliation",
+    "ReconciliationSummary",
     "Retry",
     "ScfeedsError",
     "Source",
@@ -106,6 +113,7 @@ __all__ = [
     "read_xml",
     "reconcile",
     "reconcile_lake",
+    "reconcile_partitioned",
     "run",
     "scan_export",
     "scan_lake",
@@ -143,7 +151,16 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("IngestReport", "Source", "ingest"), "scfeeds._ingest"),
     "scan_lake": "scfeeds._lake",
-    **dict.fromkeys(("Reconciliation", "Tolerances", "reconcile"), "scfeeds._reconcile"),
+    **dict.fromkeys(
+        (
+            "Reconciliation",
+            "ReconciliationSummary",
+            "Tolerances",
+            "reconcile",
+            "reconcile_partitioned",
+        ),
+        "scfeeds._reconcile",
+    ),
     **dict.fromkeys(("enable_nested", "run"), "scfeeds._runner"),
     **dict.fromkeys(("ValidationResult", "validate"), "scfeeds._validate"),
     **dict.fromkeys(("X12Result", "ack_997", "read_x12", "scan_x12"), "scfeeds._x12"),

@@ -51,6 +51,8 @@ EXPECTED = {
     "read_xml",
     "reconcile",
     "reconcile_lake",
+    "reconcile_partitioned",
+    "ReconciliationSummary",
     "run",
     "scan_export",
     "scan_lake",
