@@ -15,7 +15,7 @@ from typing import Final
 import polars as pl
 
 from scfeeds._x12._codes import CODES
-from scfeeds._x12._tokenize import Delimiters, Piece, Tokens, split_raw, tokenize
+from scfeeds._x12._tokenize import Delimiters, Piece, Tokens, split_elements, tokenize
 
 ENV_CODE: Final = {"ISA": 1, "GS": 2, "ST": 3, "SE": 4, "GE": 5, "IEA": 6}
 ENV_NAME: Final = {v: k for k, v in ENV_CODE.items()}
@@ -141,7 +141,7 @@ def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
 class PieceOut:
     """What one piece yields: in-set data rows for the builders and its set table."""
 
-    rows: pl.LazyFrame  # pos, sid, set_index, f01.. (data segments inside sets only)
+    rows: pl.DataFrame  # pos, raw, sid, set_index (data segments inside sets only)
     sets: pl.DataFrame  # SET_SCHEMA plus rejected: bool
     element: str
 
@@ -229,7 +229,7 @@ def process_piece(
         frame.lazy()
         .filter(is_env)
         .pipe(
-            split_raw,
+            split_elements,
             ["pos", "sid", "interchange_index", "group_index", "set_index"],
             e,
             16,
@@ -468,8 +468,7 @@ def process_piece(
         st.st = int(frame["set_index"][-1])
         st.last_env = ENV_NAME.get(int(frame["last_code"][-1]))
     st.ends_cleanly = tok.ends_cleanly
-    # Lazy: each builder pulls only the segment types and elements it reads.
-    rows = frame.lazy().filter(c("inset")).select("pos", "sid", "set_index", c("^f[0-9]{2}$"))
+    rows = frame.filter(c("inset")).select("pos", "raw", "sid", "set_index")
     return PieceOut(rows, sets, e)
 
 

@@ -246,18 +246,9 @@ def _next_isa(buf: bytes, lo: int) -> int:
     return -1
 
 
-# Elements kept per segment (LIN has the most the tables read: 31); longer segments are cut
-# here (the raw column keeps them whole).
-WIDTH: Final = 31
-_FIRST: Final = "f00"
-ELEMENTS: Final = [f"f{i:02d}" for i in range(1, WIDTH + 1)]
-_WIDE_SCHEMA: Final = pl.Schema({f"f{i:02d}": pl.String() for i in range(WIDTH + 1)})
-
-
 @dataclass(slots=True)
 class Tokens:
-    """Raw segments of a piece: ``frame`` has columns raw (str), elements ``f01``..``f31``
-    (str, empty -> null) and sid (str or null)."""
+    """Raw segments of a piece: ``frame`` has columns raw (str) and sid (str or null)."""
 
     frame: pl.DataFrame
     encoding_error: int | None  # 1-based segment index (within the piece) of the first bad byte
@@ -283,7 +274,7 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
     for nl in (b"\r", b"\n"):
         if nl not in delim_bytes and nl in data:
             data = data.replace(nl, b"")
-    # (a one-byte search first: a three-byte search of a slice costs as much as a read)
+    # (a one-byte search first: a three-byte search of a slice costs as much as reading it)
     if BOM[:1] in data and BOM in data:
         data = data.replace(BOM, b"")
     stripped_end = data.rstrip(bytes(b for b in WHITESPACE if bytes([b]) != t))
@@ -299,13 +290,8 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
     sep = _free_byte(data, t)
     fast = sep is not None and all(len(b) == 1 and b < b"\x80" for b in delim_bytes)
     fast = fast and b"\r" not in delim_bytes
-    wide: pl.DataFrame | None = None
     if fast and data:
         assert sep is not None
-        # The same bytes twice through polars' CSV reader: once as one column (the raw
-        # segment, for the segments table and error messages), once with the element
-        # separator as field separator (already split, empty -> null). Both have one row
-        # per terminator, so they line up row for row.
         raw = pl.read_csv(
             data,
             has_header=False,
@@ -315,55 +301,20 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
             schema={"raw": pl.String},
             raise_if_empty=False,
         ).to_series()
-        # As many element columns as the longest segment has (an ISA's 16 aside: envelope
-        # segments are split from ``raw``), at most WIDTH: every column costs time.
-        n_el = raw.str.count_matches(d.element, literal=True)
-        longest = n_el.filter(~raw.str.starts_with("ISA")).max()
-        width = min(int(longest), WIDTH) if isinstance(longest, int) else 0
-        wide = pl.read_csv(
-            data,
-            has_header=False,
-            separator=d.element,
-            eol_char=d.segment,
-            quote_char=None,
-            schema=pl.Schema(list(_WIDE_SCHEMA.items())[: width + 1]),
-            truncate_ragged_lines=True,
-            missing_columns="insert",
-            extra_columns="ignore",
-            raise_if_empty=False,
-        )
-        if wide.height != raw.len():
-            wide = None
     else:
         raw = pl.Series("raw", data.decode("utf-8").split(d.segment), dtype=pl.String)
     # Spaces or tabs after terminators (pretty-printed files): does any segment start so?
+    # (asked of the column: searching the bytes for a two-byte pattern is slower)
     needs_strip = bool(raw.str.starts_with(" ").any() or raw.str.starts_with("\t").any())
     col = pl.col("raw")
     if needs_strip:
         col = col.str.strip_chars_start(" \t")
-    base = raw.to_frame()
-    if wide is None:
-        # Rare path (non-ASCII delimiters, a CR delimiter): split the raw segments.
-        g = pl.col("_l").list.get
-        wide = (
-            raw.str.split(d.element)
-            .to_frame("_l")
-            .select(
-                pl.when(g(i, null_on_oob=True) != "").then(g(i, null_on_oob=True)).alias(name)
-                for i, name in enumerate(_WIDE_SCHEMA)
-            )
-        )
-    f0 = pl.col(_FIRST)
-    if needs_strip:
-        f0 = f0.str.strip_chars_start(" \t")
     frame = (
-        base.hstack(wide)
+        raw.to_frame()
         .lazy()
+        .select(col)
         .filter(col.is_not_null() & (col != ""))
-        .with_columns(col, f0)
-        # The ID is the first field when it is 2-3 letters/digits (else not a segment).
-        .with_columns(sid=pl.when(pl.col(_FIRST).str.contains(r"^[A-Z0-9]{2,3}$")).then(_FIRST))
-        .drop(_FIRST)
+        .with_columns(sid=col.str.extract(rf"^([A-Z0-9]{{2,3}})(?:{re.escape(d.element)}|$)"))
         .collect()
     )
     return Tokens(frame, encoding_error, ends_cleanly)
@@ -372,34 +323,18 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
 def split_elements(
     frame: pl.LazyFrame, keep: list[str | pl.Expr], element: str, n: int, prefix: str
 ) -> pl.LazyFrame:
-    """``keep`` columns plus elements 1..n as ``{prefix}01``... (empty -> null).
+    """``keep`` columns plus elements 1..n of ``raw`` as ``{prefix}01``... (empty -> null).
 
-    The elements were split when the piece was read (columns ``f01``... up to the longest
-    segment of the piece other than ISA); this only selects and renames them, lazily.
+    The segments are split once into a list column; only as many elements as the longest
+    segment has are extracted (most PO1s stop long before PO125), the rest are null columns.
     """
-    del element
-    have = set(frame.collect_schema().names())
-    return frame.select(
-        *keep,
-        *(
-            (pl.col(f) if f in have else pl.lit(None, pl.String)).alias(f"{prefix}{i:02d}")
-            for i, f in enumerate(ELEMENTS[:n], start=1)
-        ),
-    )
-
-
-def split_raw(
-    frame: pl.LazyFrame, keep: list[str | pl.Expr], element: str, n: int, prefix: str
-) -> pl.LazyFrame:
-    """``keep`` columns plus elements 1..n of ``raw`` (for the few envelope segments, whose
-    ISA is longer than the element columns read for the piece)."""
-    g = pl.col("_l").list.get
-    return frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).select(
-        *(x.meta.output_name() if isinstance(x, pl.Expr) else x for x in keep),
-        *(
-            pl.when(g(i, null_on_oob=True) != "")
-            .then(g(i, null_on_oob=True))
-            .alias(f"{prefix}{i:02d}")
-            for i in range(1, n + 1)
-        ),
+    df = frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).collect()
+    longest = df["_l"].list.len().max() if df.height else 0
+    m = min(n, max(int(longest) - 1, 0)) if isinstance(longest, int) else 0
+    names = [f"{prefix}{i:02d}" for i in range(1, n + 1)]
+    got = [pl.col("_l").list.get(i, null_on_oob=True) for i in range(1, m + 1)]
+    return df.lazy().select(
+        *(x for x in df.columns if x != "_l"),
+        *(pl.when(g != "").then(g).alias(name) for g, name in zip(got, names, strict=False)),
+        *(pl.lit(None, dtype=pl.String).alias(name) for name in names[m:]),
     )
