@@ -45,6 +45,7 @@ MANIFEST_COLUMNS = (
     "quarantined",
     "errors",
     "parse_seconds",
+    "error",
 )
 
 

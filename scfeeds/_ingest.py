@@ -43,6 +43,7 @@ BATCH_SCHEMA: dict[str, pl.DataType] = {
     "quarantined": pl.Int64(),
     "errors": pl.Int64(),
     "parse_seconds": pl.Float64(),
+    "error": pl.String(),  # why a source did not reach the lake (fetch failures)
 }
 
 
@@ -365,7 +366,7 @@ async def ingest(
     use_processes = pool == "processes" or (pool == "auto" and _processes_are_safe())
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * n_workers, group))
     records: list[dict[str, Any]] = []
-    fetch_reports: list[Any] = []
+    fetch_report: Any = None
     fetch_seconds = 0.0
     loop = asyncio.get_running_loop()
     threads = concurrent.futures.ThreadPoolExecutor(n_workers, thread_name_prefix="scfeeds-parse")
@@ -381,8 +382,8 @@ async def ingest(
         return procs
 
     async def produce() -> None:
-        nonlocal fetch_seconds
-        from scfeeds._fetch import fetch
+        nonlocal fetch_seconds, fetch_report
+        from scfeeds._fetch import fetch, redact_url
 
         local = [s for s in items if not _is_remote(s.url)]
         remote = [s for s in items if _is_remote(s.url)]
@@ -390,8 +391,6 @@ async def ingest(
             path = str(Path(s.url))
             sha = await loop.run_in_executor(threads, _sha256_file, path)
             await queue.put((path, sha, s))
-        from scfeeds._fetch import redact_url
-
         by_url = {redact_url(s.url): s for s in remote}
 
         async def landed(row: dict[str, Any]) -> None:
@@ -417,6 +416,7 @@ async def ingest(
                     "quarantined": 0,
                     "errors": 1,
                     "parse_seconds": 0.0,
+                    "error": row["error"],
                 }
             )
 
@@ -437,7 +437,7 @@ async def ingest(
                 on_item=landed,
             )
             fetch_seconds += time.perf_counter() - t0
-            fetch_reports.append(report)
+            fetch_report = report
         for _ in range(n_workers):
             await queue.put(None)
 
@@ -525,7 +525,7 @@ async def ingest(
     return IngestReport(
         lake=root,
         batches=batches.sort("url"),
-        fetch=fetch_reports[0] if fetch_reports else None,
+        fetch=fetch_report,
         elapsed=time.perf_counter() - t_start,
         fetch_seconds=fetch_seconds,
         parse_seconds=parse_seconds,

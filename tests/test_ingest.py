@@ -202,6 +202,7 @@ def test_without_the_token_nothing_lands_and_failures_are_rows(tmp_path: Path, w
         feeds = listing(server.url, "t0k3n")[:3]
         report = scfeeds.run(ingest(feeds, tmp_path / "lake", progress=None, retry=False))
     assert report.batches["status"].to_list() == ["fetch_failed"] * 3
+    assert all("401" in e for e in report.batches["error"])
     assert scan_lake(tmp_path / "lake", "po_lines").collect().height == 0
 
 
