@@ -141,7 +141,7 @@ def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
 class PieceOut:
     """What one piece yields: in-set data rows for the builders and its set table."""
 
-    rows: pl.DataFrame  # pos, raw, sid, set_index (data segments inside sets only)
+    rows: pl.LazyFrame  # pos, raw, sid, set_index (data segments inside sets only)
     sets: pl.DataFrame  # SET_SCHEMA plus rejected: bool
     element: str
 
@@ -468,7 +468,9 @@ def process_piece(
         st.st = int(frame["set_index"][-1])
         st.last_env = ENV_NAME.get(int(frame["last_code"][-1]))
     st.ends_cleanly = tok.ends_cleanly
-    rows = frame.filter(c("inset")).select("pos", "raw", "sid", "set_index")
+    # Lazy: each builder's own filter (segment types, set range) joins this one, so the
+    # piece's rows are copied once, not twice.
+    rows = frame.lazy().filter(c("inset")).select("pos", "raw", "sid", "set_index")
     return PieceOut(rows, sets, e)
 
 

@@ -243,7 +243,7 @@ def _build_piece(
 # Pieces tokenized ahead / built behind the sequential envelope pass. polars releases the
 # GIL inside its kernels, so the stages of neighbouring pieces overlap on separate cores;
 # memory stays bounded by a few pieces in flight.
-_AHEAD: Final = 2
+_AHEAD: Final = 1
 
 
 def iter_tables(

@@ -118,14 +118,18 @@ class _Piece:
     (``set_index - base``) instead of joined: a gather is a copy, a join a hash probe.
     """
 
-    def __init__(self, rows: pl.DataFrame, mine: pl.DataFrame, e: str) -> None:
+    def __init__(self, rows: pl.LazyFrame, mine: pl.DataFrame, e: str) -> None:
         self.e = e
         self.base = int(mine["set_index"].min())  # type: ignore[arg-type]
         top = int(mine["set_index"].max())  # type: ignore[arg-type]
-        r = rows.filter(c("sid").is_in(_NEEDED[SET_OF_ID[str(mine["set_id"][0])]]))
-        if mine.height != int(r["set_index"].n_unique()) or mine.height < top - self.base + 1:
-            r = r.filter(c("set_index").is_in(mine["set_index"].implode()))
-        self.r = r.lazy()
+        needed = c("sid").is_in(_NEEDED[SET_OF_ID[str(mine["set_id"][0])]])
+        # Other set types in the piece share segment IDs (N1, CUR): keep this type's sets,
+        # by a range check when they are contiguous (the usual file of one set type).
+        if mine.height == top - self.base + 1:
+            ours = c("set_index").is_between(self.base, top)
+        else:
+            ours = c("set_index").is_in(mine["set_index"].implode())
+        self.r = rows.filter(needed & ours).collect().lazy()
         # Built lazily: every per-set lookup is joined in by one collect (``header``).
         self.head = (
             pl.DataFrame({"set_index": pl.int_range(self.base, top + 1, eager=True)})
@@ -217,7 +221,7 @@ def _empty(table: TableName, columns: list[str] | None) -> pl.DataFrame:
 
 def build(
     table: TableName,
-    rows: pl.DataFrame,
+    rows: pl.LazyFrame,
     ctx: pl.DataFrame,
     e: str,
     source: str,
@@ -491,7 +495,7 @@ def _implied2(x: pl.Expr) -> pl.Expr:
 
 
 def invoice_extras(
-    rows: pl.DataFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
+    rows: pl.LazyFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """810 totals (TDS01) and allowances / charges (SAC) of the intact 810 sets of a piece.
 
@@ -507,7 +511,7 @@ def invoice_extras(
             pl.DataFrame(schema={**{k: pl.String() for k in prov}, **CHARGES_COLUMNS}),
         )
     p = _Piece(rows, mine, e)
-    p.r = rows.lazy().filter(
+    p.r = rows.filter(
         c("sid").is_in(["BIG", "IT1", "SAC", "TDS"])
         & c("set_index").is_in(mine["set_index"].implode())
     )
