@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from scfeeds.exceptions import ConfigurationError
+from scfeeds.schemas import ERRORS as ERROR_SCHEMA
 from scfeeds.schemas import TABLES, TableName, schema
 
 # Bumped when parsing or validation changes what a batch produces, so that a re-ingest with a
@@ -255,13 +256,6 @@ def scan_lake(
         .select(list(canonical))
     )
 
-
-ERROR_SCHEMA: dict[str, pl.DataType] = {
-    "source": pl.String(),
-    "position": pl.String(),
-    "rule": pl.String(),
-    "message": pl.String(),
-}
 
 QUARANTINE_EXTRA: dict[str, pl.DataType] = {
     "rule": pl.String(),

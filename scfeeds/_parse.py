@@ -15,7 +15,7 @@ from typing import Literal
 
 import polars as pl
 
-from scfeeds.schemas import TABLES, TableName, schema
+from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
 FORMATS: tuple[Format, ...] = ("x12", "csv", "xlsx", "xml", "ndjson")
@@ -30,13 +30,6 @@ _EXTENSIONS: dict[str, Format] = {
     ".jsonl": "ndjson",
 }
 
-ERROR_COLUMNS: dict[str, pl.DataType] = {
-    "source": pl.String(),
-    "position": pl.String(),
-    "rule": pl.String(),
-    "message": pl.String(),
-}
-
 
 def guess_format(name: str) -> Format | None:
     """Format from a file name or URL path (``None`` if the extension says nothing)."""
@@ -44,8 +37,8 @@ def guess_format(name: str) -> Format | None:
     for ext, fmt in _EXTENSIONS.items():
         if path.endswith(ext):
             return fmt
-    if path.rstrip("/").endswith("/lines"):
-        return "ndjson"
+    if path.rstrip("/").endswith("/lines"):  # the portal's pages: NDJSON unless format=csv
+        return "csv" if "format=csv" in name.lower() else "ndjson"
     return None
 
 
@@ -69,13 +62,13 @@ class Parsed:
     """Canonical frames found in one file, and the problems met while reading it."""
 
     tables: dict[TableName, pl.DataFrame] = field(default_factory=dict)
-    errors: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ERROR_COLUMNS))
+    errors: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ERRORS))
 
 
 def _error(source: str, position: str, rule: str, message: str) -> pl.DataFrame:
     return pl.DataFrame(
         {"source": [source], "position": [position], "rule": [rule], "message": [message]},
-        schema=ERROR_COLUMNS,
+        schema=ERRORS,
     )
 
 
@@ -142,7 +135,7 @@ def _parse_x12(path: Path) -> Parsed:
 
 def _x12_errors(errors: pl.DataFrame) -> pl.DataFrame:
     if errors.height == 0:
-        return pl.DataFrame(schema=ERROR_COLUMNS)
+        return pl.DataFrame(schema=ERRORS)
     return errors.select(
         pl.col("source"),
         pl.col("position").fill_null("file"),
@@ -248,10 +241,10 @@ def _table_of(frame: pl.DataFrame, table: TableName | None) -> TableName:
 
 def _as_errors(errors: pl.DataFrame) -> pl.DataFrame:
     if errors.height == 0:
-        return pl.DataFrame(schema=ERROR_COLUMNS)
+        return pl.DataFrame(schema=ERRORS)
     return errors.select(
         [
             (pl.col(c) if c in errors.columns else pl.lit(None)).cast(pl.String).alias(c)
-            for c in ERROR_COLUMNS
+            for c in ERRORS
         ]
     )

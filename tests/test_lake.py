@@ -164,3 +164,12 @@ def test_a_rewrite_clears_temporaries_left_by_a_killed_writer(tmp_path: Path) ->
     )
     assert not stale.exists()
     assert target.exists()
+
+
+def test_an_empty_lake_has_empty_errors_and_quarantine_with_their_columns(tmp_path: Path) -> None:
+    errors = scan_lake(tmp_path, "po_lines", kind="errors").collect()
+    assert errors.columns == ["source", "position", "rule", "message"]
+    quarantine = scan_lake(tmp_path, "po_lines", kind="quarantine").collect()
+    assert {"rule", "message", "po_number"} <= set(quarantine.columns)
+    with pytest.raises(ConfigurationError, match="kind must be"):
+        scan_lake(tmp_path, "po_lines", kind="everything")
