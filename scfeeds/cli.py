@@ -178,7 +178,8 @@ def cmd_x12(args: argparse.Namespace) -> int:
     _print(f"transaction sets: {env.height:,}")
     if result.errors.height:
         _print(f"errors: {result.errors.height}")
-        _print(str(result.errors))
+        for e in result.errors.iter_rows(named=True):
+            _print(f"  {e['source']}: {e['position']}: {e['code']}: {e['message']}")
     if args.ack:
         Path(args.ack).write_bytes(_as_bytes(result.acknowledgment()))
         _print(f"997 written to {args.ack}")
