@@ -63,3 +63,25 @@ def test_synth_then_reconcile_from_the_command_line(tmp_path: Path) -> None:
     out = run_cli("reconcile", "--lake", str(tmp_path / "lake"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "by supplier" in out.stdout
+
+
+def test_x12_reports_a_broken_envelope_and_writes_the_997(tmp_path: Path) -> None:
+    from scfeeds import synth
+
+    synth.generate(tmp_path / "w", seed=2, pos=20, suppliers=2, damaged=["x12_bad_se_count"])
+    damaged = pl.read_parquet(tmp_path / "w" / "damaged.parquet").row(0, named=True)
+    out = run_cli(
+        "x12",
+        str(tmp_path / "w" / damaged["path"]),
+        "--ack",
+        str(tmp_path / "ack.997"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stderr
+    assert f"{damaged['position']}: SE01_COUNT" in out.stdout
+    import scfeeds
+
+    ack = scfeeds.read_x12((tmp_path / "ack.997").read_bytes())
+    assert set(ack.envelopes["set_id"]) == {"997"}
+    ak5 = ack.segments.filter(pl.col("segment_id") == "AK5")["elements"].list.first()
+    assert "R" in ak5.to_list()  # the damaged set is rejected
