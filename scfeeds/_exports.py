@@ -12,7 +12,6 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
-import glob
 import io
 import os
 import re
@@ -27,6 +26,7 @@ import polars as pl
 from polars.io.plugins import register_io_source
 
 from scfeeds._presets import PRESETS, ExportPreset
+from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
 from scfeeds.schemas import COLUMNS, ERRORS, MONEY, TableName, empty, empty_errors, schema
 
@@ -338,23 +338,6 @@ class _Plan:
     thousands: str | None
     date_formats: tuple[str, ...]
     notes: tuple[tuple[str, str, str], ...]  # (position, rule, message) found while planning
-
-
-def _resolve_sources(source: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
-    items = [source] if isinstance(source, str | Path) else list(source)
-    out: list[tuple[Path, str]] = []
-    for item in items:
-        text = str(item)
-        if any(ch in text for ch in "*?[") and not Path(text).exists():
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise ConfigurationError(f"no file matches {text!r}")
-            out.extend((Path(m), m) for m in matches)
-        else:
-            out.append((Path(item), text))
-    if not out:
-        raise ConfigurationError("no source given")
-    return out
 
 
 def _candidates(
@@ -801,7 +784,7 @@ def _plans(
     candidates = _candidates(table, preset, columns)
     chosen = _resolve_preset(preset) if preset is not None else None
     out: list[tuple[_Plan, pl.DataFrame | None]] = []
-    for path, name in _resolve_sources(source):
+    for path, name in resolve_sources(source):
         kind = fmt or _format_of(path)
         try:
             if kind == "xlsx":

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import glob
 import queue
 import re
 import threading
@@ -63,6 +62,7 @@ import polars as pl
 import xmltodict
 from polars.io.plugins import register_io_source
 
+from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, XMLError
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
 
@@ -894,23 +894,6 @@ def _parse_file(
         worker.join()
 
 
-def _resolve_sources(source: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
-    items = [source] if isinstance(source, str | Path) else list(source)
-    out: list[tuple[Path, str]] = []
-    for item in items:
-        text = str(item)
-        if any(ch in text for ch in "*?[") and not Path(text).exists():
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise ConfigurationError(f"no file matches {text!r}")
-            out.extend((Path(m), m) for m in matches)
-        else:
-            out.append((Path(item), text))
-    if not out:
-        raise ConfigurationError("no source given")
-    return out
-
-
 def _plan(
     source: str | Path | Sequence[str | Path], table: TableName | None
 ) -> tuple[TableName, list[tuple[Path, str, str | None]]]:
@@ -918,7 +901,7 @@ def _plan(
     if table is not None:
         _request(table)  # validates
     files: list[tuple[Path, str, str | None]] = []
-    for path, name in _resolve_sources(source):
+    for path, name in resolve_sources(source):
         try:
             files.append((path, name, _sniff(path)))
         except OSError as exc:
