@@ -133,7 +133,8 @@ CELLS = [
         buffered = [r.buffered.peak_bytes for r in sizes.values()]
         streamed = [r.streamed.peak_bytes for r in sizes.values()]
         print("buffered peak grows with the feed (x4 feed -> > x3 peak):", buffered[2] > 3 * buffered[0])
-        print("streamed peak stays flat (x4 feed -> < x2 peak):", streamed[2] < 2 * streamed[0])
+        # a few MiB either way is allocator noise: compare growth with the feed's 96 MiB
+        print("streamed peak stays flat (x4 feed -> < 8 MiB more):", streamed[2] - streamed[0] < 8 * MiB)
         print("streamed peak under 16 MiB at every size:", max(streamed) < 16 * MiB)
         """
     ),
