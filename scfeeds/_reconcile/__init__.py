@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import heapq
+import time
 from pathlib import Path
 
 import polars as pl
 
 from scfeeds._reconcile._engine import (
+    KEY,
     LINE_CODES,
     PRECEDENCE,
     STATUSES,
     Engine,
     Frame,
     Plan,
+    _prep,
     build,
     check_input,
+    public_lines,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
+from scfeeds._reconcile._num import raw4
 from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
@@ -48,6 +54,7 @@ def reconcile(
     receipts: Frame | None = None,
     tolerances: Tolerances | None = None,
     conversions: Frame | None = None,
+    partition_lines: int = 500_000,
 ) -> Reconciliation:
     """Match PO lines against what was shipped / received and what was invoiced.
 
@@ -117,6 +124,12 @@ def reconcile(
     conversions
         Frame ``item_id`` (null: any item), ``from_uom``, ``to_uom``, ``factor``
         (1 from_uom = factor to_uom), e.g. a pack size CS = 24 EA.
+    partition_lines
+        Inputs with more PO lines than this are matched in partitions of whole suppliers of
+        about this many PO lines each (every rule holds within a supplier), one after the
+        other, and the results put back in order: the same rows, with the working memory of
+        one partition instead of the whole input. Memory then grows with the results, not
+        with the intermediates.
 
     Returns
     -------
@@ -169,10 +182,32 @@ def reconcile(
             check_input(frame, name)
     factor_table(conversions)
 
+    if partition_lines < 1:
+        raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
+
     def run(engine: Engine) -> Plan:
-        return build(
-            po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions, engine=engine
-        )
+        filters = _partitions(po, partition_lines)
+        if filters is None:
+            return build(
+                po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions, engine=engine
+            )
+        known = po.lazy().select(pl.col("po_number").cast(pl.String))
+        plans = [
+            build(
+                po,
+                asn,
+                invoice,
+                receipts=receipts,
+                tol=tol,
+                conversions=conversions,
+                engine=engine,
+                po_numbers=known,
+                where=where,
+                compact=True,
+            )
+            for where in filters
+        ]
+        return _combine(plans, po, receipts_given=receipts is not None, engine=engine)
 
     def empty() -> Plan:
         # The output schema depends only on which input columns exist: run the match once on
@@ -203,6 +238,105 @@ def reconcile(
 
     return Reconciliation._from_job(
         _Job(run), empty, "receipts" if receipts is not None else "asn", tol
+    )
+
+
+def _partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
+    """Supplier filters, one per partition, or ``None`` when the input fits in one.
+
+    Suppliers are packed largest first into the partition with the fewest PO lines so far
+    (so partitions stay near ``partition_lines`` however many suppliers there are; a supplier
+    larger than that is a partition of its own). Rows of suppliers without PO lines, and
+    rows without a supplier, go with the first partition.
+    """
+    counts = (
+        po.lazy()
+        .group_by(pl.col("supplier_id").cast(pl.String))
+        .agg(n=pl.len())
+        .sort("n", "supplier_id", descending=[True, False], nulls_last=True)
+        .collect()
+    )
+    total = int(counts["n"].sum())
+    parts = -(-total // partition_lines)
+    if parts <= 1:
+        return None
+    heap = [(0, b) for b in range(parts)]
+    members: list[list[str]] = [[] for _ in range(parts)]
+    for supplier, n in counts.iter_rows():
+        if supplier is None:
+            continue
+        load, b = heapq.heappop(heap)
+        members[b].append(supplier)
+        heapq.heappush(heap, (load + n, b))
+    col = pl.col("supplier_id")
+
+    def among(values: list[str]) -> pl.Expr:
+        return col.is_in(pl.Series(values, dtype=pl.String).implode())
+
+    filters = [among(m) for m in members if m]
+    known = [s for m in members for s in m]
+    filters[0] = filters[0] | col.is_null() | ~among(known)
+    return filters
+
+
+def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engine) -> Plan:
+    """One plan from partition plans (run with ``compact=True``), rows in the order a single
+    run gives: lines in PO input order, invoices in "first seen" order, exceptions sorted as
+    in :func:`build`.
+
+    The partitions keep only a few integers per PO line (:data:`LINE_VALUES`); the public
+    lines are made once, streaming over the PO input in its own order and joining those
+    integers on the PO row: no reordering copy of the results, and no decimal columns held
+    per partition.
+    """
+    values = pl.concat([p.lines for p in plans], how="vertical", rechunk=False)
+    invoices = pl.concat([p.invoices for p in plans], how="vertical", rechunk=False)
+    invoice_rows = pl.concat([p.invoice_rows for p in plans if p.invoice_rows is not None])
+    exceptions = pl.concat([p.exceptions for p in plans], how="vertical", rechunk=False)
+    stages: dict[str, float] = {}
+    for p in plans:
+        for stage, seconds in p.stages.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    received_from = plans[0].received_from
+    plans.clear()
+    clock = time.perf_counter()
+    po_lf = _prep(po, "po_lines", "po").select(
+        "_row",
+        *KEY,
+        "item_id",
+        "uom",
+        "unit_price",
+        _o=raw4(pl.col("qty_ordered")).fill_null(0),
+    )
+    # An inner join: PO rows that repeat a key were left out by the partitions.
+    lines = public_lines(
+        po_lf.join(values.lazy(), on="_row", how="inner", maintain_order="left"),
+        receipts_given=receipts_given,
+    ).collect(engine=engine)
+    line_rows = values.get_column("_row").sort()
+    del values
+    by = ["invoice_date", *(["source"] if "source" in invoices.columns else []), "_first"]
+    invoices = invoices.with_columns(_first=invoice_rows).sort(by, nulls_last=True)
+    invoice_rows = invoices.get_column("_first")
+    invoices = invoices.drop("_first")
+    exceptions = exceptions.sort(
+        "supplier_id",
+        "po_number",
+        "line_number",
+        "code",
+        "invoice_number",
+        "shipment_id",
+        nulls_last=True,
+    )
+    stages["combine"] = time.perf_counter() - clock
+    return Plan(
+        lines=lines,
+        invoices=invoices,
+        exceptions=exceptions,
+        received_from=received_from,
+        stages=stages,
+        line_rows=line_rows,
+        invoice_rows=invoice_rows,
     )
 
 

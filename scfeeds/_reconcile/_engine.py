@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
 import polars as pl
 
 from scfeeds._reconcile._invoices import mark_duplicates
@@ -206,6 +207,10 @@ class Plan:
     exceptions: pl.DataFrame
     received_from: Literal["receipts", "asn"]
     stages: dict[str, float]
+    #: Input row of each PO line (aligned with ``lines``) and the first input row of each
+    #: invoice (aligned with ``invoices``): how partitioned runs put rows back in order.
+    line_rows: pl.Series | None = None
+    invoice_rows: pl.Series | None = None
 
 
 def build(
@@ -218,11 +223,16 @@ def build(
     conversions: Frame | None,
     engine: Engine = "auto",
     po_numbers: pl.LazyFrame | None = None,
+    where: pl.Expr | None = None,
+    compact: bool = False,
 ) -> Plan:
     """Run the match in stages; each stage is one lazy plan collected once with ``engine``.
 
     ``po_numbers`` (column ``po_number``): every PO number of every supplier, when ``po`` holds
     only some suppliers (partitioned runs), so that ``SUPPLIER_MISMATCH`` is still found.
+    ``where``: a filter on the inputs (a partition of the suppliers), applied after the input
+    rows are numbered so that row numbers (evidence, "first seen" order) stay global.
+    ``compact``: ``lines`` holds only :data:`LINE_VALUES` (see :func:`public_lines`).
 
     Materialising between stages keeps every shared intermediate (PO lines, invoice documents,
     the converted long frame, the per-line sums) computed exactly once, whatever the
@@ -246,22 +256,30 @@ def build(
     asn_lf = _prep(asn, "asn_lines", "asn")
     inv_lf = _prep(invoice, "invoice_lines", "invoice")
     rec_lf = _prep(receipts, "receipts", "receipts") if receipts is not None else None
+    if where is not None:
+        po_lf, asn_lf, inv_lf = (lf.filter(where) for lf in (po_lf, asn_lf, inv_lf))
+        rec_lf = rec_lf.filter(where) if rec_lf is not None else None
     factors = factor_table(conversions).lazy()
     tol_frame = tol.frame()
     inv_names = inv_lf.collect_schema().names()
     inv_has_source = "source" in inv_names
 
-    # -- PO lines: first occurrence of each key wins; `_po` is the dense line id.
     # -- PO lines: first occurrence of each key wins; `_po` is the dense line id. Keys are
     # compared through a 64-bit hash; rows whose hash repeats (true repeats, or a collision)
-    # are resolved on the strings themselves.
-    po_lf = mat(po_lf.with_columns(_h=pl.struct(*KEY).hash()), "po lines")
-    if po_lf.select(pl.col("_h").is_duplicated().any()).collect().item():
+    # are resolved on the strings themselves. Only the columns the match needs are kept.
+    po_lf = mat(
+        po_lf.select("_row", *KEY, "item_id", "uom", "unit_price", "qty_ordered").with_columns(
+            _h=pl.struct(*KEY).hash()
+        ),
+        "po lines",
+    )
+    if _repeats(po_lf, "_h"):
         po_lf = po_lf.filter(pl.struct(*KEY).is_first_distinct())
     po_lf = mat(
         po_lf.drop("_h")
         .with_row_index("_po")
-        .with_columns(_o=raw4(pl.col("qty_ordered")).fill_null(0), _p=raw4(pl.col("unit_price"))),
+        .with_columns(_o=raw4(pl.col("qty_ordered")).fill_null(0), _p=raw4(pl.col("unit_price")))
+        .drop("qty_ordered"),
         "po lines",
     )
     po_attr = po_lf.select("_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), "_p")
@@ -293,11 +311,10 @@ def build(
     lookup = mat(
         pl.concat([by_line, by_item]).select(h1.alias("_h"), h2.alias("_h2"), "_po"), "lookup"
     )
-    exact_keys = _FORCE_EXACT_KEYS or bool(
-        lookup.select(pl.col("_h").is_duplicated().any()).collect().item()
-    )
+    exact_keys = _FORCE_EXACT_KEYS or _repeats(lookup, "_h")
     if exact_keys:  # two PO keys share a 64-bit hash: join on the strings instead
         lookup = mat(pl.concat([by_line, by_item]), "lookup")
+    del by_line, by_item
 
     # -- Invoice documents and their duplicate status (one row per invoice: small).
     doc_cols = ["supplier_id", "invoice_number", *(["source"] if inv_has_source else [])]
@@ -330,7 +347,9 @@ def build(
         .alias("_excl"),
     )
 
-    # -- The long frame: every document line, narrow; one join finds its PO line.
+    # -- The long frame: every document line, narrow; one join finds its PO line, a second
+    # brings the PO unit and price, units are converted, and only the integer columns the
+    # sums need are materialised (no document strings survive this stage).
     def narrow(lf: pl.LazyFrame, kind: int, qty: str, docid: pl.Expr, amt: pl.Expr) -> pl.LazyFrame:
         return lf.select(
             pl.lit(kind, pl.UInt8).alias("_kind"),
@@ -376,80 +395,58 @@ def build(
                 _po=pl.when(pl.col("_h2") == pl.col("_h2_l")).then(pl.col("_po")),
             )
         )
-    long = mat(
-        long.select(
+
+    # Units: only rows whose unit differs from the PO unit need a factor. Units compare as
+    # given first (canonical feeds agree on case); only rows that differ are normalised
+    # (trimmed, upper case) and looked up: the factor joins' keys are null elsewhere, and a
+    # null key matches nothing.
+    def same(u: pl.Expr, pu: pl.Expr) -> pl.Expr:
+        return u.is_null() | pu.is_null() | (u == pu)
+
+    specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
+    generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
+    need = ~same(pl.col("uom"), pl.col("_pu"))
+    u, pu = normalize_uom(pl.col("uom")), normalize_uom(pl.col("_pu"))
+    conv = mat(
+        long.select("_kind", "_row", "_docid", "_excl", "uom", "_qty", "_amt", "_po")
+        .join(po_attr, on="_po", how="left")
+        .with_columns(
+            _need=need,
+            # equal once normalised ("ea" vs "EA"): factor 1
+            _one=pl.when(same(u, pu)).then(pl.lit(1, pl.Int64)),
+            _ku=pl.when(need).then(u),
+            _kpu=pl.when(need).then(pu),
+        )
+        .join(
+            specific, left_on=["_pi", "_ku", "_kpu"], right_on=["_pi", "_from", "_to"], how="left"
+        )
+        .join(generic, left_on=["_ku", "_kpu"], right_on=["_from", "_to"], how="left", suffix="_g")
+        .select(
             "_kind",
             "_row",
             "_docid",
             "_excl",
-            "uom",
-            "_qty",
-            "_amt",
             "_po",
-        ),
+            "_amt",
+            "_p",
+            pl.when(~pl.col("_need"))
+            .then(pl.col("_qty") * (RAW8 // RAW4))
+            .otherwise(
+                div_round(
+                    pl.col("_qty").cast(pl.Int128)
+                    * (RAW8 // RAW4)
+                    * pl.coalesce("_one", "_num", "_num_g"),
+                    pl.coalesce("_one", "_den", "_den_g").cast(pl.Int128),
+                ).cast(pl.Int64)
+            )
+            .alias("_q"),
+            "_qty",
+        )
+        .with_columns(_bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null())
+        .drop("_qty"),
         "match",
     )
-    matched = mat(
-        long.filter(pl.col("_po").is_not_null()).join(po_attr, on="_po", how="left"), "match"
-    )
-    # The few lines without a PO line get their keys back from their input rows.
-    unmatched = long.filter(pl.col("_po").is_null()).select("_kind", "_row", "_docid", "_amt")
-    inputs = {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})}
-    unmatched = mat(
-        pl.concat(
-            [
-                unmatched.filter(pl.col("_kind") == kind).join(
-                    src.select(pl.col("_row").cast(pl.UInt32), "supplier_id", "po_number"),
-                    on="_row",
-                )
-                for kind, src in inputs.items()
-            ]
-        ),
-        "match",
-    )
-    del long, lookup
-
-    # -- Units: only rows whose unit differs from the PO unit need a factor.
-    # Units compare as given first (canonical feeds agree on case); only rows that differ are
-    # normalised (trimmed, upper case) before looking for a factor.
-    def same(u: pl.Expr, pu: pl.Expr) -> pl.Expr:
-        return u.is_null() | pu.is_null() | (u == pu)
-
-    conv_same = matched.filter(same(pl.col("uom"), pl.col("_pu"))).with_columns(
-        _q=pl.col("_qty") * (RAW8 // RAW4)
-    )
-    specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
-    generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
-    conv_diff = (
-        matched.filter(~same(pl.col("uom"), pl.col("_pu")))
-        .with_columns(
-            normalize_uom(pl.col("uom")).alias("uom"), normalize_uom(pl.col("_pu")).alias("_pu")
-        )
-        .with_columns(
-            # equal once normalised ("ea" vs "EA"): factor 1
-            _one=pl.when(same(pl.col("uom"), pl.col("_pu"))).then(pl.lit(1, pl.Int64))
-        )
-        .join(specific, left_on=["_pi", "uom", "_pu"], right_on=["_pi", "_from", "_to"], how="left")
-        .join(generic, left_on=["uom", "_pu"], right_on=["_from", "_to"], how="left", suffix="_g")
-        .with_columns(
-            _q=div_round(
-                pl.col("_qty").cast(pl.Int128)
-                * (RAW8 // RAW4)
-                * pl.coalesce("_one", "_num", "_num_g"),
-                pl.coalesce("_one", "_den", "_den_g").cast(pl.Int128),
-            ).cast(pl.Int64)
-        )
-    )
-    cols = ["_kind", "_row", "_docid", "_excl", "_po", "_qty", "_q", "_amt", "_p"]
-    conv = mat(
-        pl.concat([conv_same.select(cols), conv_diff.select(cols)], how="vertical").with_columns(
-            _bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null(),
-            # expected amount of the line at the PO price, 1e-12 currency (Int128)
-            _e=pl.col("_q").cast(pl.Int128) * pl.col("_p"),
-        ),
-        "units",
-    )
-    del matched
+    del long, parts, lookup, po_attr
 
     # -- One group-by on the integer line id for every per-line figure.
     k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
@@ -460,7 +457,11 @@ def build(
     def masked(cond: pl.Expr, col: str) -> pl.Expr:
         return pl.when(cond).then(pl.col(col))
 
-    sums = conv.group_by("_po").agg(
+    matched = conv.filter(pl.col("_po").is_not_null()).with_columns(
+        # expected amount of the line at the PO price, 1e-12 currency (Int128)
+        _e=pl.col("_q").cast(pl.Int128) * pl.col("_p"),
+    )
+    sums = matched.group_by("_po").agg(
         _shipped=masked(is_asn, "_q").sum(),
         _received=masked(is_rec, "_q").sum(),
         _invoiced=masked(is_inv, "_q").sum(),
@@ -477,22 +478,49 @@ def build(
         _n_dup=masked((k == INVOICE) & (pl.col("_excl") == 1), "_docid").drop_nulls().n_unique(),
         _n_sus=masked((k == INVOICE) & (pl.col("_excl") == 2), "_docid").drop_nulls().n_unique(),
     )
-    # Both aggregates in one pass over the long frame, which is then freed.
-    sums_df, per_doc_df = pl.collect_all([sums, _per_invoice(conv)], engine=engine)
+    # Both aggregates and the few lines without a PO line in one pass over the long frame,
+    # which is then freed.
+    sums_df, per_doc_df, unmatched_df = pl.collect_all(
+        [
+            sums,
+            _per_invoice(matched),
+            conv.filter(pl.col("_po").is_null()).select("_kind", "_row", "_docid", "_amt"),
+        ],
+        engine=engine,
+    )
     tick("sums")
-    del conv, sums
-    sums, per_doc = sums_df.lazy(), per_doc_df.lazy()
-    del sums_df, per_doc_df
-    lines = mat(_lines(po_lf, sums, tol, tol_frame, receipts_given=rec_lf is not None), "lines")
-    del sums
+    del conv, matched, sums
+    per_doc = per_doc_df.lazy()
+    del per_doc_df
     received_from: Literal["receipts", "asn"] = "receipts" if rec_lf is not None else "asn"
 
-    # -- Document lines without a PO line: no PO reference, or the PO is another supplier's.
-    po_hdr = po_lf.select("supplier_id", "po_number").unique()
-    # every PO number that exists under any supplier (all of them when ``po_lf`` is one
-    # partition of the suppliers)
+    # -- Document lines without a PO line get their keys back from their input rows: no PO
+    # reference, or the PO number exists but only under other suppliers. Only the few PO
+    # numbers they name are looked up (``po_numbers``: every supplier's PO numbers, when
+    # ``po`` holds only some suppliers, as in partitioned runs).
+    inputs = {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})}
+    unmatched = pl.concat(
+        [
+            unmatched_df.lazy()
+            .filter(pl.col("_kind") == kind)
+            .join(
+                _rows_of(src, unmatched_df.filter(pl.col("_kind") == kind)["_row"]).select(
+                    pl.col("_row").cast(pl.UInt32), "supplier_id", "po_number"
+                ),
+                on="_row",
+            )
+            .sort("_row")
+            for kind, src in inputs.items()
+        ]
+    )
+    wanted = unmatched.select(pl.col("po_number").unique().implode())
     known = po_numbers if po_numbers is not None else po_lf.select("po_number")
-    po_any = known.unique().with_columns(_any=pl.lit(True))
+    po_any = (
+        known.filter(pl.col("po_number").is_in(wanted.collect().to_series()[0].implode()))
+        .unique()
+        .with_columns(_any=pl.lit(True))
+    )
+    po_hdr = po_lf.select("supplier_id", "po_number").unique()
     unmatched = mat(
         unmatched.join(
             po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left"
@@ -506,7 +534,28 @@ def build(
         ),
         "unmatched",
     )
-    del po_lf, po_attr, po_hdr, po_any
+    del po_hdr, po_any, unmatched_df
+
+    # -- PO lines with their sums and checks. The wide frame (every private column the
+    # exception rows need) lives only until the public columns and the few rows with
+    # exceptions are split off it.
+    wide = _lines(po_lf, sums_df.lazy(), tol, tol_frame, receipts_given=rec_lf is not None).collect(
+        engine=engine
+    )
+    del sums_df, po_lf
+    line_exc_src = wide.filter(pl.col("_mask") > 0)
+    line_rows = wide["_row"]
+    if compact:
+        # partitioned runs: the public columns are made once, in PO order, from these
+        lines_df = wide.select(LINE_VALUES)
+        del wide
+    else:
+        public = wide.lazy().pipe(public_lines, receipts_given=rec_lf is not None)
+        del wide
+        lines_df = public.collect(engine=engine)
+        del public
+    tick("lines")
+
     doc_exc = unmatched.select(
         "code",
         pl.col("_kind").replace_strict(LEVEL, return_dtype=pl.String).alias("level"),
@@ -521,13 +570,16 @@ def build(
     )
 
     invoices = mat(_invoices(docs, per_doc, unmatched, tol, tol_frame), "invoices")
-    exceptions = _attach_evidence(
-        pl.concat(
-            [_line_exceptions(lines, tol, tol_frame), _invoice_exceptions(invoices), doc_exc],
-            how="vertical",
-        ),
-        inputs,
-    )
+    del docs, per_doc
+    exc_rows = pl.concat(
+        [
+            _line_exceptions(line_exc_src.lazy(), tol, tol_frame),
+            _invoice_exceptions(invoices),
+            doc_exc,
+        ],
+        how="vertical",
+    ).collect(engine=engine)
+    exceptions = _attach_evidence(exc_rows, inputs)
     exc_df = exceptions.sort(
         "supplier_id",
         "po_number",
@@ -538,13 +590,30 @@ def build(
         nulls_last=True,
     ).collect(engine=engine)
     tick("exceptions")
+    # "first seen" order (joins on the streaming engine do not keep it)
+    inv_df = invoices.collect().sort("_ord")
     return Plan(
-        lines=_public(lines.collect()),
-        invoices=_public(invoices.collect()),
+        lines=lines_df,
+        invoices=_public(inv_df),
         exceptions=exc_df,
         received_from=received_from,
         stages=timings,
+        line_rows=line_rows,
+        invoice_rows=inv_df["_first"],
     )
+
+
+def _repeats(lf: pl.LazyFrame, col: str) -> bool:
+    """Whether a u64 column of a materialised frame holds a value twice. A sort in numpy
+    (one transient copy, returned to the system when freed) instead of a hash table per
+    thread in polars' allocator, which keeps the pages for later."""
+    values = np.sort(lf.select(col).collect()[col].to_numpy())
+    return bool((values[1:] == values[:-1]).any())
+
+
+def _rows_of(src: pl.LazyFrame, rows: pl.Series) -> pl.LazyFrame:
+    """The input rows numbered ``rows`` (few): a filter, not a join against the whole input."""
+    return src.filter(pl.col("_row").is_in(rows.cast(pl.UInt32).implode()))
 
 
 def _public(df: pl.DataFrame) -> pl.DataFrame:
@@ -584,14 +653,16 @@ _RAW_EXC: Final = (
 )
 
 
-def _attach_evidence(exc: pl.LazyFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
+def _attach_evidence(exc: pl.DataFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
     """Fill keys, document numbers, source and position of exception rows from the input row
     (``_ev_kind``, ``_ev_row``) that evidences them; columns already set are kept. Integer
-    figures become decimals here."""
+    figures become decimals here. Only the evidencing rows are read from each input."""
     fill = list(EXC_SCHEMA)[2:10]
+    out = exc.lazy()
     for kind, src in inputs.items():
         names = src.collect_schema().names()
-        ev = src.select(
+        rows = exc.filter(pl.col("_ev_kind") == kind)["_ev_row"].drop_nulls()
+        ev = _rows_of(src, rows).select(
             pl.lit(kind, pl.UInt8).alias("_ev_kind"),
             pl.col("_row").cast(pl.UInt32).alias("_ev_row"),
             *(
@@ -599,12 +670,12 @@ def _attach_evidence(exc: pl.LazyFrame, inputs: dict[int, pl.LazyFrame]) -> pl.L
                 for c in fill
             ),
         )
-        exc = (
-            exc.join(ev, on=["_ev_kind", "_ev_row"], how="left")
+        out = (
+            out.join(ev, on=["_ev_kind", "_ev_row"], how="left")
             .with_columns(pl.coalesce(c, f"_e_{c}").alias(c) for c in fill)
             .drop(f"_e_{c}" for c in fill)
         )
-    return exc.with_columns(dec4(pl.col(c)).alias(c) for c in _RAW_EXC).select(list(EXC_SCHEMA))
+    return out.with_columns(dec4(pl.col(c)).alias(c) for c in _RAW_EXC).select(list(EXC_SCHEMA))
 
 
 _CHECK_OF: Final = {
@@ -629,7 +700,7 @@ def _lines(
     def total(col: str) -> pl.Expr:
         return div_round(pl.col(col), RAW8 // RAW4).cast(pl.Int64).fill_null(0)
 
-    keep = ["_po", *KEY, "item_id", "uom", "unit_price", "_o", "_p"]
+    keep = ["_po", "_row", *KEY, "item_id", "uom", "unit_price", "_o", "_p"]
     lf = po_lf.select(keep).join(sums, on="_po", how="left", maintain_order="left")
     if tol_frame is not None:
         lf = lf.join(tol_frame, on="supplier_id", how="left", maintain_order="left")
@@ -708,6 +779,47 @@ def _lines(
         # Money exposed on the line: the largest at-risk amount of its line exceptions.
         _risk=at_risk.cast(pl.Int64).fill_null(0),
     ).select(
+        *KEY,
+        "item_id",
+        "uom",
+        "unit_price",
+        "_o",
+        *LINE_VALUES,
+        "_p",
+        "_asn_bad",
+        "_rec_bad",
+        "_inv_bad",
+        "_inv_dev",
+        "_inv_first",
+        "_bad_amt",
+    )
+
+
+#: What a PO line's public columns need besides the PO line itself (keys, unit, ``_o``).
+LINE_VALUES: Final = (
+    "_row",
+    "_s",
+    "_r",
+    "_i",
+    "_b",
+    "_e",
+    "_iup",
+    "_risk",
+    "n_shipments",
+    "n_receipts",
+    "n_invoices",
+    "status",
+    "_mask",
+)
+
+
+def public_lines(lf: pl.LazyFrame, *, receipts_given: bool) -> pl.LazyFrame:
+    """The public ``lines`` columns from the PO line (keys, ``uom``, ``unit_price``, ``_o``)
+    and its :data:`LINE_VALUES` (integer counts of 1e-4 become decimals here)."""
+    o, r, i, billed = pl.col("_o"), pl.col("_r"), pl.col("_i"), pl.col("_b")
+    return lf.join(
+        _BY_MASK.lazy().select("_mask", "flags"), on="_mask", how="left", maintain_order="left"
+    ).select(
         "supplier_id",
         "po_number",
         "line_number",
@@ -724,26 +836,13 @@ def _lines(
         dec4(r - o).alias("ship_variance"),
         dec4(i - r).alias("bill_variance"),
         dec4(i - o).alias("order_variance"),
-        dec4(price_var).alias("price_variance"),
+        dec4(billed - pl.col("_e")).alias("price_variance"),
         dec4(pl.col("_risk")).alias("amount_at_risk"),
         "n_shipments",
         "n_receipts",
         "n_invoices",
         "status",
         "flags",
-        "_o",
-        "_r",
-        "_i",
-        "_b",
-        "_e",
-        "_p",
-        "_asn_bad",
-        "_rec_bad",
-        "_inv_bad",
-        "_inv_dev",
-        "_inv_first",
-        "_bad_amt",
-        "_mask",
     )
 
 
@@ -924,6 +1023,8 @@ def _invoices(
         pl.col("_suspect").alias("_is_suspect"),
         tol.expr("duplicate_amount_pct").alias("_tdp"),
         tol.expr("duplicate_amount_abs").alias("_tda"),
+        "_first",
+        "_ord",
     )
 
 

@@ -180,32 +180,42 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
             mixed: U64s = (h * _u64(_MIX[2]) ^ salt_of) + extra.astype(np.uint64) * _u64(_MIX[0])
             return mixed
 
-        rows: list[npt.NDArray[np.int64]] = []
-        pos: list[npt.NDArray[np.int64]] = []
-        dels: list[npt.NDArray[np.uint64]] = []
+        own_key = keyed(full, salt, lens)
+        # One position at a time (a substitution pair shares its position): a few arrays of
+        # one key per string at once, not the whole neighbourhood (13 keys per string).
+        found: list[pl.DataFrame] = []
         for p in range(width):
             idx = np.flatnonzero(lens > p)
-            rows.append(idx)
-            pos.append(np.full(len(idx), p, dtype=np.int64))
-            dels.append(prefix[idx, p] + (full[idx] - prefix[idx, p + 1]) * _u64(_BASE_INV))
-        row = np.concatenate(rows)
-        at = np.concatenate(pos)
-        deleted = np.concatenate(dels)
-        # substitution key: deletion hash, position, length; insertion key: deletion hash and
-        # the length left, to meet the shorter string's own hash and length
-        sub_key = keyed(deleted, salt[row], at * 1024 + lens[row])
-        ins_key = keyed(deleted, salt[row], lens[row] - 1)
-        own_key = keyed(full, salt, lens)
-    d = pl.DataFrame({"_i": row, "_p": at, "_ks": sub_key, "_ki": ins_key})
-    shared = d.filter(pl.col("_ks").is_duplicated()).select("_i", "_p", "_ks")
-    subst = (
-        shared.join(shared, on="_ks", suffix="_b")
-        .filter(pl.col("_i") != pl.col("_i_b"))
-        .select("_i", "_i_b", "_p")
-    )
-    own = pl.DataFrame({"_i_b": np.arange(n, dtype=np.int64), "_ki": own_key})
-    indel = d.join(own, on="_ki").select("_i", "_i_b", "_p")
-    cand = pl.concat([subst, indel]).unique()
+            deleted = prefix[idx, p] + (full[idx] - prefix[idx, p + 1]) * _u64(_BASE_INV)
+            # substitution key: deletion hash, position, length; insertion key: deletion
+            # hash and the length left, to meet the shorter string's own hash and length
+            sub_key = keyed(deleted, salt[idx], np.full(len(idx), p * 1024) + lens[idx])
+            ins_key = keyed(deleted, salt[idx], lens[idx] - 1)
+            order = np.argsort(sub_key, kind="stable")
+            repeat = sub_key[order][1:] == sub_key[order][:-1]
+            in_group = np.zeros(len(idx), dtype=bool)
+            in_group[1:] |= repeat
+            in_group[:-1] |= repeat
+            shared = pl.DataFrame(
+                {"_i": idx[order[in_group]], "_ks": sub_key[order[in_group]]}
+            ).with_columns(_p=pl.lit(p, pl.Int64))
+            found.append(
+                shared.join(shared, on="_ks", suffix="_b")
+                .filter(pl.col("_i") != pl.col("_i_b"))
+                .select("_i", "_i_b", "_p")
+            )
+            hit = np.isin(ins_key, own_key)
+            if hit.any():
+                near = pl.DataFrame({"_i": idx[hit], "_ki": ins_key[hit]})
+                own_hit = np.isin(own_key, ins_key[hit])
+                own = pl.DataFrame(
+                    {"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]}
+                )
+                found.append(
+                    near.join(own, on="_ki").select("_i", "_i_b", pl.lit(p, pl.Int64).alias("_p"))
+                )
+    schema = {"_i": pl.Int64, "_i_b": pl.Int64, "_p": pl.Int64}
+    cand = pl.concat([f.cast(schema) for f in found]).unique()  # type: ignore[arg-type]
     if cand.height == 0:
         return _EMPTY_PAIRS
     # exact check on the strings: deleting position _p from the first gives the second with
