@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import tempfile
 import time
 from pathlib import Path
 
@@ -242,7 +243,24 @@ def reconcile(
 
 
 def _partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
-    """Supplier filters, one per partition, or ``None`` when the input fits in one.
+    """Supplier filters, one per partition (see :func:`_packing`), or ``None`` when the
+    input fits in one."""
+    members = _packing(po, partition_lines)
+    if members is None:
+        return None
+    col = pl.col("supplier_id")
+
+    def among(values: list[str]) -> pl.Expr:
+        return col.is_in(pl.Series(values, dtype=pl.String).implode())
+
+    filters = [among(m) for m in members]
+    known = [s for m in members for s in m]
+    filters[0] = filters[0] | col.is_null() | ~among(known)
+    return filters
+
+
+def _packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
+    """The suppliers of each partition, or ``None`` when the input fits in one.
 
     Suppliers are packed largest first into the partition with the fewest PO lines so far
     (so partitions stay near ``partition_lines`` however many suppliers there are; a supplier
@@ -268,15 +286,44 @@ def _partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
         load, b = heapq.heappop(heap)
         members[b].append(supplier)
         heapq.heappush(heap, (load + n, b))
-    col = pl.col("supplier_id")
+    members = [m for m in members if m]
+    return members if len(members) > 1 else None
 
-    def among(values: list[str]) -> pl.Expr:
-        return col.is_in(pl.Series(values, dtype=pl.String).implode())
 
-    filters = [among(m) for m in members if m]
-    known = [s for m in members for s in m]
-    filters[0] = filters[0] | col.is_null() | ~among(known)
-    return filters
+def _spill(frame: Frame, members: list[list[str]], dest: Path, chunk_rows: int) -> list[Path]:
+    """Split ``frame`` by partition into ``dest/<partition>/<chunk>.parquet``, reading it one
+    slice of ``chunk_rows`` rows at a time (memory: one slice). Rows keep their input number
+    in ``_row`` and their order. Returns one folder per partition."""
+    bin_of = {s: b for b, m in enumerate(members) for s in m}
+    lf = frame.lazy()
+    if "_row" in lf.collect_schema().names():
+        lf = lf.drop("_row")
+    # numbered on the scan itself: a Parquet reader numbers rows as it reads them
+    lf = lf.with_row_index("_row")
+    total = int(lf.select(pl.len()).collect().item())
+    part = (
+        pl.col("supplier_id")
+        .cast(pl.String)
+        .replace_strict(bin_of, default=0, return_dtype=pl.UInt32)
+        .fill_null(0)
+        .alias("_part")
+    )
+    folders = [dest / f"{b:05d}" for b in range(len(members))]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for k, offset in enumerate(range(0, total, chunk_rows)):
+        chunk = lf.slice(offset, chunk_rows).with_columns(part).collect()
+        for (b,), rows in chunk.partition_by("_part", as_dict=True, include_key=False).items():
+            rows.write_parquet(folders[int(b)] / f"{k:08d}.parquet")
+        del chunk
+    return folders
+
+
+def _scan_part(folder: Path, frame: Frame) -> pl.LazyFrame:
+    """The rows of one partition (see :func:`_spill`); an empty frame when it has none."""
+    if any(folder.glob("*.parquet")):
+        return pl.scan_parquet(folder / "*.parquet")
+    return frame.lazy().with_row_index("_row").head(0)
 
 
 def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engine) -> Plan:
@@ -352,15 +399,17 @@ def reconcile_partitioned(
     partition_lines: int = 250_000,
     engine: Engine = "streaming",
 ) -> Reconciliation:
-    """:func:`reconcile` in bounded memory: suppliers are split into partitions of about
+    """:func:`reconcile` in bounded memory: suppliers are packed into partitions of about
     ``partition_lines`` PO lines, each partition is matched on its own and written to
     ``dest/{lines,invoices,exceptions}/part-NNNNN.parquet``; the result scans those files.
 
-    Every rule holds within a supplier, so the rows are those of :func:`reconcile` (in
-    partition order): the only cross-supplier rule, ``SUPPLIER_MISMATCH``, gets the set of all
-    PO numbers (one small column). Peak memory follows the partition size, not the input
-    size, as long as no single supplier is larger than a partition. Inputs are best given as
-    ``pl.scan_parquet`` LazyFrames: each partition reads only its suppliers' rows.
+    Every rule holds within a supplier, so the rows are those of :func:`reconcile` (lines and
+    invoices in partition order, exceptions sorted within a partition). The only
+    cross-supplier rule, ``SUPPLIER_MISMATCH``, looks up the few PO numbers of unmatched
+    documents in ``po``. Peak memory follows the partition size, not the input size, as
+    long as no single supplier is larger than a partition. Inputs are best given as
+    ``pl.scan_parquet`` LazyFrames: each partition streams the inputs and keeps its own
+    suppliers' rows.
     """
     tol = coerce(tolerances)
     for name, frame in {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}.items():
@@ -373,34 +422,49 @@ def reconcile_partitioned(
         (out / name).mkdir(parents=True, exist_ok=True)
         for old in (out / name).glob("part-*.parquet"):
             old.unlink()
-    n_lines = po.lazy().select(pl.len()).collect().item()
-    parts = max(1, -(-n_lines // partition_lines))
-    po_numbers = po.lazy().select("po_number").unique().collect()
-    bucket = pl.col("supplier_id").hash(seed=5) % parts
+    members = _packing(po, partition_lines) or [[]]
+    known = po.lazy().select(pl.col("po_number").cast(pl.String))
     stages: dict[str, float] = {}
-    for b in range(parts):
+    inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".inputs-") as tmp:
+        clock = time.perf_counter()
+        # One pass over each input splits it by partition (rows keep their input number):
+        # each partition then reads only its own rows, and the input is read once.
+        folders = {
+            name: _spill(frame, members, Path(tmp) / name, partition_lines)
+            for name, frame in inputs.items()
+            if frame is not None and len(members) > 1
+        }
+        stages["split inputs"] = time.perf_counter() - clock
 
-        def part(frame: Frame | None, b: int = b) -> pl.LazyFrame | None:
-            return None if frame is None else frame.lazy().filter(bucket == b)
+        def part(name: str, b: int) -> pl.LazyFrame | None:
+            frame = inputs[name]
+            if frame is None:
+                return None
+            if name not in folders:
+                return frame.lazy().with_row_index("_row")
+            return _scan_part(folders[name][b], frame)
 
-        plan = build(
-            part(po),  # type: ignore[arg-type]
-            part(asn),  # type: ignore[arg-type]
-            part(invoice),  # type: ignore[arg-type]
-            receipts=part(receipts),
-            tol=tol,
-            conversions=conversions,
-            engine=engine,
-            po_numbers=po_numbers.lazy(),
-        )
-        for name in ("lines", "invoices", "exceptions"):
-            result: pl.DataFrame = getattr(plan, name)
-            tmp = out / name / f".part-{b:05d}.parquet.tmp"
-            result.write_parquet(tmp)
-            tmp.replace(out / name / f"part-{b:05d}.parquet")
-        for stage, seconds in plan.stages.items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
-        del plan
+        for b in range(len(members)):
+            plan = build(
+                part("po", b),  # type: ignore[arg-type]
+                part("asn", b),  # type: ignore[arg-type]
+                part("invoice", b),  # type: ignore[arg-type]
+                receipts=part("receipts", b),
+                tol=tol,
+                conversions=conversions,
+                engine=engine,
+                po_numbers=known,
+                numbered=True,
+            )
+            for name in ("lines", "invoices", "exceptions"):
+                result: pl.DataFrame = getattr(plan, name)
+                tmp_file = out / name / f".part-{b:05d}.parquet.tmp"
+                result.write_parquet(tmp_file)
+                tmp_file.replace(out / name / f"part-{b:05d}.parquet")
+            for stage, seconds in plan.stages.items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
+            del plan
     return Reconciliation._from_lazy(
         *(
             pl.scan_parquet(out / name / "part-*.parquet")

@@ -159,7 +159,7 @@ def check_input(frame: Frame, arg: str) -> None:
     _prep(frame, _TABLE_OF[arg], arg)
 
 
-def _prep(frame: Frame, table: TableName, arg: str) -> pl.LazyFrame:
+def _prep(frame: Frame, table: TableName, arg: str, *, numbered: bool = False) -> pl.LazyFrame:
     """Canonical business columns (cast), normalised line numbers and units, input row index."""
     if isinstance(frame, pl.DataFrame):
         lf = frame.lazy()
@@ -182,12 +182,20 @@ def _prep(frame: Frame, table: TableName, arg: str) -> pl.LazyFrame:
     keep += [c for c in ("source", "position", "invoice_date", "currency") if c in names]
     keep = list(dict.fromkeys(keep))
     cols = [pl.col(c).cast(dtypes[c]) if c in dtypes else pl.col(c).cast(pl.String) for c in keep]
+    if numbered:  # rows already carry their input number (partitioned runs)
+        return lf.select(pl.col("_row").cast(pl.UInt32), *cols).with_columns(
+            line_number=_norm_line(pl.col("line_number"))
+        )
+    if "_row" in names:
+        lf = lf.drop("_row")
+    # Rows are numbered first: on a Parquet scan the reader numbers them as it streams, where
+    # a number given after the select makes the streaming engine hold the whole input.
     return (
-        lf.select(cols)
+        lf.with_row_index("_row")
+        .select("_row", *cols)
         .with_columns(
             line_number=_norm_line(pl.col("line_number")),
         )
-        .with_row_index("_row")
     )
 
 
@@ -225,6 +233,7 @@ def build(
     po_numbers: pl.LazyFrame | None = None,
     where: pl.Expr | None = None,
     compact: bool = False,
+    numbered: bool = False,
 ) -> Plan:
     """Run the match in stages; each stage is one lazy plan collected once with ``engine``.
 
@@ -232,6 +241,8 @@ def build(
     only some suppliers (partitioned runs), so that ``SUPPLIER_MISMATCH`` is still found.
     ``where``: a filter on the inputs (a partition of the suppliers), applied after the input
     rows are numbered so that row numbers (evidence, "first seen" order) stay global.
+    ``numbered``: the inputs carry their input row number in ``_row`` (a partition split
+    beforehand); PO lines are put back in that order.
     ``compact``: ``lines`` holds only :data:`LINE_VALUES` (see :func:`public_lines`).
 
     Materialising between stages keeps every shared intermediate (PO lines, invoice documents,
@@ -252,10 +263,14 @@ def build(
         tick(stage)
         return out
 
-    po_lf = _prep(po, "po_lines", "po")
-    asn_lf = _prep(asn, "asn_lines", "asn")
-    inv_lf = _prep(invoice, "invoice_lines", "invoice")
-    rec_lf = _prep(receipts, "receipts", "receipts") if receipts is not None else None
+    po_lf = _prep(po, "po_lines", "po", numbered=numbered)
+    asn_lf = _prep(asn, "asn_lines", "asn", numbered=numbered)
+    inv_lf = _prep(invoice, "invoice_lines", "invoice", numbered=numbered)
+    rec_lf = (
+        _prep(receipts, "receipts", "receipts", numbered=numbered) if receipts is not None else None
+    )
+    if numbered:
+        po_lf = po_lf.sort("_row")
     if where is not None:
         po_lf, asn_lf, inv_lf = (lf.filter(where) for lf in (po_lf, asn_lf, inv_lf))
         rec_lf = rec_lf.filter(where) if rec_lf is not None else None
