@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
-from scfeeds._reconcile import reconcile
+from scfeeds._reconcile import reconcile, reconcile_partitioned
 from scfeeds.synth import generate, load_truth, load_world
 
 KEYS = [
@@ -75,3 +76,47 @@ def test_pack_sizes_need_the_conversions(world: Path) -> None:
     false_pos, _ = _compare(rec.exceptions.collect(), load_truth(world))
     # without the item factors, CS lines cannot be converted: only UOM_MISMATCH appears extra
     assert set(false_pos["code"]) == {"UOM_MISMATCH"}
+
+
+@pytest.mark.parametrize("with_receipts", [True, False], ids=["receipts", "asn-as-receipt"])
+def test_partitions_give_the_rows_of_one_run(
+    world: Path, tmp_path: Path, with_receipts: bool
+) -> None:
+    """Matching suppliers in partitions (in memory, or split to Parquet and streamed) gives
+    the rows of one whole run: duplicates, suspects, unit conversions, evidence rows and
+    SUPPLIER_MISMATCH across partitions included."""
+    w = _frames(world)
+    kw = {
+        "receipts": w["receipts"] if with_receipts else None,
+        "conversions": pl.read_parquet(world / "world" / "conversions.parquet"),
+    }
+    args = (w["po_lines"], w["asn_lines"], w["invoice_lines"])
+    n_po = w["po_lines"].select(pl.len()).collect().item()
+    whole = reconcile(*args, partition_lines=10 * n_po, **kw).collect()  # type: ignore[arg-type]
+    split = reconcile(*args, partition_lines=n_po // 4, **kw).collect()  # type: ignore[arg-type]
+    # same rows in the same order: lines in PO order, invoices in first-seen order
+    assert_frame_equal(split.lines.collect(), whole.lines.collect())
+    assert_frame_equal(split.invoices.collect(), whole.invoices.collect())
+    exc = whole.exceptions.collect()
+    assert exc.height > 0
+    assert_frame_equal(split.exceptions.collect().sort(pl.all()), exc.sort(pl.all()))
+
+    # the same inputs read back from Parquet, split by partition on disk and streamed
+    scans = []
+    for name, frame in zip(("po", "asn", "inv"), args, strict=True):
+        frame.collect().write_parquet(tmp_path / f"{name}.parquet")
+        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    disk = reconcile_partitioned(
+        *scans,
+        tmp_path / "out",
+        partition_lines=n_po // 4,
+        **kw,  # type: ignore[arg-type]
+    )
+    assert len(list((tmp_path / "out" / "lines").glob("part-*.parquet"))) > 2
+    assert not list((tmp_path / "out").glob(".inputs-*"))  # the split inputs are removed
+    keys = ["supplier_id", "po_number", "line_number"]
+    assert_frame_equal(disk.lines.collect().sort(keys), whole.lines.collect().sort(keys))
+    assert_frame_equal(
+        disk.invoices.collect().sort(pl.all()), whole.invoices.collect().sort(pl.all())
+    )
+    assert_frame_equal(disk.exceptions.collect().sort(pl.all()), exc.sort(pl.all()))

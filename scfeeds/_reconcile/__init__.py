@@ -21,6 +21,7 @@ from scfeeds._reconcile._engine import (
     build,
     check_input,
     public_lines,
+    used_columns,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
 from scfeeds._reconcile._num import raw4
@@ -28,6 +29,7 @@ from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _J
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
 from scfeeds.exceptions import ConfigurationError
+from scfeeds.schemas import TableName
 
 __all__ = [
     "LINE_CODES",
@@ -44,6 +46,12 @@ __all__ = [
 ]
 
 
+_TABLES: dict[str, TableName] = {
+    "po": "po_lines",
+    "asn": "asn_lines",
+    "invoice": "invoice_lines",
+    "receipts": "receipts",
+}
 _EMPTY: dict[tuple[tuple[str, ...] | None, ...], Plan] = {}
 
 
@@ -290,14 +298,17 @@ def _packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
     return members if len(members) > 1 else None
 
 
-def _spill(frame: Frame, members: list[list[str]], dest: Path, chunk_rows: int) -> list[Path]:
+def _spill(
+    frame: Frame, table: TableName, members: list[list[str]], dest: Path, chunk_rows: int
+) -> list[Path]:
     """Split ``frame`` by partition into ``dest/<partition>/<chunk>.parquet``, reading it one
-    slice of ``chunk_rows`` rows at a time (memory: one slice). Rows keep their input number
-    in ``_row`` and their order. Returns one folder per partition."""
+    slice of ``chunk_rows`` rows at a time (memory: one slice) and keeping only the columns
+    the match reads. Rows keep their input number in ``_row`` and their order. Returns one
+    folder per partition."""
     bin_of = {s: b for b, m in enumerate(members) for s in m}
     lf = frame.lazy()
-    if "_row" in lf.collect_schema().names():
-        lf = lf.drop("_row")
+    names = lf.collect_schema().names()
+    lf = lf.drop([c for c in names if c not in used_columns(names, table)])
     # numbered on the scan itself: a Parquet reader numbers rows as it reads them
     lf = lf.with_row_index("_row")
     total = int(lf.select(pl.len()).collect().item())
@@ -314,7 +325,8 @@ def _spill(frame: Frame, members: list[list[str]], dest: Path, chunk_rows: int) 
     for k, offset in enumerate(range(0, total, chunk_rows)):
         chunk = lf.slice(offset, chunk_rows).with_columns(part).collect()
         for (b,), rows in chunk.partition_by("_part", as_dict=True, include_key=False).items():
-            rows.write_parquet(folders[int(b)] / f"{k:08d}.parquet")
+            # temporary files, read once: fast compression
+            rows.write_parquet(folders[int(b)] / f"{k:08d}.parquet", compression="lz4")
         del chunk
     return folders
 
@@ -431,7 +443,7 @@ def reconcile_partitioned(
         # One pass over each input splits it by partition (rows keep their input number):
         # each partition then reads only its own rows, and the input is read once.
         folders = {
-            name: _spill(frame, members, Path(tmp) / name, partition_lines)
+            name: _spill(frame, _TABLES[name], members, Path(tmp) / name, partition_lines)
             for name, frame in inputs.items()
             if frame is not None and len(members) > 1
         }

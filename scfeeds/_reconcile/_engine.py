@@ -178,9 +178,7 @@ def _prep(frame: Frame, table: TableName, arg: str, *, numbered: bool = False) -
             f"(see scfeeds.schemas.COLUMNS[{table!r}])"
         )
     dtypes = COLUMNS[table]
-    keep = list(REQUIRED[table])
-    keep += [c for c in ("source", "position", "invoice_date", "currency") if c in names]
-    keep = list(dict.fromkeys(keep))
+    keep = used_columns(names, table)
     cols = [pl.col(c).cast(dtypes[c]) if c in dtypes else pl.col(c).cast(pl.String) for c in keep]
     if numbered:  # rows already carry their input number (partitioned runs)
         return lf.select(pl.col("_row").cast(pl.UInt32), *cols).with_columns(
@@ -197,6 +195,13 @@ def _prep(frame: Frame, table: TableName, arg: str, *, numbered: bool = False) -
             line_number=_norm_line(pl.col("line_number")),
         )
     )
+
+
+def used_columns(names: list[str], table: TableName) -> list[str]:
+    """The input columns the match reads: the required ones and the provenance it reports."""
+    keep = list(REQUIRED[table])
+    keep += [c for c in ("source", "position", "invoice_date", "currency") if c in names]
+    return list(dict.fromkeys(keep))
 
 
 def _norm_line(expr: pl.Expr) -> pl.Expr:

@@ -59,10 +59,20 @@ class ReconciliationSummary:
 class _Job:
     """Runs the match once, on first demand, and keeps the result."""
 
-    def __init__(self, run: Callable[[Engine], Plan]) -> None:
+    def __init__(
+        self, run: Callable[[Engine], Plan], *, stages: dict[str, float] | None = None
+    ) -> None:
         self._run = run
         self._plan: Plan | None = None
         self._lock = threading.Lock()
+        self._stages = stages
+
+    def stages(self) -> dict[str, float]:
+        """Seconds per stage: known already for results written to disk (reading them back
+        would load every row), else those of the run (run now if needed)."""
+        if self._stages is not None:
+            return dict(self._stages)
+        return dict(self.plan().stages)
 
     def plan(self, engine: Engine = "auto") -> Plan:
         with self._lock:
@@ -207,7 +217,7 @@ class Reconciliation:
             exceptions=exceptions,
             received_from=received_from,
             tolerances=tolerances,
-            _job=_Job(run),
+            _job=_Job(run, stages=stages),
         )
 
     def collect(self, *, engine: Engine = "auto") -> Reconciliation:
@@ -226,7 +236,7 @@ class Reconciliation:
 
     def timings(self) -> dict[str, float]:
         """Seconds spent in each stage of the match (runs it if it has not run yet)."""
-        return dict(self._job.plan().stages)
+        return self._job.stages()
 
     def summary(self, *, engine: Engine = "auto") -> ReconciliationSummary:
         """Counts and amount at risk by status, by supplier and by code (computed now)."""
