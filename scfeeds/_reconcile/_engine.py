@@ -519,7 +519,7 @@ def build(
     # numbers they name are looked up (``po_numbers``: every supplier's PO numbers, when
     # ``po`` holds only some suppliers, as in partitioned runs).
     inputs = {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})}
-    unmatched = pl.concat(
+    found = pl.concat(
         [
             unmatched_df.lazy()
             .filter(pl.col("_kind") == kind)
@@ -532,19 +532,18 @@ def build(
             .sort("_row")
             for kind, src in inputs.items()
         ]
-    )
-    wanted = unmatched.select(pl.col("po_number").unique().implode())
+    ).collect(engine=engine)  # once: the PO numbers below and the codes read it
+    wanted = found.select(pl.col("po_number").unique().implode())
     known = po_numbers if po_numbers is not None else po_lf.select("po_number")
     po_any = (
-        known.filter(pl.col("po_number").is_in(wanted.collect().to_series()[0].implode()))
+        known.filter(pl.col("po_number").is_in(wanted.to_series()[0].implode()))
         .unique()
         .with_columns(_any=pl.lit(True))
     )
     po_hdr = po_lf.select("supplier_id", "po_number").unique()
     unmatched = mat(
-        unmatched.join(
-            po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left"
-        )
+        found.lazy()
+        .join(po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left")
         .join(po_any, on="po_number", how="left")
         .with_columns(
             pl.when(pl.col("_same").is_null() & pl.col("_any").fill_null(False))
@@ -554,7 +553,7 @@ def build(
         ),
         "unmatched",
     )
-    del po_hdr, po_any, unmatched_df
+    del po_hdr, po_any, unmatched_df, found
 
     # -- PO lines with their sums and checks. The wide frame (every private column the
     # exception rows need) lives only until the public columns and the few rows with
