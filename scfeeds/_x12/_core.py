@@ -15,7 +15,7 @@ from typing import Final
 import polars as pl
 
 from scfeeds._x12._codes import CODES
-from scfeeds._x12._tokenize import Delimiters, Piece, Tokens, split_elements, tokenize
+from scfeeds._x12._tokenize import ENGINE, Delimiters, Piece, Tokens, split_elements, tokenize
 
 ENV_CODE: Final = {"ISA": 1, "GS": 2, "ST": 3, "SE": 4, "GE": 5, "IEA": 6}
 ENV_NAME: Final = {v: k for k, v in ENV_CODE.items()}
@@ -194,7 +194,7 @@ def process_piece(
                 segment_id=None,
                 code=kind,
                 message=pl.lit(msg),
-            ).collect()
+            ).collect(engine=ENGINE)
         )
         return None
     d = piece.delimiters
@@ -221,7 +221,7 @@ def process_piece(
             .fill_null(pl.lit(carry, dtype=pl.UInt8)),
         )
         .with_columns(inset=(pl.col("last_code") == 3) & (pl.col("code") == 0))
-        .collect()
+        .collect(engine=ENGINE)
     )
     is_env = pl.col("code") > 0
     e = d.element
@@ -235,7 +235,7 @@ def process_piece(
             16,
             "e",
         )
-        .collect()
+        .collect(engine=ENGINE)
     )
     if keep_env:
         st.env.append(env)
@@ -257,7 +257,7 @@ def process_piece(
             pl.lit(d.component).alias("component_separator"),
             pl.lit(d.repetition, dtype=pl.String).alias("repetition_separator"),
             pl.lit(d.segment).alias("segment_terminator"),
-        ).collect()
+        ).collect(engine=ENGINE)
     )
     st.gs_info.append(
         env.lazy()
@@ -270,7 +270,7 @@ def process_piece(
             pl.col("e06").alias("group_control"),
             pl.col("e08").alias("version"),
         )
-        .collect()
+        .collect(engine=ENGINE)
     )
     last_pos = st.pos + n
     shifted = env.lazy().with_columns(
@@ -381,7 +381,7 @@ def process_piece(
         frame.lazy()
         .with_columns(_o=outside)
         .filter((c("inset") & sid.is_null()) | (c("_o") & ~c("_o").shift(1).fill_null(False)))
-        .collect()
+        .collect(engine=ENGINE)
         .lazy()
     )
     in_group = c("last_code").is_in([2, 4])
@@ -421,7 +421,7 @@ def process_piece(
                 ),
             )
         )
-    err_frame = pl.concat(pl.collect_all(errs), how="vertical")
+    err_frame = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
     if err_frame.height:
         st.errors.append(err_frame)
     rejected = err_frame.filter(c("code").is_in(list(REJECTING)) & c("set_index").is_not_null())[
@@ -441,7 +441,7 @@ def process_piece(
             .alias("declared_count"),
         )
         .with_columns(rejected=c("set_index").is_in(rejected.implode()))
-        .collect()
+        .collect(engine=ENGINE)
     )
     st.sets.append(sets)
     if keep_segments:
@@ -484,7 +484,7 @@ def finish_source(st: SourceState) -> None:
                     pos=pl.lit(1),
                     code="EMPTY",
                     message=pl.lit("no X12 data"),
-                ).collect()
+                ).collect(engine=ENGINE)
             )
         return
     env = pl.concat(st.env, how="vertical").lazy()
@@ -624,11 +624,13 @@ def finish_source(st: SourceState) -> None:
             message=pl.lit("IEA without an open ISA"),
         ),
     ]
-    out = pl.concat(pl.collect_all(errs), how="vertical")
+    out = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
     if out.height:
         st.errors.append(out)
     # An interchange still open at the end of input: TRUNCATED (once per source).
-    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect()
+    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect(
+        engine=ENGINE
+    )
     already = any(f.height and (f["code"] == "TRUNCATED").any() for f in st.errors)
     if last.height and last["sid"][0] == "ISA" and not already:
         where = "inside" if not st.ends_cleanly else "after"
@@ -642,5 +644,5 @@ def finish_source(st: SourceState) -> None:
                     f"input ends {where} segment {st.pos} before IEA of interchange "
                     f"{last['e13'][0]}"
                 ),
-            ).collect()
+            ).collect(engine=ENGINE)
         )

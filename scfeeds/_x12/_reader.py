@@ -36,7 +36,7 @@ from scfeeds._x12._tables import (
     build,
     invoice_extras,
 )
-from scfeeds._x12._tokenize import Piece, Tokens, iter_pieces, tokenize
+from scfeeds._x12._tokenize import ENGINE, Piece, Tokens, iter_pieces, tokenize
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -204,7 +204,7 @@ def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
             "set_control",
             "sender_id",
         )
-        .collect()
+        .collect(engine=ENGINE)
     )
 
 
@@ -451,16 +451,18 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
                 source=pl.lit(st.source),
                 position=seg(c("st_pos")),
                 valid=~c("rejected")
-                & ~c("set_index").is_in(set_bad.collect()["set_index"].implode()),
-                group_valid=~c("group_index").is_in(grp_bad.collect()["group_index"].implode()),
+                & ~c("set_index").is_in(set_bad.collect(engine=ENGINE)["set_index"].implode()),
+                group_valid=~c("group_index").is_in(
+                    grp_bad.collect(engine=ENGINE)["group_index"].implode()
+                ),
                 interchange_valid=~c("interchange_index").is_in(
-                    ic_bad.collect()["interchange_index"].implode()
+                    ic_bad.collect(engine=ENGINE)["interchange_index"].implode()
                 ),
             )
             .sort("set_index")
             .select(list(ENVELOPES_SCHEMA))
         )
-        e_env, e_err = pl.collect_all([env, err])
+        e_env, e_err = pl.collect_all([env, err], engine=ENGINE)
         envs.append(e_env)
         errs.append(e_err)
     envelopes = pl.concat([pl.DataFrame(schema=ENVELOPES_SCHEMA), *envs], how="vertical")

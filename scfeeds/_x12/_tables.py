@@ -13,7 +13,7 @@ from typing import Final
 import polars as pl
 
 from scfeeds._x12._core import _RAW_ERROR, seg
-from scfeeds._x12._tokenize import split_elements
+from scfeeds._x12._tokenize import ENGINE, split_elements
 from scfeeds.schemas import MONEY, QTY, TableName, schema
 
 SET_OF: Final[dict[TableName, str]] = {
@@ -129,7 +129,7 @@ class _Piece:
             ours = c("set_index").is_between(self.base, top)
         else:
             ours = c("set_index").is_in(mine["set_index"].implode())
-        self.r = rows.filter(needed & ours).collect().lazy()
+        self.r = rows.filter(needed & ours).collect(engine=ENGINE).lazy()
         # Built lazily: every per-set lookup is joined in by one collect (``header``).
         self.head = (
             pl.DataFrame({"set_index": pl.int_range(self.base, top + 1, eager=True)})
@@ -147,7 +147,7 @@ class _Piece:
 
     def header(self) -> pl.DataFrame:
         """One row per set from ``base`` on, with every per-set value attached."""
-        return self.head.collect()
+        return self.head.collect(engine=ENGINE)
 
     def supplier(self) -> None:
         n1 = self.seg("N1", ["set_index"], 4)
@@ -171,7 +171,8 @@ class _Piece:
         columns: list[str] | None,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         err, head = pl.collect_all(
-            [pl.concat([pl.LazyFrame(schema=_RAW_ERROR), *errors], how="vertical"), self.head]
+            [pl.concat([pl.LazyFrame(schema=_RAW_ERROR), *errors], how="vertical"), self.head],
+            engine=ENGINE,
         )
         head = head.with_columns(
             _ok=~c("rejected").fill_null(True) & ~c("set_index").is_in(err["set_index"].implode())
@@ -209,7 +210,7 @@ class _Piece:
                     for n in wanted
                 ]
             )
-            .collect()
+            .collect(engine=ENGINE)
         )
         return out, err
 
@@ -251,8 +252,8 @@ def build(
 
 
 def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
-    po1 = p.seg("PO1", ["set_index", "pos"], 25).collect().lazy()
-    beg = _first(p.seg("BEG", ["set_index", "pos"], 5), "set_index").collect().lazy()
+    po1 = p.seg("PO1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
+    beg = _first(p.seg("BEG", ["set_index", "pos"], 5), "set_index").collect(engine=ENGINE).lazy()
     p.per_set(
         beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date"))
     )
@@ -274,16 +275,16 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG05"),
     ]
     if "description" not in want:
-        return lines.collect(), errors
+        return lines.collect(engine=ENGINE), errors
     # one collect_all: the two queries run side by side on polars' pool
-    out, desc = pl.collect_all([lines, _descriptions(p)])
+    out, desc = pl.collect_all([lines, _descriptions(p)], engine=ENGINE)
     return out.hstack(desc).rechunk(), errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
-    it1 = p.seg("IT1", ["set_index", "pos"], 25).collect().lazy()
-    big = _first(p.seg("BIG", ["set_index", "pos"], 4), "set_index").collect().lazy()
+    it1 = p.seg("IT1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
+    big = _first(p.seg("BIG", ["set_index", "pos"], 4), "set_index").collect(engine=ENGINE).lazy()
     p.per_set(
         big.select(
             "set_index",
@@ -310,7 +311,7 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
         _missing(big, "BIG01"),
         _missing(big, "BIG02"),
     ]
-    return lines.collect(), errors
+    return lines.collect(engine=ENGINE), errors
 
 
 def _descriptions(p: _Piece) -> pl.LazyFrame:
@@ -353,7 +354,7 @@ def _children(r: pl.LazyFrame, parent: str, child: str) -> pl.LazyFrame:
 def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
     e = p.e
-    bsn = _first(p.seg("BSN", ["set_index", "pos"], 3), "set_index").collect().lazy()
+    bsn = _first(p.seg("BSN", ["set_index", "pos"], 3), "set_index").collect(engine=ENGINE).lazy()
     p.per_set(
         bsn.select(
             "set_index", c("BSN02").alias("shipment_id"), _date(c("BSN03")).alias("ship_date")
@@ -378,7 +379,7 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
             hl_set=pl.when(c("sid") == "HL").then(c("set_index")).forward_fill(),
         )
         .filter(c("hl_set") == c("set_index"))
-        .collect()
+        .collect(engine=ENGINE)
         .lazy()
     )
     hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 3, "HL")
@@ -410,7 +411,7 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
             ),
             ["set_index", "hl_pos"],
         )
-        .collect()
+        .collect(engine=ENGINE)
         .lazy()
     )
     qty = _number(c("SN102"))
@@ -430,15 +431,17 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     )
     # Walk up the HL tree: the nearest ancestor-or-self with a PRF gives the PO, with a MAN
     # the pack. Missing levels (S/O/I without P) simply leave pack_id null.
-    parent = hl.select("set_index", c("HL01").alias("cur"), c("HL02").alias("up")).collect()
-    prf_d = prf.rename({"hl_id": "cur", "po_number": "p"}).collect()
-    man_d = man.rename({"hl_id": "cur", "pack_id": "m"}).collect()
+    parent = hl.select("set_index", c("HL01").alias("cur"), c("HL02").alias("up")).collect(
+        engine=ENGINE
+    )
+    prf_d = prf.rename({"hl_id": "cur", "po_number": "p"}).collect(engine=ENGINE)
+    man_d = man.rename({"hl_id": "cur", "pack_id": "m"}).collect(engine=ENGINE)
     walk = (
         items.select("set_index", "pos", c("hl_id").alias("cur"))
         .with_columns(
             po_number=pl.lit(None, dtype=pl.String), pack_id=pl.lit(None, dtype=pl.String)
         )
-        .collect()
+        .collect(engine=ENGINE)
     )
     settled: list[pl.DataFrame] = []
     for _ in range(_HL_DEPTH):  # eager, so the walk stops as soon as every item is settled
@@ -469,7 +472,7 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(bsn, "BSN02"),
         _missing(bsn, "BSN03"),
     ]
-    return lines.collect(), errors
+    return lines.collect(engine=ENGINE), errors
 
 
 _N2: Final = pl.Decimal(18, 4)
@@ -545,14 +548,14 @@ def invoice_extras(
             percent=c("SAC08").cast(pl.Decimal(18, 4), strict=False),
             description=c("SAC15"),
         )
-        .collect()
+        .collect(engine=ENGINE)
     )
     tds = _first(
         p.seg("TDS", ["set_index", "pos"], 1).select(
             "set_index", "pos", total_amount=_implied2(c("TDS01"))
         ),
         "set_index",
-    ).collect()
+    ).collect(engine=ENGINE)
     out = []
     header = p.header()
     for frame, cols in ((tds, TOTALS_COLUMNS), (sac, CHARGES_COLUMNS)):

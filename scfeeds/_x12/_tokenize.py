@@ -20,6 +20,10 @@ import polars as pl
 BOM: Final = b"\xef\xbb\xbf"
 WHITESPACE: Final = b" \t\r\n"
 ENVELOPE: Final[tuple[str, ...]] = ("ISA", "GS", "ST", "SE", "GE", "IEA")
+# polars 2 collects on its streaming engine by default; the reader runs dozens of small
+# queries per slice, which cost less CPU on the in-memory engine (measured on 30 MB of
+# 850s: 87 -> 106 MB/s wall, 59 -> 67 MB per CPU-second).
+ENGINE: Final = "in-memory"
 
 # ISA01..ISA15 are fixed width (X12.5); ISA16 is one character and the terminator follows it,
 # so a conforming ISA is 106 bytes with the element separator at these offsets.
@@ -315,7 +319,7 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
         .select(col)
         .filter(col.is_not_null() & (col != ""))
         .with_columns(sid=col.str.extract(rf"^([A-Z0-9]{{2,3}})(?:{re.escape(d.element)}|$)"))
-        .collect()
+        .collect(engine=ENGINE)
     )
     return Tokens(frame, encoding_error, ends_cleanly)
 
@@ -328,7 +332,7 @@ def split_elements(
     The segments are split once into a list column; only as many elements as the longest
     segment has are extracted (most PO1s stop long before PO125), the rest are null columns.
     """
-    df = frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).collect()
+    df = frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).collect(engine=ENGINE)
     longest = df["_l"].list.len().max() if df.height else 0
     m = min(n, max(int(longest) - 1, 0)) if isinstance(longest, int) else 0
     names = [f"{prefix}{i:02d}" for i in range(1, n + 1)]
