@@ -313,15 +313,27 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
     col = pl.col("raw")
     if needs_strip:
         col = col.str.strip_chars_start(" \t")
-    frame = (
-        raw.to_frame()
-        .lazy()
-        .select(col)
-        .filter(col.is_not_null() & (col != ""))
-        .with_columns(sid=col.str.extract(rf"^([A-Z0-9]{{2,3}})(?:{re.escape(d.element)}|$)"))
-        .collect(engine=ENGINE)
+    frame = raw.to_frame().lazy().select(col).filter(col.is_not_null() & (col != ""))
+    frame = frame.collect(engine=ENGINE)
+    return Tokens(
+        frame.with_columns(segment_ids(frame["raw"], d.element)), encoding_error, ends_cleanly
     )
-    return Tokens(frame, encoding_error, ends_cleanly)
+
+
+def segment_ids(raw: pl.Series, element: str) -> pl.Series:
+    """The segment ID of each raw segment (two or three capitals or digits, then the element
+    separator or the end), null where there is none.
+
+    A segment ID lies in a segment's first four characters, and a slice holds only a few
+    distinct such prefixes: the pattern is matched once per distinct prefix and the answers
+    are gathered by the prefix's index in an Enum (half the cost of a regex on every row).
+    """
+    head = raw.str.head(4)
+    prefixes = head.unique().drop_nulls().to_list()
+    pattern = re.compile(rf"([A-Z0-9]{{2,3}})(?:{re.escape(element)}|\Z)")
+    ids = [m.group(1) if (m := pattern.match(p)) else None for p in prefixes]
+    index = head.cast(pl.Enum(prefixes)).to_physical()
+    return pl.Series("sid", ids, dtype=pl.String).gather(index)
 
 
 def split_elements(
