@@ -313,11 +313,15 @@ def tokenize(data: bytes, d: Delimiters) -> Tokens:
     col = pl.col("raw")
     if needs_strip:
         col = col.str.strip_chars_start(" \t")
-    frame = raw.to_frame().lazy().select(col).filter(col.is_not_null() & (col != ""))
-    frame = frame.collect(engine=ENGINE)
-    return Tokens(
-        frame.with_columns(segment_ids(frame["raw"], d.element)), encoding_error, ends_cleanly
+    kept = (
+        raw.to_frame()
+        .lazy()
+        .select(col)
+        .filter(col.is_not_null() & (col != ""))
+        .collect(engine=ENGINE)["raw"]
     )
+    frame = pl.DataFrame([kept, segment_ids(kept, d.element)])
+    return Tokens(frame, encoding_error, ends_cleanly)
 
 
 def segment_ids(raw: pl.Series, element: str) -> pl.Series:
