@@ -280,9 +280,16 @@ def process_piece(
         se02=pl.col("e02").shift(-1),
         prv_sid=sid.shift(1).fill_null(pl.lit(st.last_env)),
     )
-    sts = shifted.filter(sid == "ST").with_columns(
-        closed=pl.col("nxt_sid") == "SE",
-        count=pl.col("nxt_pos") - pl.col("pos") + 1,
+    # Collected once: the checks below and the set list all read these two frames.
+    shifted = shifted.collect(engine=ENGINE).lazy()
+    sts = (
+        shifted.filter(sid == "ST")
+        .with_columns(
+            closed=pl.col("nxt_sid") == "SE",
+            count=pl.col("nxt_pos") - pl.col("pos") + 1,
+        )
+        .collect(engine=ENGINE)
+        .lazy()
     )
     ids = {
         "interchange_index": pl.col("interchange_index"),
