@@ -8,6 +8,7 @@ N104 of the first N1 whose N101 is SU, SE or VN, else the interchange sender (IS
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import polars as pl
@@ -34,6 +35,8 @@ _NEEDED: Final[dict[TableName, list[str]]] = {
 ITEM_QUALIFIERS: Final = ("BP", "IN", "VP", "VN")
 SUPPLIER_ENTITIES: Final = ("SU", "SE", "VN")
 _HL_DEPTH: Final = 8
+# Leaf tasks of a table build (never submit further work, so they cannot deadlock).
+_SIDE: Final = ThreadPoolExecutor(2, thread_name_prefix="x12-side")
 
 c = pl.col
 
@@ -259,20 +262,33 @@ def build(
         return _empty(table, columns), pl.DataFrame(schema=_RAW_ERROR)
     p = _Piece(rows, mine, e)
     want = set(schema(table) if columns is None else columns)
-    if "supplier_id" in want:
-        p.supplier()
-    if "currency" in want:
-        p.currency()
-    if table == "po_lines":
-        lines, errors = _po(p, want)
-    elif table == "invoice_lines":
-        lines, errors = _invoice(p, want)
-    else:
-        lines, errors = _asn(p, want)
+
+    def per_set_lookups() -> None:
+        if "supplier_id" in want:
+            p.supplier()
+        if "currency" in want:
+            p.currency()
+
+    # Most polars string kernels run on one core per column: the per-set lookups run in a
+    # side thread while this one splits the line segments (polars releases the GIL).
+    side = _SIDE.submit(per_set_lookups)
+    try:
+        lines, errors = _lines(table, p, want)
+    finally:
+        side.result()
     return p.finish(table, lines, errors, source, columns)
 
 
+def _lines(table: TableName, p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    if table == "po_lines":
+        return _po(p, want)
+    if table == "invoice_lines":
+        return _invoice(p, want)
+    return _asn(p, want)
+
+
 def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    desc = _SIDE.submit(_descriptions(p).collect, engine=ENGINE) if "description" in want else None
     po1 = p.seg("PO1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
     beg = _first(p.seg("BEG", ["set_index", "pos"], 5), "set_index").collect(engine=ENGINE).lazy()
     p.per_set(
@@ -295,11 +311,10 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
     ]
-    if "description" not in want:
-        return lines.collect(engine=ENGINE), errors
-    # one collect_all: the two queries run side by side on polars' pool
-    out, desc = pl.collect_all([lines, _descriptions(p)], engine=ENGINE)
-    return out.hstack(desc).rechunk(), errors
+    out = lines.collect(engine=ENGINE)
+    if desc is None:
+        return out, errors
+    return out.hstack(desc.result()).rechunk(), errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
