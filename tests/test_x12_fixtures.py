@@ -298,3 +298,61 @@ def test_codes_are_documented() -> None:
     assert _codes.__doc__ is not None
     for code in CODES:
         assert code in _codes.__doc__
+
+
+def _856(body: list[str]) -> bytes:
+    """One 856 set around ``body`` (the segments after BSN), envelope counts right."""
+    isa = (
+        "ISA*00*          *00*          *ZZ*SUP001         *ZZ*BUYER          "
+        "*260115*1200*U*00401*000000001*0*P*>"
+    )
+    seg = ["ST*856*0001", "BSN*00*SHIP-1*20260115*1200", *body]
+    seg.append(f"SE*{len(seg) + 1}*0001")
+    env = [isa, "GS*SH*SUP001*BUYER*20260115*1200*1*X*004010", *seg, "GE*1*1", "IEA*1*000000001"]
+    return ("~".join(env) + "~").encode()
+
+
+def test_856_items_take_po_and_pack_from_the_nearest_ancestor_within_eight_levels() -> None:
+    """PRF and MAN are looked up from the item up its HL02 parent chain: the nearest level
+    that has one wins (the item's own first), at most seven levels up; a parent pointer to an
+    HL that does not exist, or a cycle, ends the walk without an error."""
+    deep = [f"HL*{10 + k}*{10 + k - 1 if k else 2}*X" for k in range(8)]  # 8 levels under O=2
+    body = [
+        "HL*1**S",
+        "HL*2*1*O",
+        "PRF*PO-A",
+        "HL*3*2*P",
+        "MAN*GM*PACK-1",
+        "HL*4*3*I",  # O's PO, P's pack
+        "LIN*1*BP*ITEM-1",
+        "SN1**5*EA",
+        "HL*5*3*I",  # its own PRF wins over the order's
+        "PRF*PO-OWN",
+        "LIN*2*BP*ITEM-2",
+        "SN1**6*EA",
+        "HL*6*99*I",  # parent 99 does not exist
+        "LIN*3*BP*ITEM-3",
+        "SN1**7*EA",
+        "HL*7*8*I",  # 7 -> 8 -> 7: a cycle without PRF
+        "LIN*4*BP*ITEM-4",
+        "SN1**8*EA",
+        "HL*8*7*I",
+        *deep,
+        "HL*20*15*I",  # O=2 is 7 levels up (15, 14, ..., 10, 2): found
+        "LIN*5*BP*ITEM-5",
+        "SN1**9*EA",
+        "HL*21*16*I",  # O=2 is 8 levels up: beyond the walk
+        "LIN*6*BP*ITEM-6",
+        "SN1**10*EA",
+    ]
+    res = read_x12(_856(body))
+    assert res.errors.height == 0, res.errors
+    got = res.asn_lines.select("item_id", "po_number", "pack_id", "qty_shipped")
+    assert got.rows() == [
+        ("ITEM-1", "PO-A", "PACK-1", 5),
+        ("ITEM-2", "PO-OWN", "PACK-1", 6),
+        ("ITEM-3", None, None, 7),
+        ("ITEM-4", None, None, 8),
+        ("ITEM-5", "PO-A", None, 9),
+        ("ITEM-6", None, None, 10),
+    ]
