@@ -312,10 +312,14 @@ def _856(body: list[str]) -> bytes:
     return ("~".join(env) + "~").encode()
 
 
-def test_856_items_take_po_and_pack_from_the_nearest_ancestor_within_eight_levels() -> None:
+@pytest.mark.parametrize("numbering", ["sparse", "sequential"])
+def test_856_items_take_po_and_pack_from_the_nearest_ancestor_within_eight_levels(
+    numbering: str,
+) -> None:
     """PRF and MAN are looked up from the item up its HL02 parent chain: the nearest level
     that has one wins (the item's own first), at most seven levels up; a parent pointer to an
-    HL that does not exist, or a cycle, ends the walk without an error."""
+    HL that does not exist, or a cycle, ends the walk without an error. The same tree with HLs
+    numbered 1, 2, 3... (parents found by arithmetic) and with gaps (found by a join)."""
     deep = [f"HL*{10 + k}*{10 + k - 1 if k else 2}*X" for k in range(8)]  # 8 levels under O=2
     body = [
         "HL*1**S",
@@ -345,6 +349,18 @@ def test_856_items_take_po_and_pack_from_the_nearest_ancestor_within_eight_level
         "LIN*6*BP*ITEM-6",
         "SN1**10*EA",
     ]
+    if numbering == "sequential":
+        ids = [seg.split("*")[1] for seg in body if seg.startswith("HL*")]
+        new_id = {old: str(k) for k, old in enumerate(ids, 1)}
+        assert list(new_id) != list(new_id.values())  # the sparse tree has gaps
+
+        def renumber(seg: str) -> str:
+            if not seg.startswith("HL*"):
+                return seg
+            _, me, up, level = seg.split("*")
+            return f"HL*{new_id[me]}*{new_id.get(up, up)}*{level}"
+
+        body = [renumber(seg) for seg in body]
     res = read_x12(_856(body))
     assert res.errors.height == 0, res.errors
     got = res.asn_lines.select("item_id", "po_number", "pack_id", "qty_shipped")

@@ -374,6 +374,41 @@ def _descriptions(p: _Piece) -> pl.LazyFrame:
     )
 
 
+def _hl_parents(hl: pl.LazyFrame) -> pl.LazyFrame:
+    """HL rows (pos) with ``_up``, the row number of the parent: the first HL of the same set
+    whose HL01 equals this one's HL02 (null when there is none).
+
+    Almost every sender numbers HLs 1, 2, 3... within a set; then the parent's row number is
+    arithmetic (set's first row + HL02 - 1). Otherwise a join on (set, HL01) finds it.
+    """
+    tree = hl.select("set_index", "pos", "HL01", "HL02").with_row_index("_i").collect(engine=ENGINE)
+    i = c("_i").cast(pl.Int64)
+    start = i.min().over("set_index")
+    rank = i - start + 1
+    up_n = c("HL02").cast(pl.Int64, strict=False)
+    count = pl.len().over("set_index")
+    seq = tree.select(
+        "pos",
+        (c("HL01") == rank.cast(pl.String)).all().alias("_seq"),
+        # only a canonical number ("7", not "07") equals an HL01 of 1, 2, 3...
+        pl.when((up_n >= 1) & (up_n <= count) & (up_n.cast(pl.String) == c("HL02")))
+        .then(start + up_n - 1)
+        .cast(pl.UInt32)
+        .alias("_up"),
+    )
+    if tree.height == 0 or bool(seq["_seq"][0]):
+        return seq.lazy().select("pos", "_up")
+    parent_of = _first(
+        tree.lazy().select("set_index", c("HL01").alias("HL02"), c("_i").alias("_up")),
+        ["set_index", "HL02"],
+    )
+    return (
+        tree.lazy()
+        .join(parent_of, on=["set_index", "HL02"], how="left", maintain_order="left")
+        .select("pos", "_up")
+    )
+
+
 def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
     e = p.e
@@ -446,13 +481,8 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     # that has one, at most _HL_DEPTH - 1 levels up; missing levels (S/O/I without P) leave
     # pack_id null. Found by pointer jumping: each round looks twice as far up, by gathers on
     # row numbers (3 rounds for 8 levels) instead of three joins per level.
-    tree = hl.select("set_index", "pos", "HL01", "HL02").with_row_index("_i")
-    parent_of = _first(
-        tree.select("set_index", c("HL01").alias("HL02"), c("_i").alias("_up")),
-        ["set_index", "HL02"],
-    )
     node = (
-        tree.join(parent_of, on=["set_index", "HL02"], how="left", maintain_order="left")
+        _hl_parents(hl)
         .join(
             per_hl("PRF", 1, c("PRF01"), "po_number"), on="pos", how="left", maintain_order="left"
         )
