@@ -440,7 +440,6 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         .collect(engine=ENGINE)
         .lazy()
     )
-    hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 3, "HL")
 
     def per_hl(sid: str, n: int, value: pl.Expr, name: str) -> pl.LazyFrame:
         """The first non-empty ``value`` of ``sid`` segments under each HL, by HL position."""
@@ -450,24 +449,57 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
             "pos",
         )
 
+    def walk() -> pl.DataFrame:
+        # The HL tree as row numbers: an HL's parent is the first HL of its set whose HL01 is its
+        # HL02. An item's PO number (PRF) and pack (MAN) are those of its nearest ancestor-or-self
+        # that has one, at most _HL_DEPTH - 1 levels up; missing levels (S/O/I without P) leave
+        # pack_id null. Found by pointer jumping: each round looks twice as far up, by gathers on
+        # row numbers (3 rounds for 8 levels) instead of three joins per level.
+        hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 2, "HL")
+        node = (
+            _hl_parents(hl)
+            .join(
+                per_hl("PRF", 1, c("PRF01"), "po_number"),
+                on="pos",
+                how="left",
+                maintain_order="left",
+            )
+            .join(
+                per_hl("MAN", 2, c("MAN02"), "pack_id"), on="pos", how="left", maintain_order="left"
+            )
+            .select("pos", "_up", "po_number", "pack_id")
+            .collect(engine=ENGINE)
+        )
+        up, po, pack = c("_up"), c("po_number"), c("pack_id")
+        for _ in range((_HL_DEPTH - 1).bit_length()):
+            node = node.with_columns(
+                po_number=pl.coalesce(po, po.gather(up)),
+                pack_id=pl.coalesce(pack, pack.gather(up)),
+                _up=up.gather(up),
+            )
+        return node
+
+    # the tree walk runs in a side thread while this one splits LIN and SN1
+    tree = _SIDE.submit(walk)
+    # (an HL's position is unique in the piece: it keys its set too)
     lin = _first(
         tagged.filter(c("sid") == "LIN").pipe(
             split_elements, ["set_index", "hl_pos", "pos"], e, 31, "LIN"
         ),
-        ["set_index", "hl_pos"],
+        "hl_pos",
     )
     sn1 = (
         _first(
             tagged.filter(c("sid") == "SN1").pipe(
                 split_elements, ["set_index", "hl_pos", c("pos").alias("sn1_pos")], e, 3, "SN1"
             ),
-            ["set_index", "hl_pos"],
+            "hl_pos",
         )
         .collect(engine=ENGINE)
         .lazy()
     )
     qty = _number(c("SN102"))
-    items = lin.join(sn1, on=["set_index", "hl_pos"], how="left", maintain_order="left").select(
+    items = lin.join(sn1.drop("set_index"), on="hl_pos", how="left", maintain_order="left").select(
         "set_index",
         # the item-level HL opens the line item: its position is the row's position
         c("hl_pos").alias("pos"),
@@ -476,29 +508,8 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         qty_shipped=qty,
         uom=c("SN103"),
     )
-    # The HL tree as row numbers: an HL's parent is the first HL of its set whose HL01 is its
-    # HL02. An item's PO number (PRF) and pack (MAN) are those of its nearest ancestor-or-self
-    # that has one, at most _HL_DEPTH - 1 levels up; missing levels (S/O/I without P) leave
-    # pack_id null. Found by pointer jumping: each round looks twice as far up, by gathers on
-    # row numbers (3 rounds for 8 levels) instead of three joins per level.
-    node = (
-        _hl_parents(hl)
-        .join(
-            per_hl("PRF", 1, c("PRF01"), "po_number"), on="pos", how="left", maintain_order="left"
-        )
-        .join(per_hl("MAN", 2, c("MAN02"), "pack_id"), on="pos", how="left", maintain_order="left")
-        .select("pos", "_up", "po_number", "pack_id")
-        .collect(engine=ENGINE)
-    )
-    up, po, pack = c("_up"), c("po_number"), c("pack_id")
-    for _ in range((_HL_DEPTH - 1).bit_length()):
-        node = node.with_columns(
-            po_number=pl.coalesce(po, po.gather(up)),
-            pack_id=pl.coalesce(pack, pack.gather(up)),
-            _up=up.gather(up),
-        )
     lines = items.join(
-        node.lazy().select("pos", "po_number", "pack_id"),
+        tree.result().lazy().select("pos", "po_number", "pack_id"),
         on="pos",
         how="left",
         maintain_order="left",
