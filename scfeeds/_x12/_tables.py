@@ -156,26 +156,17 @@ class _Piece:
         }
         for frame in [self.mine, *got[: len(self.pending)]]:
             idx = frame["set_index"] - self.base
-            for name in frame.columns:
-                if name != "set_index":
-                    col = frame[name]
-                    if frame.height == self.sets and idx.is_sorted():  # every set, in order
-                        columns[name] = col
-                    else:
-                        empty = pl.Series(name, [None] * self.sets, dtype=col.dtype)
-                        columns[name] = empty.scatter(idx, col)
+            in_place = frame.height == self.sets and idx.is_sorted()  # every set, in order
+            for col in frame.drop("set_index").iter_columns():
+                if in_place:
+                    columns[col.name] = col
+                else:
+                    empty = pl.Series(col.name, [None] * self.sets, dtype=col.dtype)
+                    columns[col.name] = empty.scatter(idx, col)
         return pl.DataFrame(columns), got[len(self.pending) :]
 
     def supplier(self) -> None:
-        # Only N1s of a supplier entity are split (N101 follows "N1" and the separator).
-        heads = [f"N1{self.e}{q}{self.e}" for q in SUPPLIER_ENTITIES]
-        n1 = (
-            self.r.filter(c("sid") == "N1")
-            .collect(engine=ENGINE)
-            .filter(c("raw").str.head(len(heads[0])).is_in(heads))
-            .lazy()
-            .pipe(split_elements, ["set_index"], self.e, 4, "N1")
-        )
+        n1 = self.seg("N1", ["set_index"], 4)
         self.per_set(
             n1.filter(c("N101").is_in(SUPPLIER_ENTITIES) & c("N104").is_not_null()).select(
                 "set_index", c("N104").str.strip_chars().alias("n1_supplier")
