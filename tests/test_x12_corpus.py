@@ -1,4 +1,8 @@
-"""The X12 reader on 20 real public files (``/work/shared/x12-corpus``, see its SOURCES.md).
+"""The X12 reader on 20 real public files (the shared corpus, see its SOURCES.md).
+
+The corpus is looked for at ``../shared/x12-corpus`` beside the repository checkout, or where
+the environment variable ``SCFEEDS_X12_CORPUS`` points; the tests skip, saying where they
+looked, only when it is absent.
 
 Expected delimiters, envelope counts and envelope errors are parsed from SOURCES.md itself;
 expected line counts come from an independent naive split of each file.
@@ -18,7 +22,8 @@ import pytest
 
 from scfeeds._x12 import read_x12
 
-CORPUS = Path(os.environ.get("SCFEEDS_X12_CORPUS", "/work/shared/x12-corpus"))
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("SCFEEDS_X12_CORPUS") or REPO.parent / "shared" / "x12-corpus")
 pytestmark = pytest.mark.skipif(
     not (CORPUS / "SOURCES.md").is_file(),
     reason=f"real X12 corpus not found at {CORPUS} (set SCFEEDS_X12_CORPUS)",

@@ -48,7 +48,7 @@ def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None 
     Examples
     --------
     >>> from scfeeds._x12 import read_x12
-    >>> res = read_x12("/work/shared/x12-corpus/850_15.edi")  # doctest: +SKIP
+    >>> res = read_x12("inbound/850_15.edi")  # doctest: +SKIP
     >>> "AK9*E*1*1*1*4" in ack_997(res)  # doctest: +SKIP
     True
     """
