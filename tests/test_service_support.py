@@ -34,7 +34,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError(
-            "redis-server not found: apt-get install redis-server (.ci/run installs it)"
+            "redis-server not found: apt-get install redis-server (./dev test installs it as root)"
         )
     import redis
 

@@ -8,7 +8,8 @@ running fetch), the sweep's knee, the memory profile and the buffering compariso
 screenshot is kept in ``.artifacts/``.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); the browser Playwright would
-download is never used. Skips, saying so, only when ``/usr/bin/chromium`` is missing.
+download is never used (``SCFEEDS_CHROMIUM`` names another binary). ``./dev test`` installs it
+when it can; the test skips, saying so, only when the binary is missing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("SCFEEDS_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -47,7 +48,7 @@ NOTEBOOK = "widgets.ipynb"
 
 if not CHROMIUM.exists():
     pytest.skip(
-        "real-browser test needs Chromium at /usr/bin/chromium (apt-get install chromium)",
+        f"real-browser test needs Chromium at {CHROMIUM} (apt-get install chromium)",
         allow_module_level=True,
     )
 
