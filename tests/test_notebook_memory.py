@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,26 @@ def test_flamegraph_is_an_extra_file_next_to_the_capture(tmp_path: Path) -> None
     assert page == profile.capture.with_suffix(".html")
     text = page.read_text()
     assert "hold_twenty_mib" in text  # memray's own page, with our frames in its data
+
+
+def test_sites_are_shown_relative_to_site_packages_stdlib_or_the_checkout(tmp_path: Path) -> None:
+    import json
+    import os
+
+    import aiohttp
+
+    from scfeeds.notebook._memory import display_path
+
+    assert display_path(aiohttp.__file__) == "aiohttp/__init__.py"
+    assert display_path(json.__file__) == "json/__init__.py"
+    assert display_path(inspect.getfile(read_capture)) == "scfeeds/notebook/_memory.py"
+    assert display_path("<native>") == "<native>"
+
+    def encode() -> str:  # a site inside the standard library, called from here
+        return json.dumps([{"n": i, "text": "x" * 64} for i in range(100_000)])
+
+    profile = MemoryProfiler(directory=tmp_path).run(encode)
+    titles = re.findall(r"title='([^']*)'", profile.sites_html())
+    assert titles
+    assert all(not os.path.isabs(t) for t in titles), titles
+    assert any(t.startswith("json/") for t in titles), titles

@@ -56,6 +56,34 @@ _LIBRARY_DIRS = tuple(
 )
 
 
+def _display_roots() -> tuple[str, ...]:
+    """Folders that file names are shown relative to, deepest first: site-packages, the
+    standard library, and the folder holding the ``scfeeds`` package (a source checkout)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths["purelib"], paths["platlib"], paths["stdlib"], paths["platstdlib"]}
+    dirs.update(site.getsitepackages())
+    dirs.add(str(Path(__file__).resolve().parents[2]))
+    real = {os.path.realpath(d) for d in dirs}
+    return tuple(sorted((d.rstrip(os.sep) + os.sep for d in real), key=len, reverse=True))
+
+
+_DISPLAY_ROOTS = _display_roots()
+
+
+def display_path(file: str) -> str:
+    """``file`` as shown in a profile: relative to site-packages, the standard library or
+    the scfeeds checkout (``aiohttp/streams.py``, ``asyncio/events.py``,
+    ``scfeeds/_x12/_reader.py``), so that a saved notebook carries no absolute path of the
+    machine that ran it; other files (your own code) are shown as given."""
+    if file.startswith("<"):
+        return file
+    real = os.path.realpath(file)
+    for root in _DISPLAY_ROOTS:
+        if real.startswith(root):
+            return Path(real[len(root) :]).as_posix()
+    return file
+
+
 def _user_frame(stack: Sequence[tuple[str, str, int]]) -> str | None:
     """``function (file:line)`` of the innermost frame outside the stdlib and site-packages,
     or ``None`` when that is the innermost frame itself (the site already names it)."""
@@ -134,7 +162,7 @@ class MemoryProfile:
     def sites_html(self) -> str:
         """The top allocation sites as an HTML table."""
         rows = "".join(
-            f"<tr><td>{escape(r['function'])}</td><td title='{escape(r['file'])}'>"
+            f"<tr><td>{escape(r['function'])}</td><td title='{escape(display_path(r['file']))}'>"
             f"{escape(Path(r['file']).name)}:{r['line']}</td>"
             f"<td style='text-align:right'>{escape(fmt.size(r['bytes']))}</td>"
             f"<td style='text-align:right'>{r['allocations']:,}</td>"
