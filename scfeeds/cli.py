@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scfeeds.exceptions import ConfigurationError
+
 EPILOG = """\
 examples:
   scfeeds demo                               the whole job on a generated demo world
@@ -137,6 +139,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from scfeeds._runner import run
 
     sources: list[Any] = list(args.sources)  # a portal root URL expands to its listing
+    for source in sources:
+        if "://" not in source and not Path(source).is_file():
+            raise _UsageError(
+                f"{source}: no such file (pass a portal URL, feed URLs or existing files)"
+            )
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     report = run(
         ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")
@@ -151,6 +158,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from scfeeds._lake import scan_lake
     from scfeeds._reconcile import reconcile
 
+    if not Path(args.lake).is_dir():
+        raise _UsageError(
+            f"{args.lake}: no such lake (ingest into it first: scfeeds ingest SOURCES "
+            f"--lake {args.lake})"
+        )
+    if args.conversions and not Path(args.conversions).is_file():
+        raise _UsageError(
+            f"{args.conversions}: no such file (pass the parquet of item/unit factors, "
+            "e.g. a synth world's world/conversions.parquet)"
+        )
     conversions = pl.read_parquet(args.conversions) if args.conversions else None
     rec = reconcile(
         scan_lake(args.lake, "po_lines"),
@@ -169,6 +186,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_x12(args: argparse.Namespace) -> int:
     from scfeeds._x12 import read_x12
 
+    if not any(ch in args.source for ch in "*?[") and not Path(args.source).is_file():
+        raise _UsageError(
+            f"{args.source}: no such file (pass an X12 file, or a quoted glob such as "
+            "'inbound/*.x12')"
+        )
     result = read_x12(args.source)
     for table in ("po_lines", "asn_lines", "invoice_lines"):
         frame = getattr(result, table)
@@ -181,9 +203,32 @@ def cmd_x12(args: argparse.Namespace) -> int:
         for e in result.errors.iter_rows(named=True):
             _print(f"  {e['source']}: {e['position']}: {e['code']}: {e['message']}")
     if args.ack:
-        Path(args.ack).write_bytes(_as_bytes(result.acknowledgment()))
-        _print(f"997 written to {args.ack}")
+        ack = result.acknowledgment()
+        if ack:
+            Path(args.ack).write_bytes(_as_bytes(ack))
+            _print(f"997 written to {args.ack}")
+        else:  # only acknowledgments (997/999, group FA) read, or no envelope at all
+            _print(
+                f"nothing to acknowledge: no functional group other than 997/999 was read; "
+                f"{args.ack} not written"
+            )
     return 1 if result.errors.height else 0
+
+
+class _UsageError(Exception):
+    """A path or argument the command cannot use: reported in one line, no traceback."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line that names the file and what to do."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        hint = "check its permissions" if isinstance(exc, PermissionError) else "check the path"
+        text = f"{exc.filename}: {(exc.strerror or type(exc).__name__).lower()} ({hint})"
+    else:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, FileNotFoundError):  # polars': "... (os error 2): <path>"
+            text += " (check the path)"
+    return " ".join(text.split())
 
 
 def _as_bytes(data: str | bytes) -> bytes:
@@ -257,6 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except asyncio.CancelledError:
         return 130
+    except (
+        _UsageError,
+        ConfigurationError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as exc:
+        # a missing or unusable path, or a call the API refuses: one line, no traceback
+        print(f"scfeeds {args.command}: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return 2
     return code
 
 
