@@ -13,6 +13,7 @@ import contextlib
 import csv
 import datetime as dt
 import io
+import logging
 import os
 import re
 import tempfile
@@ -340,25 +341,67 @@ class _Plan:
     notes: tuple[tuple[str, str, str], ...]  # (position, rule, message) found while planning
 
 
+_log = logging.getLogger("scfeeds.exports")
+
+
+def _oriented(columns: Mapping[str, str], table: TableName) -> dict[str, str]:
+    """``columns=`` as canonical -> header, whichever way round it was given.
+
+    Keys all canonical: canonical -> header (this reader's own convention). Values all
+    canonical: header -> canonical (polars' ``rename`` and pandas' convention), inverted.
+    Both (other than an identity mapping) or neither: a ``ConfigurationError`` saying why.
+    """
+    canonical = COLUMNS[table]
+    keys_canonical = all(k in canonical for k in columns)
+    values_canonical = all(v in canonical for v in columns.values())
+    if keys_canonical and values_canonical and any(k != v for k, v in columns.items()):
+        raise ConfigurationError(
+            f"columns= is ambiguous: its keys and its values are all {table} column names, so "
+            "it could map either way; map canonical -> header with the file's own headers"
+        )
+    if keys_canonical:
+        _log.info("columns= read as canonical -> header (its keys are %s columns)", table)
+        return dict(columns)
+    if values_canonical:
+        twice = sorted({v for v in columns.values() if list(columns.values()).count(v) > 1})
+        if twice:
+            raise ConfigurationError(
+                f"columns= maps several headers to {', '.join(twice)}: give each "
+                "canonical column one header"
+            )
+        _log.info("columns= read as header -> canonical (its values are %s columns)", table)
+        return {v: k for k, v in columns.items()}
+    keys = [k for k in columns if k not in canonical]
+    values = [v for v in columns.values() if v not in canonical]
+    raise ConfigurationError(
+        f"columns= must map canonical -> header or header -> canonical, but neither side is "
+        f"all {table} column names (keys not canonical: {', '.join(keys)}; values not "
+        f"canonical: {', '.join(values)}); {table} has {', '.join(canonical)}"
+    )
+
+
 def _candidates(
     table: TableName | None, preset: ExportPreset | str | None, columns: Mapping[str, str] | None
 ) -> list[tuple[ExportPreset | None, TableName, dict[str, str]]]:
     if columns is not None:
         if table is None:
             raise ConfigurationError("columns= maps headers for one table: pass table= too")
-        unknown = [c for c in columns if c not in COLUMNS[table]]
-        if unknown:
+        if table not in COLUMNS:
             raise ConfigurationError(
-                f"columns= maps non-canonical column(s) {', '.join(unknown)}; "
-                f"{table} has {', '.join(COLUMNS[table])}"
+                f"unknown table {table!r}; expected one of {', '.join(COLUMNS)}"
             )
         chosen = _resolve_preset(preset) if preset is not None else None
-        return [(chosen, table, dict(columns))]
+        return [(chosen, table, _oriented(columns, table))]
     presets = [_resolve_preset(preset)] if preset is not None else list(PRESETS.values())
     tables = [table] if table is not None else list(COLUMNS)
     if table is not None and table not in COLUMNS:
         raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(COLUMNS)}")
-    return [(p, t, p.header(t)) for p in presets for t in tables if t in p.columns]
+    # A header of the canonical names themselves (a frame written with write_csv) is a layout
+    # too, tried after the presets (they win ties); its dialect is the preset's, if one is
+    # given, else guessed.
+    chosen = presets[0] if preset is not None else None
+    canonical = [(chosen, t, {c: c for c in COLUMNS[t]}) for t in tables]
+    return [(p, t, p.header(t)) for p in presets for t in tables if t in p.columns] + canonical
 
 
 def _score(
@@ -851,13 +894,21 @@ def scan_export(
         the same table.
     table
         Canonical table to read. ``None`` picks, per file, the table (and preset) whose headers
-        match the file's header row best.
+        match the file's header row best. A header of the canonical column names themselves
+        (``po_number``, ``qty_ordered``..., as ``write_csv`` of a canonical frame writes it)
+        is recognised too; presets win a tie.
     preset
         An :class:`~scfeeds._presets.ExportPreset` or its name. ``None`` tries every preset in
         ``PRESETS``. The preset gives header names and the number / date dialect.
     columns
-        Explicit canonical -> header mapping (needs ``table``); overrides the preset's headers.
-        Without a preset the dialect is guessed: ``;``-separated files use a decimal comma.
+        Explicit header mapping (needs ``table``); overrides the preset's headers. Either way
+        round: when its keys are all canonical columns of ``table`` it is read as canonical ->
+        header (``{"po_number": "PO #"}``), when its values are, as header -> canonical
+        (``{"PO #": "po_number"}``, polars' ``rename`` convention); which one was taken is
+        logged (logger ``scfeeds.exports``, level INFO). A ``ConfigurationError`` says why
+        when it cannot be told (both sides canonical names, neither, or two headers for one
+        column). Without a preset the dialect is guessed: ``;``-separated files use a decimal
+        comma.
     fmt
         ``"csv"`` or ``"xlsx"``; ``None`` decides from the file extension.
 
