@@ -187,7 +187,7 @@ def test_generated_worlds_under_data_are_ignored_by_git() -> None:
 # -- ./dev provisioning ------------------------------------------------------------------
 
 
-def _fake_bin(tmp_path: Path, *, uid: int, apt: bool, redis: bool) -> Path:
+def _fake_bin(tmp_path: Path, *, uid: int, apt: bool, redis: bool, apt_status: int = 0) -> Path:
     """A PATH with the few tools ``dev`` uses, a fake ``id`` and optional fakes of
     ``apt-get`` (which only logs its arguments) and ``redis-server``."""
     bin_dir = tmp_path / "bin"
@@ -198,7 +198,7 @@ def _fake_bin(tmp_path: Path, *, uid: int, apt: bool, redis: bool) -> Path:
         (bin_dir / tool).symlink_to(real)
     scripts = {"id": f'#!/bin/sh\n[ "$1" = -u ] && echo {uid}\n'}
     if apt:
-        scripts["apt-get"] = f'#!/bin/sh\necho "$@" >> "{tmp_path}/apt.log"\n'
+        scripts["apt-get"] = f'#!/bin/sh\necho "$@" >> "{tmp_path}/apt.log"\nexit {apt_status}\n'
     if redis:
         scripts["redis-server"] = "#!/bin/sh\nexit 0\n"
     for name, text in scripts.items():
@@ -262,13 +262,18 @@ def test_dev_test_without_root_fails_with_what_to_run_and_installs_nothing(
     assert not (tmp_path / "checkout" / ".uv").exists()  # stopped before bootstrapping
 
 
-def test_dev_test_as_root_installs_from_apt_once_then_checks_again(tmp_path: Path) -> None:
-    out = _dev(tmp_path, _fake_bin(tmp_path, uid=0, apt=True, redis=True), "test")
+@pytest.mark.parametrize("apt_status", [0, 100], ids=["apt-ok", "apt-fails"])
+def test_dev_test_as_root_installs_from_apt_once_then_checks_again(
+    tmp_path: Path, apt_status: int
+) -> None:
+    bin_dir = _fake_bin(tmp_path, uid=0, apt=True, redis=True, apt_status=apt_status)
+    out = _dev(tmp_path, bin_dir, "test")
     calls = (tmp_path / "apt.log").read_text().splitlines()
     assert len(calls) == 2, calls
     assert "update -qq" in calls[0]
     assert calls[1].endswith("install -y -qq --no-install-recommends chromium fonts-liberation")
-    # the fake apt-get installed nothing: the check after it says so, and the run stops
+    # the fake apt-get installed nothing (or failed): the check after it says so, and the
+    # run stops
     assert out.returncode == 1
     assert "missing chromium" in out.stderr
     assert "missing redis-server" not in out.stderr  # present, not reported
