@@ -11,30 +11,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import polars as pl
 
+from scfeeds._redact import SECRET_PARAMS as SECRET_PARAMS
+from scfeeds._redact import redact_url as redact_url
 from scfeeds.exceptions import ConfigurationError
-
-#: Query parameters whose values are credentials (redacted from reports, never in paths).
-SECRET_PARAMS = frozenset(
-    {
-        "token",
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "api_key",
-        "apikey",
-        "key",
-        "secret",
-        "client_secret",
-        "password",
-        "passwd",
-        "sig",
-        "signature",
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "auth",
-    }
-)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _MAX_SEGMENT = 120
@@ -56,29 +35,17 @@ class ChunkRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class Item:
-    """A unit of work for a worker. ``url`` may carry secrets; ``shown_url`` never does."""
+    """A unit of work for a worker. ``url`` may carry secrets; ``shown_url`` never does.
+    ``source`` is the caller's own object, handed back with the outcome."""
 
     index: int
+    source: object
     url: str
     shown_url: str
     key: str
     path: str | None
     expected_sha256: str | None = None
     expected_bytes: int | None = None
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info and with secret query values replaced by ``REDACTED``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in SECRET_PARAMS for k, _ in pairs):
-            query = urlencode(
-                [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def url_key(url: str) -> str:
@@ -187,7 +154,7 @@ def plan_chunks(feed_url: str, *, total: int, chunk_size: int) -> list[ChunkRequ
 Source = str | ChunkRequest | Mapping[str, Any]
 
 
-def _item(index: int, source: object) -> Item:
+def _item(index: int, source: object, key: bytes | None) -> Item:
     if isinstance(source, str):
         url, path, sha, size = source, None, None, None
     elif isinstance(source, ChunkRequest):
@@ -211,8 +178,9 @@ def _item(index: int, source: object) -> Item:
         raise ConfigurationError(f"source #{index} is not an http(s) URL: {redact_url(url)!r}")
     return Item(
         index=index,
+        source=source,
         url=url,
-        shown_url=redact_url(url),
+        shown_url=redact_url(url, key=key),
         key=url_key(url),
         path=None if path is None else safe_relpath(str(path)),
         expected_sha256=str(sha).lower() if sha else None,
@@ -250,6 +218,7 @@ def iter_sources(sources: object) -> tuple[Iterator[Any] | AsyncIterable[Any], i
     )
 
 
-def make_item(index: int, source: object) -> Item:
-    """Validate one raw source and turn it into an :class:`Item`."""
-    return _item(index, source)
+def make_item(index: int, source: object, *, key: bytes | None = None) -> Item:
+    """Validate one raw source and turn it into an :class:`Item` (``key``: of the redaction
+    digests in ``shown_url``)."""
+    return _item(index, source, key)
