@@ -63,6 +63,7 @@ class Origin:
     url: str = ""
     other: str = ""
     listing: list[dict[str, Any]] = field(default_factory=list)
+    listing_moved_to: str | None = None
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def values_seen(self) -> str:
@@ -97,6 +98,8 @@ class Origin:
             raise web.HTTPFound(f"/doc/{request.match_info['name']}")
 
         async def feeds(request: web.Request) -> web.StreamResponse:
+            if self.listing_moved_to:
+                raise web.HTTPFound(self.listing_moved_to)
             if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
                 return web.json_response({"error": "unauthorized"}, status=401)
             return web.json_response({"feeds": self.listing})
@@ -240,6 +243,43 @@ async def test_per_origin_credentials_reach_only_their_origin(
     assert other.headers_of("/doc/inv.x12")[0]["X-Api-Key"] == "other-key-19"
     assert token not in other.values_seen()
     assert "other-key-19" not in own.values_seen()
+
+
+async def test_a_listing_redirected_to_another_origin_gets_no_token(
+    docs: dict[str, bytes], tmp_path: Path
+) -> None:
+    token = "portal-token-77ee"
+    async with serve_origin(docs, token=token) as own, serve_origin(docs) as elsewhere:
+        own.listing_moved_to = f"{elsewhere.url}/v1/feeds"
+        elsewhere.listing = [{"url": f"{elsewhere.url}/doc/po.x12", "format": "x12"}]
+        await ingest(
+            own.url,
+            tmp_path / "lake",
+            headers={"Authorization": f"Bearer {token}"},
+            pool="threads",
+            progress=None,
+        )
+        assert elsewhere.headers_of("/v1/feeds"), "the redirect was followed"
+        assert token not in elsewhere.values_seen()
+
+
+async def test_enqueue_listing_redirected_to_another_origin_gets_no_token(
+    docs: dict[str, bytes],
+) -> None:
+    """``scfeeds enqueue`` reads a portal listing with urllib (which copies Authorization
+    to any redirect target by default)."""
+    from scfeeds._service._cli import expand_sources
+    from scfeeds._service._secrets import Secrets
+
+    token = "enqueue-token-5b"
+    async with serve_origin(docs, token=token) as own, serve_origin(docs) as elsewhere:
+        own.listing_moved_to = f"{elsewhere.url}/v1/feeds"
+        elsewhere.listing = [{"url": f"{elsewhere.url}/doc/po.x12"}]
+        host = own.url.removeprefix("http://")
+        rows = await asyncio.to_thread(expand_sources, [own.url], Secrets({host: token}))
+        assert [r["url"] for r in rows] == [f"{elsewhere.url}/doc/po.x12"]
+        assert own.headers_of("/v1/feeds")[0]["Authorization"] == f"Bearer {token}"
+        assert token not in elsewhere.values_seen()
 
 
 # -- item 10: sources that differ only in a secret keep their own provenance ------------------
