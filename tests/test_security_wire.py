@@ -97,6 +97,12 @@ class Origin:
         async def to_self(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound(f"/doc/{request.match_info['name']}")
 
+        async def loop(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"/loop/{int(request.match_info['n']) + 1}")
+
+        async def to_file(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound("file:///etc/passwd")
+
         async def feeds(request: web.Request) -> web.StreamResponse:
             if self.listing_moved_to:
                 raise web.HTTPFound(self.listing_moved_to)
@@ -109,6 +115,8 @@ class Origin:
         app.router.add_get("/keyed/{name}", keyed)
         app.router.add_get("/to-other/{name}", to_other)
         app.router.add_get("/to-self/{name}", to_self)
+        app.router.add_get("/loop/{n}", loop)
+        app.router.add_get("/to-file", to_file)
         app.router.add_get("/v1/feeds", feeds)
         return app
 
@@ -176,6 +184,20 @@ async def test_credentials_for_the_redirect_target_are_its_own(
     assert a.headers_of("/to-other/po.x12")[0]["X-Api-Key"] == "key-of-a"
     assert b.headers_of("/doc/po.x12")[0]["X-Api-Key"] == "key-of-b"
     assert "key-of-a" not in b.values_seen()
+
+
+async def test_redirect_loops_and_non_http_targets_fail_without_retry(
+    docs: dict[str, bytes], tmp_path: Path
+) -> None:
+    async with serve_origin(docs) as a:
+        report = await fetch(
+            [f"{a.url}/loop/0", f"{a.url}/to-file"], tmp_path, progress=None, retry=FAST
+        )
+    loop, to_file = report.items.rows(named=True)
+    assert loop["status"] == "failed" and "more than 10 redirects" in loop["error"]
+    assert len(a.headers_of("/loop/0")) == 1  # a loop is not retried
+    assert to_file["status"] == "failed" and "not an http(s) URL" in to_file["error"]
+    assert not list(tmp_path.rglob("passwd"))
 
 
 def test_credentials_repr_shows_origins_never_values() -> None:
