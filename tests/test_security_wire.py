@@ -476,6 +476,22 @@ def test_cli_fetch_onto_a_full_filesystem_exits_with_one_line(
     assert not list(small_fs.rglob("*.part"))  # the partial body was freed
 
 
+async def test_cli_ingest_on_a_full_disk_exits_with_one_line(
+    docs: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with serve_origin(docs) as server:
+        url = f"{server.url}/doc/po.x12"
+        partial = tmp_path / "lake" / "_landing" / ".scfeeds" / "partial"
+        partial.mkdir(parents=True)
+        (partial / f"{url_key(url)}.part").symlink_to("/dev/full")
+        code = await asyncio.to_thread(cli_main, ["ingest", url, "--lake", str(tmp_path / "lake")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    assert err[0].startswith("scfeeds ingest: no space left on device writing ")
+    assert str(partial) in err[0]
+
+
 # -- item 7: no token on the command line --------------------------------------------------------
 
 
