@@ -194,9 +194,11 @@ async def test_redirect_loops_and_non_http_targets_fail_without_retry(
             [f"{a.url}/loop/0", f"{a.url}/to-file"], tmp_path, progress=None, retry=FAST
         )
     loop, to_file = report.items.rows(named=True)
-    assert loop["status"] == "failed" and "more than 10 redirects" in loop["error"]
+    assert loop["status"] == "failed"
+    assert "more than 10 redirects" in loop["error"]
     assert len(a.headers_of("/loop/0")) == 1  # a loop is not retried
-    assert to_file["status"] == "failed" and "not an http(s) URL" in to_file["error"]
+    assert to_file["status"] == "failed"
+    assert "not an http(s) URL" in to_file["error"]
     assert not list(tmp_path.rglob("passwd"))
 
 
