@@ -582,3 +582,21 @@ async def test_portal_access_log_never_writes_secret_query_values(
     for value in [*secrets.values(), "qa-auth-777", "qa-ref-888"]:
         assert value not in log
     assert "access_token=REDACTED" in log
+
+
+async def test_portal_debug_log_of_a_simulated_reset_keeps_secrets_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import aiohttp
+
+    caplog.set_level(logging.DEBUG, logger="scfeeds.portal")
+    (tmp_path / "root").mkdir()
+    async with (
+        portal.serve(tmp_path / "root", reset_rate=1.0, reset_at="start", seed=1) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"{server.url}/v1/blob/64?seed=1&sig=qa-sig-999") as resp:
+                await resp.read()
+    assert "resetting connection for GET /v1/blob/64?seed=1&sig=REDACTED-" in caplog.text
+    assert "qa-sig-999" not in caplog.text

@@ -19,7 +19,7 @@ from aiohttp.web_response import StreamResponse
 from scfeeds._redact import redact_query
 
 
-def _shown_target(path: str, query: str) -> str:
+def shown_target(path: str, query: str) -> str:
     shown = redact_query(query)
     return f"{path}?{shown}" if shown else path
 
@@ -38,7 +38,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         start = datetime.datetime.now(datetime.UTC).astimezone() - datetime.timedelta(seconds=time)
         version = f"HTTP/{request.version.major}.{request.version.minor}"
-        target = _shown_target(request.path, request.query_string)
+        target = shown_target(request.path, request.query_string)
         self.logger.info(
             '%s [%s] "%s %s %s" %s %s "%s" "%s"',
             request.remote or "-",
