@@ -163,19 +163,23 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from scfeeds._config import Limits
     from scfeeds._fetch import fetch
     from scfeeds._runner import run
+    from scfeeds.exceptions import StorageError
 
     headers, error = _bearer(args, "fetch")
     if error:
         return _fail(error, 2)
-    report = run(
-        fetch(
-            args.urls,
-            args.dest,
-            limits=Limits(args.concurrency, max_per_second=args.rate),
-            headers=headers,
-            progress="auto",
+    try:
+        report = run(
+            fetch(
+                args.urls,
+                args.dest,
+                limits=Limits(args.concurrency, max_per_second=args.rate),
+                headers=headers,
+                progress="auto",
+            )
         )
-    )
+    except StorageError as exc:
+        return _fail(f"scfeeds fetch: {exc}", 1)
     if report.stopped:
         landed = report.succeeded + report.unchanged
         return _fail(
@@ -192,12 +196,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from scfeeds._runner import run
 
     sources: list[Any] = list(args.sources)  # a portal root URL expands to its listing
+    from scfeeds.exceptions import StorageError
+
     headers, error = _bearer(args, "ingest")
     if error:
         return _fail(error, 2)
-    report = run(
-        ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")
-    )
+    try:
+        report = run(
+            ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")
+        )
+    except StorageError as exc:
+        return _fail(f"scfeeds ingest: {exc}", 1)
     stopped = getattr(report.fetch, "stopped", None)
     if stopped:
         return _fail(f"scfeeds ingest: {stopped}; free space and run again to resume", 1)

@@ -494,6 +494,22 @@ async def test_cli_ingest_on_a_full_disk_exits_with_one_line(
     assert str(partial) in err[0]
 
 
+def test_cli_fetch_onto_a_filesystem_already_full_exits_with_one_line(
+    small_fs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (small_fs / "filler").open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+    (tmp_path / "root").mkdir()
+    with portal.serve_in_thread(tmp_path / "root", access_log=False) as server:
+        code = cli_main(["fetch", f"{server.url}/v1/blob/4096?seed=1", "--dest", str(small_fs)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    assert err[0].startswith("scfeeds fetch: no space left on device writing ")
+    assert str(small_fs) in err[0]
+
+
 # -- item 7: no token on the command line --------------------------------------------------------
 
 

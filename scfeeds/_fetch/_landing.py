@@ -20,6 +20,7 @@ this protects against a crashed or killed process, not against power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scfeeds._redact import new_key
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, StorageError
 
 META_DIR = ".scfeeds"
 
@@ -57,10 +58,22 @@ class Landing:
             raise ConfigurationError(f"dest {str(self.dest)!r} exists and is not a directory")
         self.meta = self.dest / META_DIR
         self.partial = self.meta / "partial"
-        self.partial.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.meta / "manifest.jsonl"
-        self._manifest = self.manifest_path.open("a", encoding="utf-8")
-        self.redaction_key = self._redaction_key()
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+            self._manifest = self.manifest_path.open("a", encoding="utf-8")
+            try:
+                self.redaction_key = self._redaction_key()
+            except BaseException:
+                self._manifest.close()
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    f"no space left on device writing {exc.filename or self.meta}",
+                    path=str(exc.filename or self.meta),
+                ) from exc
+            raise
 
     def _redaction_key(self) -> bytes:
         """This folder's key (created once, readable by its owner only): the same URL is
