@@ -124,13 +124,20 @@ def _add_token_options(p: argparse.ArgumentParser) -> None:
         help=f"read the bearer token from this file (default: ${TOKEN_ENV}); it is sent only "
         "to the origins of the sources given here, never logged",
     )
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help=f"read the bearer token from this environment variable instead of ${TOKEN_ENV}",
+    )
     # Refused with a message, not left undefined: argparse would otherwise take `--token X`
     # as an abbreviation of --token-file and read a file named after the secret.
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)
 
 
 def _bearer(args: argparse.Namespace, command: str) -> tuple[dict[str, str] | None, str | None]:
-    """``(headers, error line)``: the token from --token-file or $SCFEEDS_TOKEN, never argv."""
+    """``(headers, error line)``: the token from --token-file, --token-env VAR or
+    $SCFEEDS_TOKEN, never from argv."""
     import os
 
     if args.token is not None:
@@ -149,6 +156,13 @@ def _bearer(args: argparse.Namespace, command: str) -> tuple[dict[str, str] | No
             )
         if not token:
             return None, f"scfeeds {command}: --token-file {args.token_file} is empty"
+    elif args.token_env:
+        token = os.environ.get(args.token_env, "").strip()
+        if not token:
+            return (
+                None,
+                f"scfeeds {command}: environment variable {args.token_env} is empty or unset",
+            )
     else:
         token = os.environ.get(TOKEN_ENV, "").strip()
     return ({"Authorization": f"Bearer {token}"} if token else None), None

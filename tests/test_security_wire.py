@@ -548,6 +548,11 @@ def test_token_from_a_file_or_the_environment(
     assert cli_main(["fetch", url, "--dest", str(tmp_path / "b")]) == 0
     monkeypatch.setenv("SCFEEDS_TOKEN", "wrong")
     assert cli_main(["fetch", url, "--dest", str(tmp_path / "c")]) == 1
+    monkeypatch.setenv("SUPPLIER_TOKEN", "cli-t0ken-61")  # as `scfeeds portal --token-env`
+    assert (
+        cli_main(["fetch", url, "--dest", str(tmp_path / "e"), "--token-env", "SUPPLIER_TOKEN"])
+        == 0
+    )
 
 
 def test_token_never_in_the_process_arguments(token_portal: Any, tmp_path: Path) -> None:

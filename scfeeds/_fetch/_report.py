@@ -28,7 +28,8 @@ class FetchOutcome:
     """One source's outcome, handed to ``fetch(on_item=...)`` as soon as it is known.
 
     ``source`` is the caller's own object exactly as given (a URL string, a listing row, a
-    :class:`ChunkRequest`), and ``index`` its position among the sources: match outcomes to
+    :class:`ChunkRequest`; a DataFrame's row as a dict), and ``index`` its position among
+    the sources (0-based, in the order they were consumed): match outcomes to
     sources by these, never by ``url``, which is redacted (two URLs that differ only in a
     secret are distinct but not the caller's text). The other fields are the ``items`` row.
     """
