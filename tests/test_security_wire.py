@@ -28,6 +28,7 @@ from scfeeds._fetch._plan import url_key
 from scfeeds._ingest import ingest
 from scfeeds._lake import scan_lake
 from scfeeds.cli import main as cli_main
+from scfeeds.exceptions import StorageError
 
 FAST = Retry(3, backoff=0.01, max_backoff=0.02)
 REPO = Path(__file__).resolve().parents[1]
@@ -439,8 +440,9 @@ async def test_a_full_disk_is_not_retried_nor_blamed_on_the_url(
     # nothing more is attempted on a full disk
     assert not server.headers_of("/doc/inv.x12")
     assert report.stopped is not None
+    assert "no space left on device" in report._repr_html_()
     assert "no space left on device" in report.stopped
-    with pytest.raises(Exception, match="no space left on device"):
+    with pytest.raises(StorageError, match="no space left on device"):
         report.raise_for_failures()
 
 

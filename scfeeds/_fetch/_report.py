@@ -173,6 +173,8 @@ class FetchReport:
             ),
             ("concurrency", f"{self.concurrency} {self.host_limits}"),
         ]
+        if self.stopped:
+            rows.append(("stopped", self.stopped))
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in rows
