@@ -143,8 +143,8 @@ def _bearer(args: argparse.Namespace, command: str) -> tuple[dict[str, str] | No
     if args.token is not None:
         return None, (
             f"scfeeds {command}: --token is not accepted (a token on the command line shows "
-            f"in ps and shell history); use --token-file PATH or the {TOKEN_ENV} "
-            "environment variable"
+            f"in ps and shell history; consider the one given exposed); use --token-file PATH, "
+            f"--token-env VAR or the {TOKEN_ENV} environment variable"
         )
     if args.token_file:
         try:
