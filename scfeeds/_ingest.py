@@ -22,15 +22,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from scfeeds._fetch._credentials import Credentials
 from scfeeds._lake import batch_id, commit_batch, is_committed, scan_lake
 from scfeeds._parse import Format, guess_format, parse_file
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName
+
+if TYPE_CHECKING:  # the parse workers import this module: keep aiohttp out of them
+    from scfeeds._fetch._credentials import Credentials
 
 BATCH_SCHEMA: dict[str, pl.DataType] = {
     "url": pl.String(),
@@ -196,6 +198,8 @@ def _scoped_credentials(
 ) -> Credentials:
     """``headers=`` become credentials of the origins of the sources they were given with
     (a portal root's origin, a feed URL's origin), before any listing is read."""
+    from scfeeds._fetch._credentials import Credentials
+
     return Credentials.coerce(credentials).with_headers(headers, [s.url for s in given])
 
 
