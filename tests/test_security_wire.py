@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -341,6 +342,36 @@ async def test_urls_differing_only_in_a_secret_keep_their_own_provenance(
         assert "key=REDACTED-" in source
         assert "secret" not in source
     assert "secret" not in report.batches.write_csv()
+
+
+async def test_manifest_keys_of_secret_urls_are_keyed_and_old_manifests_still_resume(
+    docs: dict[str, bytes], tmp_path: Path
+) -> None:
+    import hashlib
+
+    async with serve_origin(docs) as server:
+        url = f"{server.url}/keyed/doc.x12?key=po-secret-1a"
+        plain = hashlib.sha256(url.encode()).hexdigest()[:32]
+        first = await fetch([url], tmp_path, progress=None)
+        # a plain hash of a URL would let the manifest confirm a guessed secret
+        assert plain not in written_text(tmp_path)
+        # a manifest written before keys were keyed (plain sha256) still resumes
+        rekey_manifest(tmp_path, plain)
+        again = await fetch([url], tmp_path, progress=None)
+    assert first.items["status"].to_list() == ["ok"]
+    assert again.items["status"].to_list() == ["unchanged"]
+    assert len(server.headers_of("/keyed/doc.x12")) == 1  # not downloaded again
+    assert len(landed_files(tmp_path)) == 1
+
+
+def rekey_manifest(dest: Path, key: str) -> None:
+    manifest = dest / ".scfeeds" / "manifest.jsonl"
+    record = json.loads(manifest.read_text().splitlines()[-1])
+    manifest.write_text(json.dumps({**record, "key": key}) + "\n")
+
+
+def landed_files(dest: Path) -> list[Path]:
+    return [p for p in dest.rglob("*") if p.is_file() and ".scfeeds" not in p.parts]
 
 
 async def test_on_item_hands_over_the_callers_own_source(

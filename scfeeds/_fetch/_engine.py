@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import errno
 import hashlib
@@ -306,6 +307,8 @@ class _Engine:
 
     async def _offer(self, index: int, source: object) -> None:
         item = make_item(index, source, key=self.landing.redaction_key)
+        if item.legacy_key is not None and item.key not in self.manifest:
+            self._adopt_legacy(item.legacy_key, item.key)
         self.rows.append(None)
         first = self.first_index.get(item.key)
         if first is not None:
@@ -313,6 +316,15 @@ class _Engine:
             return
         self.first_index[item.key] = index
         await self.queue.put(item)
+
+    def _adopt_legacy(self, legacy: str, key: str) -> None:
+        """A manifest record made under the unkeyed identity of a URL with a secret is
+        carried over to its keyed identity: resume works across the upgrade, and the record
+        landed next is written under the new key."""
+        prior = self.manifest.pop(legacy, None)
+        if prior is not None:
+            self.manifest[key] = dataclasses.replace(prior, key=key)
+            self.paths[prior.path] = key
 
     async def _heartbeat(self) -> None:
         while True:

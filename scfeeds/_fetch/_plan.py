@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
@@ -46,11 +47,30 @@ class Item:
     path: str | None
     expected_sha256: str | None = None
     expected_bytes: int | None = None
+    #: The unkeyed identity earlier versions gave a URL with a secret (manifest migration).
+    legacy_key: str | None = None
 
 
-def url_key(url: str) -> str:
-    """A stable, secret-free identity for ``url`` (names partial files and manifest rows)."""
+def url_key(url: str, key: bytes | None = None) -> str:
+    """A stable, secret-free identity for ``url`` (names partial files and manifest rows).
+
+    A URL with a secret query value is keyed by an HMAC under ``key`` (the landing folder's
+    redaction key): a plain hash of it would let anyone holding the manifest confirm a
+    guessed secret. Other URLs keep their plain sha256.
+    """
+    if key is not None and has_secret(url):
+        return hmac.new(key, url.encode(), hashlib.sha256).hexdigest()[:32]
     return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def has_secret(url: str) -> bool:
+    """Does ``url`` carry user info or a secret query parameter?"""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return True
+    return any(
+        k.lower() in SECRET_PARAMS for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+    )
 
 
 def safe_segment(text: str) -> str:
@@ -181,7 +201,8 @@ def _item(index: int, source: object, key: bytes | None) -> Item:
         source=source,
         url=url,
         shown_url=redact_url(url, key=key),
-        key=url_key(url),
+        key=url_key(url, key),
+        legacy_key=url_key(url) if key is not None and has_secret(url) else None,
         path=None if path is None else safe_relpath(str(path)),
         expected_sha256=str(sha).lower() if sha else None,
         expected_bytes=int(size) if size is not None else None,
