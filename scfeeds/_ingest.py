@@ -20,9 +20,9 @@ import multiprocessing
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -30,6 +30,9 @@ from scfeeds._lake import batch_id, commit_batch, is_committed, scan_lake
 from scfeeds._parse import Format, guess_format, parse_file
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName
+
+if TYPE_CHECKING:  # the parse workers import this module: keep aiohttp out of them
+    from scfeeds._fetch._credentials import Credentials
 
 BATCH_SCHEMA: dict[str, pl.DataType] = {
     "url": pl.String(),
@@ -163,9 +166,14 @@ def _portal_listing_url(url: str) -> str | None:
     return None
 
 
-async def _expand_portals(sources: list[Source], headers: Mapping[str, str] | None) -> list[Source]:
-    """Replace a portal root URL by the feeds its ``GET /v1/feeds`` lists."""
-    import aiohttp
+async def _expand_portals(sources: list[Source], credentials: Credentials) -> list[Source]:
+    """Replace a portal root URL by the feeds its ``GET /v1/feeds`` lists.
+
+    The listing names URLs; it does not decide where credentials go: each feed gets the
+    credentials of its own origin only (see :func:`_scoped_credentials`).
+    """
+    from scfeeds._fetch._engine import get_json
+    from scfeeds._redact import redact_url
 
     out: list[Source] = []
     for s in sources:
@@ -173,18 +181,26 @@ async def _expand_portals(sources: list[Source], headers: Mapping[str, str] | No
         if listing_url is None:
             out.append(s)
             continue
-        async with (
-            aiohttp.ClientSession(headers=dict(headers or {})) as session,
-            session.get(listing_url, timeout=aiohttp.ClientTimeout(total=60)) as resp,
-        ):
-            if resp.status != 200:
-                raise ConfigurationError(
-                    f"{listing_url} answered {resp.status}: pass feed URLs, or the root URL "
-                    "of an scfeeds portal (with its token in headers=)"
-                )
-            data = await resp.json()
+        status, data = await get_json(listing_url, credentials=credentials)
+        if status != 200 or not isinstance(data, dict) or "feeds" not in data:
+            raise ConfigurationError(
+                f"{redact_url(listing_url)} answered {status} without a feed listing: pass "
+                "feed URLs, or the root URL of an scfeeds portal (with its token in headers=)"
+            )
         out.extend(_as_sources(data["feeds"]))
     return out
+
+
+def _scoped_credentials(
+    given: list[Source],
+    headers: Mapping[str, str] | None,
+    credentials: Credentials | Mapping[str, Mapping[str, str]] | None,
+) -> Credentials:
+    """``headers=`` become credentials of the origins of the sources they were given with
+    (a portal root's origin, a feed URL's origin), before any listing is read."""
+    from scfeeds._fetch._credentials import Credentials
+
+    return Credentials.coerce(credentials).with_headers(headers, [s.url for s in given])
 
 
 def _is_remote(url: str) -> bool:
@@ -291,6 +307,7 @@ async def ingest(
     limits: Any = 16,
     retry: Any = None,
     headers: Mapping[str, str] | None = None,
+    credentials: Credentials | Mapping[str, Mapping[str, str]] | None = None,
     workers: int | None = None,
     progress: Any = None,
     landing: str | os.PathLike[str] | None = None,
@@ -310,8 +327,16 @@ async def ingest(
     lake
         Folder of the Parquet lake (created if missing). Raw bytes land in
         ``lake/_landing`` unless ``landing`` says otherwise.
-    limits, retry, headers, progress
+    limits, retry, progress
         Passed to :func:`scfeeds.fetch` (``limits=16`` means at most 16 requests at once).
+    headers
+        Sent to the origins (scheme, host, port) of the ``sources`` as given: to a portal
+        root's own origin, and to the feeds of its listing on that origin, but never to a
+        feed the listing places on another origin, nor through a redirect to one.
+    credentials
+        Headers per origin for several servers, :class:`~scfeeds.Credentials` or
+        ``{"https://host[:port]": {"Authorization": "Bearer ..."}}``; each goes to its own
+        origin only.
     workers
         Parse workers (default: the number of CPUs). The queue between fetch and parse holds
         at most ``max(2 * workers, parse_group)`` landed files: when parsing lags, fetching
@@ -345,13 +370,15 @@ async def ingest(
     if cluster is not None:
         from scfeeds._distributed import ingest_on_cluster
 
+        given = _as_sources(sources)
+        scoped = _scoped_credentials(given, headers, credentials)
         return await ingest_on_cluster(  # type: ignore[no-any-return]
-            await _expand_portals(_as_sources(sources), headers),
+            await _expand_portals(given, scoped),
             lake,
             cluster=cluster,
             limits=limits,
             retry=retry,
-            headers=headers,
+            credentials=scoped,
             workers=workers,
             parse_group=parse_group,
         )
@@ -359,7 +386,9 @@ async def ingest(
     root = Path(lake)
     root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts
     landing_dir = Path(landing) if landing is not None else root / "_landing"
-    items = await _expand_portals(_as_sources(sources), headers)
+    given = _as_sources(sources)
+    scoped = _scoped_credentials(given, headers, credentials)
+    items = await _expand_portals(given, scoped)
     n_workers = max(1, workers or (os.cpu_count() or 2))
 
     group = max(1, parse_group)
@@ -383,7 +412,7 @@ async def ingest(
 
     async def produce() -> None:
         nonlocal fetch_seconds, fetch_report
-        from scfeeds._fetch import fetch, redact_url
+        from scfeeds._fetch import FetchOutcome, fetch
 
         local = [s for s in items if not _is_remote(s.url)]
         remote = [s for s in items if _is_remote(s.url)]
@@ -391,17 +420,18 @@ async def ingest(
             path = str(Path(s.url))
             sha = await loop.run_in_executor(threads, _sha256_file, path)
             await queue.put((path, sha, s))
-        by_url = {redact_url(s.url): s for s in remote}
 
-        async def landed(row: dict[str, Any]) -> None:
+        async def landed(row: FetchOutcome) -> None:
             # Called by each fetch worker as its item lands; awaiting a full queue holds the
             # worker, so fetching waits when parsing lags (backpressure, item by item).
-            src = by_url[row["url"]]
-            if row["status"] in ("ok", "unchanged") and row["path"]:
-                path = row["path"]
+            # The outcome carries its source's position: two URLs that differ only in a
+            # secret are two sources, and provenance is the redacted URL, not the secret.
+            src = replace(remote[row.index], url=row.url)
+            if row.status in ("ok", "unchanged") and row.path and row.sha256:
+                path = row.path
                 if not os.path.isabs(path):
                     path = str(landing_dir / path)
-                await queue.put((path, row["sha256"], src))
+                await queue.put((path, row.sha256, src))
                 return
             records.append(
                 {
@@ -416,7 +446,7 @@ async def ingest(
                     "quarantined": 0,
                     "errors": 1,
                     "parse_seconds": 0.0,
-                    "error": row["error"],
+                    "error": row.error,
                 }
             )
 
@@ -432,7 +462,7 @@ async def ingest(
                 landing_dir,
                 limits=limits,
                 retry=retry,
-                headers=headers,
+                credentials=scoped,
                 progress=progress,
                 on_item=landed,
             )

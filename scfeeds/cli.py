@@ -115,21 +115,94 @@ def _write_report(rec: Any, path: Path) -> None:
 # -- fetch / ingest / reconcile / x12 -----------------------------------------------------------
 
 
+TOKEN_ENV = "SCFEEDS_TOKEN"
+
+
+def _add_token_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"read the bearer token from this file (default: ${TOKEN_ENV}); it is sent only "
+        "to the origins of the sources given here, never logged",
+    )
+    p.add_argument(
+        "--token-env",
+        default=None,
+        metavar="VAR",
+        help=f"read the bearer token from this environment variable instead of ${TOKEN_ENV}",
+    )
+    # Refused with a message, not left undefined: argparse would otherwise take `--token X`
+    # as an abbreviation of --token-file and read a file named after the secret.
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
+
+
+def _bearer(args: argparse.Namespace, command: str) -> tuple[dict[str, str] | None, str | None]:
+    """``(headers, error line)``: the token from --token-file, --token-env VAR or
+    $SCFEEDS_TOKEN, never from argv."""
+    import os
+
+    if args.token is not None:
+        return None, (
+            f"scfeeds {command}: --token is not accepted (a token on the command line shows "
+            f"in ps and shell history; consider the one given exposed); use --token-file PATH, "
+            f"--token-env VAR or the {TOKEN_ENV} environment variable"
+        )
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return (
+                None,
+                f"scfeeds {command}: cannot read --token-file {args.token_file}: {exc.strerror}",
+            )
+        if not token:
+            return None, f"scfeeds {command}: --token-file {args.token_file} is empty"
+    elif args.token_env:
+        token = os.environ.get(args.token_env, "").strip()
+        if not token:
+            return (
+                None,
+                f"scfeeds {command}: environment variable {args.token_env} is empty or unset",
+            )
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    return ({"Authorization": f"Bearer {token}"} if token else None), None
+
+
+def _fail(line: str, code: int) -> int:
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from scfeeds._config import Limits
     from scfeeds._fetch import fetch
     from scfeeds._runner import run
+    from scfeeds.exceptions import StorageError
 
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    report = run(
-        fetch(
-            args.urls,
-            args.dest,
-            limits=Limits(args.concurrency, max_per_second=args.rate),
-            headers=headers,
-            progress="auto",
+    headers, error = _bearer(args, "fetch")
+    if error:
+        return _fail(error, 2)
+    try:
+        report = run(
+            fetch(
+                args.urls,
+                args.dest,
+                limits=Limits(args.concurrency, max_per_second=args.rate),
+                headers=headers,
+                progress="auto",
+            )
         )
-    )
+    except StorageError as exc:
+        return _fail(f"scfeeds fetch: {exc}", 1)
+    if report.stopped:
+        landed = report.succeeded + report.unchanged
+        return _fail(
+            f"scfeeds fetch: {report.stopped} ({landed} of {report.total} items landed; "
+            "free space and run again to resume)",
+            1,
+        )
     _print(repr(report))
     return 0 if report.failed == 0 else 1
 
@@ -140,14 +213,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     sources: list[Any] = list(args.sources)  # a portal root URL expands to its listing
     for source in sources:
-        if "://" not in source and not Path(source).is_file():
+        if "://" not in source and not Path(source).exists():
             raise _UsageError(
                 f"{source}: no such file (pass a portal URL, feed URLs or existing files)"
             )
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    report = run(
-        ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")
-    )
+    from scfeeds.exceptions import StorageError
+
+    headers, error = _bearer(args, "ingest")
+    if error:
+        return _fail(error, 2)
+    try:
+        report = run(
+            ingest(sources, args.lake, limits=args.concurrency, headers=headers, progress="auto")
+        )
+    except StorageError as exc:
+        return _fail(f"scfeeds ingest: {exc}", 1)
+    stopped = getattr(report.fetch, "stopped", None)
+    if stopped:
+        return _fail(f"scfeeds ingest: {stopped}; free space and run again to resume", 1)
     _print(report.summary_line())
     return 0
 
@@ -270,14 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True)
     p.add_argument("--concurrency", type=int, default=16, help="max requests at once")
     p.add_argument("--rate", type=float, default=None, help="max requests per second")
-    p.add_argument("--token", default=None, help="bearer token (never logged)")
+    _add_token_options(p)
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("ingest", help="fetch, parse, validate and commit feeds to a lake")
     p.add_argument("sources", nargs="+", help="portal root URL, feed URLs or local files")
     p.add_argument("--lake", required=True)
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--token", default=None, help="bearer token (never logged)")
+    _add_token_options(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("reconcile", help="three-way match of the lake's POs, ASNs and invoices")

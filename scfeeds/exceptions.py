@@ -12,6 +12,7 @@ Exceptions are for misuse and for callers who ask for them (``raise_for_failures
     │   ├── HTTPStatusError       the server answered with a non-retryable status
     │   ├── TransferError         connection reset, timeout, truncated body
     │   └── FetchFailures         raise_for_failures(): some items did not land
+    ├── StorageError              the local disk refused a write (no space left, quota)
     ├── ParseError                the bytes are not what the format says
     │   ├── X12Error              X12 syntax or envelope problem
     │   ├── XMLError              malformed or unsafe XML (entities refused)
@@ -49,6 +50,17 @@ class TransferError(FetchError):
 
 class FetchFailures(FetchError):
     """Raised by ``FetchReport.raise_for_failures()`` when some items did not land."""
+
+
+class StorageError(ScfeedsError):
+    """The local file system refused a write (``ENOSPC``, ``EDQUOT``); ``path`` says where.
+
+    Not a transfer fault: retrying the download cannot help until space is freed.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ParseError(ScfeedsError):

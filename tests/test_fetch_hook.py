@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import scfeeds
 from scfeeds import portal
@@ -16,11 +15,11 @@ async def test_on_item_sees_every_outcome_and_backpressure_holds(tmp_path: Path)
     async with portal.serve(tmp_path / "root", latency=0.0, access_log=False) as server:
         urls = [f"{server.url}/v1/blob/2048?seed={i}" for i in range(24)]
         urls.append(f"{server.url}/v1/feeds/no-such-feed")
-        seen: list[dict[str, Any]] = []
+        seen: list[scfeeds.FetchOutcome] = []
         consumer_free = asyncio.Event()
         landed_before_release = 0
 
-        async def slow(row: dict[str, Any]) -> None:
+        async def slow(row: scfeeds.FetchOutcome) -> None:
             nonlocal landed_before_release
             seen.append(row)
             if not consumer_free.is_set():
@@ -37,7 +36,9 @@ async def test_on_item_sees_every_outcome_and_backpressure_holds(tmp_path: Path)
         )
         await releaser
     assert len(seen) == len(urls)
-    assert {r["status"] for r in seen} == {"ok", "failed"}
-    assert sorted(r["url"] for r in seen) == sorted(report.items["url"].to_list())
+    assert {r.status for r in seen} == {"ok", "failed"}
+    assert sorted(r.url for r in seen) == sorted(report.items["url"].to_list())
+    assert sorted(r.index for r in seen) == list(range(len(urls)))
+    assert all(r.source == urls[r.index] for r in seen)  # the caller's own source
     # while the consumer was blocked, at most one landed item per worker was handed over
     assert landed_before_release <= 3

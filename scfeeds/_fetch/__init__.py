@@ -16,17 +16,20 @@ the controller of the fetch before the first event, so a widget can show and mov
 without the caller wiring it.
 """
 
+from scfeeds._fetch._credentials import Credentials
 from scfeeds._fetch._engine import fetch, parse_retry_after
 from scfeeds._fetch._limiter import FetchController
 from scfeeds._fetch._plan import ChunkRequest, plan_chunks, redact_url
-from scfeeds._fetch._report import FetchReport, ProgressEvent
+from scfeeds._fetch._report import FetchOutcome, FetchReport, ProgressEvent
 from scfeeds._fetch._seed import AsyncFeedIngestor, BatchResult
 
 __all__ = [
     "AsyncFeedIngestor",
     "BatchResult",
     "ChunkRequest",
+    "Credentials",
     "FetchController",
+    "FetchOutcome",
     "FetchReport",
     "ProgressEvent",
     "fetch",

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
+import errno
 import hashlib
 import inspect
 import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,14 @@ import aiohttp
 import polars as pl
 
 from scfeeds._config import Limits, Retry, Timeout
+from scfeeds._fetch._credentials import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    Credentials,
+    origin_of,
+    redirect_target,
+    request_headers,
+)
 from scfeeds._fetch._landing import Landing, Record, now_iso
 from scfeeds._fetch._limiter import FetchController, HostGate
 from scfeeds._fetch._plan import (
@@ -36,17 +47,24 @@ from scfeeds._fetch._plan import (
     path_for_url,
 )
 from scfeeds._fetch._progress import ProgressSink, make_sink
-from scfeeds._fetch._report import ITEM_SCHEMA, FetchReport, ProgressEvent
-from scfeeds.exceptions import ConfigurationError, FetchError, HTTPStatusError, TransferError
+from scfeeds._fetch._report import ITEM_SCHEMA, FetchOutcome, FetchReport, ProgressEvent
+from scfeeds._redact import SECRET_HEADERS as SECRET_HEADERS
+from scfeeds._redact import redact_url
+from scfeeds.exceptions import (
+    ConfigurationError,
+    FetchError,
+    HTTPStatusError,
+    ScfeedsError,
+    StorageError,
+    TransferError,
+)
 
 logger = logging.getLogger("scfeeds.fetch")
 T = TypeVar("T")
 
-#: Request headers whose values are credentials: never logged, never stored.
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
-)
 _CHUNK = 64 * 1024
+#: aiohttp's ContentLengthError says "(received N of M bytes)".
+_RECEIVED = re.compile(r"received (\d+) of \d+ bytes")
 #: Bodies at least this large (or of unknown size) record their validator next to the partial
 #: file, so that a later run can resume them with Range; smaller ones are fetched again.
 RESUME_MIN_BYTES = 1024 * 1024
@@ -75,13 +93,21 @@ class _Outcome:
     """Result of one attempt."""
 
     status: Status | Literal["retry"]
-    error: FetchError | None = None
+    error: ScfeedsError | None = None
     http_status: int | None = None
     retry_after: float | None = None
     congestion: bool = False
     path: str | None = None
     bytes: int = 0
     sha256: str | None = None
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(path: object) -> StorageError:
+    return StorageError(f"no space left on device writing {path}", path=str(path))
 
 
 def _translate(exc: BaseException, shown_url: str) -> tuple[FetchError, bool]:
@@ -91,6 +117,13 @@ def _translate(exc: BaseException, shown_url: str) -> tuple[FetchError, bool]:
         return TransferError(f"timeout ({name}) fetching {shown_url}"), True
     if isinstance(exc, aiohttp.ClientPayloadError):
         return TransferError(f"truncated body ({name}) from {shown_url}"), False
+    if isinstance(exc, aiohttp.ClientResponseError) and "Bad status line" in exc.message:
+        # llhttp met bytes where no response may start: after a body as long as its
+        # Content-Length (RFC 9112 §6.3: the server sent more), or no HTTP at all. aiohttp
+        # closes the connection, so a retry gets a fresh one.
+        return TransferError(
+            f"body longer than its Content-Length (or not an HTTP response) from {shown_url}"
+        ), False
     if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
         return TransferError(f"connection reset ({name}) by {shown_url}"), False
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -134,22 +167,26 @@ class _Engine:
         retry: Retry,
         timeout: Timeout,
         headers: Mapping[str, str],
+        credentials: Credentials,
         resume: bool,
         max_bytes: int | None,
         controller: FetchController,
         sink: ProgressSink | None,
-        on_item: Callable[[dict[str, Any]], object] | None = None,
+        on_item: Callable[[FetchOutcome], object] | None = None,
     ) -> None:
         self.landing = Landing(dest)
         self.on_item = on_item
         self.limits = limits
         self.retry = retry
         self.timeout = timeout
-        self.headers = {
-            **dict(headers),
-            # Land the bytes the server stores: ranges and hashes then refer to one thing.
-            "Accept-Encoding": "identity",
-        }
+        # The caller's headers go to each source's own origin, never through a redirect to
+        # another; credentials go to their own origins wherever a hop lands.
+        self.headers = dict(headers)
+        self.credentials = credentials
+        # Land the bytes the server stores: ranges and hashes then refer to one thing.
+        self.protocol_headers = {"Accept-Encoding": "identity"}
+        #: Set when the landing disk is full: nothing more is requested.
+        self.stopped: StorageError | None = None
         self.resume = resume
         self.max_bytes = max_bytes
         self.ctl = controller
@@ -269,7 +306,9 @@ class _Engine:
         self.stats.total = index
 
     async def _offer(self, index: int, source: object) -> None:
-        item = make_item(index, source)
+        item = make_item(index, source, key=self.landing.redaction_key)
+        if item.legacy_key is not None and item.key not in self.manifest:
+            self._adopt_legacy(item.legacy_key, item.key)
         self.rows.append(None)
         first = self.first_index.get(item.key)
         if first is not None:
@@ -277,6 +316,15 @@ class _Engine:
             return
         self.first_index[item.key] = index
         await self.queue.put(item)
+
+    def _adopt_legacy(self, legacy: str, key: str) -> None:
+        """A manifest record made under the unkeyed identity of a URL with a secret is
+        carried over to its keyed identity: resume works across the upgrade, and the record
+        landed next is written under the new key."""
+        prior = self.manifest.pop(legacy, None)
+        if prior is not None:
+            self.manifest[key] = dataclasses.replace(prior, key=key)
+            self.paths[prior.path] = key
 
     async def _heartbeat(self) -> None:
         while True:
@@ -315,10 +363,17 @@ class _Engine:
             if skip is not None:
                 outcome = skip
                 return
+            if self.stopped is not None:
+                # A full disk fails every item the same way: don't ask the server for it.
+                outcome = _Outcome("failed", error=StorageError(f"not fetched: {self.stopped}"))
+                return
             while True:
                 attempts += 1
                 self.touched.add(item.key)
                 outcome = await self._attempt_with_gates(item, path, host, attempts)
+                if isinstance(outcome.error, StorageError) and self.stopped is None:
+                    self.stopped = outcome.error
+                    logger.info("%s: fetch stopped", outcome.error)
                 if outcome.status != "retry":
                     return
                 elapsed = loop.time() - first_start
@@ -362,7 +417,7 @@ class _Engine:
                 assert row is not None
                 # Awaited while this worker still holds its slot: a slow consumer slows the
                 # fetch (backpressure) instead of letting landed files pile up.
-                pending = self.on_item(dict(row))
+                pending = self.on_item(FetchOutcome(source=item.source, index=item.index, **row))
                 if inspect.isawaitable(pending):
                     await pending
 
@@ -399,6 +454,10 @@ class _Engine:
             try:
                 async with asyncio.timeout(self.timeout.item):
                     outcome = await self._attempt(item, path, attempts)
+            except StorageError as exc:
+                # The disk, not the URL: not retried, and the partial body is freed.
+                self.landing.discard_part(item.key)
+                outcome = _Outcome("failed", error=exc)
             except Exception as exc:
                 error, congestion = _translate(exc, item.shown_url)
                 outcome = _Outcome("retry", error=error, congestion=congestion)
@@ -414,9 +473,8 @@ class _Engine:
             host.slots.release()
 
     async def _attempt(self, item: Item, path: str, attempts: int) -> _Outcome:
-        assert self.session is not None
         key = item.key
-        headers = dict(self.headers)
+        headers = dict(self.protocol_headers)
         part = self.landing.part(key)
         offset = 0
         conditional = False
@@ -443,7 +501,10 @@ class _Engine:
                     headers["If-Modified-Since"] = prior.last_modified
                     conditional = True
 
-        async with self.session.get(item.url, headers=headers) as resp:
+        resp = await self._get(item, headers)
+        if isinstance(resp, _Outcome):
+            return resp
+        async with resp:
             status = resp.status
             if status == 304 and conditional:
                 prior = self.manifest[key]
@@ -519,21 +580,40 @@ class _Engine:
                         self.paths.pop(path, None)
                         path = self._claim_path(key, wanted)
             received = offset
-            # Creating a file can take milliseconds on a busy disk: keep that off the loop.
-            out = await _settled_in_thread(
-                self._open_part, key, append, (etag, last_modified) if sidecar else None
-            )
-            with out:
-                async for chunk in resp.content.iter_chunked(_CHUNK):
-                    out.write(chunk)
-                    # Hand each chunk to the OS at once: what a killed process wrote is
-                    # then on disk for the next run to resume with Range.
-                    out.flush()
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    self.stats.bytes += len(chunk)
-                    if limit is not None and received > limit:
-                        break
+            try:
+                # Creating a file can take milliseconds on a busy disk: keep that off the loop.
+                out = await _settled_in_thread(
+                    self._open_part, key, append, (etag, last_modified) if sidecar else None
+                )
+                with out:
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        out.write(chunk)
+                        # Hand each chunk to the OS at once: what a killed process wrote is
+                        # then on disk for the next run to resume with Range.
+                        out.flush()
+                        hasher.update(chunk)
+                        received += len(chunk)
+                        self.stats.bytes += len(chunk)
+                        if limit is not None and received > limit:
+                            break
+            except OSError as exc:
+                if _disk_full(exc):
+                    raise _no_space(part) from exc
+                raise
+            except aiohttp.ClientPayloadError as exc:
+                if expected is None:
+                    raise
+                # aiohttp drops the bytes it buffered after the cut; its message counts them.
+                counted = _RECEIVED.search(str(exc.__cause__ or exc))
+                got = offset + int(counted.group(1)) if counted else received
+                # Keep the partial body: the retry resumes it with Range/If-Range.
+                return _Outcome(
+                    "retry",
+                    http_status=status,
+                    error=TransferError(
+                        f"truncated: got {got} of {expected} bytes from {item.shown_url}"
+                    ),
+                )
             if limit is not None and received > limit:
                 self.landing.discard_part(key)
                 return _Outcome(
@@ -547,7 +627,7 @@ class _Engine:
                     "retry",
                     http_status=status,
                     error=TransferError(
-                        f"truncated body from {item.shown_url}: {received} of {expected} bytes"
+                        f"truncated: got {received} of {expected} bytes from {item.shown_url}"
                     ),
                 )
 
@@ -578,12 +658,66 @@ class _Engine:
         try:
             # A rename is cheap, except on a busy disk (ms seen here): off the loop as well.
             await _settled_in_thread(self.landing.publish, key, path)
+        except OSError as exc:
+            if _disk_full(exc):
+                raise _no_space(self.landing.final(path)) from exc
+            raise
         finally:
             # Also when cancelled after the rename: the manifest matches what is on disk.
             if not self.landing.part(key).exists():
-                self.landing.append(record)
+                try:
+                    self.landing.append(record)
+                except OSError as exc:
+                    if _disk_full(exc):
+                        raise _no_space(self.landing.manifest_path) from exc
+                    raise
         self.manifest[key] = record
         return _Outcome("ok", http_status=status, path=path, bytes=received, sha256=digest)
+
+    async def _get(self, item: Item, protocol: dict[str, str]) -> aiohttp.ClientResponse | _Outcome:
+        """GET ``item.url``, following redirects here rather than in aiohttp, so that each
+        hop gets only the headers meant for its origin (aiohttp drops Authorization and
+        Cookie on a cross-origin redirect, but not X-Api-Key or any other custom header)."""
+        assert self.session is not None
+        url = item.url
+        first = origin_of(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            headers = request_headers(
+                url,
+                first_origin=first,
+                caller=self.headers,
+                credentials=self.credentials,
+                protocol=protocol,
+            )
+            resp = await self.session.get(url, headers=headers, allow_redirects=False)
+            if resp.status not in REDIRECT_STATUSES:
+                return resp
+            location = resp.headers.get("Location")
+            status = resp.status
+            resp.release()
+            target = redirect_target(url, location)
+            if target is None:
+                return _Outcome(
+                    "failed",
+                    http_status=status,
+                    error=HTTPStatusError(
+                        f"HTTP {status} from {redact_url(url)} redirects to a location that "
+                        "is not an http(s) URL; not followed",
+                        status=status,
+                        url=item.shown_url,
+                    ),
+                )
+            url = target
+        return _Outcome(
+            "failed",
+            http_status=status,
+            error=HTTPStatusError(
+                f"more than {MAX_REDIRECTS} redirects from {item.shown_url} "
+                f"(last to {redact_url(url)})",
+                status=status,
+                url=item.shown_url,
+            ),
+        )
 
     def _open_part(
         self, key: str, append: bool, validator: tuple[str | None, str | None] | None
@@ -693,6 +827,7 @@ class _Engine:
             concurrency=self.ctl.concurrency,
             host_limits=self.ctl.host_limits(),
             items=items,
+            stopped=None if self.stopped is None else str(self.stopped),
         )
 
 
@@ -731,11 +866,12 @@ async def fetch(
     retry: Retry | int | bool | None = None,
     timeout: Timeout | float | None = None,  # noqa: ASYNC109 - per-attempt bounds, not a deadline
     headers: Mapping[str, str] | None = None,
+    credentials: Credentials | Mapping[str, Mapping[str, str]] | None = None,
     progress: object = "auto",
     resume: bool = True,
     max_bytes: int | None = None,
     controller: FetchController | None = None,
-    on_item: Callable[[dict[str, Any]], object] | None = None,
+    on_item: Callable[[FetchOutcome], object] | None = None,
 ) -> FetchReport:
     """Download ``sources`` into ``dest``: bounded, adaptive, retried, streamed, resumable.
 
@@ -759,7 +895,13 @@ async def fetch(
     timeout
         ``Timeout`` or seconds (connect and read). No bound counts time waiting for a slot.
     headers
-        Sent with every request (e.g. ``Authorization``); never logged or stored.
+        Sent with the request for each source, to that source's own origin: a redirect to
+        another origin (scheme, host, port) carries none of them, so a token cannot follow a
+        302 to another server. Never logged or stored.
+    credentials
+        Headers per origin, :class:`~scfeeds.Credentials` or
+        ``{"https://host[:port]": {"Authorization": "Bearer ..."}}``: sent to requests at that
+        origin only, including hops a redirect leads to, and to no other origin.
     progress
         ``"auto"`` (a bar in a terminal, the notebook widget in Jupyter, one log line at the
         end otherwise), ``None``/``False``, a callable taking :class:`ProgressEvent`, or an
@@ -774,15 +916,18 @@ async def fetch(
         A :class:`FetchController` to change ``max_at_once`` and read per-host AIMD limits
         while the fetch runs.
     on_item
-        Called with each source's ``items`` row (a dict) as soon as its outcome is known. If
-        it returns an awaitable, the worker awaits it before taking the next source, so a
-        slow consumer (a parser) slows the fetch down instead of letting files pile up.
+        Called with each source's :class:`~scfeeds.FetchOutcome` (the ``items`` row plus the
+        caller's own ``source`` object and its ``index``) as soon as it is known. If it
+        returns an awaitable, the worker awaits it before taking the next source, so a slow
+        consumer (a parser) slows the fetch down instead of letting files pile up.
 
     Returns
     -------
     FetchReport
         Counts, bytes, timings and one row per source in ``items``. Per-item failures are
-        rows, never exceptions; call ``report.raise_for_failures()`` to raise.
+        rows, never exceptions; call ``report.raise_for_failures()`` to raise. A full disk
+        (``ENOSPC``/``EDQUOT``) is not retried: that item fails with "no space left on
+        device writing <path>", the rest are not requested, and ``report.stopped`` says why.
 
     Examples
     --------
@@ -809,6 +954,7 @@ async def fetch(
             retry=retry_,
             timeout=timeout_,
             headers=headers or {},
+            credentials=Credentials.coerce(credentials),
             resume=resume,
             max_bytes=max_bytes,
             controller=ctl,
@@ -823,6 +969,32 @@ async def fetch(
     except BaseException:
         _cleanup_partials(engine)
         raise
+
+
+async def get_json(
+    url: str,
+    *,
+    credentials: Credentials,
+    timeout: float = 60.0,  # noqa: ASYNC109 - one small request, bounded as a whole
+) -> tuple[int, Any]:
+    """``(status, parsed JSON or None)`` of a GET (a portal listing), following redirects
+    hop by hop so that each origin gets only its own ``credentials``."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        for _hop in range(MAX_REDIRECTS + 1):
+            resp = await session.get(
+                url, headers=credentials.headers_for(url), allow_redirects=False
+            )
+            async with resp:
+                if resp.status in REDIRECT_STATUSES:
+                    target = redirect_target(url, resp.headers.get("Location"))
+                    if target is None:
+                        return resp.status, None
+                    url = target
+                    continue
+                if resp.status != 200:
+                    return resp.status, None
+                return 200, await resp.json(content_type=None)
+    raise TransferError(f"more than {MAX_REDIRECTS} redirects from {redact_url(url)}")
 
 
 def _cleanup_partials(engine: _Engine) -> None:

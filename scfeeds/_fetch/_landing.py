@@ -6,6 +6,8 @@ Layout inside ``dest``::
     dest/.scfeeds/manifest.jsonl       one JSON line per landed item, appended after the rename
     dest/.scfeeds/partial/<key>.part   body bytes of an interrupted transfer
     dest/.scfeeds/partial/<key>.json   the validator (ETag / Last-Modified) those bytes belong to
+    dest/.scfeeds/redaction.key        random key of the digests that stand for secret query
+                                       values in shown URLs (stable for this folder)
 
 The manifest is append-only, so a process killed mid-write leaves at most one torn last
 line, which :meth:`Manifest.load` ignores; the last record of a key wins. Order of
@@ -18,6 +20,7 @@ this protects against a crashed or killed process, not against power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scfeeds.exceptions import ConfigurationError
+from scfeeds._redact import new_key
+from scfeeds.exceptions import ConfigurationError, StorageError
 
 META_DIR = ".scfeeds"
 
@@ -54,9 +58,53 @@ class Landing:
             raise ConfigurationError(f"dest {str(self.dest)!r} exists and is not a directory")
         self.meta = self.dest / META_DIR
         self.partial = self.meta / "partial"
-        self.partial.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.meta / "manifest.jsonl"
-        self._manifest = self.manifest_path.open("a", encoding="utf-8")
+        try:
+            self.partial.mkdir(parents=True, exist_ok=True)
+            self._manifest = self.manifest_path.open("a", encoding="utf-8")
+            try:
+                self.redaction_key = self._redaction_key()
+            except BaseException:
+                self._manifest.close()
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    f"no space left on device writing {exc.filename or self.meta}",
+                    path=str(exc.filename or self.meta),
+                ) from exc
+            raise
+
+    def _redaction_key(self) -> bytes:
+        """This folder's key (created once, readable by its owner only): the same URL is
+        shown the same way in every run's report, manifest and lake provenance."""
+        path = self.meta / "redaction.key"
+        damaged = False
+        try:
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+            if len(key) >= 16:
+                return key
+            damaged = True
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            damaged = True
+        key = new_key()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key.hex())
+        try:
+            if damaged:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # the first writer wins; a concurrent run reads its key
+        except FileExistsError:
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return key
 
     def close(self) -> None:
         self._manifest.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
@@ -11,30 +12,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import polars as pl
 
+from scfeeds._redact import SECRET_PARAMS as SECRET_PARAMS
+from scfeeds._redact import redact_url as redact_url
 from scfeeds.exceptions import ConfigurationError
-
-#: Query parameters whose values are credentials (redacted from reports, never in paths).
-SECRET_PARAMS = frozenset(
-    {
-        "token",
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "api_key",
-        "apikey",
-        "key",
-        "secret",
-        "client_secret",
-        "password",
-        "passwd",
-        "sig",
-        "signature",
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "auth",
-    }
-)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 _MAX_SEGMENT = 120
@@ -56,34 +36,41 @@ class ChunkRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class Item:
-    """A unit of work for a worker. ``url`` may carry secrets; ``shown_url`` never does."""
+    """A unit of work for a worker. ``url`` may carry secrets; ``shown_url`` never does.
+    ``source`` is the caller's own object, handed back with the outcome."""
 
     index: int
+    source: object
     url: str
     shown_url: str
     key: str
     path: str | None
     expected_sha256: str | None = None
     expected_bytes: int | None = None
+    #: The unkeyed identity earlier versions gave a URL with a secret (manifest migration).
+    legacy_key: str | None = None
 
 
-def redact_url(url: str) -> str:
-    """``url`` without user info and with secret query values replaced by ``REDACTED``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in SECRET_PARAMS for k, _ in pairs):
-            query = urlencode(
-                [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+def url_key(url: str, key: bytes | None = None) -> str:
+    """A stable, secret-free identity for ``url`` (names partial files and manifest rows).
 
-
-def url_key(url: str) -> str:
-    """A stable, secret-free identity for ``url`` (names partial files and manifest rows)."""
+    A URL with a secret query value is keyed by an HMAC under ``key`` (the landing folder's
+    redaction key): a plain hash of it would let anyone holding the manifest confirm a
+    guessed secret. Other URLs keep their plain sha256.
+    """
+    if key is not None and has_secret(url):
+        return hmac.new(key, url.encode(), hashlib.sha256).hexdigest()[:32]
     return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def has_secret(url: str) -> bool:
+    """Does ``url`` carry user info or a secret query parameter?"""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return True
+    return any(
+        k.lower() in SECRET_PARAMS for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+    )
 
 
 def safe_segment(text: str) -> str:
@@ -187,7 +174,7 @@ def plan_chunks(feed_url: str, *, total: int, chunk_size: int) -> list[ChunkRequ
 Source = str | ChunkRequest | Mapping[str, Any]
 
 
-def _item(index: int, source: object) -> Item:
+def _item(index: int, source: object, key: bytes | None) -> Item:
     if isinstance(source, str):
         url, path, sha, size = source, None, None, None
     elif isinstance(source, ChunkRequest):
@@ -211,9 +198,11 @@ def _item(index: int, source: object) -> Item:
         raise ConfigurationError(f"source #{index} is not an http(s) URL: {redact_url(url)!r}")
     return Item(
         index=index,
+        source=source,
         url=url,
-        shown_url=redact_url(url),
-        key=url_key(url),
+        shown_url=redact_url(url, key=key),
+        key=url_key(url, key),
+        legacy_key=url_key(url) if key is not None and has_secret(url) else None,
         path=None if path is None else safe_relpath(str(path)),
         expected_sha256=str(sha).lower() if sha else None,
         expected_bytes=int(size) if size is not None else None,
@@ -250,6 +239,7 @@ def iter_sources(sources: object) -> tuple[Iterator[Any] | AsyncIterable[Any], i
     )
 
 
-def make_item(index: int, source: object) -> Item:
-    """Validate one raw source and turn it into an :class:`Item`."""
-    return _item(index, source)
+def make_item(index: int, source: object, *, key: bytes | None = None) -> Item:
+    """Validate one raw source and turn it into an :class:`Item` (``key``: of the redaction
+    digests in ``shown_url``)."""
+    return _item(index, source, key)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
-from scfeeds.exceptions import FetchFailures
+from scfeeds.exceptions import FetchFailures, StorageError
 
 ITEM_SCHEMA: dict[str, Any] = {
     "url": pl.String,
@@ -21,6 +21,30 @@ ITEM_SCHEMA: dict[str, Any] = {
     "http_status": pl.Int32,
     "seconds": pl.Float64,
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchOutcome:
+    """One source's outcome, handed to ``fetch(on_item=...)`` as soon as it is known.
+
+    ``source`` is the caller's own object exactly as given (a URL string, a listing row, a
+    :class:`ChunkRequest`; a DataFrame's row as a dict), and ``index`` its position among
+    the sources (0-based, in the order they were consumed): match outcomes to
+    sources by these, never by ``url``, which is redacted (two URLs that differ only in a
+    secret are distinct but not the caller's text). The other fields are the ``items`` row.
+    """
+
+    source: Any
+    index: int
+    url: str
+    path: str | None
+    status: Literal["ok", "unchanged", "failed"]
+    bytes: int | None
+    sha256: str | None
+    attempts: int
+    error: str | None
+    http_status: int | None
+    seconds: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +103,8 @@ class FetchReport:
     concurrency: int
     host_limits: dict[str, int]
     items: pl.DataFrame = field(repr=False)
+    #: Why the fetch stopped early (``"no space left on device writing ..."``), else None.
+    stopped: str | None = None
 
     def __iter__(self) -> Any:
         yield self.items.filter(pl.col("status") != "failed")
@@ -94,7 +120,10 @@ class FetchReport:
         return self.items.filter(pl.col("status") == "failed")
 
     def raise_for_failures(self) -> FetchReport:
-        """Raise :class:`~scfeeds.exceptions.FetchFailures` if any item failed; else return self."""
+        """Raise :class:`~scfeeds.exceptions.FetchFailures` if any item failed (or
+        :class:`~scfeeds.exceptions.StorageError` if the disk was full); else return self."""
+        if self.stopped is not None:
+            raise StorageError(f"{self.stopped}; {self.failed} of {self.total} items did not land")
         if self.failed:
             first = self.failures.head(3).select("url", "error").rows()
             detail = "; ".join(f"{url}: {error}" for url, error in first)
@@ -107,12 +136,14 @@ class FetchReport:
     def summary(self) -> str:
         """One line, as printed at the end of a non-interactive run."""
         mb = self.bytes / 1e6
+        stopped = f"; stopped: {self.stopped}" if self.stopped else ""
         return (
             f"fetched {self.total} items into {self.dest}: {self.succeeded} ok, "
             f"{self.unchanged} unchanged, {self.failed} failed; {mb:.1f} MB in "
             f"{self.elapsed:.2f} s ({mb / self.elapsed if self.elapsed else 0:.1f} MB/s, "
             f"{self.items_per_second:.0f} items/s); {self.requests} requests, "
             f"{self.retried} retried, {self.throttled} throttled; concurrency {self.concurrency}"
+            f"{stopped}"
         )
 
     def __repr__(self) -> str:
@@ -142,6 +173,8 @@ class FetchReport:
             ),
             ("concurrency", f"{self.concurrency} {self.host_limits}"),
         ]
+        if self.stopped:
+            rows.append(("stopped", self.stopped))
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in rows

@@ -31,6 +31,7 @@ from scfeeds._portal._http import (
     parse_range,
 )
 from scfeeds._portal._knobs import Decision, PortalKnobs, TokenBucket, decide
+from scfeeds._portal._log import shown_target
 from scfeeds.exceptions import ConfigurationError
 
 logger = logging.getLogger("scfeeds.portal")
@@ -754,7 +755,12 @@ async def _with_faults(request: web.Request, handler: Any, ex: _Exchange) -> web
         raise _too_many(knobs, knobs.retry_after, "simulated throttling; retry later")
     if decision.reset and knobs.reset_at == "start":
         state.stats.fault(ex, "reset")
-        logger.debug("portal: resetting connection for %s (attempt %d)", key, decision.attempt)
+        logger.debug(
+            "portal: resetting connection for %s %s (attempt %d)",
+            request.method,
+            shown_target(request.path, request.query_string),  # no secret query values
+            decision.attempt,
+        )
         _reset_connection(request)
         # Nothing can be sent any more; aiohttp notices the closed transport and moves on.
         return web.Response(status=500)

@@ -27,6 +27,7 @@ from scfeeds._portal._app import ADMIN_HEADER, PortalState, build_app
 from scfeeds._portal._catalog import Catalog
 from scfeeds._portal._cli import DEFAULT_PORT
 from scfeeds._portal._knobs import PortalKnobs, make_knobs
+from scfeeds._portal._log import RedactingAccessLogger
 from scfeeds.exceptions import ConfigurationError
 
 logger = logging.getLogger("scfeeds.portal")
@@ -121,7 +122,9 @@ async def serve(
         A :class:`PortalKnobs`; keyword arguments (``latency=0.05``, ``error_rate=0.1`` ...)
         override its fields.
     access_log
-        Log one line per request to ``aiohttp.access`` (never includes the token).
+        Log one line per request to ``aiohttp.access``: never a token, an Authorization
+        header, or the value of a secret query parameter (``access_token``, ``key``,
+        ``sig`` ...: shown as ``REDACTED-<digest>``).
     admin_secret
         Enables ``PUT /v1/admin/knobs`` and ``POST /v1/admin/reset-stats`` for callers that
         send it in ``X-Portal-Admin`` (used by :func:`serve_in_process`).
@@ -141,7 +144,9 @@ async def serve(
     check_bind(host, allow_public=allow_public)
     catalog = await asyncio.to_thread(Catalog.load, root)
     state = PortalState(catalog, settings, admin_secret=admin_secret)
-    runner_kwargs: dict[str, Any] = {} if access_log else {"access_log": None}
+    runner_kwargs: dict[str, Any] = (
+        {"access_log_class": RedactingAccessLogger} if access_log else {"access_log": None}
+    )
     runner = web.AppRunner(
         build_app(state), shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False, **runner_kwargs
     )

@@ -263,9 +263,33 @@ def load_runner(spec: str) -> Any:
 # -- enqueue -------------------------------------------------------------------------------
 
 
+class _KeepCredentialsAtHome(urllib.request.HTTPRedirectHandler):
+    """urllib copies every header to a redirect's target, Authorization included; a
+    redirect to another origin (scheme, host, port) gets none of the secret ones."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        from scfeeds._fetch._credentials import origin_of
+        from scfeeds._redact import SECRET_HEADERS
+
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin_of(newurl) != origin_of(req.full_url):
+            for name in [h for h in new.headers if h.lower() in SECRET_HEADERS]:
+                new.remove_header(name)
+        return new
+
+
 def _listing(url: str, headers: dict[str, str] | None) -> list[dict[str, Any]]:
     req = urllib.request.Request(f"{url.rstrip('/')}/v1/feeds", headers=headers or {})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    opener = urllib.request.build_opener(_KeepCredentialsAtHome)
+    with opener.open(req, timeout=30) as resp:
         data: dict[str, Any] = json.load(resp)
     feeds: list[dict[str, Any]] = data["feeds"]
     return feeds
