@@ -498,9 +498,9 @@ def test_original_is_the_earliest_invoice_date(make: Make) -> None:
         ("INV-00004K", 3, "20", True),  # deletion
         ("INV-000042X", 7, "20", True),  # dates exactly 7 days apart
         ("INV-000042X", 8, "20", False),
-        ("INV-000042X", 1, "20.2", True),  # amount exactly 1 % away
-        ("INV-000042X", 1, "20.2001", False),
-        ("INV-000024K", 1, "20", False),  # transposition: distance 2
+        ("INV-000042X", 1, "20.0001", False),  # the same total, exactly, by default
+        ("INV-000024K", 1, "20", True),  # transposition of two neighbours
+        ("INV-0000K24", 1, "20", False),  # 2 and K swapped across the 4
         ("INV-000043X", 1, "20", False),  # two changes
     ],
 )

@@ -42,18 +42,23 @@ def mark_duplicates(
     """Add duplicate columns to one-row-per-invoice ``docs``.
 
     ``docs`` needs ``_doc`` (unique id), ``supplier_id``, ``invoice_number``, ``invoice_date``,
-    ``total_amount`` (integer count of 1e-4) and ``_ord`` (the "first seen" order:
-    invoice_date, then source, then input position). Adds ``invoice_number_normalized``,
-    ``duplicate_of`` (the original's number, exact duplicates), ``suspect_of`` (the
-    earlier invoice's number, suspects),
+    ``po_number`` (the PO of the invoice's first line), ``total_amount`` (integer count of
+    1e-4) and ``_ord`` (the "first seen" order: invoice_date, then source, then input
+    position). Adds ``invoice_number_normalized``, ``duplicate_of`` (the original's number,
+    exact duplicates), ``suspect_of`` (the earlier invoice's number, suspects),
     ``_dup`` and ``_suspect`` (booleans).
 
-    Suspects are found among originals (first of each normalised number) without comparing
-    every pair: each number is expanded to its *deletion neighbourhood* (the number with one
-    character deleted, for each position). Two different strings are at Levenshtein distance
-    exactly 1 iff (substitution) deleting the same position from both gives the same string, or
-    (insertion) deleting one position from the longer gives the shorter. Two equi-joins on those
-    keys, within a supplier, find every such pair in time linear in total characters.
+    A suspect is a re-keyed copy: same supplier, same PO, the same total (within
+    ``duplicate_amount``; default exact), dates within ``duplicate_days``, and a normalised
+    number one keying error away from an earlier original's (one character substituted,
+    inserted or deleted, or two neighbours transposed). Sequential numbering puts clean
+    invoices one edit apart (``INV-000041``, ``INV-000042``), so the number alone proves
+    nothing; the same order and the same amount to the cent are what make a copy.
+
+    Suspects are found among originals without comparing every pair: each number is
+    expanded to its *deletion neighbourhood* (the number with one character deleted, for
+    each position) and its neighbour transpositions. Equi-joins on those keys, within a
+    supplier and PO, find every such pair in time linear in total characters.
     """
     key = ["supplier_id", "invoice_number_normalized"]
     # ``docs`` arrive sorted by ``_ord``: the first occurrence of a key is the original.
@@ -73,17 +78,23 @@ def mark_duplicates(
     )
 
     # Pairs at edit distance 1 among originals, per supplier (see _distance_one_pairs).
-    orig_df = originals.select("_doc", "supplier_id", pl.col(key[1]).alias("_n")).collect(
-        engine=engine
-    )
+    # the group a copy must share with its original: supplier and PO (hashed; checked below)
+    orig_df = originals.select(
+        "_doc",
+        pl.struct("supplier_id", "po_number").hash(seed=5).alias("supplier_id"),
+        pl.col(key[1]).alias("_n"),
+    ).collect(engine=engine)
     found = _distance_one_pairs(orig_df).lazy()
     about = originals.select(
-        "_doc", "supplier_id", "_ord", "invoice_number", "invoice_date", "total_amount"
+        "_doc", "supplier_id", "po_number", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
     pairs = (
         found.join(about, on="_doc")
         .join(about, left_on="_doc_b", right_on="_doc", suffix="_b")
-        .filter(pl.col("supplier_id") == pl.col("supplier_id_b"))
+        .filter(
+            (pl.col("supplier_id") == pl.col("supplier_id_b"))
+            & pl.col("po_number").eq_missing(pl.col("po_number_b"))
+        )
     )
     later = pl.col("_ord") > pl.col("_ord_b")
 
@@ -143,8 +154,9 @@ def _u64(x: int) -> np.uint64:
 
 
 def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
-    """Every ordered pair of documents (same supplier) whose normalised numbers ``_n`` are at
-    Levenshtein distance exactly 1; columns ``_doc``, ``_doc_b``.
+    """Every ordered pair of documents (same ``supplier_id``: any group key) whose normalised
+    numbers ``_n`` are one keying error apart: Levenshtein distance exactly 1, or two
+    neighbouring characters transposed; columns ``_doc``, ``_doc_b``.
 
     The *deletion neighbourhood* of a string is the string with one character deleted, for each
     position. Two different strings are at distance 1 iff (substitution) deleting the same
@@ -214,6 +226,24 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
                 found.append(
                     near.join(own, on="_ki").select("_i", "_i_b", pl.lit(p, pl.Int64).alias("_p"))
                 )
+            if p + 1 < width:
+                # transposition of p and p+1: the swapped string's hash meets another's own
+                two = np.flatnonzero(lens > p + 1)
+                a, b = buf[two, p].astype(np.uint64), buf[two, p + 1].astype(np.uint64)
+                swapped = full[two] + (b - a) * powers[p] + (a - b) * powers[p + 1]
+                swap_key = keyed(swapped, salt[two], lens[two])
+                hit = np.isin(swap_key, own_key) & (a != b)
+                if hit.any():
+                    near = pl.DataFrame({"_i": two[hit], "_ki": swap_key[hit]})
+                    own_hit = np.isin(own_key, swap_key[hit])
+                    own = pl.DataFrame(
+                        {"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]}
+                    )
+                    found.append(
+                        near.join(own, on="_ki").select(
+                            "_i", "_i_b", pl.lit(-1 - p, pl.Int64).alias("_p")
+                        )
+                    )
     schema = {"_i": pl.Int64, "_i_b": pl.Int64, "_p": pl.Int64}
     cand = pl.concat([f.cast(schema) for f in found]).unique()  # type: ignore[arg-type]
     if cand.height == 0:
@@ -231,17 +261,26 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
             "sb": orig["supplier_id"].gather(cand["_i_b"]),
         }
     )
-    del_a = pl.concat_str(
-        pl.col("a").str.slice(0, pl.col("p")), pl.col("a").str.slice(pl.col("p") + 1)
-    )
-    del_b = pl.concat_str(
-        pl.col("b").str.slice(0, pl.col("p")), pl.col("b").str.slice(pl.col("p") + 1)
-    )
+    at = pl.col("p").clip(lower_bound=0)
+    del_a = pl.concat_str(pl.col("a").str.slice(0, at), pl.col("a").str.slice(at + 1))
+    del_b = pl.concat_str(pl.col("b").str.slice(0, at), pl.col("b").str.slice(at + 1))
     same_len = pl.col("a").str.len_bytes() == pl.col("b").str.len_bytes()
+    # _p < 0: positions q = -1 - _p and q + 1 swapped
+    q = (-1 - pl.col("p")).clip(lower_bound=0)
+    swap_a = pl.concat_str(
+        pl.col("a").str.slice(0, q),
+        pl.col("a").str.slice(q + 1, 1),
+        pl.col("a").str.slice(q, 1),
+        pl.col("a").str.slice(q + 2),
+    )
     ok = check.select(
         (pl.col("sa") == pl.col("sb"))
         & (pl.col("a") != pl.col("b"))
-        & (pl.when(same_len).then(del_a == del_b).otherwise(del_a == pl.col("b")))
+        & pl.when(pl.col("p") < 0)
+        .then(swap_a == pl.col("b"))
+        .when(same_len)
+        .then(del_a == del_b)
+        .otherwise(del_a == pl.col("b"))
     ).to_series()
     docs = orig["_doc"]
     good = cand.filter(ok)
