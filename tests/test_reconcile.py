@@ -566,8 +566,9 @@ def test_exception_rows_carry_keys_variance_and_tolerance(make: Make) -> None:
         "po_number": "P1",
         "line_number": "1",
         "item_id": "ITEM1",
-        "invoice_number": None,
-        "shipment_id": None,
+        # the documents behind it: the shipment and the invoice of the line
+        "invoice_number": "INV-000001A",
+        "shipment_id": "SH1",
         "source": None,
         "position": None,
         "variance_qty": D(-3),
@@ -575,6 +576,9 @@ def test_exception_rows_carry_keys_variance_and_tolerance(make: Make) -> None:
         "amount_at_risk": D(9),
         "tolerance_pct": D(5),
         "tolerance_abs": D(1),
+        "po_source": None,
+        "po_position": None,
+        "related_invoice_number": None,
     }
 
 
