@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from scfeeds._ingest import IngestReport, Source, ingest
     from scfeeds._lake import scan_lake
     from scfeeds._reconcile import (
+        ReconcileWarning,
         Reconciliation,
         ReconciliationSummary,
         Tolerances,
@@ -86,6 +87,7 @@ __all__ = [
     "Limits",
     "ParseError",
     "ProgressEvent",
+    "ReconcileWarning",
     "Reconciliation",
     "ReconciliationSummary",
     "Retry",
@@ -153,6 +155,7 @@ _LAZY: dict[str, str] = {
     "scan_lake": "scfeeds._lake",
     **dict.fromkeys(
         (
+            "ReconcileWarning",
             "Reconciliation",
             "ReconciliationSummary",
             "Tolerances",

@@ -25,6 +25,7 @@ EXPECTED = {
     "Limits",
     "ParseError",
     "ProgressEvent",
+    "ReconcileWarning",
     "Reconciliation",
     "Retry",
     "ScfeedsError",

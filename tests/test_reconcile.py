@@ -14,6 +14,7 @@ import pytest
 from scfeeds._reconcile import (
     LINE_CODES,
     PRECEDENCE,
+    ReconcileWarning,
     Reconciliation,
     ReconciliationSummary,
     Tolerances,
@@ -344,7 +345,9 @@ def test_case_with_item_factor_and_chained_units(make: Make) -> None:
 def test_impossible_conversion_is_uom_mismatch_only(make: Make) -> None:
     # the invoice is in boxes nobody defined: no NOT_INVOICED / OVER_* from the missing qty
     rec = run(make, [po_line(qty=10)], [ship(qty=10)], [bill(qty=2, uom="BX", price=10)])
-    assert codes(rec) == ["UOM_MISMATCH"]
+    # no conversions given: one warning says why, with the count
+    with pytest.warns(ReconcileWarning, match=r"^1 document line\(s\) use a unit"):
+        assert codes(rec) == ["UOM_MISMATCH"]
     assert status(rec) == ("UOM_MISMATCH", ["UOM_MISMATCH"])
     exc = rec.exceptions.collect().row(0, named=True)
     assert (exc["level"], exc["invoice_number"], exc["amount_at_risk"]) == (
@@ -357,7 +360,8 @@ def test_impossible_conversion_is_uom_mismatch_only(make: Make) -> None:
 
 def test_unconvertible_shipment_suppresses_receipt_checks(make: Make) -> None:
     rec = run(make, [po_line(qty=10)], [ship(qty=1, uom="PL")], [bill(qty=10)])
-    assert codes(rec) == ["UOM_MISMATCH"]
+    with pytest.warns(ReconcileWarning, match="conversions="):
+        assert codes(rec) == ["UOM_MISMATCH"]
     assert rec.exceptions.collect()["shipment_id"][0] == "SH1"
 
 

@@ -17,11 +17,13 @@ from scfeeds._reconcile._engine import (
     Engine,
     Frame,
     Plan,
+    ReconcileWarning,
     _prep,
     build,
     check_input,
     public_lines,
     used_columns,
+    warn_units,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
 from scfeeds._reconcile._num import raw4
@@ -36,6 +38,7 @@ __all__ = [
     "PRECEDENCE",
     "STANDARD_CONVERSIONS",
     "STATUSES",
+    "ReconcileWarning",
     "Reconciliation",
     "ReconciliationSummary",
     "Tolerances",
@@ -195,6 +198,11 @@ def reconcile(
         raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
 
     def run(engine: Engine) -> Plan:
+        plan = match(engine)
+        warn_units(plan.unconverted)
+        return plan
+
+    def match(engine: Engine) -> Plan:
         filters = _partitions(po, partition_lines)
         if filters is None:
             return build(
@@ -357,6 +365,7 @@ def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engi
         for stage, seconds in p.stages.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
     received_from = plans[0].received_from
+    unconverted = sum(p.unconverted for p in plans)
     plans.clear()
     clock = time.perf_counter()
     po_lf = _prep(po, "po_lines", "po").select(
@@ -396,6 +405,7 @@ def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engi
         stages=stages,
         line_rows=line_rows,
         invoice_rows=invoice_rows,
+        unconverted=unconverted,
     )
 
 
@@ -438,6 +448,7 @@ def reconcile_partitioned(
     known = po.lazy().select(pl.col("po_number").cast(pl.String))
     stages: dict[str, float] = {}
     inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
+    unconverted = 0
     with tempfile.TemporaryDirectory(dir=out, prefix=".inputs-") as tmp:
         clock = time.perf_counter()
         # One pass over each input splits it by partition (rows keep their input number):
@@ -476,7 +487,9 @@ def reconcile_partitioned(
                 tmp_file.replace(out / name / f"part-{b:05d}.parquet")
             for stage, seconds in plan.stages.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
+            unconverted += plan.unconverted
             del plan
+    warn_units(unconverted)
     return Reconciliation._from_lazy(
         *(
             pl.scan_parquet(out / name / "part-*.parquet")

@@ -23,6 +23,7 @@ small u64 join before the sums, so duplicates never reach them.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -224,6 +225,9 @@ class Plan:
     #: invoice (aligned with ``invoices``): how partitioned runs put rows back in order.
     line_rows: pl.Series | None = None
     invoice_rows: pl.Series | None = None
+    #: Document lines whose unit could not be converted while no ``conversions`` were given
+    #: (see :func:`warn_units`).
+    unconverted: int = 0
 
 
 def build(
@@ -471,6 +475,9 @@ def build(
         "match",
     )
     del long, parts, lookup, po_attr
+    unconverted = (
+        0 if conversions is not None else int(conv.select(pl.col("_bad").sum()).collect().item())
+    )
 
     # -- One group-by on the integer line id for every per-line figure.
     k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
@@ -629,7 +636,27 @@ def build(
         stages=timings,
         line_rows=line_rows,
         invoice_rows=inv_df["_first"],
+        unconverted=unconverted,
     )
+
+
+class ReconcileWarning(UserWarning):
+    """The match ran, but something in its input limits what it can say (e.g. document
+    units that could not be converted because no conversions were given)."""
+
+
+def warn_units(unconverted: int) -> None:
+    """One warning for the document lines whose unit no factor converts, when the caller
+    gave no ``conversions``: they are all UOM_MISMATCH, and the cause is one missing
+    argument, not many supplier errors."""
+    if unconverted:
+        warnings.warn(
+            f"{unconverted:,} document line(s) use a unit their PO line does not and no "
+            "conversions= were given: they are reported as UOM_MISMATCH and left out of the "
+            "sums. Pass conversions= (item pack sizes such as CS = 24 EA) to convert them.",
+            ReconcileWarning,
+            stacklevel=2,
+        )
 
 
 def _repeats(lf: pl.LazyFrame, col: str) -> bool:
