@@ -49,9 +49,10 @@ def mark_duplicates(
     ``_dup`` and ``_suspect`` (booleans).
 
     A suspect is a re-keyed copy: same supplier, same PO, the same total (within
-    ``duplicate_amount``; default exact), dates within ``duplicate_days``, and a normalised
-    number one keying error away from an earlier original's (one character substituted,
-    inserted or deleted, or two neighbours transposed). Sequential numbering puts clean
+    ``duplicate_amount``; default exact), dates within ``duplicate_days``, and a number one
+    keying error away from an earlier original's (one character substituted, inserted or
+    deleted, or two neighbours transposed), compared normalised and also as typed (letters
+    and digits, zero padding kept). Sequential numbering puts clean
     invoices one edit apart (``INV-000041``, ``INV-000042``), so the number alone proves
     nothing; the same order and the same amount to the cent are what make a copy.
 
@@ -83,8 +84,20 @@ def mark_duplicates(
         "_doc",
         pl.struct("supplier_id", "po_number").hash(seed=5).alias("supplier_id"),
         pl.col(key[1]).alias("_n"),
+        # the number as typed (zero padding kept): a slip in the padding, INV-000248 ->
+        # INV-0400248, is one keystroke there and many once the zeros are dropped
+        pl.col("invoice_number").str.to_lowercase().str.replace_all(r"[^a-z0-9]", "").alias("_t"),
     ).collect(engine=engine)
-    found = _distance_one_pairs(orig_df).lazy()
+    found = (
+        pl.concat(
+            [
+                _distance_one_pairs(orig_df.drop("_t")),
+                _distance_one_pairs(orig_df.drop("_n").rename({"_t": "_n"})),
+            ]
+        )
+        .unique()
+        .lazy()
+    )
     about = originals.select(
         "_doc", "supplier_id", "po_number", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
