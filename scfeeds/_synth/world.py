@@ -796,11 +796,7 @@ def _rekeyed(seq: pl.Expr) -> pl.Expr:
     longer = pl.format("{}{}", (7 + seq % 3).cast(pl.String), digits)
     return pl.format(
         "INV-{}",
-        pl.when(padded & (kind == 0))
-        .then(letter_o)
-        .when(padded)
-        .then(lead)
-        .otherwise(longer),
+        pl.when(padded & (kind == 0)).then(letter_o).when(padded).then(lead).otherwise(longer),
     )
 
 
