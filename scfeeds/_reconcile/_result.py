@@ -48,12 +48,12 @@ class ReconciliationSummary:
     totals: pl.DataFrame
 
     _TITLES = (
-        ("totals", "Totals (money at risk counted once per line / invoice)"),
-        ("by_status", "By status (each line once, under its status)"),
-        ("by_supplier", "By supplier"),
+        ("totals", "totals (money at risk counted once per line / invoice)"),
+        ("by_status", "by status (each line once, under its status)"),
+        ("by_supplier", "by supplier"),
         (
             "by_code",
-            "By exception code (count: rows, a line can have several codes; amount_at_risk: "
+            "by code (count: rows, a line can have several codes; amount_at_risk: "
             "each line once, under its first code; exposure: every row, overlapping)",
         ),
     )
@@ -66,7 +66,7 @@ class ReconciliationSummary:
     def _repr_html_(self) -> str:
         parts = ["<div><strong>Reconciliation summary</strong>"]
         for name, title in self._TITLES:
-            parts.append(f"<h4>{html.escape(title)}</h4>")
+            parts.append(f"<h4>{html.escape(title[0].upper() + title[1:])}</h4>")
             parts.append(getattr(self, name)._repr_html_())
         parts.append("</div>")
         return "".join(parts)
