@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
 from scfeeds._reconcile import Reconciliation, reconcile
+from scfeeds._validate import validate
+from scfeeds._x12 import read_x12
+from scfeeds._xml import read_xml
 from scfeeds.schemas import TableName
 from tests.test_reconcile import DAY, bill, po_line, ship
 from tests.test_reconcile import _frame as frame
@@ -116,3 +120,54 @@ def test_credit_memo_nets_against_the_invoiced_quantity(
     lines = _run([po_line("1", qty=10, price=2)], [ship("1", qty=10)], inv).lines.collect()
     status, qty = lines.select(pl.col("status").cast(pl.String), "qty_invoiced").row(0)
     assert (status, qty) == expected
+
+
+def _x12_810(number: str, qty: int, *, credit: bool) -> bytes:
+    big = f"BIG*20260310*{number}**P1" + ("***CR" if credit else "")
+    body = [big, "N1*SE*Supplier*92*S1", f"IT1*1*{qty}*EA*2.00**BP*ITEM1", f"TDS*{qty * 200}"]
+    segs = [
+        "ISA*00*          *00*          *ZZ*S1             *ZZ*BUYER          *260310*1200*U*00401"
+        "*000000001*0*P*>",
+        "GS*IN*S1*BUYER*20260310*1200*1*X*004010",
+        "ST*810*0001",
+        *body,
+        f"SE*{len(body) + 2}*0001",
+        "GE*1*1",
+        "IEA*1*000000001",
+    ]
+    return ("~".join(segs) + "~").encode()
+
+
+def _cxml_invoice(number: str, qty: int, *, credit: bool) -> bytes:
+    from scfeeds._xml import to_cxml
+
+    inv = frame(
+        "invoice_lines",
+        [bill("1", qty=-qty if credit else qty, price=2, invoice_number=number, supplier_id="S1")],
+    )
+    return to_cxml(inv, table="invoice_lines", payload_id=number, timestamp="t")
+
+
+@pytest.mark.parametrize("fmt", ["x12", "cxml"])
+def test_credit_memos_read_from_feeds_net_out(fmt: str, tmp_path: Path) -> None:
+    """An invoice billing 12 of 10 and a credit memo for 2, read from real documents (810
+    BIG07 = CR with a positive IT102; cXML purpose="creditMemo"): the line matches."""
+    if fmt == "x12":
+        inv = read_x12([_x12_810("INV-1", 12, credit=False), _x12_810("INV-2", 2, credit=True)])
+        lines = inv.invoice_lines
+    else:
+        paths = []
+        for number, qty, credit in (("INV-1", 12, False), ("INV-2", 2, True)):
+            path = tmp_path / f"{number}.xml"
+            path.write_bytes(_cxml_invoice(number, qty, credit=credit))
+            paths.append(path)
+        lines = read_xml(paths, table="invoice_lines")
+    assert sorted(lines["qty_invoiced"].to_list()) == [D(-2), D(12)]
+    good, failures = validate(lines, "invoice_lines")
+    assert failures.height == 0  # a credit memo is a document, not a quarantined row
+    rec = reconcile(
+        frame("po_lines", [po_line("1", qty=10)]), frame("asn_lines", [ship("1")]), good
+    )
+    line = rec.lines.collect().row(0, named=True)
+    assert (line["status"], line["qty_invoiced"], line["n_invoices"]) == ("MATCHED", D(10), 2)
+    assert rec.exceptions.collect().height == 0
