@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scfeeds._reconcile import normalize_invoice_number_py, reconcile
+from scfeeds._reconcile import _invoices, normalize_invoice_number_py, reconcile
 from scfeeds._reconcile._invoices import mark_duplicates
 from scfeeds._reconcile._tolerances import Tolerances
 from scfeeds.schemas import schema
@@ -178,7 +178,16 @@ def test_suspects_are_exactly_the_pairs_one_keying_error_apart(numbers: list[str
             "total_amount": [100] * len(numbers),
         }
     )
-    out = mark_duplicates(docs.lazy(), Tolerances(), None).collect().sort("_ord")
+    # both ways of finding pairs: one check per pair, and the linear join (forced)
+    outs = []
+    for limit in (_invoices._PAIR_LIMIT, -1):
+        saved, _invoices._PAIR_LIMIT = _invoices._PAIR_LIMIT, limit
+        try:
+            outs.append(mark_duplicates(docs.lazy(), Tolerances(), None).collect().sort("_ord"))
+        finally:
+            _invoices._PAIR_LIMIT = saved
+    out = outs[0]
+    assert outs[1]["_suspect"].to_list() == out["_suspect"].to_list()
     norm = [normalize_invoice_number_py(n) for n in numbers]
     typed = ["".join(ch for ch in n.lower() if ch.isascii() and ch.isalnum()) for n in numbers]
     first_of = {}

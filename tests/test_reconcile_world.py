@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scfeeds._reconcile import normalize_invoice_number_py, reconcile
+from scfeeds._reconcile import _invoices, normalize_invoice_number_py, reconcile
 
 SUPPLIERS = 5
 PO_LINES = 20_000
@@ -173,8 +173,13 @@ def _world(seed: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("pairs", ["per pair", "linear join"])
 @pytest.mark.parametrize("seed", [18, 2026])
-def test_copies_flagged_clean_invoices_not_line_faults_found(seed: int) -> None:
+def test_copies_flagged_clean_invoices_not_line_faults_found(
+    seed: int, pairs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if pairs == "linear join":  # the path taken when a supplier's PO has very many invoices
+        monkeypatch.setattr(_invoices, "_PAIR_LIMIT", -1)
     w = _world(seed)
     assert isinstance(w["per_day"], pl.DataFrame)
     assert w["per_day"]["invoice_number"].median() >= 10  # many invoices a day

@@ -88,16 +88,7 @@ def mark_duplicates(
         # INV-0400248, is one keystroke there and many once the zeros are dropped
         pl.col("invoice_number").str.to_lowercase().str.replace_all(r"[^a-z0-9]", "").alias("_t"),
     ).collect(engine=engine)
-    found = (
-        pl.concat(
-            [
-                _distance_one_pairs(orig_df.drop("_t")),
-                _distance_one_pairs(orig_df.drop("_n").rename({"_t": "_n"})),
-            ]
-        )
-        .unique()
-        .lazy()
-    )
+    found = _keying_pairs(orig_df).lazy()
     about = originals.select(
         "_doc", "supplier_id", "po_number", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
@@ -151,6 +142,66 @@ def mark_duplicates(
     return docs.join(suspects, on="_doc", how="left").with_columns(
         _suspect=pl.col("suspect_of").is_not_null()
     )
+
+
+#: Above this many candidate pairs (documents sharing a supplier and PO), pairs are found by
+#: the linear deletion-neighbourhood join instead of one check per pair. Tests lower it.
+_PAIR_LIMIT = 200_000
+
+
+def _keying_pairs(orig: pl.DataFrame) -> pl.DataFrame:
+    """Ordered pairs (``_doc``, ``_doc_b``) of the same group (``supplier_id``: a group hash)
+    whose numbers are one keying error apart, normalised (``_n``) or as typed (``_t``).
+
+    Most groups (a supplier's invoices of one PO) hold one or two invoices: the pairs within
+    groups are then few and each is checked directly. A group of thousands (a blanket PO
+    billed daily) would make that quadratic; past :data:`_PAIR_LIMIT` candidate pairs the
+    deletion-neighbourhood join (:func:`_distance_one_pairs`, linear) runs instead.
+    """
+    sizes = orig.group_by("supplier_id").len()
+    n_pairs = int((sizes["len"].cast(pl.Int64) * (sizes["len"].cast(pl.Int64) - 1)).sum())
+    if n_pairs > _PAIR_LIMIT:
+        return pl.concat(
+            [
+                _distance_one_pairs(orig.drop("_t")),
+                _distance_one_pairs(orig.drop("_n").rename({"_t": "_n"})),
+            ]
+        ).unique()
+    if n_pairs == 0:
+        return _EMPTY_PAIRS
+    cand = (
+        orig.filter(pl.col("supplier_id").is_duplicated())
+        .join(orig, on="supplier_id", suffix="_b")
+        .filter(pl.col("_doc") != pl.col("_doc_b"))
+    )
+    keep = [
+        _one_keying_error(n, nb) or _one_keying_error(t, tb)
+        for n, nb, t, tb in cand.select("_n", "_n_b", "_t", "_t_b").iter_rows()
+    ]
+    return cand.filter(pl.Series(keep, dtype=pl.Boolean)).select(
+        pl.col("_doc").cast(pl.UInt64), pl.col("_doc_b").cast(pl.UInt64)
+    )
+
+
+def _one_keying_error(a: str | None, b: str | None) -> bool:
+    """One character substituted, inserted or deleted, or two neighbours swapped (a missing
+    number counts as empty, as in :func:`_distance_one_pairs`)."""
+    a, b = a or "", b or ""
+    if a == b:
+        return False
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    i = 0
+    while i < la and a[i] == b[i]:
+        i += 1
+    if la < lb:  # b is a with one character inserted at i
+        return a[i:] == b[i + 1 :]
+    if a[i + 1 :] == b[i + 1 :]:  # substitution at i
+        return True
+    return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
 
 
 _U64 = 1 << 64
