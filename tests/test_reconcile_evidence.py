@@ -171,3 +171,13 @@ def test_credit_memos_read_from_feeds_net_out(fmt: str, tmp_path: Path) -> None:
     line = rec.lines.collect().row(0, named=True)
     assert (line["status"], line["qty_invoiced"], line["n_invoices"]) == ("MATCHED", D(10), 2)
     assert rec.exceptions.collect().height == 0
+
+
+def test_summary_shows_every_row() -> None:
+    po = [po_line("1", supplier_id=f"S{k:02d}", po_number=f"P{k}") for k in range(1, 41)]
+    summary = _run(po, [], []).summary()
+    assert summary.by_supplier.height == 40
+    text = repr(summary)
+    assert all(f"S{k:02d}" in text for k in range(1, 41))
+    assert "…" not in text
+    assert all(f"S{k:02d}" in summary._repr_html_() for k in range(1, 41))

@@ -56,10 +56,11 @@ def mark_duplicates(
     invoices one edit apart (``INV-000041``, ``INV-000042``), so the number alone proves
     nothing; the same order and the same amount to the cent are what make a copy.
 
-    Suspects are found among originals without comparing every pair: each number is
+    Suspects are found among originals of the same supplier and PO (see
+    :func:`_keying_pairs`): one check per pair when such pairs are few, else each number is
     expanded to its *deletion neighbourhood* (the number with one character deleted, for
-    each position) and its neighbour transpositions. Equi-joins on those keys, within a
-    supplier and PO, find every such pair in time linear in total characters.
+    each position) and its neighbour transpositions, and equi-joins on those keys find every
+    pair in time linear in total characters.
     """
     key = ["supplier_id", "invoice_number_normalized"]
     # ``docs`` arrive sorted by ``_ord``: the first occurrence of a key is the original.

@@ -59,15 +59,17 @@ class ReconciliationSummary:
     )
 
     def __repr__(self) -> str:
-        with pl.Config(tbl_rows=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        # every row of every view (a summary that hides rows does not add up)
+        with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             parts = [f"{title}\n{getattr(self, name)}" for name, title in self._TITLES]
             return "Reconciliation summary\n\n" + "\n\n".join(parts)
 
     def _repr_html_(self) -> str:
         parts = ["<div><strong>Reconciliation summary</strong>"]
-        for name, title in self._TITLES:
-            parts.append(f"<h4>{html.escape(title[0].upper() + title[1:])}</h4>")
-            parts.append(getattr(self, name)._repr_html_())
+        with pl.Config(tbl_rows=-1):
+            for name, title in self._TITLES:
+                parts.append(f"<h4>{html.escape(title[0].upper() + title[1:])}</h4>")
+                parts.append(getattr(self, name)._repr_html_())
         parts.append("</div>")
         return "".join(parts)
 
