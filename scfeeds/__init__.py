@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from scfeeds._ingest import IngestReport, Source, ingest
     from scfeeds._lake import scan_lake
     from scfeeds._reconcile import (
+        ReconcileWarning,
         Reconciliation,
         ReconciliationSummary,
         Tolerances,
@@ -91,6 +92,7 @@ __all__ = [
     "Limits",
     "ParseError",
     "ProgressEvent",
+    "ReconcileWarning",
     "Reconciliation",
     "ReconciliationSummary",
     "Retry",
@@ -161,6 +163,7 @@ _LAZY: dict[str, str] = {
     "scan_lake": "scfeeds._lake",
     **dict.fromkeys(
         (
+            "ReconcileWarning",
             "Reconciliation",
             "ReconciliationSummary",
             "Tolerances",

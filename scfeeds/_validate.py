@@ -7,7 +7,9 @@ checked by rules, never cast: a failed cast would hide every other reason on the
 Rules (``failures.rule`` / ``failures.rules``)
 ----------------------------------------------
 ``REQUIRED``           a required column is null or blank (see ``REQUIRED`` below)
-``QTY_NOT_POSITIVE``   ordered / shipped / invoiced quantity <= 0
+``QTY_NOT_POSITIVE``   ordered / shipped quantity <= 0
+``QTY_ZERO``           invoiced quantity 0 (a negative one is a credit memo: a document,
+                       netted by the match against what was invoiced)
 ``QTY_NEGATIVE``       received quantity < 0 (0 is a refused delivery: allowed)
 ``PRICE_NEGATIVE``     unit price < 0
 ``UNKNOWN_UOM``        uom not in ``UOM_CODES`` (X12 element 355 subset)
@@ -156,6 +158,9 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
                 pl.format(f"{qty} {{}} is negative", value),
             )
         )
+    elif table == "invoice_lines":
+        # Credit memos (810 BIG07 = CR, cXML purpose="creditMemo") bill negative quantities.
+        out.append(("qty_zero", "QTY_ZERO", pl.col(qty) != 0, pl.format(f"{qty} {{}} is 0", value)))
     else:
         out.append(
             (

@@ -7,7 +7,9 @@ Document shapes (cXML 1.2 DTD, only the elements scfeeds reads or needs for vali
 
     cXML[@payloadID, @timestamp]
       Header  From/Credential/Identity  To/Credential/Identity  Sender/Credential/Identity
-              (the supplier is To for an OrderRequest, From for ship notices and invoices)
+              (the supplier is To for an OrderRequest, which the buyer sends; From for ship
+              notices and invoices, which the supplier sends, else Sender; Sender alone may
+              be a network hub, so it never outranks From / To)
       Request
         OrderRequest
           OrderRequestHeader[@orderID, @orderDate]
@@ -23,13 +25,18 @@ Document shapes (cXML 1.2 DTD, only the elements scfeeds reads or needs for vali
               ItemID/SupplierPartID, UnitOfMeasure,
               Packaging/ShippingContainerSerialCode                    (pack_id, an SSCC)
         InvoiceDetailRequest
-          InvoiceDetailRequestHeader[@invoiceID, @invoiceDate]
+          InvoiceDetailRequestHeader[@invoiceID, @invoiceDate, @purpose]
+                                          (purpose="creditMemo": quantities and amounts are
+                                           read as negative, unit prices as positive)
           InvoiceDetailOrder                                           (one per PO)
             InvoiceDetailOrderInfo/OrderReference[@orderID]
             InvoiceDetailItem[@invoiceLineNumber, @quantity]           <- one invoice_lines row
               UnitOfMeasure, UnitPrice/Money[@currency],
               InvoiceDetailItemReference[@lineNumber]/ItemID/SupplierPartID,
-              SubtotalAmount/Money[@currency]                          (line_amount)
+              SubtotalAmount/Money[@currency]                          (line_amount; one
+                                          that disagrees with quantity x unit price beyond a
+                                          cent is an AMOUNT_MISMATCH error row, the item is
+                                          not delivered)
 
 ``position`` of a row is the XPath of its item element, with a 1-based ``[n]`` index among
 same-named siblings on the item and on its repeating container (and on any other step whose
@@ -268,10 +275,13 @@ def _ship_notice(frame: pl.DataFrame, doc: dict[str, Any]) -> str:
 
 def _invoice(frame: pl.DataFrame, doc: dict[str, Any]) -> str:
     date = _none(doc["invoice_date"], _date)
+    # A document whose every quantity is negative is a credit memo (its amounts as given).
+    qtys = frame["qty_invoiced"].drop_nulls()
+    purpose = "creditMemo" if qtys.len() and bool((qtys < 0).all()) else "standard"
     parts = [
         "<InvoiceDetailRequest>",
         f"<InvoiceDetailRequestHeader{_attrs(invoiceID=doc['invoice_number'])}"
-        f' purpose="standard" operation="new"{_attrs(invoiceDate=date)}>'
+        f' purpose="{purpose}" operation="new"{_attrs(invoiceDate=date)}>'
         "<InvoiceDetailHeaderIndicator/><InvoiceDetailLineIndicator/>"
         "</InvoiceDetailRequestHeader>",
     ]
@@ -685,8 +695,12 @@ class _Document:
 
     def document_values(self) -> dict[str, str | None]:
         head = self.tracker.header
-        # The buyer sends the order (supplier = To); the supplier sends notices and invoices.
-        supplier = self.parties.get("To" if self.table == "po_lines" else "From")
+        # The buyer sends the order (supplier = To); the supplier sends notices and invoices
+        # (From, else Sender: Sender may be a network hub relaying for From, never the buyer).
+        if self.table == "po_lines":
+            supplier = self.parties.get("To")
+        else:
+            supplier = self.parties.get("From") or self.parties.get("Sender")
         if self.table == "po_lines":
             return {
                 "supplier_id": supplier,
@@ -706,6 +720,7 @@ class _Document:
             "supplier_id": supplier,
             "invoice_number": h.get("invoiceID"),
             "invoice_date": h.get("invoiceDate"),
+            "purpose": h.get("purpose"),
         }
 
     def take(self) -> pl.DataFrame:
@@ -772,6 +787,10 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
         rule_e.alias("_rule"),
         message.alias("_message"),
     )
+    if table == "invoice_lines":
+        frame = _invoice_amounts(
+            frame, credit=(consts.get("purpose") or "").strip() == "creditMemo"
+        )
     good = frame.filter(pl.col("_rule").is_null()).select(list(schema(table)))
     rejected = frame.filter(pl.col("_rule").is_not_null()).select(
         "source",
@@ -780,6 +799,38 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
         pl.format("{}: {}: {}", "source", "position", "_message").alias("message"),
     )
     return good, rejected
+
+
+_CENT: Final = decimal.Decimal("0.01")
+
+
+def _invoice_amounts(frame: pl.DataFrame, *, credit: bool) -> pl.DataFrame:
+    """Credit memos read with their sign; a SubtotalAmount that disagrees with quantity x
+    unit price beyond a cent is an ``AMOUNT_MISMATCH`` (neither figure is taken silently)."""
+    qty, price, amount = pl.col("qty_invoiced"), pl.col("unit_price"), pl.col("line_amount")
+    if credit:
+        # cXML credit memos carry negative amounts; senders differ on the quantity's sign
+        frame = frame.with_columns(
+            qty_invoiced=-qty.abs(), unit_price=price.abs(), line_amount=-amount.abs()
+        )
+    expected = qty * price
+    off = pl.col("_rule").is_null() & (
+        (amount - expected).abs() > pl.lit(_CENT, dtype=pl.Decimal(18, 4))
+    ).fill_null(False)
+    return frame.with_columns(
+        _rule=pl.when(off).then(pl.lit("AMOUNT_MISMATCH")).otherwise(pl.col("_rule")),
+        _message=pl.when(off)
+        .then(
+            pl.format(
+                "SubtotalAmount {} != quantity {} x unit price {} = {} (beyond one cent)",
+                amount.cast(pl.String),
+                qty.cast(pl.String),
+                price.cast(pl.String),
+                expected.cast(pl.String),
+            )
+        )
+        .otherwise(pl.col("_message")),
+    )
 
 
 def _sniff(path: Path) -> str | None:

@@ -175,7 +175,7 @@ def generate(
     seed: int = 0,
     suppliers: int = 6,
     pos: int = 200,
-    lines_per_po: tuple[int, int] = (1, 8),
+    lines_per_po: int | tuple[int, int] = (1, 8),
     formats: Iterable[str] = ("x12", "csv", "xlsx", "xml"),
     faults: str | Mapping[str, float] = "default",
     damaged: bool | Iterable[str] = False,
@@ -197,7 +197,7 @@ def generate(
     pos
         Purchase orders to generate (lines per PO drawn from ``lines_per_po``).
     lines_per_po
-        Inclusive range of lines per PO.
+        Lines per PO: an int for a fixed count, or an inclusive range ``(low, high)``.
     formats
         Formats the suppliers send (``x12``, ``csv``, ``xlsx``, ``xml``); each supplier sends
         each table in one or two of them (see ``SynthConfig.supplier_formats``). Receipts are
@@ -240,11 +240,7 @@ def generate(
         raise ConfigurationError(f"suppliers must be a positive int, got {suppliers!r}")
     if not isinstance(pos, int) or pos < 1:
         raise ConfigurationError(f"pos must be a positive int, got {pos!r}")
-    lo, hi = lines_per_po
-    if not 1 <= lo <= hi:
-        raise ConfigurationError(
-            f"lines_per_po must be (low, high) with 1 <= low <= high, got {lines_per_po!r}"
-        )
+    lo, hi = _lines_per_po(lines_per_po)
     rates = resolve_faults(cfg.fault_rates if cfg.fault_rates is not None else faults)
     kinds = _damage_kinds(damaged)
     ordered: tuple[Format, ...] = tuple(dict.fromkeys(fmts))  # type: ignore[arg-type]
@@ -318,6 +314,26 @@ def generate(
         damaged=dmg.height,
         elapsed=time.perf_counter() - t0,
     )
+
+
+def _lines_per_po(value: object) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; ``(low, high)`` as is; anything else is a configuration error."""
+
+    def whole(v: object) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    if whole(value) is not None:
+        lo = hi = whole(value)
+    elif isinstance(value, tuple | list) and len(value) == 2:
+        lo, hi = whole(value[0]), whole(value[1])
+    else:
+        lo = hi = None
+    if lo is None or hi is None or not 1 <= lo <= hi:
+        raise ConfigurationError(
+            "lines_per_po must be an int >= 1 (a fixed count) or (low, high) with "
+            f"1 <= low <= high, got {value!r}"
+        )
+    return lo, hi
 
 
 def load_world(dest: str | Path, table: TableName) -> pl.LazyFrame:

@@ -27,6 +27,7 @@ EXPECTED = {
     "Limits",
     "ParseError",
     "ProgressEvent",
+    "ReconcileWarning",
     "Reconciliation",
     "Retry",
     "ScfeedsError",

@@ -14,6 +14,7 @@ import pytest
 from scfeeds._reconcile import (
     LINE_CODES,
     PRECEDENCE,
+    ReconcileWarning,
     Reconciliation,
     ReconciliationSummary,
     Tolerances,
@@ -344,7 +345,9 @@ def test_case_with_item_factor_and_chained_units(make: Make) -> None:
 def test_impossible_conversion_is_uom_mismatch_only(make: Make) -> None:
     # the invoice is in boxes nobody defined: no NOT_INVOICED / OVER_* from the missing qty
     rec = run(make, [po_line(qty=10)], [ship(qty=10)], [bill(qty=2, uom="BX", price=10)])
-    assert codes(rec) == ["UOM_MISMATCH"]
+    # no conversions given: one warning says why, with the count
+    with pytest.warns(ReconcileWarning, match=r"^1 document line\(s\) use a unit"):
+        assert codes(rec) == ["UOM_MISMATCH"]
     assert status(rec) == ("UOM_MISMATCH", ["UOM_MISMATCH"])
     exc = rec.exceptions.collect().row(0, named=True)
     assert (exc["level"], exc["invoice_number"], exc["amount_at_risk"]) == (
@@ -357,7 +360,8 @@ def test_impossible_conversion_is_uom_mismatch_only(make: Make) -> None:
 
 def test_unconvertible_shipment_suppresses_receipt_checks(make: Make) -> None:
     rec = run(make, [po_line(qty=10)], [ship(qty=1, uom="PL")], [bill(qty=10)])
-    assert codes(rec) == ["UOM_MISMATCH"]
+    with pytest.warns(ReconcileWarning, match="conversions="):
+        assert codes(rec) == ["UOM_MISMATCH"]
     assert rec.exceptions.collect()["shipment_id"][0] == "SH1"
 
 
@@ -498,9 +502,9 @@ def test_original_is_the_earliest_invoice_date(make: Make) -> None:
         ("INV-00004K", 3, "20", True),  # deletion
         ("INV-000042X", 7, "20", True),  # dates exactly 7 days apart
         ("INV-000042X", 8, "20", False),
-        ("INV-000042X", 1, "20.2", True),  # amount exactly 1 % away
-        ("INV-000042X", 1, "20.2001", False),
-        ("INV-000024K", 1, "20", False),  # transposition: distance 2
+        ("INV-000042X", 1, "20.0001", False),  # the same total, exactly, by default
+        ("INV-000024K", 1, "20", True),  # transposition of two neighbours
+        ("INV-0000K24", 1, "20", False),  # 2 and K swapped across the 4
         ("INV-000043X", 1, "20", False),  # two changes
     ],
 )
@@ -566,8 +570,9 @@ def test_exception_rows_carry_keys_variance_and_tolerance(make: Make) -> None:
         "po_number": "P1",
         "line_number": "1",
         "item_id": "ITEM1",
-        "invoice_number": None,
-        "shipment_id": None,
+        # the documents behind it: the shipment and the invoice of the line
+        "invoice_number": "INV-000001A",
+        "shipment_id": "SH1",
         "source": None,
         "position": None,
         "variance_qty": D(-3),
@@ -575,6 +580,9 @@ def test_exception_rows_carry_keys_variance_and_tolerance(make: Make) -> None:
         "amount_at_risk": D(9),
         "tolerance_pct": D(5),
         "tolerance_abs": D(1),
+        "po_source": None,
+        "po_position": None,
+        "related_invoice_number": None,
     }
 
 

@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scfeeds._reconcile import normalize_invoice_number_py, reconcile
+from scfeeds._reconcile import _invoices, normalize_invoice_number_py, reconcile
 from scfeeds._reconcile._invoices import mark_duplicates
 from scfeeds._reconcile._tolerances import Tolerances
 from scfeeds.schemas import schema
@@ -166,30 +166,59 @@ def _levenshtein(a: str, b: str) -> int:
 
 @SETTINGS
 @given(st.lists(st.text(alphabet="ab01", min_size=0, max_size=5), min_size=1, max_size=25))
-def test_suspects_are_exactly_the_pairs_at_distance_one(numbers: list[str]) -> None:
+def test_suspects_are_exactly_the_pairs_one_keying_error_apart(numbers: list[str]) -> None:
     docs = pl.DataFrame(
         {
             "_doc": pl.Series(range(len(numbers)), dtype=pl.UInt64),
             "_ord": pl.Series(range(len(numbers)), dtype=pl.UInt32),
             "supplier_id": ["S1"] * len(numbers),
+            "po_number": ["P1"] * len(numbers),
             "invoice_number": numbers,
             "invoice_date": [dt.date(2026, 1, 1)] * len(numbers),
             "total_amount": [100] * len(numbers),
         }
     )
-    out = mark_duplicates(docs.lazy(), Tolerances(), None).collect().sort("_ord")
+    # both ways of finding pairs: one check per pair, and the linear join (forced)
+    outs = []
+    for limit in (_invoices._PAIR_LIMIT, -1):
+        saved, _invoices._PAIR_LIMIT = _invoices._PAIR_LIMIT, limit
+        try:
+            outs.append(mark_duplicates(docs.lazy(), Tolerances(), None).collect().sort("_ord"))
+        finally:
+            _invoices._PAIR_LIMIT = saved
+    out = outs[0]
+    assert outs[1]["_suspect"].to_list() == out["_suspect"].to_list()
     norm = [normalize_invoice_number_py(n) for n in numbers]
+    typed = ["".join(ch for ch in n.lower() if ch.isascii() and ch.isalnum()) for n in numbers]
     first_of = {}
     for i, n in enumerate(norm):
         first_of.setdefault(n, i)
     originals = [i for i, n in enumerate(norm) if first_of[n] == i]
     expected_dup = [first_of[n] != i for i, n in enumerate(norm)]
     expected_suspect = [
-        i in originals and any(_levenshtein(norm[j], norm[i]) == 1 for j in originals if j < i)
+        i in originals
+        and any(
+            _one_keying_error(norm[j], norm[i]) or _one_keying_error(typed[j], typed[i])
+            for j in originals
+            if j < i
+        )
         for i in range(len(norm))
     ]
     assert out["_dup"].to_list() == expected_dup
     assert out["_suspect"].to_list() == expected_suspect
+
+
+def _one_keying_error(a: str, b: str) -> bool:
+    """Levenshtein distance 1, or two neighbouring characters swapped."""
+    if _levenshtein(a, b) == 1:
+        return True
+    diff = [k for k in range(len(a)) if len(a) == len(b) and a[k] != b[k]]
+    return (
+        len(diff) == 2
+        and diff[1] == diff[0] + 1
+        and a[diff[0]] == b[diff[1]]
+        and a[diff[1]] == b[diff[0]]
+    )
 
 
 def test_levenshtein_helper() -> None:

@@ -106,6 +106,12 @@ CASES: list[tuple[TableName, dict[str, Any], str, str]] = [
     ("po_lines", {"line_number": None}, "REQUIRED", "line_number is missing"),
     ("po_lines", {"qty_ordered": Decimal("0")}, "QTY_NOT_POSITIVE", "qty_ordered 0.0000"),
     ("asn_lines", {"qty_shipped": Decimal("-1")}, "QTY_NOT_POSITIVE", "is not above 0"),
+    (
+        "invoice_lines",
+        {"qty_invoiced": Decimal("0"), "line_amount": Decimal("0")},
+        "QTY_ZERO",
+        "is 0",
+    ),
     ("receipts", {"qty_received": Decimal("-1")}, "QTY_NEGATIVE", "qty_received -1.0000"),
     ("po_lines", {"unit_price": Decimal("-0.01")}, "PRICE_NEGATIVE", "unit_price -0.0100"),
     ("po_lines", {"uom": "EACH"}, "UNKNOWN_UOM", "uom 'EACH' is not a known X12 unit"),
@@ -152,6 +158,15 @@ def test_failures_keep_original_values_and_provenance(lazy: bool) -> None:
     assert row["rule"] == "QTY_NOT_POSITIVE"
     assert row["rules"] == ["QTY_NOT_POSITIVE", "UNKNOWN_UOM"]
     assert row["message"].count(";") == 1
+
+
+def test_credit_memo_lines_are_documents_not_failures() -> None:
+    frame = _rows(
+        "invoice_lines", {"qty_invoiced": Decimal("-3"), "line_amount": Decimal("-1.0")}
+    ).with_columns(line_number=pl.Series(["1", "2"]))
+    good, failures = validate(frame, "invoice_lines")
+    assert failures.height == 0
+    assert good["qty_invoiced"].to_list() == [Decimal("3"), Decimal("-3")]
 
 
 def test_asn_and_invoice_lines_may_lack_line_numbers_po_lines_may_not() -> None:

@@ -226,14 +226,25 @@ def _documents(draw: st.DrawFn) -> tuple[TableName, pl.DataFrame]:
         }
     else:
         currency = draw(st.sampled_from(["USD", "EUR"]))
+        qty, price = opt(_dec), col(_dec)
+        # a credit memo: every quantity negative (written as purpose="creditMemo")
+        sign = -1 if draw(st.booleans()) and all(q for q in qty) else 1
+        qty = [None if q is None else sign * q for q in qty]
+        # SubtotalAmount, when sent, agrees with quantity x unit price (AMOUNT_MISMATCH else)
+        amounts = [
+            None
+            if q is None or not keep or abs(q * p) >= Decimal("1e13")
+            else (q * p).quantize(Decimal("0.0001"))
+            for q, p, keep in zip(qty, price, col(st.booleans()), strict=True)
+        ]
         data = {
             **common,
             "invoice_number": one(_code),
             "invoice_date": one(st.dates(dt.date(2000, 1, 1), dt.date(2099, 1, 1))),
             "po_number": col(pos),
-            "qty_invoiced": opt(_dec),
-            "unit_price": col(_dec),
-            "line_amount": opt(_dec),
+            "qty_invoiced": qty,
+            "unit_price": price,
+            "line_amount": amounts,
             "currency": [currency] * n,
         }
     return table, _frame(table, data).cast(dict(schema(table)))  # type: ignore[arg-type]
@@ -477,3 +488,81 @@ def test_ship_notice_portions_optional_line_numbers_and_nested_packaging() -> No
     assert rows.select("shipment_id", "ship_date", "carrier", "tracking").unique().rows() == [
         ("ASN-9", dt.date(2026, 2, 3), "FDEG", "7946 0000 1234")
     ]
+
+
+def _invoice_text(
+    *, purpose: str = "standard", qty: str = "3", amount: str = "6.00", parties: str = ""
+) -> str:
+    parties = parties or (
+        "<From><Credential domain='NetworkID'><Identity>SUP9</Identity></Credential></From>"
+        "<To><Credential domain='NetworkID'><Identity>BUYER</Identity></Credential></To>"
+        "<Sender><Credential domain='NetworkID'><Identity>HUB</Identity></Credential></Sender>"
+    )
+    return (
+        '<?xml version="1.0"?>\n<cXML payloadID="p" timestamp="t">'
+        f"<Header>{parties}</Header><Request><InvoiceDetailRequest>"
+        f'<InvoiceDetailRequestHeader invoiceID="CM-1" purpose="{purpose}" '
+        'invoiceDate="2026-02-01T00:00:00+00:00"/>'
+        '<InvoiceDetailOrder><InvoiceDetailOrderInfo><OrderReference orderID="P1"/>'
+        "</InvoiceDetailOrderInfo>"
+        f'<InvoiceDetailItem invoiceLineNumber="1" quantity="{qty}">'
+        "<UnitOfMeasure>EA</UnitOfMeasure>"
+        '<UnitPrice><Money currency="USD">2.00</Money></UnitPrice>'
+        '<InvoiceDetailItemReference lineNumber="1"><ItemID><SupplierPartID>A</SupplierPartID>'
+        "</ItemID></InvoiceDetailItemReference>"
+        f'<SubtotalAmount><Money currency="USD">{amount}</Money></SubtotalAmount>'
+        "</InvoiceDetailItem></InvoiceDetailOrder></InvoiceDetailRequest></Request></cXML>"
+    )
+
+
+@pytest.mark.parametrize(("qty", "amount"), [("3", "6.00"), ("-3", "-6.00")])
+def test_credit_memo_is_read_with_its_sign(tmp_path: Path, qty: str, amount: str) -> None:
+    path = tmp_path / "cm.xml"
+    path.write_text(_invoice_text(purpose="creditMemo", qty=qty, amount=amount))
+    rows = read_xml(path, table="invoice_lines")
+    assert rows.select("qty_invoiced", "unit_price", "line_amount").rows() == [
+        (Decimal("-3"), Decimal("2"), Decimal("-6"))
+    ]
+
+
+def test_credit_memo_round_trip_writes_purpose(tmp_path: Path) -> None:
+    frame = read_xml(
+        _write_text(tmp_path, _invoice_text(purpose="creditMemo")), table="invoice_lines"
+    ).drop("source", "position")
+    data = to_cxml(frame, table="invoice_lines", payload_id="p", timestamp="t")
+    assert b'purpose="creditMemo"' in data
+    assert b'quantity="-3' in data
+    again = read_xml(_write_text(tmp_path, data.decode(), "again.xml"), table="invoice_lines")
+    assert again["qty_invoiced"].to_list() == [Decimal("-3")]
+
+
+def _write_text(tmp_path: Path, text: str, name: str = "doc.xml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_subtotal_disagreeing_with_quantity_times_price_is_reported(tmp_path: Path) -> None:
+    path = _write_text(tmp_path, _invoice_text(amount="7.00"))
+    rows, errors = read_xml(path, table="invoice_lines", errors="collect")
+    assert rows.height == 0  # neither figure is taken
+    assert errors["rule"].to_list() == ["AMOUNT_MISMATCH"]
+    where = "/cXML/Request/InvoiceDetailRequest/InvoiceDetailOrder[1]/InvoiceDetailItem[1]"
+    assert errors["position"].to_list() == [where]
+    assert "SubtotalAmount 7" in errors["message"][0]
+    assert "quantity 3" in errors["message"][0]
+    with pytest.warns(XMLWarning, match="AMOUNT_MISMATCH"):
+        read_xml(path, table="invoice_lines")
+    # within a cent is agreement (rounding of the line total)
+    assert read_xml(_write_text(tmp_path, _invoice_text(amount="6.01"), "ok.xml")).height == 1
+
+
+def test_invoice_supplier_is_from_else_sender_never_to(tmp_path: Path) -> None:
+    got = read_xml(_write_text(tmp_path, _invoice_text()), table="invoice_lines")
+    assert got["supplier_id"].to_list() == ["SUP9"]
+    relayed = _invoice_text(
+        parties="<To><Credential domain='x'><Identity>BUYER</Identity></Credential></To>"
+        "<Sender><Credential domain='x'><Identity>SUP7</Identity></Credential></Sender>"
+    )
+    got = read_xml(_write_text(tmp_path, relayed, "relayed.xml"), table="invoice_lines")
+    assert got["supplier_id"].to_list() == ["SUP7"]

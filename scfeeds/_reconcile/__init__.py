@@ -17,11 +17,13 @@ from scfeeds._reconcile._engine import (
     Engine,
     Frame,
     Plan,
+    ReconcileWarning,
     _prep,
     build,
     check_input,
     public_lines,
     used_columns,
+    warn_units,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
 from scfeeds._reconcile._num import raw4
@@ -36,6 +38,7 @@ __all__ = [
     "PRECEDENCE",
     "STANDARD_CONVERSIONS",
     "STATUSES",
+    "ReconcileWarning",
     "Reconciliation",
     "ReconciliationSummary",
     "Tolerances",
@@ -83,7 +86,8 @@ def reconcile(
 
     Per PO line, O = ordered, R = received (receipts when ``receipts`` is given, else the ASN
     quantity stands in: column ``received_from``), I = invoiced by non-duplicate invoices, all in
-    the PO unit; billed = invoice amount (``line_amount``, else qty x unit price).
+    the PO unit; billed = invoice amount (``line_amount``, else qty x unit price). Credit
+    memos (negative invoiced quantities) count with their sign: they net against I.
 
     ==========================  ===========================================================
     code                        raised when (tolerance: see :class:`Tolerances`)
@@ -105,9 +109,12 @@ def reconcile(
                                 case, letters and digits, leading zeros of each digit run
                                 dropped: ``INV-000042K`` == ``inv42k``); the first seen (by
                                 invoice_date, then source, then input order) is the original
-    ``DUPLICATE_SUSPECT``       invoice level: same supplier, normalised numbers at edit
-                                distance 1, totals within ``duplicate_amount``, dates within
-                                ``duplicate_days``; the later one is the suspect
+    ``DUPLICATE_SUSPECT``       invoice level, a re-keyed copy: same supplier and PO, totals
+                                within ``duplicate_amount`` (default: equal), dates within
+                                ``duplicate_days``, numbers one keying error apart (one
+                                character substituted, inserted or deleted, or two
+                                neighbours swapped; normalised or as typed); the later one
+                                is the suspect. Sequential numbers alone never make one.
     ``NO_PO_REFERENCE``         invoice / ASN / receipt line whose PO or PO line does not exist
     ``SUPPLIER_MISMATCH``       the PO number exists, but only under other suppliers
     ==========================  ===========================================================
@@ -155,12 +162,22 @@ def reconcile(
         ``.exceptions`` has one row per exception: ``code``; ``level`` (``line`` for the
         per-PO-line codes, ``invoice`` for duplicates and for invoice lines without a PO line,
         ``asn`` / ``receipt`` for such ASN / receipt lines); ``supplier_id``, ``po_number``,
-        ``line_number``, ``item_id``; ``invoice_number`` / ``shipment_id``, ``source`` and
-        ``position`` of the document that shows it (for ``PRICE_VARIANCE`` the first invoice
-        line billed off price, for ``UOM_MISMATCH`` the first unconvertible line: invoice,
-        else ASN, else receipt; null for pure quantity codes); ``variance_qty`` (PO unit,
-        signed), ``variance_amount`` (signed), ``amount_at_risk`` and the ``tolerance_pct`` /
-        ``tolerance_abs`` applied (null: unset).
+        ``line_number``, ``item_id``; ``invoice_number`` / ``shipment_id`` (line rows: the
+        first invoice and shipment of the line, where they exist); ``source`` and
+        ``position`` of the document line that shows it (``PRICE_VARIANCE``: the first
+        invoice line billed off price; ``UOM_MISMATCH``: the first unconvertible line; the
+        shipping codes and ``NOT_INVOICED``: the first receipt / ASN line; the billing
+        codes: the first invoice line; the PO line itself when nothing was shipped or billed;
+        invoice-level rows: the invoice's first line); ``variance_qty`` (PO unit, signed),
+        ``variance_amount`` (signed), ``amount_at_risk``, the ``tolerance_pct`` /
+        ``tolerance_abs`` applied (null: unset); ``po_source`` / ``po_position`` of the PO
+        line; ``related_invoice_number``, the other invoice of a duplicate / suspect pair.
+
+    Warns
+    -----
+    ReconcileWarning
+        Once per run, with the count, when no ``conversions`` are given and document lines
+        use units that cannot be converted to their PO line's (all ``UOM_MISMATCH``).
 
     Examples
     --------
@@ -195,6 +212,11 @@ def reconcile(
         raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
 
     def run(engine: Engine) -> Plan:
+        plan = match(engine)
+        warn_units(plan.unconverted)
+        return plan
+
+    def match(engine: Engine) -> Plan:
         filters = _partitions(po, partition_lines)
         if filters is None:
             return build(
@@ -357,6 +379,7 @@ def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engi
         for stage, seconds in p.stages.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
     received_from = plans[0].received_from
+    unconverted = sum(p.unconverted for p in plans)
     plans.clear()
     clock = time.perf_counter()
     po_lf = _prep(po, "po_lines", "po").select(
@@ -396,6 +419,7 @@ def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engi
         stages=stages,
         line_rows=line_rows,
         invoice_rows=invoice_rows,
+        unconverted=unconverted,
     )
 
 
@@ -438,6 +462,7 @@ def reconcile_partitioned(
     known = po.lazy().select(pl.col("po_number").cast(pl.String))
     stages: dict[str, float] = {}
     inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
+    unconverted = 0
     with tempfile.TemporaryDirectory(dir=out, prefix=".inputs-") as tmp:
         clock = time.perf_counter()
         # One pass over each input splits it by partition (rows keep their input number):
@@ -476,7 +501,9 @@ def reconcile_partitioned(
                 tmp_file.replace(out / name / f"part-{b:05d}.parquet")
             for stage, seconds in plan.stages.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
+            unconverted += plan.unconverted
             del plan
+    warn_units(unconverted)
     return Reconciliation._from_lazy(
         *(
             pl.scan_parquet(out / name / "part-*.parquet")

@@ -23,6 +23,7 @@ small u64 join before the sums, so duplicates never reach them.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -39,7 +40,7 @@ from scfeeds.schemas import COLUMNS, TableName
 OUT: Final = pl.Decimal(38, 4)
 KEY: Final = ("supplier_id", "po_number", "line_number")
 
-ASN, RECEIPT, INVOICE = 0, 1, 2
+ASN, RECEIPT, INVOICE, PO = 0, 1, 2, 3
 LEVEL: Final = {ASN: "asn", RECEIPT: "receipt", INVOICE: "invoice"}
 
 # Primary status precedence, first match wins. Duplicates and missing references first (the
@@ -224,6 +225,9 @@ class Plan:
     #: invoice (aligned with ``invoices``): how partitioned runs put rows back in order.
     line_rows: pl.Series | None = None
     invoice_rows: pl.Series | None = None
+    #: Document lines whose unit could not be converted while no ``conversions`` were given
+    #: (see :func:`warn_units`).
+    unconverted: int = 0
 
 
 def build(
@@ -279,6 +283,7 @@ def build(
     if where is not None:
         po_lf, asn_lf, inv_lf = (lf.filter(where) for lf in (po_lf, asn_lf, inv_lf))
         rec_lf = rec_lf.filter(where) if rec_lf is not None else None
+    po_in = po_lf  # PO input rows with their provenance: the evidence of line exceptions
     factors = factor_table(conversions).lazy()
     tol_frame = tol.frame()
     inv_names = inv_lf.collect_schema().names()
@@ -303,6 +308,9 @@ def build(
         "po lines",
     )
     po_attr = po_lf.select("_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), "_p")
+    po_rows = po_lf.select(
+        pl.col("_po").alias("_po_first"), pl.col("_row").cast(pl.UInt32).alias("_po_row")
+    )
     by_line = po_lf.select(
         "supplier_id",
         "po_number",
@@ -467,6 +475,9 @@ def build(
         "match",
     )
     del long, parts, lookup, po_attr
+    unconverted = (
+        0 if conversions is not None else int(conv.select(pl.col("_bad").sum()).collect().item())
+    )
 
     # -- One group-by on the integer line id for every per-line figure.
     k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
@@ -491,6 +502,8 @@ def build(
         _inv_bad=masked(is_inv & bad, "_row").min(),
         _inv_dev=masked(deviates, "_row").min(),
         _inv_first=masked(is_inv, "_row").min(),
+        _asn_first=masked(is_asn, "_row").min(),
+        _rec_first=masked(is_rec, "_row").min(),
         _bad_amt=masked(is_inv & bad, "_amt").sum(),
         n_shipments=masked(is_asn, "_docid").drop_nulls().n_unique(),
         n_receipts=is_rec.sum(),
@@ -586,9 +599,13 @@ def build(
         pl.lit(None, pl.Int64).alias("tolerance_abs"),
         pl.col("_kind").alias("_ev_kind"),
         pl.col("_row").alias("_ev_row"),
+        *(pl.lit(None, pl.UInt32).alias(c) for c in ("_inv_row", "_asn_row", "_po_row")),
+        pl.lit(None, pl.String).alias("related_invoice_number"),
+        pl.lit(None, pl.UInt32).alias("_doc_row"),
+        *(pl.lit(None, pl.String).alias(c) for c in ("po_source", "po_position")),
     )
 
-    invoices = mat(_invoices(docs, per_doc, unmatched, tol, tol_frame), "invoices")
+    invoices = mat(_invoices(docs, per_doc, unmatched, tol, tol_frame, po_rows), "invoices")
     del docs, per_doc
     exc_rows = pl.concat(
         [
@@ -598,7 +615,7 @@ def build(
         ],
         how="vertical",
     ).collect(engine=engine)
-    exceptions = _attach_evidence(exc_rows, inputs)
+    exceptions = _attach_evidence(exc_rows, {**inputs, PO: po_in})
     exc_df = exceptions.sort(
         "supplier_id",
         "po_number",
@@ -619,7 +636,27 @@ def build(
         stages=timings,
         line_rows=line_rows,
         invoice_rows=inv_df["_first"],
+        unconverted=unconverted,
     )
+
+
+class ReconcileWarning(UserWarning):
+    """The match ran, but something in its input limits what it can say (e.g. document
+    units that could not be converted because no conversions were given)."""
+
+
+def warn_units(unconverted: int) -> None:
+    """One warning for the document lines whose unit no factor converts, when the caller
+    gave no ``conversions``: they are all UOM_MISMATCH, and the cause is one missing
+    argument, not many supplier errors."""
+    if unconverted:
+        warnings.warn(
+            f"{unconverted:,} document line(s) use a unit their PO line does not and no "
+            "conversions= were given: they are reported as UOM_MISMATCH and left out of the "
+            "sums. Pass conversions= (item pack sizes such as CS = 24 EA) to convert them.",
+            ReconcileWarning,
+            stacklevel=2,
+        )
 
 
 def _repeats(lf: pl.LazyFrame, col: str) -> bool:
@@ -661,6 +698,9 @@ EXC_SCHEMA: Final = pl.Schema(
         "amount_at_risk": OUT,
         "tolerance_pct": OUT,
         "tolerance_abs": OUT,
+        "po_source": pl.String(),
+        "po_position": pl.String(),
+        "related_invoice_number": pl.String(),
     }
 )
 _RAW_EXC: Final = (
@@ -673,27 +713,52 @@ _RAW_EXC: Final = (
 
 
 def _attach_evidence(exc: pl.DataFrame, inputs: dict[int, pl.LazyFrame]) -> pl.LazyFrame:
-    """Fill keys, document numbers, source and position of exception rows from the input row
-    (``_ev_kind``, ``_ev_row``) that evidences them; columns already set are kept. Integer
-    figures become decimals here. Only the evidencing rows are read from each input."""
+    """Fill keys, document numbers, source and position of exception rows from the input rows
+    that evidence them; columns already set are kept. Integer figures become decimals here.
+    Only the evidencing rows are read from each input.
+
+    Slots, in order: (``_ev_kind``, ``_ev_row``) the document that shows the exception (every
+    key column); ``_doc_row`` the first line of an invoice-level row's invoice (source,
+    position); ``_inv_row`` / ``_asn_row`` the first invoice / ASN line of a PO line
+    (invoice_number / shipment_id); ``_po_row`` the PO line (po_source, po_position).
+    """
     fill = list(EXC_SCHEMA)[2:10]
+    ident = {c: c for c in fill}
+    slots: list[tuple[int | None, str, dict[str, str]]] = [
+        (None, "_ev_row", ident),
+        (INVOICE, "_doc_row", {"source": "source", "position": "position"}),
+        (INVOICE, "_inv_row", {"invoice_number": "invoice_number"}),
+        (ASN, "_asn_row", {"shipment_id": "shipment_id"}),
+        (PO, "_po_row", {"source": "po_source", "position": "po_position"}),
+    ]
     out = exc.lazy()
-    for kind, src in inputs.items():
-        names = src.collect_schema().names()
-        rows = exc.filter(pl.col("_ev_kind") == kind)["_ev_row"].drop_nulls()
-        ev = _rows_of(src, rows).select(
-            pl.lit(kind, pl.UInt8).alias("_ev_kind"),
-            pl.col("_row").cast(pl.UInt32).alias("_ev_row"),
-            *(
-                (pl.col(c) if c in names else pl.lit(None, pl.String)).alias(f"_e_{c}")
-                for c in fill
-            ),
-        )
-        out = (
-            out.join(ev, on=["_ev_kind", "_ev_row"], how="left")
-            .with_columns(pl.coalesce(c, f"_e_{c}").alias(c) for c in fill)
-            .drop(f"_e_{c}" for c in fill)
-        )
+    for fixed, row_col, cols in slots:
+        for kind, src in inputs.items():
+            if fixed is not None and kind != fixed:
+                continue
+            names = src.collect_schema().names()
+            picked = exc if fixed is not None else exc.filter(pl.col("_ev_kind") == kind)
+            rows = picked[row_col].drop_nulls()
+            if rows.len() == 0:
+                continue
+            ev = _rows_of(src, rows).select(
+                pl.col("_row").cast(pl.UInt32).alias(row_col),
+                *(
+                    (pl.col(c) if c in names else pl.lit(None, pl.String))
+                    .cast(pl.String)
+                    .alias(f"_e_{dest}")
+                    for c, dest in cols.items()
+                ),
+            )
+            on = [row_col]
+            if fixed is None:
+                ev = ev.with_columns(pl.lit(kind, pl.UInt8).alias("_ev_kind"))
+                on = ["_ev_kind", row_col]
+            out = (
+                out.join(ev, on=on, how="left")
+                .with_columns(pl.coalesce(d, f"_e_{d}").alias(d) for d in cols.values())
+                .drop(f"_e_{d}" for d in cols.values())
+            )
     return out.with_columns(dec4(pl.col(c)).alias(c) for c in _RAW_EXC).select(list(EXC_SCHEMA))
 
 
@@ -810,6 +875,8 @@ def _lines(
         "_inv_bad",
         "_inv_dev",
         "_inv_first",
+        "_asn_first",
+        "_rec_first",
         "_bad_amt",
     )
 
@@ -928,6 +995,27 @@ def _line_exceptions(
         ],
         pl.lit(None, pl.UInt32),
     )
+    # Every other line exception names a document too: the receiving side (receipt, else
+    # ASN) for the shipping codes and NOT_INVOICED, the invoice for the billing codes; the
+    # other side next, and the PO line itself when nothing was shipped or billed.
+    shipping = code.is_in(["NOT_SHIPPED", "SHORT_SHIPPED", "OVER_SHIPPED", "NOT_INVOICED"])
+    receiving = [(RECEIPT, "_rec_first"), (ASN, "_asn_first")]
+    billing = [(INVOICE, "_inv_first")]
+
+    def chain(order: list[tuple[int, str]]) -> tuple[pl.Expr, pl.Expr]:
+        kind = _first_of(
+            [(pl.col(c).is_not_null(), pl.lit(k, pl.UInt8)) for k, c in order],
+            pl.lit(PO, pl.UInt8),
+        )
+        row = pl.coalesce([pl.col(c) for _, c in order] + [pl.col("_row")])
+        return kind, row.cast(pl.UInt32)
+
+    ship_kind, ship_row = chain(receiving + billing)
+    bill_kind, bill_row = chain(billing + receiving)
+    ev_kind = pl.coalesce(ev_kind, pl.when(shipping).then(ship_kind).otherwise(bill_kind))
+    ev_row = pl.coalesce(
+        ev_row.cast(pl.UInt32), pl.when(shipping).then(ship_row).otherwise(bill_row)
+    )
     return (
         lines.filter(pl.col("_mask") > 0)
         .join(_CODES.lazy(), on="_mask", how="inner")
@@ -952,6 +1040,12 @@ def _line_exceptions(
         by_code({c: tol.expr(f"{k}_abs") for c, k in _CHECK_OF.items()}).alias("tolerance_abs"),
         ev_kind.alias("_ev_kind"),
         ev_row.cast(pl.UInt32).alias("_ev_row"),
+        pl.col("_inv_first").cast(pl.UInt32).alias("_inv_row"),
+        pl.col("_asn_first").cast(pl.UInt32).alias("_asn_row"),
+        pl.col("_row").cast(pl.UInt32).alias("_po_row"),
+        pl.lit(None, pl.String).alias("related_invoice_number"),
+        pl.lit(None, pl.UInt32).alias("_doc_row"),
+        *(pl.lit(None, pl.String).alias(c) for c in ("po_source", "po_position")),
     )
 
 
@@ -965,6 +1059,7 @@ def _per_invoice(conv: pl.LazyFrame) -> pl.LazyFrame:
             _matched=pl.col("_amt").filter(~pl.col("_bad")).sum(),
             _expected=pl.col("_e").sum(),
             _n_bad=pl.col("_bad").sum(),
+            _po_first=pl.col("_po").sort_by("_row").first(),
         )
         .with_columns(_expected=div_round(pl.col("_expected"), RAW8).cast(pl.Int64))
     )
@@ -976,6 +1071,7 @@ def _invoices(
     unmatched: pl.LazyFrame,
     tol: Tolerances,
     tol_frame: pl.LazyFrame | None,
+    po_rows: pl.LazyFrame,
 ) -> pl.LazyFrame:
     per_doc_un = (
         unmatched.filter(pl.col("_kind") == INVOICE)
@@ -988,6 +1084,7 @@ def _invoices(
     lf = (
         docs.join(per_doc.rename({"_docid": "_doc"}), on="_doc", how="left", maintain_order="left")
         .join(per_doc_un.rename({"_docid": "_doc"}), on="_doc", how="left", maintain_order="left")
+        .join(po_rows, on="_po_first", how="left", maintain_order="left")
         .with_columns(pl.col("_n_bad", "_n_unmatched", "_n_mismatch").fill_null(0))
     )
     if tol_frame is not None:
@@ -1044,6 +1141,7 @@ def _invoices(
         tol.expr("duplicate_amount_abs").alias("_tda"),
         "_first",
         "_ord",
+        "_po_row",
     )
 
 
@@ -1076,4 +1174,12 @@ def _invoice_exceptions(invoices: pl.LazyFrame) -> pl.LazyFrame:
         pl.when(dup).then(pl.lit(None, pl.Int64)).otherwise(pl.col("_tda")).alias("tolerance_abs"),
         pl.lit(None, pl.UInt8).alias("_ev_kind"),
         pl.lit(None, pl.UInt32).alias("_ev_row"),
+        pl.lit(None, pl.UInt32).alias("_inv_row"),
+        pl.lit(None, pl.UInt32).alias("_asn_row"),
+        pl.col("_po_row").cast(pl.UInt32),
+        # the other invoice of the pair: the original of a copy, the look-alike of a suspect
+        pl.coalesce("duplicate_of", "suspect_of").alias("related_invoice_number"),
+        # source and position: the invoice's first line
+        pl.col("_first").cast(pl.UInt32).alias("_doc_row"),
+        *(pl.lit(None, pl.String).alias(c) for c in ("po_source", "po_position")),
     )

@@ -42,18 +42,25 @@ def mark_duplicates(
     """Add duplicate columns to one-row-per-invoice ``docs``.
 
     ``docs`` needs ``_doc`` (unique id), ``supplier_id``, ``invoice_number``, ``invoice_date``,
-    ``total_amount`` (integer count of 1e-4) and ``_ord`` (the "first seen" order:
-    invoice_date, then source, then input position). Adds ``invoice_number_normalized``,
-    ``duplicate_of`` (the original's number, exact duplicates), ``suspect_of`` (the
-    earlier invoice's number, suspects),
+    ``po_number`` (the PO of the invoice's first line), ``total_amount`` (integer count of
+    1e-4) and ``_ord`` (the "first seen" order: invoice_date, then source, then input
+    position). Adds ``invoice_number_normalized``, ``duplicate_of`` (the original's number,
+    exact duplicates), ``suspect_of`` (the earlier invoice's number, suspects),
     ``_dup`` and ``_suspect`` (booleans).
 
-    Suspects are found among originals (first of each normalised number) without comparing
-    every pair: each number is expanded to its *deletion neighbourhood* (the number with one
-    character deleted, for each position). Two different strings are at Levenshtein distance
-    exactly 1 iff (substitution) deleting the same position from both gives the same string, or
-    (insertion) deleting one position from the longer gives the shorter. Two equi-joins on those
-    keys, within a supplier, find every such pair in time linear in total characters.
+    A suspect is a re-keyed copy: same supplier, same PO, the same total (within
+    ``duplicate_amount``; default exact), dates within ``duplicate_days``, and a number one
+    keying error away from an earlier original's (one character substituted, inserted or
+    deleted, or two neighbours transposed), compared normalised and also as typed (letters
+    and digits, zero padding kept). Sequential numbering puts clean
+    invoices one edit apart (``INV-000041``, ``INV-000042``), so the number alone proves
+    nothing; the same order and the same amount to the cent are what make a copy.
+
+    Suspects are found among originals of the same supplier and PO (see
+    :func:`_keying_pairs`): one check per pair when such pairs are few, else each number is
+    expanded to its *deletion neighbourhood* (the number with one character deleted, for
+    each position) and its neighbour transpositions, and equi-joins on those keys find every
+    pair in time linear in total characters.
     """
     key = ["supplier_id", "invoice_number_normalized"]
     # ``docs`` arrive sorted by ``_ord``: the first occurrence of a key is the original.
@@ -73,17 +80,26 @@ def mark_duplicates(
     )
 
     # Pairs at edit distance 1 among originals, per supplier (see _distance_one_pairs).
-    orig_df = originals.select("_doc", "supplier_id", pl.col(key[1]).alias("_n")).collect(
-        engine=engine
-    )
-    found = _distance_one_pairs(orig_df).lazy()
+    # the group a copy must share with its original: supplier and PO (hashed; checked below)
+    orig_df = originals.select(
+        "_doc",
+        pl.struct("supplier_id", "po_number").hash(seed=5).alias("supplier_id"),
+        pl.col(key[1]).alias("_n"),
+        # the number as typed (zero padding kept): a slip in the padding, INV-000248 ->
+        # INV-0400248, is one keystroke there and many once the zeros are dropped
+        pl.col("invoice_number").str.to_lowercase().str.replace_all(r"[^a-z0-9]", "").alias("_t"),
+    ).collect(engine=engine)
+    found = _keying_pairs(orig_df).lazy()
     about = originals.select(
-        "_doc", "supplier_id", "_ord", "invoice_number", "invoice_date", "total_amount"
+        "_doc", "supplier_id", "po_number", "_ord", "invoice_number", "invoice_date", "total_amount"
     )
     pairs = (
         found.join(about, on="_doc")
         .join(about, left_on="_doc_b", right_on="_doc", suffix="_b")
-        .filter(pl.col("supplier_id") == pl.col("supplier_id_b"))
+        .filter(
+            (pl.col("supplier_id") == pl.col("supplier_id_b"))
+            & pl.col("po_number").eq_missing(pl.col("po_number_b"))
+        )
     )
     later = pl.col("_ord") > pl.col("_ord_b")
 
@@ -129,6 +145,66 @@ def mark_duplicates(
     )
 
 
+#: Above this many candidate pairs (documents sharing a supplier and PO), pairs are found by
+#: the linear deletion-neighbourhood join instead of one check per pair. Tests lower it.
+_PAIR_LIMIT = 200_000
+
+
+def _keying_pairs(orig: pl.DataFrame) -> pl.DataFrame:
+    """Ordered pairs (``_doc``, ``_doc_b``) of the same group (``supplier_id``: a group hash)
+    whose numbers are one keying error apart, normalised (``_n``) or as typed (``_t``).
+
+    Most groups (a supplier's invoices of one PO) hold one or two invoices: the pairs within
+    groups are then few and each is checked directly. A group of thousands (a blanket PO
+    billed daily) would make that quadratic; past :data:`_PAIR_LIMIT` candidate pairs the
+    deletion-neighbourhood join (:func:`_distance_one_pairs`, linear) runs instead.
+    """
+    sizes = orig.group_by("supplier_id").len()
+    n_pairs = int((sizes["len"].cast(pl.Int64) * (sizes["len"].cast(pl.Int64) - 1)).sum())
+    if n_pairs > _PAIR_LIMIT:
+        return pl.concat(
+            [
+                _distance_one_pairs(orig.drop("_t")),
+                _distance_one_pairs(orig.drop("_n").rename({"_t": "_n"})),
+            ]
+        ).unique()
+    if n_pairs == 0:
+        return _EMPTY_PAIRS
+    cand = (
+        orig.filter(pl.col("supplier_id").is_duplicated())
+        .join(orig, on="supplier_id", suffix="_b")
+        .filter(pl.col("_doc") != pl.col("_doc_b"))
+    )
+    keep = [
+        _one_keying_error(n, nb) or _one_keying_error(t, tb)
+        for n, nb, t, tb in cand.select("_n", "_n_b", "_t", "_t_b").iter_rows()
+    ]
+    return cand.filter(pl.Series(keep, dtype=pl.Boolean)).select(
+        pl.col("_doc").cast(pl.UInt64), pl.col("_doc_b").cast(pl.UInt64)
+    )
+
+
+def _one_keying_error(a: str | None, b: str | None) -> bool:
+    """One character substituted, inserted or deleted, or two neighbours swapped (a missing
+    number counts as empty, as in :func:`_distance_one_pairs`)."""
+    a, b = a or "", b or ""
+    if a == b:
+        return False
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    if la > lb:
+        a, b, la, lb = b, a, lb, la
+    i = 0
+    while i < la and a[i] == b[i]:
+        i += 1
+    if la < lb:  # b is a with one character inserted at i
+        return a[i:] == b[i + 1 :]
+    if a[i + 1 :] == b[i + 1 :]:  # substitution at i
+        return True
+    return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+
+
 _U64 = 1 << 64
 _BASE: Final = 0x100000001B3  # odd, so it has an inverse modulo 2**64
 _BASE_INV: Final = pow(_BASE, -1, _U64)
@@ -143,8 +219,9 @@ def _u64(x: int) -> np.uint64:
 
 
 def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
-    """Every ordered pair of documents (same supplier) whose normalised numbers ``_n`` are at
-    Levenshtein distance exactly 1; columns ``_doc``, ``_doc_b``.
+    """Every ordered pair of documents (same ``supplier_id``: any group key) whose normalised
+    numbers ``_n`` are one keying error apart: Levenshtein distance exactly 1, or two
+    neighbouring characters transposed; columns ``_doc``, ``_doc_b``.
 
     The *deletion neighbourhood* of a string is the string with one character deleted, for each
     position. Two different strings are at distance 1 iff (substitution) deleting the same
@@ -214,6 +291,24 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
                 found.append(
                     near.join(own, on="_ki").select("_i", "_i_b", pl.lit(p, pl.Int64).alias("_p"))
                 )
+            if p + 1 < width:
+                # transposition of p and p+1: the swapped string's hash meets another's own
+                two = np.flatnonzero(lens > p + 1)
+                a, b = buf[two, p].astype(np.uint64), buf[two, p + 1].astype(np.uint64)
+                swapped = full[two] + (b - a) * powers[p] + (a - b) * powers[p + 1]
+                swap_key = keyed(swapped, salt[two], lens[two])
+                hit = np.isin(swap_key, own_key) & (a != b)
+                if hit.any():
+                    near = pl.DataFrame({"_i": two[hit], "_ki": swap_key[hit]})
+                    own_hit = np.isin(own_key, swap_key[hit])
+                    own = pl.DataFrame(
+                        {"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]}
+                    )
+                    found.append(
+                        near.join(own, on="_ki").select(
+                            "_i", "_i_b", pl.lit(-1 - p, pl.Int64).alias("_p")
+                        )
+                    )
     schema = {"_i": pl.Int64, "_i_b": pl.Int64, "_p": pl.Int64}
     cand = pl.concat([f.cast(schema) for f in found]).unique()  # type: ignore[arg-type]
     if cand.height == 0:
@@ -231,17 +326,26 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
             "sb": orig["supplier_id"].gather(cand["_i_b"]),
         }
     )
-    del_a = pl.concat_str(
-        pl.col("a").str.slice(0, pl.col("p")), pl.col("a").str.slice(pl.col("p") + 1)
-    )
-    del_b = pl.concat_str(
-        pl.col("b").str.slice(0, pl.col("p")), pl.col("b").str.slice(pl.col("p") + 1)
-    )
+    at = pl.col("p").clip(lower_bound=0)
+    del_a = pl.concat_str(pl.col("a").str.slice(0, at), pl.col("a").str.slice(at + 1))
+    del_b = pl.concat_str(pl.col("b").str.slice(0, at), pl.col("b").str.slice(at + 1))
     same_len = pl.col("a").str.len_bytes() == pl.col("b").str.len_bytes()
+    # _p < 0: positions q = -1 - _p and q + 1 swapped
+    q = (-1 - pl.col("p")).clip(lower_bound=0)
+    swap_a = pl.concat_str(
+        pl.col("a").str.slice(0, q),
+        pl.col("a").str.slice(q + 1, 1),
+        pl.col("a").str.slice(q, 1),
+        pl.col("a").str.slice(q + 2),
+    )
     ok = check.select(
         (pl.col("sa") == pl.col("sb"))
         & (pl.col("a") != pl.col("b"))
-        & (pl.when(same_len).then(del_a == del_b).otherwise(del_a == pl.col("b")))
+        & pl.when(pl.col("p") < 0)
+        .then(swap_a == pl.col("b"))
+        .when(same_len)
+        .then(del_a == del_b)
+        .otherwise(del_a == pl.col("b"))
     ).to_series()
     docs = orig["_doc"]
     good = cand.filter(ok)

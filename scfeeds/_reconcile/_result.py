@@ -11,47 +11,65 @@ from typing import Literal
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from scfeeds._reconcile._engine import OUT, STATUSES, Engine, Plan
+from scfeeds._reconcile._engine import LINE_CODES, OUT, STATUSES, Engine, Plan
 from scfeeds._reconcile._tolerances import Tolerances
 
 
 @dataclass(frozen=True, slots=True)
 class ReconciliationSummary:
-    """Counts and money at risk, three ways.
+    """Counts and money at risk: totals, then by status, by supplier and by code.
+
+    Money is counted **once per line** (a PO line's ``amount_at_risk``, the largest of its
+    exceptions') and once per invoice document; the line totals of every view equal the sum
+    of ``lines.amount_at_risk``.
 
     Attributes
     ----------
+    totals
+        ``level`` ('line' | 'invoice'), ``count``, ``with_exceptions``, ``amount_at_risk``.
     by_status
-        ``level`` ('line' | 'invoice'), ``status``, ``count``, ``amount_at_risk``; every
-        status of :data:`STATUSES` that occurs, in precedence order.
+        ``level``, ``status``, ``count``, ``amount_at_risk``: each line (invoice) once, under
+        its status; every status of :data:`STATUSES` that occurs, in precedence order.
     by_supplier
         ``supplier_id``, ``lines``, ``lines_with_exceptions``, ``line_amount_at_risk``,
         ``invoices``, ``invoices_with_exceptions``, ``invoice_amount_at_risk``.
     by_code
-        ``code``, ``level``, ``count``, ``amount_at_risk`` over every exception row (a line can
-        count under several codes, so these do not add up to the line totals).
+        ``code``, ``level``, ``count`` (exception rows: a line with two codes counts under
+        both), ``amount_at_risk`` (line level: each line's money once, under its first line
+        code in precedence order; other levels: each row's own amount) and ``exposure`` (each
+        row's own amount: a line's money under every code it has, so these overlap and do
+        not add up). A line whose status is a duplicate code (the invoice's) counts here under
+        its first line code, which is why by_code and by_status differ.
     """
 
     by_status: pl.DataFrame
     by_supplier: pl.DataFrame
     by_code: pl.DataFrame
+    totals: pl.DataFrame
+
+    _TITLES = (
+        ("totals", "totals (money at risk counted once per line / invoice)"),
+        ("by_status", "by status (each line once, under its status)"),
+        ("by_supplier", "by supplier"),
+        (
+            "by_code",
+            "by code (count: rows, a line can have several codes; amount_at_risk: "
+            "each line once, under its first code; exposure: every row, overlapping)",
+        ),
+    )
 
     def __repr__(self) -> str:
-        with pl.Config(tbl_rows=30, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-            return (
-                "Reconciliation summary\n\nby status\n"
-                f"{self.by_status}\n\nby supplier\n{self.by_supplier}\n\nby code\n{self.by_code}"
-            )
+        # every row of every view (a summary that hides rows does not add up)
+        with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            parts = [f"{title}\n{getattr(self, name)}" for name, title in self._TITLES]
+            return "Reconciliation summary\n\n" + "\n\n".join(parts)
 
     def _repr_html_(self) -> str:
         parts = ["<div><strong>Reconciliation summary</strong>"]
-        for title, df in (
-            ("By status", self.by_status),
-            ("By supplier", self.by_supplier),
-            ("By exception code", self.by_code),
-        ):
-            parts.append(f"<h4>{html.escape(title)}</h4>")
-            parts.append(df._repr_html_())
+        with pl.Config(tbl_rows=-1):
+            for name, title in self._TITLES:
+                parts.append(f"<h4>{html.escape(title[0].upper() + title[1:])}</h4>")
+                parts.append(getattr(self, name)._repr_html_())
         parts.append("</div>")
         return "".join(parts)
 
@@ -278,11 +296,46 @@ class Reconciliation:
             invoices_with_exceptions=exc.sum(),
             invoice_amount_at_risk=pl.col("_risk").sum().cast(OUT),
         )
-        code_plan = self.exceptions.group_by("code", "level").agg(
-            count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT)
+        # each line's money once, under its first line code (its status when that is one)
+        primary = (
+            pl.col("flags")
+            .cast(pl.List(pl.String))
+            .list.eval(pl.element().filter(pl.element().is_in(list(LINE_CODES))))
+            .list.first()
         )
-        ls, is_, ls_sup, is_sup, codes = pl.collect_all(
-            [line_status, inv_status, by_line_sup, by_inv_sup, code_plan], engine=engine
+        line_once = (
+            self.lines.filter(pl.col("amount_at_risk") != 0)
+            .group_by(primary.alias("code"))
+            .agg(_once=pl.col("amount_at_risk").sum().cast(OUT))
+            .with_columns(level=pl.lit("line"))
+        )
+        code_plan = self.exceptions.group_by("code", "level").agg(
+            count=pl.len(), exposure=pl.col("amount_at_risk").sum().cast(OUT)
+        )
+        line_tot = self.lines.select(
+            pl.lit("line").alias("level"),
+            count=pl.len(),
+            with_exceptions=exc.sum(),
+            amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT),
+        )
+        inv_tot = inv.select(
+            pl.lit("invoice").alias("level"),
+            count=pl.len(),
+            with_exceptions=exc.sum(),
+            amount_at_risk=pl.col("_risk").sum().cast(OUT),
+        )
+        ls, is_, ls_sup, is_sup, codes, once, lt, it = pl.collect_all(
+            [
+                line_status,
+                inv_status,
+                by_line_sup,
+                by_inv_sup,
+                code_plan,
+                line_once,
+                line_tot,
+                inv_tot,
+            ],
+            engine=engine,
         )
         by_status = (
             pl.concat(
@@ -306,12 +359,23 @@ class Reconciliation:
             .sort("supplier_id")
         )
         code_table = (
-            codes.with_columns(_r=pl.col("code").replace_strict(rank, default=len(rank)))
+            codes.join(once, on=["code", "level"], how="left")
+            .with_columns(
+                amount_at_risk=pl.when(pl.col("level") == "line")
+                .then(pl.col("_once").fill_null(pl.lit(0, OUT)))
+                .otherwise(pl.col("exposure"))
+                .cast(OUT)
+            )
+            .select("code", "level", "count", "amount_at_risk", "exposure")
+            .with_columns(_r=pl.col("code").replace_strict(rank, default=len(rank)))
             .sort("_r", "level")
             .drop("_r")
         )
+        totals = pl.concat([lt, it]).with_columns(
+            pl.col("count", "with_exceptions").cast(pl.UInt32)
+        )
         return ReconciliationSummary(
-            by_status=by_status, by_supplier=by_supplier, by_code=code_table
+            by_status=by_status, by_supplier=by_supplier, by_code=code_table, totals=totals
         )
 
     def __repr__(self) -> str:

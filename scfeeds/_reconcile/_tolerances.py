@@ -71,6 +71,8 @@ class Tolerances:
     ``over_order``        I - O (base O)                          Oracle QTY ORD hold
     ``price``             |billed - I x PO price| (base I x price)  SAP PP, Oracle PRICE hold
     ``duplicate_amount``  |total - original total| of a suspect   SAP duplicate invoice check
+                          (same supplier, PO, number one keying   (reference, amount, date,
+                          error apart)                            vendor)
     ====================  ======================================  =============================
 
     (O ordered, R received, I invoiced.) SAP's DW key (quantity variance when the goods
@@ -82,7 +84,9 @@ class Tolerances:
     over_invoice_abs, over_order_pct, over_order_abs, price_pct, price_abs,
     duplicate_amount_pct, duplicate_amount_abs
         The limits (numbers are converted to :class:`decimal.Decimal`; floats via ``str``).
-        Defaults: quantities exact, price 1 %, duplicate suspects within 1 % of the total.
+        Defaults: quantities exact, price 1 %, duplicate suspects exact (the same total to
+        the last decimal: a re-keyed copy bills the same lines; with sequential invoice
+        numbers, a tolerance would make neighbouring invoices of similar amounts suspects).
     duplicate_days
         Two invoices are duplicate suspects only if their dates are at most this many days
         apart (``None``: any distance).
@@ -112,7 +116,7 @@ class Tolerances:
     over_order_abs: Limit = None
     price_pct: Limit = 1
     price_abs: Limit = None
-    duplicate_amount_pct: Limit = 1
+    duplicate_amount_pct: Limit = 0
     duplicate_amount_abs: Limit = None
     duplicate_days: int | None = 7
     overrides: pl.DataFrame | None = None

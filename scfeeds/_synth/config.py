@@ -26,6 +26,8 @@ FAULTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "over_invoiced": ("OVER_INVOICED", "OVER_ORDERED"),
         "invoiced_not_received": ("NOT_SHIPPED", "INVOICED_NOT_RECEIVED"),
         "price_variance": ("PRICE_VARIANCE",),
+        # billed 110-150 %, then a credit memo returns the excess: nets out, nothing to report
+        "credit_memo": (),
         "duplicate_invoice": ("DUPLICATE_INVOICE",),
         "duplicate_rekeyed": ("DUPLICATE_INVOICE",),
         "duplicate_suspect": ("DUPLICATE_SUSPECT",),
@@ -45,6 +47,7 @@ LINE_FAULTS: Final[tuple[str, ...]] = (
     "invoiced_not_received",
     "price_variance",
     "uom_mismatch",
+    "credit_memo",
 )
 #: Faults that copy a clean invoice (drawn per clean invoice).
 DUPLICATE_FAULTS: Final[tuple[str, ...]] = (
@@ -213,6 +216,12 @@ class Supplier:
     sets_per_group: int
     n1_qualifier: str
     location: str
+    #: Whether the supplier's 850s name it in an N1 loop; without one, the supplier is the
+    #: interchange receiver (ISA08), whose ID is then the supplier_id itself.
+    po_n1: bool
+    #: Weekday (0 = Monday) of the supplier's weekly billing run, or None: invoices follow
+    #: each shipment.
+    billing_day: int | None
 
 
 _NAMES: Final = (
@@ -246,7 +255,10 @@ def make_supplier(index: int) -> Supplier:
     if index >= len(_NAMES):
         name = f"{name} {index // len(_NAMES) + 1}"
     preset = _PRESETS[index % len(_PRESETS)]
-    if index % 2 == 0:
+    po_n1 = index % 4 != 0
+    if not po_n1:  # 850s name no supplier: the receiver ID must be the supplier's own
+        isa = ("ZZ", f"SUP{number:03d}")
+    elif index % 2 == 0:
         isa = ("ZZ", f"SUP{number:03d}EDI")
     else:  # a DUNS-like number, as many suppliers use
         isa = ("01", f"{(number * 104_729 + 61_414) % 1_000_000_000:09d}")
@@ -267,6 +279,8 @@ def make_supplier(index: int) -> Supplier:
         sets_per_group=(10_000, 100, 50, 10_000)[index % 4],
         n1_qualifier=("SU", "SE", "VN")[index % 3],
         location=f"DC{index % 3 + 1:02d}",
+        po_n1=po_n1,
+        billing_day=None if index % 2 == 0 else index % 5,
     )
 
 

@@ -27,10 +27,6 @@ BoolArray = npt.NDArray[np.bool_]
 CLEAN: Final = -1
 _F = {name: i for i, name in enumerate(LINE_FAULTS)}
 _CARRIERS: Final = ("UPSN", "FDEG", "ODFL", "RDWY", "SAIA", "XPOL")
-# 23 check letters: X, Y and Z never end a clean invoice number, so a "suspect" copy that
-# ends in one of them is at edit distance >= 2 from every clean number but its original.
-_CHECK: Final = "ABCDEFGHIJKLMNOPQRSTUVW"
-_SUSPECT: Final = "XYZ"
 _UOMS: Final = ("EA", "EA", "EA", "EA", "EA", "EA", "LB", "FT", "PR")
 _PACK_SIZES: Final = (6, 12, 24, 48)
 _ADJ: Final = (
@@ -149,26 +145,6 @@ def make_catalog(seed: int, n_suppliers: int, per_supplier: int) -> ItemCatalog:
     )
 
 
-def check_letters(seq: IntArray) -> pl.Series:
-    """Check letter of invoice sequence numbers.
-
-    ``(digit sum + 10 * digit count) mod 23``: changing one digit moves the sum by 1..9,
-    inserting or deleting one moves it by 10..19, never a multiple of 23. So two numbers whose
-    digit strings are one edit apart get different letters, and the full numbers (letters
-    included) are at edit distance >= 2, before and after normalisation (leading zeros
-    stripped).
-    """
-    digits = np.zeros_like(seq)
-    count = np.zeros_like(seq)
-    rest = seq.copy()
-    while (rest > 0).any():
-        digits += rest % 10
-        count += rest > 0
-        rest //= 10
-    idx = (digits + 10 * count) % len(_CHECK)
-    return _pick(tuple(_CHECK), idx)
-
-
 def _pick(
     values: tuple[str | None, ...] | list[str | None], idx: npt.NDArray[np.int64]
 ) -> pl.Series:
@@ -177,9 +153,11 @@ def _pick(
 
 
 def _money(cents: pl.Expr) -> pl.Expr:
-    """Integer cents -> ``"12.50"``."""
+    """Integer cents -> ``"12.50"`` (``"-12.50"``: credit memos)."""
+    sign = pl.when(cents < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    whole = cents.abs()
     return pl.format(
-        "{}.{}", (cents // 100).cast(pl.String), (cents % 100).cast(pl.String).str.zfill(2)
+        "{}{}.{}", sign, (whole // 100).cast(pl.String), (whole % 100).cast(pl.String).str.zfill(2)
     )
 
 
@@ -286,7 +264,7 @@ def make_batch(
     invoiced[np.isin(fault, [_F["not_shipped"], _F["not_invoiced"]])] = 0
     short_only = fault == _F["short_shipment"]
     invoiced[short_only] = shipped[short_only]
-    over_inv = fault == _F["over_invoiced"]
+    over_inv = np.isin(fault, [_F["over_invoiced"], _F["credit_memo"]])
     invoiced[over_inv] = np.ceil(qty[over_inv] * f_over[over_inv]).astype(np.int64)
     # invoice unit and price per line
     inv_price = price.copy()
@@ -407,10 +385,11 @@ def make_batch(
     n_inv = len(inv_key)
     inv_po = inv_key // 2
     inv_sup = po_sup[inv_po]
-    inv_date = (
-        last_ship[inv_po] + rng.integers(0, 10, n_inv) + (inv_key % 2) * rng.integers(1, 6, n_inv)
+    inv_date = _billing_run(
+        last_ship[inv_po] + rng.integers(0, 10, n_inv) + (inv_key % 2) * rng.integers(1, 6, n_inv),
+        inv_sup,
+        suppliers,
     )
-    inv_seq = _sequence(inv_sup, counters, n_sup)
     inv_clean = np.ones(n_inv, dtype=bool)
     np.logical_and.at(inv_clean, il_inv, ~faulted[il_line])
 
@@ -421,9 +400,27 @@ def make_batch(
     np_sup = rng.integers(0, n_sup, n_nopo)
     np_item = np_sup * catalog.per_supplier + rng.integers(0, catalog.per_supplier, n_nopo)
     np_po = 49_000_000 + rng.integers(0, 1_000_000, n_nopo) * 100 + batch % 100
-    np_date = start + rng.integers(10, config.days + 20, n_nopo)
+    np_date = _billing_run(start + rng.integers(10, config.days + 20, n_nopo), np_sup, suppliers)
     np_qty = rng.integers(1, 61, n_nopo)
-    np_seq = _sequence(np_sup, counters, n_sup)
+
+    # credit memos: one per credit_memo line, returning what was billed beyond the order
+    cm_line = np.flatnonzero(fault == _F["credit_memo"])
+    cm_qty = -(invoiced[cm_line] - qty[cm_line])
+    # a credit_memo line is billed on one invoice (faulted lines are never split)
+    inv_of_line = np.zeros(n_l, dtype=np.int64)
+    inv_of_line[il_line] = il_inv
+    cm_inv = inv_of_line[cm_line]
+    cm_sup = sup[cm_line]
+    cm_date = _billing_run(inv_date[cm_inv] + rng.integers(3, 21, len(cm_line)), cm_sup, suppliers)
+
+    # Every supplier numbers its invoices and credit memos in one sequence, in date order
+    # (INV-000041, INV-000042, ...: many a day, one edit apart).
+    all_sup = np.concatenate([inv_sup, np_sup, cm_sup])
+    all_date = np.concatenate([inv_date, np_date, cm_date])
+    by_date = np.lexsort((np.arange(len(all_sup)), all_date))
+    all_seq = np.zeros(len(all_sup), dtype=np.int64)
+    all_seq[by_date] = _sequence(all_sup[by_date], counters, n_sup)
+    inv_seq, np_seq, cm_seq = np.split(all_seq, [n_inv, n_inv + n_nopo])
 
     invoice = _invoice_frame(
         il_line=il_line,
@@ -441,6 +438,10 @@ def make_batch(
         np_date=np_date,
         np_qty=np_qty,
         np_seq=np_seq,
+        cm_line=cm_line,
+        cm_qty=cm_qty,
+        cm_date=cm_date,
+        cm_seq=cm_seq,
         n_inv=n_inv,
         suppliers=suppliers,
         catalog=catalog,
@@ -524,6 +525,14 @@ def _force_duplicates(
         if len(free) < 2:
             return
         dup[free[rng.integers(0, len(free))]] = k
+
+
+def _billing_run(days: IntArray, sup: IntArray, suppliers: tuple[Supplier, ...]) -> IntArray:
+    """Move invoice dates of suppliers with a weekly billing run to its next weekday (day
+    numbers count from 1970-01-01, a Thursday: weekday = (day + 3) % 7, Monday = 0)."""
+    run = np.array([-1 if s.billing_day is None else s.billing_day for s in suppliers])[sup]
+    shift = np.where(run >= 0, (run - (days + 3)) % 7, 0)
+    return np.asarray(days + shift, dtype=np.int64)
 
 
 def _sequence(sup: IntArray, counters: Counters, n_sup: int) -> IntArray:
@@ -645,6 +654,10 @@ def _invoice_frame(
     np_date: IntArray,
     np_qty: IntArray,
     np_seq: IntArray,
+    cm_line: IntArray,
+    cm_qty: IntArray,
+    cm_date: IntArray,
+    cm_seq: IntArray,
     n_inv: int,
     suppliers: tuple[Supplier, ...],
     catalog: ItemCatalog,
@@ -696,12 +709,26 @@ def _invoice_frame(
             "no_po": pl.Series([True] * n_np, dtype=pl.Boolean),
         }
     ).cast({"doc": pl.Int64, "seq": pl.Int64, "qty": pl.Int64, "price_cents": pl.Int64})
-    lines = pl.concat([lines.cast({"doc": pl.Int64, "seq": pl.Int64}), nopo], how="vertical")
-    seq = lines["seq"].to_numpy()
+    n_cm = len(cm_line)
+    credit = (
+        po_frame[cm_line]
+        .select(base.columns)
+        .with_columns(
+            doc=pl.Series(n_inv + n_np + np.arange(n_cm), dtype=pl.Int64),
+            seq=pl.Series(cm_seq, dtype=pl.Int64),
+            invoice_date=_dates(cm_date),
+            qty=pl.Series(cm_qty, dtype=pl.Int64),
+            price_cents=pl.Series(inv_price[cm_line], dtype=pl.Int64),
+            no_po=pl.lit(False),
+        )
+    )
+    lines = pl.concat(
+        [lines.cast({"doc": pl.Int64, "seq": pl.Int64}), nopo, credit.select(nopo.columns)],
+        how="vertical",
+    )
     return lines.with_columns(
-        invoice_number=pl.format(
-            "INV-{}{}", pl.col("seq").cast(pl.String).str.zfill(6), check_letters(seq)
-        ),
+        invoice_number=pl.format("INV-{}", pl.col("seq").cast(pl.String).str.zfill(6)),
+        credit=pl.col("qty") < 0,
         copy_of=pl.lit(-1, pl.Int64),
         qty_invoiced=pl.col("qty").cast(pl.String).cast(pl.Decimal(18, 4)),
         unit_price=_money(pl.col("price_cents")).cast(pl.Decimal(18, 4)),
@@ -725,18 +752,10 @@ def _add_copies(
         copy_of=pl.col("doc"),
         doc=pl.col("doc") + n_docs,
         invoice_number=pl.when(pl.col("kind") == "duplicate_rekeyed")
-        .then(
-            pl.format(
-                "inv{}{}",
-                pl.col("seq").cast(pl.String),
-                pl.col("invoice_number").str.slice(-1).str.to_lowercase(),
-            )
-        )
+        # the same number keyed without its padding and dash: INV-000042 -> inv42
+        .then(pl.format("inv{}", pl.col("seq").cast(pl.String)))
         .when(pl.col("kind") == "duplicate_suspect")
-        .then(
-            pl.col("invoice_number").str.slice(0, pl.col("invoice_number").str.len_chars() - 1)
-            + pl.lit(_SUSPECT).str.slice(pl.col("seq") % 3, 1)
-        )
+        .then(_rekeyed(pl.col("seq")))
         .otherwise(pl.col("invoice_number")),
         invoice_date=pl.when(pl.col("kind") == "duplicate_suspect")
         .then(pl.col("invoice_date") + pl.duration(days=pl.col("shift")))
@@ -763,12 +782,31 @@ def _add_copies(
     return out, truth
 
 
+def _rekeyed(seq: pl.Expr) -> pl.Expr:
+    """The number of a re-keyed copy: one keystroke off ``INV-{seq:06d}`` as typed, and never
+    a number the supplier issues (a slip onto an issued number would be that invoice's
+    duplicate, another fault): the first padding zero typed as the letter O; or, by
+    ``seq % 3``, the leading padding zero typed as 7, 8 or 9 (numbers from 700000 on are
+    never reached); or, without padding, one more digit in front (seven digits)."""
+    digits = seq.cast(pl.String).str.zfill(6)
+    padded = digits.str.starts_with("0")
+    kind = seq % 2
+    letter_o = digits.str.replace("0", "O", literal=True)
+    lead = pl.format("{}{}", (7 + seq % 3).cast(pl.String), digits.str.slice(1))
+    longer = pl.format("{}{}", (7 + seq % 3).cast(pl.String), digits)
+    return pl.format(
+        "INV-{}",
+        pl.when(padded & (kind == 0)).then(letter_o).when(padded).then(lead).otherwise(longer),
+    )
+
+
 def _line_truth(po: pl.DataFrame) -> pl.DataFrame:
+    # a fault a correct matcher reports nothing for (a credit memo netting out) has one
+    # row with a null code
+    pairs = [(f, c) for f in LINE_FAULTS for c in (FAULTS[f] or (None,))]
     codes = pl.DataFrame(
-        {
-            "fault": [f for f in LINE_FAULTS for _ in FAULTS[f]],
-            "code": [c for f in LINE_FAULTS for c in FAULTS[f]],
-        }
+        {"fault": [f for f, _ in pairs], "code": [c for _, c in pairs]},
+        schema={"fault": pl.String, "code": pl.String},
     )
     return (
         po.filter(pl.col("fault").is_not_null())

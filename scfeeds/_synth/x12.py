@@ -126,7 +126,7 @@ def render(
         .with_columns(
             g=pl.col("k") // spg,
             ctl=((pl.col("k") % spg) + 1).cast(pl.String).str.zfill(4),
-            n_seg=_HEADER[table] + body_segments + _TRAILER[table],
+            n_seg=_header_count(table, supplier) + body_segments + _TRAILER[table],
         )
         .with_columns(
             # segments before this set's ST: ISA, one GS per group so far, one GE per closed
@@ -141,7 +141,7 @@ def render(
     # provenance per row
     idx = pl.Series(np.searchsorted(docs["doc"].to_numpy(), frame["doc"].to_numpy()))
     per_row = docs.select("base", "ctl", "g")[idx]
-    head = _HEADER[table]
+    head = _header_count(table, supplier)
     if table == "asn_lines":
         offset = head + 2 * (frame["p"] + 1) + 3 * frame["r"]
     else:
@@ -240,6 +240,11 @@ def _envelope(
     return "".join(parts).encode("ascii")
 
 
+def _header_count(table: DocTable, sup: Supplier) -> int:
+    """Segments before the first line item (ST counted): an 850 without N1 has one fewer."""
+    return _HEADER[table] - (table == "po_lines" and not sup.po_n1)
+
+
 def _header_columns(table: DocTable) -> list[str]:
     if table == "po_lines":
         return ["po_number", "po_date", "currency", "supplier_id"]
@@ -253,7 +258,7 @@ def _header_columns(table: DocTable) -> list[str]:
             "po_number",
             "supplier_id",
         ]
-    return ["invoice_number", "invoice_date", "po_number", "currency", "supplier_id"]
+    return ["invoice_number", "invoice_date", "po_number", "currency", "supplier_id", "credit"]
 
 
 def _header(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
@@ -266,7 +271,8 @@ def _header(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
                 _s("BEG", "00", "SA", pl.col("po_number"), "", _ymd("po_date"), sep=sep) + t,
                 _s("CUR", "BY", pl.col("currency"), sep=sep) + t,
                 _s("N1", "ST", _SHIP_TO, "92", sup.location, sep=sep) + t,
-                supplier_n1,
+                # many buyers send no supplier N1: the receiver (ISA08) is the supplier
+                *([supplier_n1] if sup.po_n1 else []),
             ]
         )
     if table == "asn_lines":
@@ -299,6 +305,8 @@ def _header(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
                 pl.col("po_number"),
                 sep=sep,
             )
+            # BIG07 = CR: a credit memo (quantities and amounts stay positive in the segments)
+            + pl.when(pl.col("credit")).then(pl.lit(sep * 3 + "CR")).otherwise(pl.lit(""))
             + t,
             _s("CUR", "SE", pl.col("currency"), sep=sep) + t,
             _s("N1", "BT", _BUYER_NAME, "92", "BUYER01", sep=sep) + t,
@@ -354,7 +362,7 @@ def _line_segments(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
             _s(
                 "IT1",
                 _line_no(sup),
-                pl.col("qty").cast(pl.String),
+                pl.col("qty").abs().cast(pl.String),
                 pl.col("uom"),
                 _money(pl.col("price_cents")),
                 "",
@@ -373,6 +381,6 @@ def _trailer(table: DocTable, sep: str, t: str) -> pl.Expr:
     if table == "invoice_lines":
         # TDS01: total invoice amount, two implied decimals (N2)
         return pl.concat_str(
-            [_s("TDS", pl.col("total_cents").cast(pl.String), sep=sep) + t, ctt, se]
+            [_s("TDS", pl.col("total_cents").abs().cast(pl.String), sep=sep) + t, ctt, se]
         )
     return pl.concat_str([ctt, se])

@@ -190,11 +190,17 @@ def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
     return (
         sets.lazy()
         .join(
-            isa.lazy().select("interchange_index", "interchange_control", "sender_id"),
+            isa.lazy().select(
+                "interchange_index", "interchange_control", "sender_id", "receiver_id"
+            ),
             on="interchange_index",
             how="left",
         )
-        .join(gs.lazy().select("group_index", "group_control"), on="group_index", how="left")
+        .join(
+            gs.lazy().select("group_index", "group_control", "app_sender", "app_receiver"),
+            on="group_index",
+            how="left",
+        )
         .select(
             "set_index",
             "set_id",
@@ -203,6 +209,9 @@ def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
             "group_control",
             "set_control",
             "sender_id",
+            "receiver_id",
+            "app_sender",
+            "app_receiver",
         )
         .collect(engine=ENGINE)
     )

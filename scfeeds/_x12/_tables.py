@@ -2,8 +2,15 @@
 
 Field sources (DESIGN.md "X12 sources of the key fields"): BEG03/BEG05, PO101-PO104 and the
 PO1 product-ID pairs; BSN02/BSN03, HL01/HL02/HL03 (the S/O/T/P/I tree rebuilt from parent
-pointers), PRF01, LIN pairs, SN102/SN103, MAN02; BIG01/BIG02/BIG04, IT101-IT104. supplier_id is
-N104 of the first N1 whose N101 is SU, SE or VN, else the interchange sender (ISA06).
+pointers), PRF01, LIN pairs, SN102/SN103, MAN02; BIG01/BIG02/BIG04/BIG07, IT101-IT104.
+
+supplier_id is N104 of the first N1 whose N101 is SU, SE or VN; without one, the trading
+partner on the supplier's side of the interchange, by the direction of the document
+(:data:`SUPPLIER_SIDE`): the buyer sends 850 / 860, so the supplier is the receiver (ISA08,
+else GS03); the supplier sends 810 / 855 / 856, so it is the sender (ISA06, else GS02).
+
+An 810 whose BIG07 is ``CR`` (credit memo) is read with its sign: quantities (and so line
+amounts) are negative whatever sign IT102 carries; a negative IT102 on any 810 is kept.
 """
 
 from __future__ import annotations
@@ -34,6 +41,18 @@ _NEEDED: Final[dict[TableName, list[str]]] = {
 }
 ITEM_QUALIFIERS: Final = ("BP", "IN", "VP", "VN")
 SUPPLIER_ENTITIES: Final = ("SU", "SE", "VN")
+#: Which side of the interchange the supplier is on, per transaction set (who sends it):
+#: the buyer sends purchase orders (850) and their changes (860); the supplier sends the
+#: acknowledgment (855), ship notice (856) and invoice (810).
+SUPPLIER_SIDE: Final[dict[str, str]] = {
+    "850": "receiver",
+    "860": "receiver",
+    "810": "sender",
+    "855": "sender",
+    "856": "sender",
+}
+#: BIG07 (transaction type code, element 640) of a credit memo.
+CREDIT_MEMO: Final = "CR"
 _HL_DEPTH: Final = 8
 # Leaf tasks of a table build (never submit further work, so they cannot deadlock).
 _SIDE: Final = ThreadPoolExecutor(2, thread_name_prefix="x12-side")
@@ -211,7 +230,7 @@ class _Piece:
             .with_columns(
                 source=pl.lit(source),
                 position=seg(c("pos")),
-                supplier_id=pl.coalesce(c("n1_supplier"), c("sender_id")),
+                supplier_id=pl.coalesce(c("n1_supplier"), _partner(SET_OF[table])),
             )
             .select(
                 [
@@ -230,6 +249,18 @@ class _Piece:
         return out, err
 
 
+def _partner(set_id: str) -> pl.Expr:
+    """The trading partner on the supplier's side of the interchange (see SUPPLIER_SIDE)."""
+
+    def given(col: str) -> pl.Expr:
+        v = c(col).str.strip_chars()
+        return pl.when(v != "").then(v)
+
+    if SUPPLIER_SIDE[set_id] == "receiver":
+        return pl.coalesce(given("receiver_id"), given("app_receiver"))
+    return pl.coalesce(given("sender_id"), given("app_sender"))
+
+
 def _empty(table: TableName, columns: list[str] | None) -> pl.DataFrame:
     sch = schema(table)
     return pl.DataFrame(schema={n: d for n, d in sch.items() if columns is None or n in columns})
@@ -246,7 +277,8 @@ def build(
     """Rows of ``table`` from the in-set segments of a piece, and element error rows.
 
     ``ctx`` has one row per set: set_index, set_id, rejected, interchange_control,
-    group_control, set_control, sender_id. ``columns`` limits the output (projection).
+    group_control, set_control, sender_id, receiver_id (ISA06 / ISA08), app_sender,
+    app_receiver (GS02 / GS03). ``columns`` limits the output (projection).
     """
     mine = ctx.filter(c("set_id") == SET_OF[table])
     if mine.height == 0:
@@ -311,7 +343,8 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
     it1 = p.seg("IT1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
-    big = _first(p.seg("BIG", ["set_index", "pos"], 4), "set_index").collect(engine=ENGINE).lazy()
+    big_df = _first(p.seg("BIG", ["set_index", "pos"], 7), "set_index").collect(engine=ENGINE)
+    big = big_df.lazy()
     p.per_set(
         big.select(
             "set_index",
@@ -320,7 +353,11 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
             c("BIG04").alias("po_number"),
         )
     )
+    # Credit memos (BIG07 = CR) carry negative quantities, whatever sign IT102 was sent with.
+    credit = big_df.filter(c("BIG07").str.strip_chars() == CREDIT_MEMO)["set_index"]
     qty, price = _number(c("IT102")), _number(c("IT104"))
+    if credit.len():
+        qty = pl.when(c("set_index").is_in(credit.implode())).then(-qty.abs()).otherwise(qty)
     lines = it1.select(
         "set_index",
         "pos",
