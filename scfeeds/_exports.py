@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, NamedTuple, overload
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from scfeeds._archive import is_reader_panic
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
@@ -492,6 +493,9 @@ def _plan_common(
 
 
 def _read_sheet(path: Path, source: str) -> pl.DataFrame:
+    from scfeeds._archive import check_xlsx
+
+    check_xlsx(path, source)  # sizes, ratio and cell grid, before calamine unpacks anything
     try:
         return pl.read_excel(
             path,
@@ -508,6 +512,16 @@ def _read_sheet(path: Path, source: str) -> pl.DataFrame:
             source=source,
             position="file",
             rule="XLSX_SYNTAX",
+        ) from exc
+    except BaseException as exc:
+        # A Rust panic (pyo3_runtime.PanicException) derives from BaseException only.
+        if not is_reader_panic(exc):
+            raise
+        raise ExportError(
+            f"{source}: the xlsx reader failed on this file ({type(exc).__name__}: {exc})",
+            source=source,
+            position="file",
+            rule="READER_PANIC",
         ) from exc
 
 

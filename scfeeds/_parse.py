@@ -15,6 +15,7 @@ from typing import Literal
 
 import polars as pl
 
+from scfeeds._archive import is_reader_panic
 from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
@@ -107,6 +108,10 @@ def parse_file(
         )
     except Exception as exc:  # a reader bug or unforeseen input must not stop the batch
         return Parsed(errors=_error(name, "file", "READER_FAILED", f"{type(exc).__name__}: {exc}"))
+    except BaseException as exc:  # a native reader's panic: BaseException, not Exception
+        if not is_reader_panic(exc):
+            raise
+        return Parsed(errors=_error(name, "file", "READER_PANIC", f"{type(exc).__name__}: {exc}"))
     if source is None:
         return parsed
     # Every row of this file names where the analyst got it (the URL), whatever the reader
