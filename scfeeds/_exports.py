@@ -644,6 +644,7 @@ def _verdict(plan: _Plan) -> tuple[pl.Expr, pl.Expr]:
         .when(totals)
         .then(pl.lit(f"totals/footer row skipped (no {_DOCUMENT_KEY[plan.table]})"))
     )
+    rule, message = _control_characters(plan, rule, message)
     cells: list[pl.Expr] = []
     for col, dtype in target.items():
         if dtype == pl.Date:
@@ -664,6 +665,41 @@ def _verdict(plan: _Plan) -> tuple[pl.Expr, pl.Expr]:
     if cells:
         message = message.otherwise(pl.concat_str(cells, separator="; ", ignore_nulls=True))
     return rule, message
+
+
+# C0 control characters other than TAB, LF and CR (those three are legal inside a quoted
+# field, RFC 4180): a NUL or an ESC in a value is damage, never data.
+_CONTROL: Final = r"[\x00-\x08\x0B\x0C\x0E-\x1F]"
+
+
+def _control_characters(plan: _Plan, rule: Any, message: Any) -> tuple[Any, Any]:
+    """Reject a record with a control character in any cell (``CONTROL_CHARACTER``).
+
+    Rejected, not stripped: ``INV\x001`` stripped would become ``INV1``, another document's
+    key. The message names each column and shows the value with the character as U+FFFD.
+    """
+    hits = [(pl.col(f"__t_{c}").str.contains(_CONTROL).fill_null(False), c) for c in plan.mapping]
+    if not hits:
+        return rule, message
+    found = pl.any_horizontal([hit for hit, _ in hits])
+    what = pl.concat_str(
+        [
+            pl.when(hit).then(
+                pl.concat_str(
+                    pl.lit(f"{plan.mapping[c]}: '"),
+                    pl.col(f"__t_{c}").str.replace_all(_CONTROL, "\ufffd"),
+                    pl.lit("' holds a control character"),
+                )
+            )
+            for hit, c in hits
+        ],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    return (
+        rule.when(found).then(pl.lit("CONTROL_CHARACTER")),
+        message.when(found).then(what),
+    )
 
 
 def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:

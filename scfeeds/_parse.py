@@ -210,10 +210,49 @@ def _cast_canonical(frame: pl.DataFrame, table: TableName, path: Path) -> Parsed
             ),
         ).alias("message"),
     )
-    good = cast.filter(~bad)
+    errors = pl.concat([errors.cast(pl.String), _control_rows(frame.filter(~bad), path)])
+    good = cast.filter(~bad).filter(~_has_control(frame.filter(~bad)))
     if good.height and good["source"].null_count() == good.height:
         good = good.with_columns(pl.lit(str(path)).alias("source"))
-    return Parsed(tables={table: good.select(list(target))}, errors=errors.cast(pl.String))
+    return Parsed(tables={table: good.select(list(target))}, errors=errors)
+
+
+def _has_control(frame: pl.DataFrame) -> pl.Series:
+    """Rows with a C0 control character (not TAB, LF, CR) in a value: see ``_exports``."""
+    from scfeeds._exports import _CONTROL
+
+    text = [c for c, dt in frame.schema.items() if dt == pl.String() and c != "source"]
+    if not text or frame.height == 0:
+        return pl.Series([False] * frame.height)
+    return frame.select(
+        pl.any_horizontal([pl.col(c).str.contains(_CONTROL).fill_null(False) for c in text])
+    ).to_series()
+
+
+def _control_rows(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    from scfeeds._exports import _CONTROL
+
+    hit = frame.filter(_has_control(frame))
+    text = [c for c, dt in frame.schema.items() if dt == pl.String() and c != "source"]
+    return hit.select(
+        pl.lit(str(path)).alias("source"),
+        pl.format("row {}", pl.col("__row")).alias("position"),
+        pl.lit("CONTROL_CHARACTER").alias("rule"),
+        pl.concat_str(
+            [
+                pl.when(pl.col(c).str.contains(_CONTROL)).then(
+                    pl.format(
+                        "{}: '{}' holds a control character",
+                        pl.lit(c),
+                        pl.col(c).str.replace_all(_CONTROL, "\ufffd"),
+                    )
+                )
+                for c in text
+            ],
+            separator="; ",
+            ignore_nulls=True,
+        ).alias("message"),
+    ).cast(pl.String)
 
 
 def _parse_ndjson(path: Path, *, table: TableName | None) -> Parsed:
