@@ -10,7 +10,9 @@ largest cell reference it meets. These workbooks therefore never reach it:
   pack 5-20:1);
 - ``SHEET_TOO_LARGE``: the cell references of a worksheet span a grid of more than
   ``max_cells`` cells (``A1`` plus ``XFD1048576`` is 17 billion cells: calamine asks for
-  512 GiB and the process aborts, which no ``except`` can catch);
+  512 GiB and the process aborts, which no ``except`` can catch), or its cells would hold more
+  than ``max_text`` bytes once each shared string is copied into every cell that refers to it
+  (a 32 KB string in 70,000 cells is 2.3 GB, past arrow's 2 GiB offsets: a panic);
 - ``XLSX_SYNTAX``: not a zip, an encrypted worksheet, a member whose bytes do not match its
   declared size or CRC, or a run of more than ``_MAX_RUN`` bytes without markup in a worksheet.
 
@@ -22,6 +24,7 @@ that lies about its size is refused too. Memory stays at one chunk plus a short 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import zipfile
@@ -42,6 +45,8 @@ _MAX_RUN: Final = 4 << 20
 # zeros are skipped so that the longest digit string is the largest number.
 _COLUMN: Final = re.compile(rb'r="\$?([A-Za-z]+)\$?\d')
 _ROW: Final = re.compile(rb'r="\$?[A-Za-z]*\$?0*(\d+)"')
+# A cell holding shared string N: `<c r="A2" t="s"><v>N</v>`.
+_SHARED_REF: Final = re.compile(rb't="s"[^>]*>\s*<v>\s*0*(\d{1,10})\s*<')
 _MiB: Final = 1 << 20
 
 
@@ -50,7 +55,8 @@ class ArchiveLimits:
     """Bounds an XLSX workbook must stay within before it is read.
 
     ``ArchiveLimits.from_env()`` reads ``SCFEEDS_XLSX_MAX_UNPACKED_MB``,
-    ``SCFEEDS_XLSX_MAX_RATIO`` and ``SCFEEDS_XLSX_MAX_CELLS`` over these defaults.
+    ``SCFEEDS_XLSX_MAX_RATIO``, ``SCFEEDS_XLSX_MAX_CELLS`` and ``SCFEEDS_XLSX_MAX_TEXT_MB``
+    over these defaults.
     """
 
     max_unpacked: int = 256 * _MiB
@@ -59,6 +65,8 @@ class ArchiveLimits:
     max_members: int = 10_000
     # calamine holds a cell in 32 bytes: 2**25 cells is 1 GiB of grid.
     max_cells: int = 1 << 25
+    # text the cells hold once shared strings are copied into them
+    max_text: int = 512 * _MiB
 
     @classmethod
     def from_env(cls) -> ArchiveLimits:
@@ -83,6 +91,7 @@ class ArchiveLimits:
             ratio_floor=base.ratio_floor,
             max_members=base.max_members,
             max_cells=int(number("SCFEEDS_XLSX_MAX_CELLS", base.max_cells)),
+            max_text=int(number("SCFEEDS_XLSX_MAX_TEXT_MB", base.max_text / _MiB) * _MiB),
         )
 
 
@@ -97,13 +106,16 @@ def _column_number(letters: bytes) -> int:
     return n
 
 
-def _grid(stream: IO[bytes], source: str, member: str) -> tuple[int, int]:
+def _grid(
+    stream: IO[bytes], source: str, member: str, shared: collections.Counter[bytes]
+) -> tuple[int, int]:
     """(rows, columns) of the grid calamine would allocate for one worksheet, from above.
 
     Rows: the largest row number in a reference, or the number of ``<row>`` elements.
     Columns: the largest column in a reference, or the most ``<c>`` elements in one row
     (cells without ``r=`` are placed one after the other). The stream is cut just before a
-    ``<`` so that no tag is split between two chunks.
+    ``<`` so that no tag is split between two chunks. ``shared`` counts the references to
+    each shared string.
     """
     max_row = max_col = rows = widest = in_row = 0
     carry = b""
@@ -129,6 +141,7 @@ def _grid(stream: IO[bytes], source: str, member: str) -> tuple[int, int]:
             in_row = part.count(b"<c")
         for letters in set(_COLUMN.findall(done)):
             max_col = max(max_col, _column_number(letters))
+        shared.update(_SHARED_REF.findall(done))
         numbers = _ROW.findall(done)
         if numbers:
             longest = max(map(len, numbers))
@@ -138,6 +151,26 @@ def _grid(stream: IO[bytes], source: str, member: str) -> tuple[int, int]:
             break
     widest = max(widest, in_row)
     return max(max_row, rows), max(max_col, widest)
+
+
+def _shared_sizes(stream: IO[bytes]) -> list[int]:
+    """Bytes of each ``<si>`` element of ``sharedStrings.xml``, markup included (so from
+    above: entities only shrink, and calamine expands no others)."""
+    sizes: list[int] = []
+    carry = b""
+    first = True
+    while True:
+        chunk = stream.read(_CHUNK)
+        parts = (carry + chunk).split(b"<si")
+        if first:
+            parts = parts[1:]  # the <sst> header
+            first = False
+        carry = parts.pop() if chunk and parts else b""
+        sizes.extend(map(len, parts))
+        if not chunk:
+            if carry:
+                sizes.append(len(carry))
+            return sizes
 
 
 def check_xlsx(
@@ -178,15 +211,21 @@ def check_xlsx(
                         f"{info.filename} unpacks {ratio:.0f}:1 ({info.compress_size} -> "
                         f"{info.file_size} bytes; at most {lim.max_ratio:g}:1)",
                     )
+            sizes: list[int] = []
+            for info in infos:
+                if info.filename.lower() == "xl/sharedstrings.xml":
+                    with archive.open(info) as stream:
+                        sizes = _shared_sizes(stream)
             for info in infos:
                 name = info.filename
                 if not (name.startswith("xl/worksheets/") and name.endswith(".xml")):
                     continue
                 if info.flag_bits & 0x1:
                     raise _refuse(source, f"member {name}", "XLSX_SYNTAX", f"{name} is encrypted")
+                shared: collections.Counter[bytes] = collections.Counter()
                 try:
                     with archive.open(info) as stream:
-                        rows, cols = _grid(stream, source, name)
+                        rows, cols = _grid(stream, source, name, shared)
                 except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                     raise _refuse(
                         source, f"member {name}", "XLSX_SYNTAX", f"{name} is damaged ({exc})"
@@ -198,6 +237,17 @@ def check_xlsx(
                         "SHEET_TOO_LARGE",
                         f"{name} spans {rows} rows x {cols} columns "
                         f"(at most {lim.max_cells} cells)",
+                    )
+                # calamine copies a shared string into every cell that refers to it (and
+                # arrow's string offsets overflow past 2 GiB: a panic)
+                text = sum(n * sizes[int(i)] for i, n in shared.items() if int(i) < len(sizes))
+                if text > lim.max_text:
+                    raise _refuse(
+                        source,
+                        f"member {name}",
+                        "SHEET_TOO_LARGE",
+                        f"{name} repeats shared strings into {text} bytes of text "
+                        f"(at most {lim.max_text})",
                     )
     except (
         zipfile.BadZipFile,

@@ -210,6 +210,26 @@ def test_cells_without_references_count_by_row(tmp_path: Path) -> None:
     check_xlsx(path, "wide.xlsx", ArchiveLimits(max_cells=1048576 * 40))
 
 
+def test_a_long_shared_string_repeated_in_many_cells_is_refused(tmp_path: Path) -> None:
+    """The variant that panics calamine ("byte array offset overflow"): one 32 KB shared
+    string in 20,000 cells is 640 MB of text in one column, from a workbook of 100 KB."""
+    path = tmp_path / "shared.xlsx"
+    cells = "".join(f'<row r="{n}"><c r="A{n}" t="s"><v>0</v></c></row>' for n in range(2, 20_002))
+    workbook(path, sheet_xml(cells))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(
+            "xl/sharedStrings.xml",
+            f'<sst xmlns="{_NS}/spreadsheetml/2006/main" count="1" uniqueCount="1">'
+            f"<si><t>{'x' * 32_000}</t></si></sst>",
+        )
+    assert path.stat().st_size < 200_000
+    rows, errors = collect(path)
+    assert rows.height == 0
+    assert errors.select("position", "rule").rows() == [(f"member {SHEET}", "SHEET_TOO_LARGE")]
+    assert "repeats shared strings into" in errors["message"][0]
+    check_xlsx(path, "shared.xlsx", ArchiveLimits(max_text=1 << 30))  # within a larger bound
+
+
 def test_a_member_that_lies_about_its_size_is_refused(tmp_path: Path) -> None:
     path = workbook(tmp_path / "liar.xlsx", sheet_xml(good_row() * 200))
     data = bytearray(path.read_bytes())
