@@ -217,3 +217,19 @@ def test_xlsx_export_reader_on_mutated_workbooks(
     assert rows.schema == schema(table)
     assert_rows_and_errors(path, rows, errors)
     assert_parse_file(path, "xlsx", table)
+
+
+# -- found by the fuzz: each a tiny named case ---------------------------------------------------
+
+
+def test_cxml_declaring_an_unknown_encoding_is_an_xml_syntax_row(tmp_path: Path) -> None:
+    # pyexpat raises LookupError (not ExpatError) for encoding="UTF.8"
+    path = tmp_path / "unknown_encoding.xml"
+    path.write_bytes(
+        b'<?xml version="1.0" encoding="UTF.8"?>\n<cXML><Request><OrderRequest/></Request></cXML>'
+    )
+    rows, errors = read_xml(path, table="po_lines", errors="collect")
+    assert rows.height == 0
+    assert errors.select("source", "rule").rows() == [(str(path), "XML_SYNTAX")]
+    assert "UTF.8" in errors["message"][0]
+    assert_parse_file(path, "xml", "po_lines")
