@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import os
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -43,9 +45,12 @@ _MAX_RUN: Final = 4 << 20
 # (fast scan); another attribute ending in `r` only makes the bound larger.
 # No length caps: `ZZZZ1` or twelve digits would be read by calamine as a huge grid. Leading
 # zeros are skipped so that the longest digit string is the largest number.
-_COLUMN: Final = re.compile(rb'r="\$?([A-Za-z]+)\$?\d')
+_COLUMN: Final = re.compile(rb'r="\$?[A-Za-z]')
+_COLUMNS_PAST_Z: Final = re.compile(rb'r="\$?([A-Za-z]{2,})\$?\d')
 _ROW: Final = re.compile(rb'r="\$?[A-Za-z]*\$?0*(\d+)"')
+_ROW_ELEMENT: Final = re.compile(rb'<row\b[^>]*?\br="0*(\d+)"')
 # A cell holding shared string N: `<c r="A2" t="s"><v>N</v>`.
+_SHARED: Final = b't="s"'
 _SHARED_REF: Final = re.compile(rb't="s"[^>]*>\s*<v>\s*0*(\d{1,10})\s*<')
 _MiB: Final = 1 << 20
 
@@ -106,18 +111,8 @@ def _column_number(letters: bytes) -> int:
     return n
 
 
-def _grid(
-    stream: IO[bytes], source: str, member: str, shared: collections.Counter[bytes]
-) -> tuple[int, int]:
-    """(rows, columns) of the grid calamine would allocate for one worksheet, from above.
-
-    Rows: the largest row number in a reference, or the number of ``<row>`` elements.
-    Columns: the largest column in a reference, or the most ``<c>`` elements in one row
-    (cells without ``r=`` are placed one after the other). The stream is cut just before a
-    ``<`` so that no tag is split between two chunks. ``shared`` counts the references to
-    each shared string.
-    """
-    max_row = max_col = rows = widest = in_row = 0
+def _pieces(stream: IO[bytes], source: str, member: str) -> Iterator[bytes]:
+    """The member in chunks cut just before a ``<``, so that no tag is split between two."""
     carry = b""
     while True:
         chunk = stream.read(_CHUNK)
@@ -133,24 +128,63 @@ def _grid(
                 "XLSX_SYNTAX",
                 f"{member} has a run of more than {_MAX_RUN} bytes without markup",
             )
+        yield done
+        if not chunk:
+            return
+
+
+@functools.lru_cache(maxsize=64)
+def _above(limit: int) -> re.Pattern[bytes]:
+    """A cell or row reference whose row number is larger than ``limit``."""
+    digits = str(limit)
+    alternatives = [rf"[1-9]\d{{{len(digits)},}}"]
+    for i, ch in enumerate(digits):
+        if ch != "9":
+            alternatives.append(rf"{digits[:i]}[{int(ch) + 1}-9]\d{{{len(digits) - i - 1}}}")
+    return re.compile(rb'r="\$?[A-Za-z]*\$?0*(?:' + "|".join(alternatives).encode() + rb')"')
+
+
+def _grid(stream: IO[bytes], source: str, member: str) -> tuple[int, int, int]:
+    """(rows, columns) of the grid calamine would allocate for one worksheet, from above,
+    and the number of cells that hold a shared string.
+
+    Rows: the largest row number in a reference, or the number of ``<row>`` elements. A
+    row's number comes before its cells, so a cell reference is only read one by one when a
+    regex finds one beyond the rows seen so far (never, in a well-formed sheet). Columns: the
+    largest column in a reference (26 when no reference goes past Z), or the most ``<c>``
+    elements in one row (cells without ``r=`` are placed one after the other).
+    """
+    max_row = max_col = rows = widest = in_row = shared = 0
+    for done in _pieces(stream, source, member):
         parts = done.split(b"<row")
         in_row += parts[0].count(b"<c")  # cells, and the odd <cols> / <cfRule>: from above
         for part in parts[1:]:
             widest = max(widest, in_row)
             rows += 1
             in_row = part.count(b"<c")
-        for letters in set(_COLUMN.findall(done)):
-            max_col = max(max_col, _column_number(letters))
-        shared.update(_SHARED_REF.findall(done))
-        numbers = _ROW.findall(done)
-        if numbers:
+        if _COLUMNS_PAST_Z.search(done):
+            for letters in set(_COLUMNS_PAST_Z.findall(done)):
+                max_col = max(max_col, _column_number(letters))
+        elif _COLUMN.search(done):
+            max_col = max(max_col, 26)
+        for number in _ROW_ELEMENT.findall(done):
+            max_row = max(max_row, int(number))
+        if _above(max_row).search(done):
+            numbers = _ROW.findall(done)
             longest = max(map(len, numbers))
             top = max(n for n in numbers if len(n) == longest)  # same length: bytes order
             max_row = max(max_row, int(top))
-        if not chunk:
-            break
+        shared += done.count(_SHARED)
     widest = max(widest, in_row)
-    return max(max_row, rows), max(max_col, widest)
+    return max(max_row, rows), max(max_col, widest), shared
+
+
+def _shared_text(stream: IO[bytes], source: str, member: str, sizes: list[int]) -> int:
+    """Bytes of text the cells hold once each shared string is copied into them."""
+    refs: collections.Counter[bytes] = collections.Counter()
+    for done in _pieces(stream, source, member):
+        refs.update(_SHARED_REF.findall(done))
+    return sum(n * sizes[int(i)] for i, n in refs.items() if int(i) < len(sizes))
 
 
 def _shared_sizes(stream: IO[bytes]) -> list[int]:
@@ -222,33 +256,35 @@ def check_xlsx(
                     continue
                 if info.flag_bits & 0x1:
                     raise _refuse(source, f"member {name}", "XLSX_SYNTAX", f"{name} is encrypted")
-                shared: collections.Counter[bytes] = collections.Counter()
                 try:
                     with archive.open(info) as stream:
-                        rows, cols = _grid(stream, source, name, shared)
+                        rows, cols, shared = _grid(stream, source, name)
+                    if rows * cols > lim.max_cells:
+                        raise _refuse(
+                            source,
+                            f"member {name}",
+                            "SHEET_TOO_LARGE",
+                            f"{name} spans {rows} rows x {cols} columns "
+                            f"(at most {lim.max_cells} cells)",
+                        )
+                    # calamine copies a shared string into every cell that refers to it (and
+                    # arrow's string offsets overflow past 2 GiB: a panic). Counted per string
+                    # only when the cheap bound (cells x longest string) is not enough.
+                    if shared * max(sizes, default=0) > lim.max_text:
+                        with archive.open(info) as stream:
+                            text = _shared_text(stream, source, name, sizes)
+                        if text > lim.max_text:
+                            raise _refuse(
+                                source,
+                                f"member {name}",
+                                "SHEET_TOO_LARGE",
+                                f"{name} repeats shared strings into {text} bytes of text "
+                                f"(at most {lim.max_text})",
+                            )
                 except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                     raise _refuse(
                         source, f"member {name}", "XLSX_SYNTAX", f"{name} is damaged ({exc})"
                     ) from exc
-                if rows * cols > lim.max_cells:
-                    raise _refuse(
-                        source,
-                        f"member {name}",
-                        "SHEET_TOO_LARGE",
-                        f"{name} spans {rows} rows x {cols} columns "
-                        f"(at most {lim.max_cells} cells)",
-                    )
-                # calamine copies a shared string into every cell that refers to it (and
-                # arrow's string offsets overflow past 2 GiB: a panic)
-                text = sum(n * sizes[int(i)] for i, n in shared.items() if int(i) < len(sizes))
-                if text > lim.max_text:
-                    raise _refuse(
-                        source,
-                        f"member {name}",
-                        "SHEET_TOO_LARGE",
-                        f"{name} repeats shared strings into {text} bytes of text "
-                        f"(at most {lim.max_text})",
-                    )
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,

@@ -330,9 +330,10 @@ def test_real_exports_pass_the_checks(tmp_path: Path) -> None:
     )
     out = tmp_path / "po.xlsx"
     write_export(po, out, table="po_lines", preset="acme", fmt="xlsx")
-    check_xlsx(out, "po.xlsx", ArchiveLimits(max_cells=40))  # header + 3 rows, 10 columns
-    with pytest.raises(ExportError, match="4 rows x 10 columns"):
-        check_xlsx(out, "po.xlsx", ArchiveLimits(max_cells=39))
+    # header + 3 rows; columns A-J count as 26 (no reference past Z: the bound is from above)
+    check_xlsx(out, "po.xlsx", ArchiveLimits(max_cells=4 * 26))
+    with pytest.raises(ExportError, match="4 rows x 26 columns"):
+        check_xlsx(out, "po.xlsx", ArchiveLimits(max_cells=4 * 26 - 1))
     assert read_export(out, table="po_lines").height == 3
 
 
@@ -344,3 +345,22 @@ def test_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCFEEDS_XLSX_MAX_CELLS", "lots")
     with pytest.raises(ConfigurationError, match="SCFEEDS_XLSX_MAX_CELLS"):
         ArchiveLimits.from_env()
+
+
+@pytest.mark.parametrize(
+    ("rows", "bound"),
+    [
+        ('<row r="5"><c r="A5"/><c r="A7"/></row>', "7 rows"),  # a cell below its row
+        ('<row r="9"><c r="A9"/></row><row r="3"><c r="B3"/></row>', "9 rows"),  # out of order
+        ('<row r="10"><c r="A99"/></row>', "99 rows"),  # same digits as nothing seen yet
+        ('<row r="99"><c r="A10"/></row>', "99 rows"),
+        ('<row r="2"><c r="AB2"/><c r="C2"/></row>', "28 columns"),
+    ],
+    ids=["below", "out-of-order", "longer", "shorter", "past-z"],
+)
+def test_grid_bound_reads_references_beyond_the_rows_seen(
+    tmp_path: Path, rows: str, bound: str
+) -> None:
+    path = workbook(tmp_path / "grid.xlsx", sheet_xml(rows))
+    with pytest.raises(ExportError, match=bound):
+        check_xlsx(path, "grid.xlsx", ArchiveLimits(max_cells=1))
