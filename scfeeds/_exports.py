@@ -26,6 +26,7 @@ from typing import Any, Final, Literal, NamedTuple, overload
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from scfeeds._archive import is_reader_panic
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
@@ -535,6 +536,9 @@ def _plan_common(
 
 
 def _read_sheet(path: Path, source: str) -> pl.DataFrame:
+    from scfeeds._archive import check_xlsx
+
+    check_xlsx(path, source)  # sizes, ratio and cell grid, before calamine unpacks anything
     try:
         return pl.read_excel(
             path,
@@ -551,6 +555,16 @@ def _read_sheet(path: Path, source: str) -> pl.DataFrame:
             source=source,
             position="file",
             rule="XLSX_SYNTAX",
+        ) from exc
+    except BaseException as exc:
+        # A Rust panic (pyo3_runtime.PanicException) derives from BaseException only.
+        if not is_reader_panic(exc):
+            raise
+        raise ExportError(
+            f"{source}: the xlsx reader failed on this file ({type(exc).__name__}: {exc})",
+            source=source,
+            position="file",
+            rule="READER_PANIC",
         ) from exc
 
 
@@ -673,6 +687,7 @@ def _verdict(plan: _Plan) -> tuple[pl.Expr, pl.Expr]:
         .when(totals)
         .then(pl.lit(f"totals/footer row skipped (no {_DOCUMENT_KEY[plan.table]})"))
     )
+    rule, message = _control_characters(plan, rule, message)
     cells: list[pl.Expr] = []
     for col, dtype in target.items():
         if dtype == pl.Date:
@@ -693,6 +708,41 @@ def _verdict(plan: _Plan) -> tuple[pl.Expr, pl.Expr]:
     if cells:
         message = message.otherwise(pl.concat_str(cells, separator="; ", ignore_nulls=True))
     return rule, message
+
+
+# C0 control characters other than TAB, LF and CR (those three are legal inside a quoted
+# field, RFC 4180): a NUL or an ESC in a value is damage, never data.
+_CONTROL: Final = r"[\x00-\x08\x0B\x0C\x0E-\x1F]"
+
+
+def _control_characters(plan: _Plan, rule: Any, message: Any) -> tuple[Any, Any]:
+    """Reject a record with a control character in any cell (``CONTROL_CHARACTER``).
+
+    Rejected, not stripped: ``INV\x001`` stripped would become ``INV1``, another document's
+    key. The message names each column and shows the value with the character as U+FFFD.
+    """
+    hits = [(pl.col(f"__t_{c}").str.contains(_CONTROL).fill_null(False), c) for c in plan.mapping]
+    if not hits:
+        return rule, message
+    found = pl.any_horizontal([hit for hit, _ in hits])
+    what = pl.concat_str(
+        [
+            pl.when(hit).then(
+                pl.concat_str(
+                    pl.lit(f"{plan.mapping[c]}: '"),
+                    pl.col(f"__t_{c}").str.replace_all(_CONTROL, "\ufffd"),
+                    pl.lit("' holds a control character"),
+                )
+            )
+            for hit, c in hits
+        ],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    return (
+        rule.when(found).then(pl.lit("CONTROL_CHARACTER")),
+        message.when(found).then(what),
+    )
 
 
 def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from scfeeds._children import init_parse_worker, start_forkserver
 from scfeeds._lake import batch_id, commit_batch, is_committed, scan_lake
 from scfeeds._parse import Format, guess_format, parse_file
 from scfeeds.exceptions import ConfigurationError
@@ -404,9 +405,13 @@ async def ingest(
     def process_pool() -> concurrent.futures.ProcessPoolExecutor:
         nonlocal procs
         if procs is None:
-            # forkserver: never fork a process that runs polars' and aiohttp's threads
+            # forkserver: never fork a process that runs polars' and aiohttp's threads.
+            # Its children never die of the process group's SIGTERM/SIGINT: we drain.
+            start_forkserver()
             procs = concurrent.futures.ProcessPoolExecutor(
-                n_workers, mp_context=multiprocessing.get_context("forkserver")
+                n_workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=init_parse_worker,
             )
         return procs
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import polars as pl
 
+from scfeeds._archive import is_reader_panic
 from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
@@ -107,6 +108,10 @@ def parse_file(
         )
     except Exception as exc:  # a reader bug or unforeseen input must not stop the batch
         return Parsed(errors=_error(name, "file", "READER_FAILED", f"{type(exc).__name__}: {exc}"))
+    except BaseException as exc:  # a native reader's panic: BaseException, not Exception
+        if not is_reader_panic(exc):
+            raise
+        return Parsed(errors=_error(name, "file", "READER_PANIC", f"{type(exc).__name__}: {exc}"))
     if source is None:
         return parsed
     # Every row of this file names where the analyst got it (the URL), whatever the reader
@@ -205,10 +210,49 @@ def _cast_canonical(frame: pl.DataFrame, table: TableName, path: Path) -> Parsed
             ),
         ).alias("message"),
     )
-    good = cast.filter(~bad)
+    errors = pl.concat([errors.cast(pl.String), _control_rows(frame.filter(~bad), path)])
+    good = cast.filter(~bad).filter(~_has_control(frame.filter(~bad)))
     if good.height and good["source"].null_count() == good.height:
         good = good.with_columns(pl.lit(str(path)).alias("source"))
-    return Parsed(tables={table: good.select(list(target))}, errors=errors.cast(pl.String))
+    return Parsed(tables={table: good.select(list(target))}, errors=errors)
+
+
+def _has_control(frame: pl.DataFrame) -> pl.Series:
+    """Rows with a C0 control character (not TAB, LF, CR) in a value: see ``_exports``."""
+    from scfeeds._exports import _CONTROL
+
+    text = [c for c, dt in frame.schema.items() if dt == pl.String() and c != "source"]
+    if not text or frame.height == 0:
+        return pl.Series([False] * frame.height)
+    return frame.select(
+        pl.any_horizontal([pl.col(c).str.contains(_CONTROL).fill_null(False) for c in text])
+    ).to_series()
+
+
+def _control_rows(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    from scfeeds._exports import _CONTROL
+
+    hit = frame.filter(_has_control(frame))
+    text = [c for c, dt in frame.schema.items() if dt == pl.String() and c != "source"]
+    return hit.select(
+        pl.lit(str(path)).alias("source"),
+        pl.format("row {}", pl.col("__row")).alias("position"),
+        pl.lit("CONTROL_CHARACTER").alias("rule"),
+        pl.concat_str(
+            [
+                pl.when(pl.col(c).str.contains(_CONTROL)).then(
+                    pl.format(
+                        "{}: '{}' holds a control character",
+                        pl.lit(c),
+                        pl.col(c).str.replace_all(_CONTROL, "\ufffd"),
+                    )
+                )
+                for c in text
+            ],
+            separator="; ",
+            ignore_nulls=True,
+        ).alias("message"),
+    ).cast(pl.String)
 
 
 def _parse_ndjson(path: Path, *, table: TableName | None) -> Parsed:

@@ -910,6 +910,10 @@ def _parse_file(
                 f"{source}: line {exc.lineno}, column {exc.offset + 1}: "
                 f"{pyexpat.ErrorString(exc.code)} (inside {where})",
             )
+        except LookupError as exc:  # expat: an encoding the XML declaration names is unknown
+            failure = _error_row(
+                source, doc.tracker.xpath(), "XML_SYNTAX", f"{source}: {exc} (XML declaration)"
+            )
         except _EntityRefused as exc:
             parser = guard.parser
             failure = _error_row(

@@ -1,0 +1,272 @@
+"""SIGTERM / SIGINT to the whole process group (systemd, Ctrl-C, ``timeout``): the parse
+children stay, the parent drains; a child never outlives its parent."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scfeeds._children import init_parse_worker
+from scfeeds._service._job import Job
+from scfeeds.portal import serve_in_thread
+from tests.test_service import assert_lake_exactly_once, enqueue, listing, stats, stream_name
+from tests.test_service_support import redis_server, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _pool(initializer: object) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=initializer,  # type: ignore[arg-type]
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_parse_children_leave_the_group_yet_a_broken_pool_can_still_terminate_them() -> None:
+    with _pool(init_parse_worker) as pool:
+        child = pool.submit(_pid).result(timeout=60)
+        assert os.getpgid(child) == child != os.getpgid(0)  # out of reach of group signals
+        os.kill(child, signal.SIGINT)
+        time.sleep(0.3)
+        assert pool.submit(_pid).result(timeout=60) == child  # same child, still serving
+        os.kill(child, signal.SIGTERM)  # what the pool's terminate() sends: still fatal
+        wait_until(lambda: _gone(child), 10)
+
+
+def test_without_the_initializer_a_sigterm_breaks_the_pool() -> None:
+    """What the initializer prevents (Python's default: the child dies of SIGTERM)."""
+    with _pool(None) as pool:
+        child = pool.submit(_pid).result(timeout=60)
+        os.kill(child, signal.SIGTERM)
+        wait_until(lambda: _gone(child), 10)
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            pool.submit(_pid).result(timeout=60)
+
+
+def test_a_parse_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import concurrent.futures, multiprocessing, os, sys, time
+        from scfeeds._children import init_parse_worker
+
+        if __name__ == "__main__":
+            pool = concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=init_parse_worker,
+            )
+            print(pool.submit(os.getpid).result(), flush=True)
+            time.sleep(120)
+        """
+    )
+    main = tmp_path / "main.py"
+    main.write_text(script)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(main)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        assert not _gone(child)
+        proc.kill()  # no drain, no pool shutdown
+        proc.wait(10)
+        wait_until(lambda: _gone(child), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+DRAINING_SCRIPT = """
+import signal, sys
+import scfeeds
+from scfeeds._ingest import ingest
+
+if __name__ == "__main__":
+    # a parent that drains: note the signal, finish the ingest (as the service worker does)
+    signal.signal(signal.SIGTERM, lambda *_: print("SIGTERM", flush=True))
+    report = scfeeds.run(ingest(sys.argv[1], sys.argv[2], limits=1, pool="processes"))
+    print("done", report.committed, report.n_errors, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def xml_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scfeeds import synth
+
+    dest = tmp_path_factory.mktemp("signals") / "world"
+    synth.generate(dest, seed=5, suppliers=2, pos=16, formats=("xml",))
+    return dest
+
+
+def _parse_children(pid: int) -> list[psutil.Process]:
+    """The pool's processes: forked by the forkserver, a child of ``pid``."""
+    out: list[psutil.Process] = []
+    try:
+        for kid in psutil.Process(pid).children():
+            if "forkserver" in " ".join(kid.cmdline()):
+                out += kid.children()
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def test_sigterm_to_the_group_of_an_ingest_parsing_in_processes(
+    xml_world: Path, tmp_path: Path
+) -> None:
+    main = tmp_path / "drain.py"
+    main.write_text(DRAINING_SCRIPT)
+    lake = tmp_path / "lake"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    with serve_in_thread(xml_world, latency=0.05, access_log=False) as portal:
+        proc = subprocess.Popen(
+            [sys.executable, str(main), portal.url, str(lake)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,  # its own process group, as a shell job or a unit
+        )
+        try:
+            # mid-run: the pool is up (cXML parsed in it), feeds still coming one at a time
+            wait_until(lambda: _parse_children(proc.pid) or proc.poll() is not None, 60)
+            assert proc.poll() is None
+            os.killpg(proc.pid, signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "BrokenProcessPool" not in err, err
+    assert out.splitlines()[0] == "SIGTERM"
+    done = out.splitlines()[-1].split()
+    assert done[0] == "done"
+    assert int(done[1]) == len(listing_of(xml_world)), out
+    assert done[2] == "0"
+
+
+def listing_of(world: Path) -> list[str]:
+    import polars as pl
+
+    return list(pl.read_parquet(world / "catalog.parquet")["path"])
+
+
+# -- the service worker, SIGTERM to its process group ---------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_drains_with_process_parsing(
+    redis_url: str, xml_world: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stream = stream_name(request)
+    lake = tmp_path / "lake"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    # one request at a time with latency: the job is still landing (and parsing cXML in the
+    # process pool) when the signal comes
+    with serve_in_thread(xml_world, latency=0.05, access_log=False) as portal:
+        feeds = listing(portal.url)
+        assert len(feeds) >= 20
+        job = Job(sources=feeds)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scfeeds._service",
+                "worker",
+                "--queue",
+                redis_url,
+                "--stream",
+                stream,
+                "--lake",
+                str(lake),
+                "--health-port",
+                "0",
+                "--parse-pool",
+                "auto",  # processes: `python -m scfeeds._service` has a __main__ guard
+                "--requests-per-job",
+                "1",
+                "--drain-seconds",
+                "60",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, as under systemd
+        )
+        lines: list[str] = []
+
+        def read() -> None:
+            assert worker.stderr is not None
+            for line in worker.stderr:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            wait_until(lambda: "health on" in "".join(lines) or worker.poll() is not None, 30)
+            assert worker.poll() is None, "".join(lines)
+            enqueue(redis_url, stream, [job])
+
+            # the pool is up and some feeds are committed, most are still to come
+            wait_until(lambda: _parse_children(worker.pid) and (lake / "_commits").is_dir(), 60)
+            children = _parse_children(worker.pid)
+            os.killpg(worker.pid, signal.SIGTERM)
+            assert worker.wait(90) == 0, "".join(lines)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
+            reader.join(5)
+            if worker.stderr is not None:
+                worker.stderr.close()
+    log = "".join(lines)
+    assert "draining" in log
+    assert "BrokenProcessPool" not in log, log
+    assert "succeeded" in log, log
+    assert all(_gone(c.pid) for c in children)  # shut down by the drain, not left behind
+    s = stats(redis_url, stream)
+    assert (s.length, s.pending) == (0, 0)
+    assert_lake_exactly_once(lake, feeds)
