@@ -137,6 +137,70 @@ def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
     return frame.select(exprs)
 
 
+class Prov:
+    """Provenance of rows as expressions over their segment position ``pos``.
+
+    A source read alone names itself with a literal and numbers its segments from 1. Many
+    small sources read together in one pass share one run of positions and indices; ``starts``
+    holds, per source, the position of the last segment before it, so a row's source is one
+    binary search away, and its position and envelope indices are made local to its source
+    by subtracting that source's bases (``set_bases``).
+    """
+
+    __slots__ = ("_bases", "_keys", "_starts", "single")
+
+    def __init__(self, keys: list[str], starts: list[int] | None = None) -> None:
+        self.single = starts is None
+        self._keys = pl.Series("k", keys, dtype=pl.String)
+        self._starts = pl.Series("s", starts or [0], dtype=pl.Int64)
+        self._bases: dict[str, pl.Series] = {}
+
+    def add(self, key: str, start: int) -> None:
+        """Another source whose first segment follows position ``start``."""
+        if self.single:
+            raise ValueError("a single-source provenance takes no more sources")
+        self._keys.append(pl.Series([key], dtype=pl.String))
+        self._starts.append(pl.Series([start], dtype=pl.Int64))
+
+    def set_bases(self, env: pl.DataFrame) -> None:
+        """Per source, the envelope indices before it (from the ISA that opens it)."""
+        if self.single:
+            return
+        first = pl.DataFrame({"pos": self._starts.rechunk() + 1}).join(
+            env.select("pos", "interchange_index", "group_index", "set_index"),
+            on="pos",
+            how="left",
+            maintain_order="left",
+        )
+        self._bases = {
+            "interchange_index": first["interchange_index"] - 1,
+            "group_index": first["group_index"],
+            "set_index": first["set_index"],
+        }
+
+    def _src(self, pos: pl.Expr) -> pl.Expr:
+        return pl.lit(self._starts.rechunk()).search_sorted(pos, side="left") - 1
+
+    def source(self, pos: pl.Expr) -> pl.Expr:
+        if self.single:
+            return pl.lit(self._keys[0], dtype=pl.String)
+        return pl.lit(self._keys.rechunk()).gather(self._src(pos))
+
+    def local_pos(self, pos: pl.Expr) -> pl.Expr:
+        if self.single:
+            return pos
+        return pos - pl.lit(self._starts.rechunk()).gather(self._src(pos))
+
+    def position(self, pos: pl.Expr) -> pl.Expr:
+        return seg(self.local_pos(pos))
+
+    def local_index(self, name: str, pos: pl.Expr) -> pl.Expr:
+        """Envelope index column ``name`` counted from 1 within the row's own source."""
+        if self.single:
+            return pl.col(name)
+        return pl.col(name) - pl.lit(self._bases[name]).gather(self._src(pos))
+
+
 @dataclass(slots=True)
 class PieceOut:
     """What one piece yields: in-set data rows for the builders and its set table."""
@@ -166,6 +230,11 @@ class SourceState:
     segments: list[pl.DataFrame] = field(default_factory=list)
     totals: list[pl.DataFrame] = field(default_factory=list)
     charges: list[pl.DataFrame] = field(default_factory=list)
+    # where rows came from: the source alone unless replaced (many sources in one pass)
+    prov: Prov = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prov = Prov([self.source])
 
 
 def process_piece(
@@ -273,6 +342,7 @@ def process_piece(
         .collect(engine=ENGINE)
     )
     last_pos = st.pos + n
+    here = st.prov.local_pos  # positions quoted in messages are the source's own
     shifted = env.lazy().with_columns(
         nxt_sid=sid.shift(-1),
         nxt_pos=pl.col("pos").shift(-1),
@@ -311,7 +381,7 @@ def process_piece(
                 "SE01 {} != {} segments counted from ST (segment {}) to SE",
                 c("se01").fill_null("(empty)"),
                 c("count"),
-                c("pos"),
+                here(c("pos")),
             ),
         ),
         _err(
@@ -334,9 +404,9 @@ def process_piece(
             message=pl.format(
                 "set {} (ST at segment {}) is not closed by SE before {} at segment {}",
                 c("e02"),
-                c("pos"),
+                here(c("pos")),
                 c("nxt_sid"),
-                c("nxt_pos"),
+                here(c("nxt_pos")),
             ),
         ),
         _err(
@@ -496,6 +566,7 @@ def finish_source(st: SourceState) -> None:
         return
     env = pl.concat(st.env, how="vertical").lazy()
     c = pl.col
+    here = st.prov.local_pos
     sid = c("sid")
     # Groups: the next GS/GE/ISA/IEA after a GS must be its GE.
     g = env.filter(sid.is_in(["ISA", "GS", "GE", "IEA"])).with_columns(
@@ -543,7 +614,7 @@ def finish_source(st: SourceState) -> None:
             message=pl.format(
                 "group {} (GS at segment {}) is not closed by GE before {}",
                 c("e06"),
-                c("pos"),
+                here(c("pos")),
                 c("nxt_sid"),
             ),
         ),
@@ -619,7 +690,7 @@ def finish_source(st: SourceState) -> None:
             message=pl.format(
                 "interchange {} (ISA at segment {}) is not closed by IEA before the next ISA",
                 c("e13"),
-                c("pos"),
+                here(c("pos")),
             ),
         ),
         _err(

@@ -6,14 +6,15 @@ import glob
 import io
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias, TypeVar
 
 import polars as pl
 
+from scfeeds._x12._batch import join_tokens, small_source
 from scfeeds._x12._codes import CODES
 from scfeeds._x12._core import (
     _RAW_ERROR,
@@ -23,10 +24,10 @@ from scfeeds._x12._core import (
     ISA_SCHEMA,
     SET_SCHEMA,
     PieceOut,
+    Prov,
     SourceState,
     finish_source,
     process_piece,
-    seg,
 )
 from scfeeds._x12._tables import (
     CHARGES_COLUMNS,
@@ -36,7 +37,7 @@ from scfeeds._x12._tables import (
     build,
     invoice_extras,
 )
-from scfeeds._x12._tokenize import ENGINE, Piece, Tokens, iter_pieces, tokenize
+from scfeeds._x12._tokenize import ENGINE, Delimiters, Piece, Tokens, iter_pieces, tokenize
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -55,6 +56,10 @@ X12Source: TypeAlias = (
 # that share against 4 MiB (+12 % throughput) for about 20 % more peak RSS; 16 MiB gains
 # little more.
 DEFAULT_SLICE: Final = 8 * 1024 * 1024
+# Sources up to this size are read whole and, when their edges are intact, together with
+# their neighbours in one pass (``_batch``); larger ones are streamed slice by slice.
+SMALL_SOURCE: Final = 1024 * 1024
+T = TypeVar("T")
 X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
 
 SEGMENTS_SCHEMA: Final = pl.Schema(
@@ -219,7 +224,7 @@ class _Built:
 
 
 def _build_piece(
-    name: str,
+    name: str | Prov,
     out: PieceOut,
     ctx: pl.DataFrame,
     wanted: list[TableName],
@@ -238,6 +243,32 @@ def _build_piece(
             got.totals.append(totals)
             got.charges.append(charges)
     return got
+
+
+class _Inline:
+    """An executor that runs each task at once: a source of one piece has nothing to overlap,
+    and starting threads would cost more than the work."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller by result(), as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _pool(data: bytes | Path, slice_bytes: int) -> ThreadPoolExecutor | _Inline:
+    size = len(data) if isinstance(data, bytes) else os.path.getsize(data)
+    if size <= slice_bytes:
+        return _Inline()
+    return ThreadPoolExecutor(2, thread_name_prefix="x12")
 
 
 # Pieces tokenized ahead / built behind the sequential envelope pass. polars releases the
@@ -286,7 +317,7 @@ def iter_tables(
             ctx = _ctx(st, out.sets)
             built.append(pool.submit(_build_piece, name, out, ctx, wanted, columns, extras))
 
-    with _open(data) as stream, ThreadPoolExecutor(2, thread_name_prefix="x12") as pool:
+    with _open(data) as stream, _pool(data, slice_bytes) as pool:
         for piece in iter_pieces(stream, slice_bytes):
             d = piece.delimiters
             toks.append((piece, pool.submit(tokenize, piece.data, d) if d is not None else None))
@@ -337,52 +368,225 @@ def read_x12(
     """
     if slice_bytes < 1024:
         raise ConfigurationError("slice_bytes must be at least 1024")
-    parts: dict[TableName, list[pl.DataFrame]] = {t: [] for t in X12_TABLES}
-    states: list[SourceState] = []
-    for name, data in expand_sources(source):
-        st = SourceState(name)
-        for got in iter_tables(
-            name,
-            data,
+    units = list(
+        iter_units(
+            expand_sources(source),
             X12_TABLES,
             slice_bytes=slice_bytes,
             keep_segments=segments,
-            keep_env=True,
-            state=st,
-            extras=True,
-        ):
-            for t, f in got.items():
-                parts[t].append(f)
-        finish_source(st)
-        states.append(st)
+            full=True,
+        )
+    )
     tables = {
-        t: pl.concat([pl.DataFrame(schema=schema(t)), *parts[t]], how="vertical")
+        t: pl.concat(
+            [_empty(schema(t)), *(u.tables[t] for u in units if t in u.tables)], how="vertical"
+        )
         for t in X12_TABLES
     }
-    envelopes, errors = _assemble(states)
-    segs = pl.concat(
-        [pl.DataFrame(schema=SEGMENTS_SCHEMA), *(f for st in states for f in st.segments)],
-        how="vertical",
-    )
     prov = {k: pl.String() for k in PROV_STR}
-    totals = pl.concat(
-        [pl.DataFrame(schema={**prov, **TOTALS_COLUMNS}), *(f for s in states for f in s.totals)],
-        how="vertical",
-    )
-    charges = pl.concat(
-        [pl.DataFrame(schema={**prov, **CHARGES_COLUMNS}), *(f for s in states for f in s.charges)],
-        how="vertical",
-    )
+
+    def cat(what: str, sch: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
+        frames: list[pl.DataFrame] = [f for u in units if (f := getattr(u, what)) is not None]
+        return pl.concat([_empty(sch), *frames], how="vertical")
+
     return X12Result(
         po_lines=tables["po_lines"],
         asn_lines=tables["asn_lines"],
         invoice_lines=tables["invoice_lines"],
-        invoice_totals=totals,
-        invoice_charges=charges,
-        segments=segs,
-        envelopes=envelopes,
-        errors=errors,
+        invoice_totals=cat("totals", {**prov, **TOTALS_COLUMNS}),
+        invoice_charges=cat("charges", {**prov, **CHARGES_COLUMNS}),
+        segments=cat("segments", SEGMENTS_SCHEMA),
+        envelopes=cat("envelopes", ENVELOPES_SCHEMA),
+        errors=cat("errors", ERROR_SCHEMA),
     )
+
+
+_EMPTY: dict[tuple[tuple[str, pl.DataType], ...], pl.DataFrame] = {}
+
+
+def _empty(sch: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
+    """An empty frame of ``sch`` (cached: building one costs a Series per column)."""
+    key = tuple(sch.items())
+    got = _EMPTY.get(key)
+    if got is None:
+        got = _EMPTY[key] = pl.DataFrame(schema=sch)
+    return got
+
+
+@dataclass(slots=True)
+class Unit:
+    """Frames read from a run of sources (many small ones in one pass, or one alone), with
+    ``source`` the names as given and rows in source order."""
+
+    tables: dict[TableName, pl.DataFrame]
+    totals: pl.DataFrame | None = None
+    charges: pl.DataFrame | None = None
+    segments: pl.DataFrame | None = None
+    envelopes: pl.DataFrame | None = None
+    errors: pl.DataFrame | None = None
+
+
+def iter_units(
+    sources: Sequence[tuple[str, bytes | Path]],
+    tables: Sequence[TableName],
+    *,
+    slice_bytes: int = DEFAULT_SLICE,
+    columns: list[str] | None = None,
+    keep_segments: bool = False,
+    full: bool = False,
+) -> Iterator[Unit]:
+    """Read ``sources`` in order: consecutive small sources with intact edges together, up to
+    ``slice_bytes`` per pass; any other source alone, streamed in slices.
+
+    ``full`` also makes invoice totals / charges, envelopes and errors (``read_x12``);
+    otherwise only ``tables`` (``scan_x12``).
+    """
+    small = min(SMALL_SOURCE, slice_bytes)
+    pending: list[tuple[str, bytes, Delimiters]] = []
+    size = 0
+    for name, data in sources:
+        raw: bytes | None = None
+        if isinstance(data, bytes):
+            raw = data if len(data) <= small else None
+        elif os.path.getsize(data) <= small:
+            raw = data.read_bytes()
+        fit = small_source(raw) if raw is not None else None
+        if fit is not None:
+            if pending and size + len(fit[0]) > slice_bytes:
+                yield _read_batch(pending, tables, columns, keep_segments, full)
+                pending, size = [], 0
+            pending.append((name, *fit))
+            size += len(fit[0])
+            continue
+        if pending:
+            yield _read_batch(pending, tables, columns, keep_segments, full)
+            pending, size = [], 0
+        whole = raw if raw is not None else data
+        yield from _read_alone(name, whole, tables, columns, slice_bytes, keep_segments, full)
+    if pending:
+        yield _read_batch(pending, tables, columns, keep_segments, full)
+
+
+def _read_alone(
+    name: str,
+    data: bytes | Path,
+    tables: Sequence[TableName],
+    columns: list[str] | None,
+    slice_bytes: int,
+    keep_segments: bool,
+    full: bool,
+) -> Iterator[Unit]:
+    """One source in slices: a unit per slice (memory follows the slice, not the file), then
+    one with the source's envelopes and errors when ``full``."""
+    st = SourceState(name)
+    for got in iter_tables(
+        name,
+        data,
+        tables,
+        columns=columns,
+        slice_bytes=slice_bytes,
+        keep_segments=keep_segments,
+        keep_env=full,
+        state=st,
+        extras=full,
+    ):
+        yield Unit(dict(got))
+    if full:
+        finish_source(st)
+        unit = Unit({})
+        _finish(unit, [st])
+        yield unit
+
+
+def _cat(frames: list[pl.DataFrame], table: TableName, columns: list[str] | None) -> pl.DataFrame:
+    sch = schema(table)
+    empty = _empty({n: d for n, d in sch.items() if columns is None or n in columns})
+    return pl.concat([empty, *frames], how="vertical") if frames else empty
+
+
+def _finish(unit: Unit, states: list[SourceState]) -> None:
+    unit.envelopes, unit.errors = _assemble(states)
+    prov = {k: pl.String() for k in PROV_STR}
+    unit.segments = pl.concat(
+        [_empty(SEGMENTS_SCHEMA), *(f for st in states for f in st.segments)], how="vertical"
+    )
+    unit.totals = pl.concat(
+        [_empty({**prov, **TOTALS_COLUMNS}), *(f for s in states for f in s.totals)],
+        how="vertical",
+    )
+    unit.charges = pl.concat(
+        [_empty({**prov, **CHARGES_COLUMNS}), *(f for s in states for f in s.charges)],
+        how="vertical",
+    )
+
+
+def _read_batch(
+    docs: list[tuple[str, bytes, Delimiters]],
+    tables: Sequence[TableName],
+    columns: list[str] | None,
+    keep_segments: bool,
+    full: bool,
+) -> Unit:
+    """Many small sources in one pass per delimiter set; rows keyed by the source's index in
+    ``docs`` (as text in ``source``) until ``_in_order`` puts names and order back."""
+    groups: dict[Delimiters, list[int]] = {}
+    for i, (_, _, d) in enumerate(docs):
+        groups.setdefault(d, []).append(i)
+    if columns is not None and "source" not in columns:
+        columns = ["source", *columns]
+    parts: dict[TableName, list[pl.DataFrame]] = {t: [] for t in tables}
+    states: list[SourceState] = []
+    for d, members in groups.items():
+        st = SourceState("")
+        tok, before = join_tokens([docs[i][1] for i in members], d)
+        st.prov = Prov([str(i) for i in members], before)
+        out = process_piece(
+            st, Piece(b"", d, True), keep_segments=keep_segments, keep_env=full, tokens=tok
+        )
+        if out is not None:
+            wanted = [t for t in tables if (out.sets["set_id"] == SET_OF[t]).any()]
+            if wanted:
+                got = _build_piece(st.prov, out, _ctx(st, out.sets), wanted, columns, full)
+                st.errors.extend(got.errors)
+                st.totals.extend(got.totals)
+                st.charges.extend(got.charges)
+                for t, f in got.tables.items():
+                    parts[t].append(f)
+        if full:
+            finish_source(st)
+            st.prov.set_bases(pl.concat(st.env, how="vertical"))
+            st.segments = [_localize_segments(f, st.prov) for f in st.segments]
+        states.append(st)
+    names = pl.Series("source", [n for n, _, _ in docs], dtype=pl.String)
+    unit = Unit({t: _in_order(_cat(parts[t], t, columns), names) for t in tables})
+    if full:
+        _finish(unit, states)
+        for what in ("totals", "charges", "segments", "envelopes", "errors"):
+            setattr(unit, what, _in_order(getattr(unit, what), names))
+    return unit
+
+
+def _localize_segments(frame: pl.DataFrame, prov: Prov) -> pl.DataFrame:
+    pos = pl.col("segment")
+    return frame.with_columns(
+        source=prov.source(pos),
+        segment=prov.local_pos(pos),
+        **{k: prov.local_index(k, pos) for k in _INDEXES},
+    )
+
+
+def _in_order(frame: pl.DataFrame, names: pl.Series) -> pl.DataFrame:
+    """Rows keyed by source index (text in ``source``) in source order, named again."""
+    if frame.height == 0:
+        return frame
+    key = frame["source"].cast(pl.Int64)
+    if not key.is_sorted():
+        frame = frame.sort(pl.col("source").cast(pl.Int64), maintain_order=True)
+        key = frame["source"].cast(pl.Int64)
+    return frame.with_columns(source=names.gather(key))
+
+
+_INDEXES: Final = ("interchange_index", "group_index", "set_index")
 
 
 def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -391,6 +595,7 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
     c = pl.col
     levels = pl.DataFrame({"code": list(CODES), "level": list(CODES.values())})
     for st in states:
+        where = st.prov
         isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
         gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical").lazy()
         sets = pl.concat(
@@ -423,7 +628,11 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .join(sets.select("set_index", "set_control"), on="set_index", how="left")
             .join(levels.lazy(), on="code", how="left")
             .sort("pos", maintain_order=True)
-            .with_columns(source=pl.lit(st.source), position=seg(c("pos")))
+            .with_columns(
+                source=where.source(c("pos")),
+                position=where.position(c("pos")),
+                **{k: where.local_index(k, c("pos")) for k in _INDEXES},
+            )
             .select(list(ERROR_SCHEMA))
         )
         bad = raw.join(levels.lazy(), on="code", how="left")
@@ -448,8 +657,8 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .join(gs, on="group_index", how="left")
             .join(ge, on="group_index", how="left")
             .with_columns(
-                source=pl.lit(st.source),
-                position=seg(c("st_pos")),
+                source=where.source(c("st_pos")),
+                position=where.position(c("st_pos")),
                 valid=~c("rejected")
                 & ~c("set_index").is_in(set_bad.collect(engine=ENGINE)["set_index"].implode()),
                 group_valid=~c("group_index").is_in(
@@ -460,6 +669,7 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
                 ),
             )
             .sort("set_index")
+            .with_columns(**{k: where.local_index(k, c("st_pos")) for k in _INDEXES})
             .select(list(ENVELOPES_SCHEMA))
         )
         e_env, e_err = pl.collect_all([env, err], engine=ENGINE)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from scfeeds._x12._reader import DEFAULT_SLICE, X12_TABLES, X12Source, expand_sources, iter_tables
+from scfeeds._x12._reader import DEFAULT_SLICE, X12_TABLES, X12Source, expand_sources, iter_units
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -64,25 +64,26 @@ def scan_x12(
                 needed |= set(predicate.meta.root_names())
             cols = [n for n in sch if n in needed] or ["position"]
         produced = 0
-        for name, data in sources:
-            if only_source and predicate is not None:
-                probe = pl.DataFrame({"source": [name]}).filter(predicate)
-                if probe.height == 0:
-                    continue
-            for got in iter_tables(name, data, [table], columns=cols, slice_bytes=slice_bytes):
-                df = got.get(table)
-                if df is None or df.height == 0:
-                    continue
-                if predicate is not None:
-                    df = df.filter(predicate)
-                if with_columns is not None:
-                    df = df.select(with_columns)
-                if n_rows is not None:
-                    df = df.head(n_rows - produced)
-                produced += df.height
-                yield df
-                if n_rows is not None and produced >= n_rows:
-                    return
+        if only_source and predicate is not None:
+            names = pl.DataFrame({"source": [n for n, _ in sources]}, schema={"source": pl.String})
+            keep = names.with_row_index().filter(predicate)["index"].to_list()
+            todo = [sources[i] for i in keep]
+        else:
+            todo = sources
+        for unit in iter_units(todo, [table], columns=cols, slice_bytes=slice_bytes):
+            df = unit.tables.get(table)
+            if df is None or df.height == 0:
+                continue
+            if predicate is not None:
+                df = df.filter(predicate)
+            if with_columns is not None:
+                df = df.select(with_columns)
+            if n_rows is not None:
+                df = df.head(n_rows - produced)
+            produced += df.height
+            yield df
+            if n_rows is not None and produced >= n_rows:
+                return
 
     return register_io_source(
         generate,
