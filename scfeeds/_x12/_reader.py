@@ -190,8 +190,8 @@ def _open(data: bytes | Path) -> BinaryIO:
 
 
 def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
-    isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical")
-    gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical")
+    isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical")
+    gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical")
     return (
         sets.lazy()
         .join(
@@ -596,13 +596,13 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
     levels = pl.DataFrame({"code": list(CODES), "level": list(CODES.values())})
     for st in states:
         where = st.prov
-        isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
-        gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical").lazy()
+        isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
+        gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical").lazy()
         sets = pl.concat(
-            [pl.DataFrame(schema={**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
+            [_empty({**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
             how="vertical",
         ).lazy()
-        raw = pl.concat([pl.DataFrame(schema=_RAW_ERROR), *st.errors], how="vertical").lazy()
+        raw = pl.concat([_empty(_RAW_ERROR), *st.errors], how="vertical").lazy()
         # Element errors know only their set: fill in its group and interchange.
         raw = (
             raw.join(
@@ -646,7 +646,7 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
         grp_bad = bad.filter(c("level") == "group").select("group_index").unique()
         ic_bad = bad.filter(c("level") == "interchange").select("interchange_index").unique()
-        ge = pl.concat([pl.DataFrame(schema=ENV_SCHEMA), *st.env], how="vertical").lazy()
+        ge = pl.concat([_empty(ENV_SCHEMA), *st.env], how="vertical").lazy()
         ge = (
             ge.filter(c("sid") == "GE")
             .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
@@ -675,6 +675,6 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         e_env, e_err = pl.collect_all([env, err], engine=ENGINE)
         envs.append(e_env)
         errs.append(e_err)
-    envelopes = pl.concat([pl.DataFrame(schema=ENVELOPES_SCHEMA), *envs], how="vertical")
-    errors = pl.concat([pl.DataFrame(schema=ERROR_SCHEMA), *errs], how="vertical")
+    envelopes = pl.concat([_empty(ENVELOPES_SCHEMA), *envs], how="vertical")
+    errors = pl.concat([_empty(ERROR_SCHEMA), *errs], how="vertical")
     return envelopes, errors
