@@ -58,9 +58,7 @@ def _damage(tmp: Path, good: str, kind: str) -> str:
     return str(out)
 
 
-def test_damaged_documents_in_the_middle_report_their_own_rows(
-    world: Path, tmp_path: Path
-) -> None:
+def test_damaged_documents_in_the_middle_report_their_own_rows(world: Path, tmp_path: Path) -> None:
     files = _docs(world, "invoice_lines")[:12]
     damaged = [_damage(tmp_path, files[3], k) for k in ("cut", "number", "html")]
     asn = _docs(world, "asn_lines")[0]  # a ship notice among invoices
@@ -79,9 +77,10 @@ def test_damaged_documents_in_the_middle_report_their_own_rows(
     assert bad_item["position"].startswith("/cXML/Request/InvoiceDetailRequest/")
     # every intact document delivers all its rows
     for f in files:
-        assert many.rows.filter(pl.col("source") == f).height == rows.filter(
-            pl.col("source") == f
-        ).height
+        assert (
+            many.rows.filter(pl.col("source") == f).height
+            == rows.filter(pl.col("source") == f).height
+        )
         assert many.rows.filter(pl.col("source") == f).height > 0
 
 
