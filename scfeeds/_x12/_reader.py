@@ -368,9 +368,19 @@ def read_x12(
     """
     if slice_bytes < 1024:
         raise ConfigurationError("slice_bytes must be at least 1024")
+    return read_sources(expand_sources(source), segments=segments, slice_bytes=slice_bytes)
+
+
+def read_sources(
+    sources: Sequence[tuple[str, bytes | Path]],
+    *,
+    segments: bool = True,
+    slice_bytes: int = DEFAULT_SLICE,
+) -> X12Result:
+    """``read_x12`` of ``(name, bytes or path)`` pairs: ``name`` is the rows' ``source``."""
     units = list(
         iter_units(
-            expand_sources(source),
+            sources,
             X12_TABLES,
             slice_bytes=slice_bytes,
             keep_segments=segments,
