@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, overload
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
+from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
@@ -895,34 +895,16 @@ def scan_export(
     plans = _plans(source, table, preset, columns, fmt)
     target = schema(plans[0][0].table) if plans else schema(table or "po_lines")
 
-    def io_source(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
+    def batches(ask: Pushdown) -> Iterator[pl.DataFrame]:
         problems: list[pl.DataFrame] = []
-        produced = 0
         for plan, sheet in plans:
-            for good, bad in _batches(plan, sheet, batch_size):
+            for good, bad in _batches(plan, sheet, ask.batch_size):
                 if bad.height:
                     problems.append(bad)
-                out = good
-                if predicate is not None:
-                    out = out.filter(predicate)
-                if with_columns is not None:
-                    out = out.select(with_columns)
-                if n_rows is not None:
-                    out = out.head(n_rows - produced)
-                produced += out.height
-                yield out
-                if n_rows is not None and produced >= n_rows:
-                    return
+                yield good
         _warn(problems)
 
-    return register_io_source(
-        io_source, schema=target, explain_name="scfeeds.scan_export", is_pure=True
-    )
+    return scan_batches(batches, schema=target, name="scfeeds.scan_export")
 
 
 @overload

@@ -61,8 +61,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import polars as pl
 import xmltodict
-from polars.io.plugins import register_io_source
 
+from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, XMLError
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
@@ -1106,31 +1106,16 @@ def scan_xml(
     """
     tname, files = _plan(source, table)
 
-    def io_source(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
+    def batches(ask: Pushdown) -> Iterator[pl.DataFrame]:
+        del ask  # every column is built; polars' filters and projection apply after
         problems: list[pl.DataFrame] = []
-        produced = 0
         for good, bad in _batches(files, tname):
             if bad.height:
                 problems.append(bad)
-            out = good if predicate is None else good.filter(predicate)
-            if with_columns is not None:
-                out = out.select(with_columns)
-            if n_rows is not None:
-                out = out.head(n_rows - produced)
-            produced += out.height
-            yield out
-            if n_rows is not None and produced >= n_rows:
-                return
+            yield good
         _warn(problems)
 
-    return register_io_source(
-        io_source, schema=schema(tname), explain_name="scfeeds.scan_xml", is_pure=True
-    )
+    return scan_batches(batches, schema=schema(tname), name="scfeeds.scan_xml")
 
 
 @overload
