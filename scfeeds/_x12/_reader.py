@@ -662,6 +662,8 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
             .unique("group_index", keep="first")
         )
+        # one query for the three small lists the envelope flags need, and the errors
+        s_bad, g_bad, i_bad, e_err = pl.collect_all([set_bad, grp_bad, ic_bad, err], engine=ENGINE)
         env = (
             sets.join(isa, on="interchange_index", how="left")
             .join(gs, on="group_index", how="left")
@@ -669,20 +671,17 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .with_columns(
                 source=where.source(c("st_pos")),
                 position=where.position(c("st_pos")),
-                valid=~c("rejected")
-                & ~c("set_index").is_in(set_bad.collect(engine=ENGINE)["set_index"].implode()),
-                group_valid=~c("group_index").is_in(
-                    grp_bad.collect(engine=ENGINE)["group_index"].implode()
-                ),
+                valid=~c("rejected") & ~c("set_index").is_in(s_bad["set_index"].implode()),
+                group_valid=~c("group_index").is_in(g_bad["group_index"].implode()),
                 interchange_valid=~c("interchange_index").is_in(
-                    ic_bad.collect(engine=ENGINE)["interchange_index"].implode()
+                    i_bad["interchange_index"].implode()
                 ),
             )
             .sort("set_index")
             .with_columns(**{k: where.local_index(k, c("st_pos")) for k in _INDEXES})
             .select(list(ENVELOPES_SCHEMA))
         )
-        e_env, e_err = pl.collect_all([env, err], engine=ENGINE)
+        e_env = env.collect(engine=ENGINE)
         envs.append(e_env)
         errs.append(e_err)
     envelopes = pl.concat([_empty(ENVELOPES_SCHEMA), *envs], how="vertical")
