@@ -213,7 +213,6 @@ def test_small_sources_one_pass_per_delimiter_set(
 
 def test_small_sources_start_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = _write(tmp_path, {f"d{i}.x12": _interchange(f"PO{i}", i + 1) for i in range(20)})
-    read_x12(files[:1])  # warm the module-level side pool (started once per process)
     pools = _count(monkeypatch, "ThreadPoolExecutor")
     started: list[str] = []
     real_start = threading.Thread.start
@@ -226,4 +225,5 @@ def test_small_sources_start_no_threads(tmp_path: Path, monkeypatch: pytest.Monk
     read_x12(files)
     read_x12(files[0])
     assert pools[0] == 0
-    assert started == []
+    # (the builders' module-level side pool, "x12-side", lives as long as the process)
+    assert [n for n in started if not n.startswith("x12-side")] == []
