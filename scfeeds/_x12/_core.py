@@ -155,18 +155,11 @@ class Prov:
         self._starts = pl.Series("s", starts or [0], dtype=pl.Int64)
         self._bases: dict[str, pl.Series] = {}
 
-    def add(self, key: str, start: int) -> None:
-        """Another source whose first segment follows position ``start``."""
-        if self.single:
-            raise ValueError("a single-source provenance takes no more sources")
-        self._keys.append(pl.Series([key], dtype=pl.String))
-        self._starts.append(pl.Series([start], dtype=pl.Int64))
-
     def set_bases(self, env: pl.DataFrame) -> None:
         """Per source, the envelope indices before it (from the ISA that opens it)."""
         if self.single:
             return
-        first = pl.DataFrame({"pos": self._starts.rechunk() + 1}).join(
+        first = pl.DataFrame({"pos": self._starts + 1}).join(
             env.select("pos", "interchange_index", "group_index", "set_index"),
             on="pos",
             how="left",
@@ -179,17 +172,17 @@ class Prov:
         }
 
     def _src(self, pos: pl.Expr) -> pl.Expr:
-        return pl.lit(self._starts.rechunk()).search_sorted(pos, side="left") - 1
+        return pl.lit(self._starts).search_sorted(pos, side="left") - 1
 
     def source(self, pos: pl.Expr) -> pl.Expr:
         if self.single:
             return pl.lit(self._keys[0], dtype=pl.String)
-        return pl.lit(self._keys.rechunk()).gather(self._src(pos))
+        return pl.lit(self._keys).gather(self._src(pos))
 
     def local_pos(self, pos: pl.Expr) -> pl.Expr:
         if self.single:
             return pos
-        return pos - pl.lit(self._starts.rechunk()).gather(self._src(pos))
+        return pos - pl.lit(self._starts).gather(self._src(pos))
 
     def position(self, pos: pl.Expr) -> pl.Expr:
         return seg(self.local_pos(pos))
