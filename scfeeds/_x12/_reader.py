@@ -341,8 +341,12 @@ def read_x12(
     Parameters
     ----------
     source
-        Bytes, a path, a glob (``"feeds/**/*.x12"``) or a list of them. Files are read in
-        slices of whole transaction sets, so memory follows the slice size, not the file.
+        Bytes, a path, a glob (``"feeds/**/*.x12"``) or a list of them. Large files are read
+        in slices of whole transaction sets, so memory follows the slice size, not the file.
+        Small ones (up to 1 MiB, the usual one interchange per file) are read together, up
+        to ``slice_bytes`` at a time, in one pass per delimiter set: the fixed cost of a read
+        is paid per call, not per file, and the frames equal one call per file concatenated
+        (each file keeps its own delimiters, envelope checks, ``source`` and positions).
     segments
         Also return every segment in long form (``X12Result.segments``); turn off to save
         time and memory when only the tables matter.

@@ -21,11 +21,12 @@ def scan_x12(
     ----------
     source
         Bytes, a path, a glob or a list of them (globs are expanded now, files read at
-        ``collect`` time, one slice of whole sets at a time).
+        ``collect`` time, one slice of whole sets at a time; small files many at a time, in
+        one pass, as in ``read_x12``).
     table
         ``"po_lines"`` (850), ``"asn_lines"`` (856) or ``"invoice_lines"`` (810).
     slice_bytes
-        Target bytes per slice; each slice becomes one batch.
+        Target bytes per slice (or per run of small files); each becomes one batch.
 
     Returns
     -------
