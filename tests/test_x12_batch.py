@@ -227,3 +227,18 @@ def test_small_sources_start_no_threads(tmp_path: Path, monkeypatch: pytest.Monk
     assert pools[0] == 0
     # (the builders' module-level side pool, "x12-side", lives as long as the process)
     assert [n for n in started if not n.startswith("x12-side")] == []
+
+
+def test_runs_of_small_sources_are_bounded_by_slice_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = {f"d{i:03d}.x12": _interchange(f"PO{i}", i + 1, lines=1 + i % 4) for i in range(40)}
+    docs["big.x12"] = _interchange("BIG", 99, lines=120)  # over slice_bytes: read alone
+    files = _write(tmp_path, docs)
+    random.Random(4).shuffle(files)
+    pieces = _count(monkeypatch, "process_piece")
+    many = read_x12(files, slice_bytes=4096)
+    runs = pieces[0]
+    _assert_same(many, [read_x12(f, slice_bytes=4096) for f in files])
+    total = sum(len(d) for d in docs.values())
+    assert total // 4096 < runs < len(files)  # several runs of many sources each
