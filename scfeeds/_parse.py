@@ -217,7 +217,7 @@ def _guarded(
 def _x12_batch(items: list[tuple[str, Path]]) -> ParsedBatch:
     from scfeeds._x12._reader import X12_TABLES, read_sources
 
-    result = read_sources(items, segments=False)
+    result = read_sources(items, segments=False, extras=False)
     tables = {t: f for t in X12_TABLES if (f := result.table(t)).height}
     return ParsedBatch(tables, _x12_errors(result.errors))
 

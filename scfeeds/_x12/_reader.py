@@ -380,8 +380,10 @@ def read_sources(
     *,
     segments: bool = True,
     slice_bytes: int = DEFAULT_SLICE,
+    extras: bool = True,
 ) -> X12Result:
-    """``read_x12`` of ``(name, bytes or path)`` pairs: ``name`` is the rows' ``source``."""
+    """``read_x12`` of ``(name, bytes or path)`` pairs: ``name`` is the rows' ``source``.
+    ``extras=False`` leaves ``invoice_totals`` / ``invoice_charges`` empty (not built)."""
     units = list(
         iter_units(
             sources,
@@ -389,6 +391,7 @@ def read_sources(
             slice_bytes=slice_bytes,
             keep_segments=segments,
             full=True,
+            extras=extras,
         )
     )
     tables = {
@@ -448,13 +451,15 @@ def iter_units(
     columns: list[str] | None = None,
     keep_segments: bool = False,
     full: bool = False,
+    extras: bool | None = None,
 ) -> Iterator[Unit]:
     """Read ``sources`` in order: consecutive small sources with intact edges together, up to
     ``slice_bytes`` per pass; any other source alone, streamed in slices.
 
-    ``full`` also makes invoice totals / charges, envelopes and errors (``read_x12``);
-    otherwise only ``tables`` (``scan_x12``).
+    ``full`` also makes envelopes, errors and (unless ``extras`` is False) invoice totals /
+    charges (``read_x12``); otherwise only ``tables`` (``scan_x12``).
     """
+    ex = full if extras is None else extras
     small = min(SMALL_SOURCE, slice_bytes)
     pending: list[tuple[str, bytes, Delimiters]] = []
     size = 0
@@ -467,18 +472,18 @@ def iter_units(
         fit = small_source(raw) if raw is not None else None
         if fit is not None:
             if pending and size + len(fit[0]) > slice_bytes:
-                yield _read_batch(pending, tables, columns, keep_segments, full)
+                yield _read_batch(pending, tables, columns, keep_segments, full, ex)
                 pending, size = [], 0
             pending.append((name, *fit))
             size += len(fit[0])
             continue
         if pending:
-            yield _read_batch(pending, tables, columns, keep_segments, full)
+            yield _read_batch(pending, tables, columns, keep_segments, full, ex)
             pending, size = [], 0
         whole = raw if raw is not None else data
-        yield from _read_alone(name, whole, tables, columns, slice_bytes, keep_segments, full)
+        yield from _read_alone(name, whole, tables, columns, slice_bytes, keep_segments, full, ex)
     if pending:
-        yield _read_batch(pending, tables, columns, keep_segments, full)
+        yield _read_batch(pending, tables, columns, keep_segments, full, ex)
 
 
 def _read_alone(
@@ -489,6 +494,7 @@ def _read_alone(
     slice_bytes: int,
     keep_segments: bool,
     full: bool,
+    extras: bool,
 ) -> Iterator[Unit]:
     """One source in slices: a unit per slice (memory follows the slice, not the file), then
     one with the source's envelopes and errors when ``full``."""
@@ -502,7 +508,7 @@ def _read_alone(
         keep_segments=keep_segments,
         keep_env=full,
         state=st,
-        extras=full,
+        extras=extras,
     ):
         yield Unit(dict(got))
     if full:
@@ -540,6 +546,7 @@ def _read_batch(
     columns: list[str] | None,
     keep_segments: bool,
     full: bool,
+    extras: bool,
 ) -> Unit:
     """Many small sources in one pass per delimiter set; rows keyed by the source's index in
     ``docs`` (as text in ``source``) until ``_in_order`` puts names and order back."""
@@ -560,7 +567,7 @@ def _read_batch(
         if out is not None:
             wanted = [t for t in tables if (out.sets["set_id"] == SET_OF[t]).any()]
             if wanted:
-                got = _build_piece(st.prov, out, _ctx(st, out.sets), wanted, columns, full)
+                got = _build_piece(st.prov, out, _ctx(st, out.sets), wanted, columns, extras)
                 st.errors.extend(got.errors)
                 st.totals.extend(got.totals)
                 st.charges.extend(got.charges)
