@@ -106,6 +106,17 @@ ENV_SCHEMA: Final = pl.Schema(
 )
 
 
+def _env_code() -> pl.Expr:
+    code: pl.Expr = pl.lit(0, dtype=pl.UInt8)
+    for k, name in ((6, "IEA"), (5, "GE"), (2, "GS"), (1, "ISA"), (4, "SE"), (3, "ST")):
+        code = pl.when(pl.col("sid") == name).then(pl.lit(k, dtype=pl.UInt8)).otherwise(code)
+    return code
+
+
+# Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
+_ENV_CODE_EXPR: Final = _env_code()
+
+
 def ctl_eq(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """Control numbers compared as integers (zero padding exists), else as trimmed text."""
     ai, bi = (
@@ -264,10 +275,7 @@ def process_piece(
     tok = tokens if tokens is not None else tokenize(piece.data, d)
     n = tok.frame.height
     sid = pl.col("sid")
-    # Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
-    code: pl.Expr = pl.lit(0, dtype=pl.UInt8)
-    for k, name in ((6, "IEA"), (5, "GE"), (2, "GS"), (1, "ISA"), (4, "SE"), (3, "ST")):
-        code = pl.when(sid == name).then(pl.lit(k, dtype=pl.UInt8)).otherwise(code)
+    code = _ENV_CODE_EXPR
     carry = ENV_CODE.get(st.last_env or "", 0)
     frame = (
         tok.frame.lazy()
