@@ -135,12 +135,15 @@ def seg(pos: pl.Expr) -> pl.Expr:
     return pl.format("segment {}", pos)
 
 
+_NULL_ERROR: Final = {n: pl.lit(None, dtype=d).alias(n) for n, d in _RAW_ERROR.items()}
+
+
 def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
     exprs = []
     for name, dtype in _RAW_ERROR.items():
         v = cols.get(name)
         if v is None:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            exprs.append(_NULL_ERROR[name])
         elif isinstance(v, str):
             exprs.append(pl.lit(v, dtype=dtype).alias(name))
         else:
