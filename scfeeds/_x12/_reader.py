@@ -560,7 +560,8 @@ def _read_batch(
     for d, members in groups.items():
         st = SourceState("")
         tok, before = join_tokens([docs[i][1] for i in members], d)
-        st.prov = Prov([str(i) for i in members], before)
+        # (one source: its positions and indices are already its own)
+        st.prov = Prov([str(i) for i in members], before if len(members) > 1 else None)
         out = process_piece(
             st, Piece(b"", d, True), keep_segments=keep_segments, keep_env=full, tokens=tok
         )
