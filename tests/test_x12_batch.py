@@ -242,3 +242,11 @@ def test_runs_of_small_sources_are_bounded_by_slice_bytes(
     _assert_same(many, [read_x12(f, slice_bytes=4096) for f in files])
     total = sum(len(d) for d in docs.values())
     assert total // 4096 < runs < len(files)  # several runs of many sources each
+
+
+def test_empty_frames_are_not_shared_between_reads(tmp_path: Path) -> None:
+    (f,) = _write(tmp_path, {"one.x12": _interchange("PO1", 1)})
+    first = read_x12(f)
+    assert first.asn_lines.height == 0
+    first.asn_lines.insert_column(0, pl.Series("extra", [], dtype=pl.Int64))
+    assert "extra" not in read_x12(f).asn_lines.columns

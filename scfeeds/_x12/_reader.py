@@ -422,12 +422,14 @@ _EMPTY: dict[tuple[tuple[str, pl.DataType], ...], pl.DataFrame] = {}
 
 
 def _empty(sch: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
-    """An empty frame of ``sch`` (cached: building one costs a Series per column)."""
+    """An empty frame of ``sch`` (cached: building one costs a Series per column; handed
+    out as a clone, since ``pl.concat`` of one frame returns that frame, which its caller
+    may change in place)."""
     key = tuple(sch.items())
     got = _EMPTY.get(key)
     if got is None:
         got = _EMPTY[key] = pl.DataFrame(schema=sch)
-    return got
+    return got.clone()
 
 
 @dataclass(slots=True)
