@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from scfeeds import synth
@@ -250,3 +252,39 @@ def test_empty_frames_are_not_shared_between_reads(tmp_path: Path) -> None:
     assert first.asn_lines.height == 0
     first.asn_lines.insert_column(0, pl.Series("extra", [], dtype=pl.Int64))
     assert "extra" not in read_x12(f).asn_lines.columns
+
+
+_STYLES = [("*", ">", "~"), ("|", "^", "~"), ("*", ":", "\n"), ("^", ">", "'"), ("*", ">", "\r")]
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> list[bytes]:
+    docs = []
+    for i in range(draw(st.integers(2, 7))):
+        e, _, t = draw(st.sampled_from(_STYLES))
+        doc = _interchange(f"P{i}", i + 1, e=e, t=t, lines=draw(st.integers(1, 4)))
+        how = draw(st.sampled_from(["ok", "ok", "ok", "cut", "count", "junk", "crlf", "lead"]))
+        if how == "cut":
+            doc = doc[: draw(st.integers(1, len(doc) - 1))]
+        elif how == "count":
+            doc = _interchange(f"P{i}", i + 1, e=e, t=t, se_count=draw(st.integers(0, 9)))
+        elif how == "junk":
+            doc = doc + draw(st.binary(min_size=1, max_size=12))
+        elif how == "crlf" and t == "~":
+            doc = doc.replace(b"~", b"~\r\n")
+        elif how == "lead":
+            doc = b"\xef\xbb\xbf \n" + doc
+        docs.append(doc)
+    return docs
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(docs=_documents())
+def test_any_mix_of_documents_equals_one_read_per_document(
+    docs: list[bytes], tmp_path: Path
+) -> None:
+    files = _write(tmp_path, {f"doc{i}.x12": d for i, d in enumerate(docs)})
+    many = read_x12(files)
+    _assert_same(many, [read_x12(f) for f in files])
