@@ -34,7 +34,7 @@ def _jobs(world: Path) -> list[Job]:
     return [Job(world / p, source=f"https://supplier.test/{p}", table=t) for p, t in rows]
 
 
-def _expected(jobs: list[Job]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+def _expected(jobs: list[Job]) -> tuple[dict[str, pl.DataFrame], list[pl.DataFrame]]:
     def fmt(j: Job) -> str:
         return _parse.guess_format(str(j.path)) or ""
 
@@ -74,7 +74,7 @@ def test_batch_equals_one_call_per_document(world: Path) -> None:
     want_tables, want_errors = _expected(jobs)
     assert set(tables) == set(want_tables)
     for t, frame in tables.items():
-        assert frame.schema == schema(t)  # type: ignore[arg-type]
+        assert frame.schema == schema(t)
         assert_frame_equal(frame, want_tables[t])
         assert frame["source"].str.starts_with("https://supplier.test/").all()
     assert errors.schema == pl.Schema(ERRORS)

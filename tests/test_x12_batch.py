@@ -93,8 +93,8 @@ def test_corpus_many_sources_equal_one_call_per_source() -> None:
 def test_corpus_scan_many_equals_scan_each() -> None:
     files = sorted(str(p) for p in CORPUS.glob("*.edi"))
     for table in ("po_lines", "asn_lines", "invoice_lines"):
-        many = scan_x12(files, table=table).collect()  # type: ignore[arg-type]
-        each = pl.concat([scan_x12(f, table=table).collect() for f in files])  # type: ignore[arg-type]
+        many = scan_x12(files, table=table).collect()
+        each = pl.concat([scan_x12(f, table=table).collect() for f in files])
         assert_frame_equal(many, each)
 
 
