@@ -145,6 +145,26 @@ def test_mixed_delimiters_across_documents(tmp_path: Path) -> None:
     assert many.envelopes["element_separator"].to_list() == [styles[i % 4][0] for i in range(12)]
 
 
+def test_segment_text_in_messages_keeps_its_own_separator(tmp_path: Path) -> None:
+    # stray data between two interchanges, and a bad segment ID inside a set, in a file whose
+    # element separator is "|", read in one pass with files separated by "*"
+    first = _interchange("PA", 1, e="|").replace(b"BEG|", b"bx|1~BEG|")
+    second = _interchange("PB", 2, e="|")
+    docs = {
+        "a.x12": _interchange("P0", 3),
+        "odd.x12": first + b"STRAY|DATA|1~" + second,
+        "c.x12": _interchange("P1", 4, e="^"),
+    }
+    files = _write(tmp_path, docs)
+    many = read_x12(files)
+    _assert_same(many, [read_x12(f) for f in files])
+    errs = many.errors.filter(pl.col("source") == files[1])
+    assert "segment outside any transaction set: STRAY|DATA|1" in errs["message"].to_list()
+    seg_id = errs.filter(pl.col("code") == "SEGMENT_ID").row(0, named=True)
+    assert seg_id["segment_id"] == "bx|"
+    assert seg_id["message"] == "not a segment ID at the start of bx|1"
+
+
 def _damaged_batch(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     docs = {f"ok{i:02d}.x12": _interchange(f"PO{i}", i + 1) for i in range(8)}
     bad = {
@@ -200,17 +220,33 @@ def _count(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     return calls
 
 
-def test_small_sources_one_pass_per_delimiter_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    docs = {f"d{i:03d}.x12": _interchange(f"PO{i}", i + 1, e="*|"[i % 2]) for i in range(60)}
+def test_small_sources_one_pass_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = {
+        f"d{i:03d}.x12": _interchange(f"PO{i}", i + 1, e="*|^"[i % 3], t="~\n"[i % 2])
+        for i in range(60)
+    }
     files = _write(tmp_path, docs)
     pieces = _count(monkeypatch, "process_piece")
     slicer = _count(monkeypatch, "iter_pieces")
     res = read_x12(files)
     assert res.po_lines.height == 180
-    assert pieces[0] == 2  # one per delimiter set, not one per document
+    assert pieces[0] == 1  # one pass for six delimiter sets, not one per document or set
     assert slicer[0] == 0  # no slice machinery for small whole interchanges
+    assert res.envelopes["element_separator"].to_list() == ["*|^"[i % 3] for i in range(60)]
+    assert res.envelopes["segment_terminator"].to_list() == ["~\n"[i % 2] for i in range(60)]
+
+
+def test_one_pass_per_delimiter_set_when_no_shared_separator_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = {f"d{i:02d}.x12": _interchange(f"PO{i}", i + 1, e="*|"[i % 2]) for i in range(10)}
+    docs["odd.x12"] = _interchange("PO\x1c\x1d\x1e\x1f", 77, e="|")
+    files = _write(tmp_path, docs)
+    pieces = _count(monkeypatch, "process_piece")
+    many = read_x12(files)
+    assert pieces[0] == 2
+    _assert_same(many, [read_x12(f) for f in files])
+    assert "PO\x1c\x1d\x1e\x1f" in many.po_lines["po_number"].to_list()
 
 
 def test_small_sources_start_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,13 +161,46 @@ class Prov:
     by subtracting that source's bases (``set_bases``).
     """
 
-    __slots__ = ("_bases", "_keys", "_starts", "single")
+    __slots__ = ("_bases", "_delims", "_keys", "_sep", "_starts", "single")
 
-    def __init__(self, keys: list[str], starts: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[str],
+        starts: list[int] | None = None,
+        delimiters: list[Delimiters] | None = None,
+    ) -> None:
         self.single = starts is None
         self._keys = pl.Series("k", keys, dtype=pl.String)
         self._starts = pl.Series("s", starts or [0], dtype=pl.Int64)
         self._bases: dict[str, pl.Series] = {}
+        # Sources under different delimiters read in one pass: their element separators were
+        # all replaced by one (``_sep``); each source's own delimiters, for envelopes and
+        # for raw text quoted in messages.
+        self._delims: dict[str, pl.Series] = {}
+        self._sep: str | None = None
+        if delimiters is not None:
+            self._delims = {
+                "element": pl.Series([d.element for d in delimiters], dtype=pl.String),
+                "component": pl.Series([d.component for d in delimiters], dtype=pl.String),
+                "repetition": pl.Series([d.repetition for d in delimiters], dtype=pl.String),
+                "segment": pl.Series([d.segment for d in delimiters], dtype=pl.String),
+            }
+
+    def shared_separator(self, sep: str) -> None:
+        """The element separator every source's segments were rewritten to."""
+        self._sep = sep
+
+    def delimiter(self, kind: str, default: str | None, pos: pl.Expr) -> pl.Expr:
+        """The ``kind`` delimiter (element, component, repetition, segment) of a row's source."""
+        if not self._delims:
+            return pl.lit(default, dtype=pl.String)
+        return pl.lit(self._delims[kind]).gather(self._src(pos))
+
+    def raw_text(self, raw: pl.Expr, pos: pl.Expr) -> pl.Expr:
+        """Segment text as its source wrote it (its own element separator)."""
+        if self._sep is None:
+            return raw
+        return raw.str.replace_all(self._sep, self.delimiter("element", None, pos), literal=True)
 
     def set_bases(self, env: pl.DataFrame) -> None:
         """Per source, the envelope indices before it (from the ISA that opens it)."""
@@ -326,10 +359,12 @@ def process_piece(
             pl.col("e09").alias("isa_date"),
             pl.col("e10").alias("isa_time"),
             pl.col("e15").alias("usage"),
-            pl.lit(d.element).alias("element_separator"),
-            pl.lit(d.component).alias("component_separator"),
-            pl.lit(d.repetition, dtype=pl.String).alias("repetition_separator"),
-            pl.lit(d.segment).alias("segment_terminator"),
+            st.prov.delimiter("element", d.element, pl.col("pos")).alias("element_separator"),
+            st.prov.delimiter("component", d.component, pl.col("pos")).alias("component_separator"),
+            st.prov.delimiter("repetition", d.repetition, pl.col("pos")).alias(
+                "repetition_separator"
+            ),
+            st.prov.delimiter("segment", d.segment, pl.col("pos")).alias("segment_terminator"),
         ).collect(engine=ENGINE)
     )
     st.gs_info.append(
@@ -471,9 +506,12 @@ def process_piece(
             stray.filter(c("inset")),
             **ids,
             pos=c("pos"),
-            segment_id=c("raw").str.slice(0, 3),
+            segment_id=st.prov.raw_text(c("raw").str.slice(0, 3), c("pos")),
             code="SEGMENT_ID",
-            message=pl.format("not a segment ID at the start of {}", c("raw").str.slice(0, 30)),
+            message=pl.format(
+                "not a segment ID at the start of {}",
+                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
+            ),
         )
     )
     errs.append(
@@ -488,7 +526,10 @@ def process_piece(
             pos=c("pos"),
             segment_id=sid,
             code=c("_code"),
-            message=pl.format("segment outside any transaction set: {}", c("raw").str.slice(0, 30)),
+            message=pl.format(
+                "segment outside any transaction set: {}",
+                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
+            ),
         )
     )
     if tok.encoding_error is not None:

@@ -559,11 +559,9 @@ def _read_batch(
         columns = ["source", *columns]
     parts: dict[TableName, list[pl.DataFrame]] = {t: [] for t in tables}
     states: list[SourceState] = []
-    for d, members in groups.items():
+    for d, tok, prov in _passes(docs, groups):
         st = SourceState("")
-        tok, before = join_tokens([docs[i][1] for i in members], d)
-        # (one source: its positions and indices are already its own)
-        st.prov = Prov([str(i) for i in members], before if len(members) > 1 else None)
+        st.prov = prov
         out = process_piece(
             st, Piece(b"", d, True), keep_segments=keep_segments, keep_env=full, tokens=tok
         )
@@ -588,6 +586,53 @@ def _read_batch(
         for what in ("totals", "charges", "segments", "envelopes", "errors"):
             setattr(unit, what, _in_order(getattr(unit, what), names))
     return unit
+
+
+# Element separators for a pass over sources with different delimiters: the first of these
+# that no source of the run holds.
+_SHARED_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
+
+
+def _passes(
+    docs: list[tuple[str, bytes, Delimiters]], groups: dict[Delimiters, list[int]]
+) -> Iterator[tuple[Delimiters, Tokens, Prov]]:
+    """The passes that read ``docs``: one for the whole run. Each delimiter set is tokenized
+    on its own, then its element separator is rewritten to one no source holds, so every
+    later step splits all segments alike; ``Prov`` keeps each source's own delimiters for the
+    envelopes and for segment text quoted in messages. When every candidate separator occurs
+    in the data, one pass per delimiter set."""
+    keys = [[str(i) for i in members] for members in groups.values()]
+    if len(groups) == 1:
+        ((d, members),) = groups.items()
+        tok, before = join_tokens([docs[i][1] for i in members], d)
+        # (one source: its positions and indices are already its own)
+        yield d, tok, Prov(keys[0], before if len(members) > 1 else None)
+        return
+    every = b"".join(doc for _, doc, _ in docs)
+    sep = next((x for x in _SHARED_SEPARATORS if x.encode() not in every), None)
+    if sep is None:
+        for (d, members), k in zip(groups.items(), keys, strict=True):
+            tok, before = join_tokens([docs[i][1] for i in members], d)
+            yield d, tok, Prov(k, before if len(members) > 1 else None)
+        return
+    frames: list[pl.DataFrame] = []
+    starts: list[int] = []
+    own: list[Delimiters] = []
+    rows = 0
+    for d, members in groups.items():
+        tok, before = join_tokens([docs[i][1] for i in members], d)
+        frame = tok.frame
+        if d.element != sep:
+            frame = frame.with_columns(pl.col("raw").str.replace_all(d.element, sep, literal=True))
+        frames.append(frame)
+        starts += [rows + b for b in before]
+        own += [d] * len(members)
+        rows += frame.height
+    first = next(iter(groups))
+    shared = Delimiters(sep, first.component, first.repetition, first.segment)
+    prov = Prov([k for ks in keys for k in ks], starts, own)
+    prov.shared_separator(sep)
+    yield shared, Tokens(pl.concat(frames, how="vertical"), None, True), prov
 
 
 def _localize_segments(frame: pl.DataFrame, prov: Prov) -> pl.DataFrame:
