@@ -344,7 +344,7 @@ def read_x12(
         Bytes, a path, a glob (``"feeds/**/*.x12"``) or a list of them. Large files are read
         in slices of whole transaction sets, so memory follows the slice size, not the file.
         Small ones (up to 1 MiB, the usual one interchange per file) are read together, up
-        to ``slice_bytes`` at a time, in one pass per delimiter set: the fixed cost of a read
+        to ``slice_bytes`` at a time, in one pass: the fixed cost of a read
         is paid per call, not per file, and the frames equal one call per file concatenated
         (each file keeps its own delimiters, envelope checks, ``source`` and positions).
     segments
@@ -550,7 +550,7 @@ def _read_batch(
     full: bool,
     extras: bool,
 ) -> Unit:
-    """Many small sources in one pass per delimiter set; rows keyed by the source's index in
+    """Many small sources in one pass (``_passes``); rows keyed by the source's index in
     ``docs`` (as text in ``source``) until ``_in_order`` puts names and order back."""
     groups: dict[Delimiters, list[int]] = {}
     for i, (_, _, d) in enumerate(docs):
