@@ -59,7 +59,8 @@ import queue
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, overload
 from xml.parsers import expat as pyexpat
@@ -67,8 +68,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import polars as pl
 import xmltodict
-from polars.io.plugins import register_io_source
 
+from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, XMLError
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
@@ -437,6 +438,9 @@ _SNIFF_RE: Final = re.compile(
 )
 _SNIFF_LIMIT: Final = 1 << 20
 _FLUSH_ROWS: Final = 10_000
+# Documents up to this size are parsed in the calling thread (a thread per document cost
+# more than parsing a small one); larger ones stream through a worker thread.
+_INLINE_BYTES: Final = 256 * 1024
 
 # Text columns read per item, per table (document-level columns are added per document).
 _ITEM_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
@@ -732,9 +736,20 @@ class _Document:
 
 
 def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Text rows -> (canonical rows, error rows for values that do not parse)."""
-    table = doc.table
-    consts = doc.document_values()
+    """Text rows of one document -> (canonical rows, error rows for values that do not parse)."""
+    return _typed_rows(text, doc.table, doc.document_values(), doc.source)
+
+
+def _typed_rows(
+    text: pl.DataFrame,
+    table: TableName,
+    consts: dict[str, str | None],
+    source: str | None,
+    *,
+    carry: tuple[str, ...] = (),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Text rows -> typed rows and error rows. Document-level values come from ``consts`` or,
+    for rows of many documents, from columns of ``text`` (as does ``source`` when None)."""
     target = COLUMNS[table]
     exprs: list[pl.Expr] = []
     problems: list[tuple[pl.Expr, str, pl.Expr]] = []
@@ -776,8 +791,18 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
     message = pl.concat_str(
         [pl.when(b).then(m) for b, _, m in problems], separator="; ", ignore_nulls=True
     )
+    # an invoice's purpose (creditMemo ...) is per document: a constant, or a column of the
+    # rows of many documents typed together
+    purpose = (
+        (pl.col("_purpose") if "_purpose" in text.columns else pl.lit(consts.get("purpose")))
+        .cast(pl.String)
+        .str.strip_chars()
+        .eq("creditMemo")
+        .fill_null(False)
+        .alias("_credit")
+    )
     frame = text.select(
-        pl.lit(doc.source).alias("source"),
+        pl.col("source") if source is None else pl.lit(source, dtype=pl.String).alias("source"),
         pl.col("position"),
         *[
             pl.lit(None, dtype=pl.String).alias(c)
@@ -786,17 +811,18 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
         *exprs,
         rule_e.alias("_rule"),
         message.alias("_message"),
+        *carry,
+        *([purpose] if table == "invoice_lines" else []),
     )
     if table == "invoice_lines":
-        frame = _invoice_amounts(
-            frame, credit=(consts.get("purpose") or "").strip() == "creditMemo"
-        )
+        frame = _invoice_amounts(frame)
     good = frame.filter(pl.col("_rule").is_null()).select(list(schema(table)))
     rejected = frame.filter(pl.col("_rule").is_not_null()).select(
         "source",
         "position",
         pl.col("_rule").alias("rule"),
         pl.format("{}: {}: {}", "source", "position", "_message").alias("message"),
+        *carry,
     )
     return good, rejected
 
@@ -804,15 +830,18 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
 _CENT: Final = decimal.Decimal("0.01")
 
 
-def _invoice_amounts(frame: pl.DataFrame, *, credit: bool) -> pl.DataFrame:
-    """Credit memos read with their sign; a SubtotalAmount that disagrees with quantity x
-    unit price beyond a cent is an ``AMOUNT_MISMATCH`` (neither figure is taken silently)."""
+def _invoice_amounts(frame: pl.DataFrame) -> pl.DataFrame:
+    """Credit memos (``_credit``) read with their sign; a SubtotalAmount that disagrees with
+    quantity x unit price beyond a cent is an ``AMOUNT_MISMATCH`` (neither figure is taken
+    silently)."""
     qty, price, amount = pl.col("qty_invoiced"), pl.col("unit_price"), pl.col("line_amount")
-    if credit:
-        # cXML credit memos carry negative amounts; senders differ on the quantity's sign
-        frame = frame.with_columns(
-            qty_invoiced=-qty.abs(), unit_price=price.abs(), line_amount=-amount.abs()
-        )
+    credit = pl.col("_credit")
+    # cXML credit memos carry negative amounts; senders differ on the quantity's sign
+    frame = frame.with_columns(
+        qty_invoiced=pl.when(credit).then(-qty.abs()).otherwise(qty),
+        unit_price=pl.when(credit).then(price.abs()).otherwise(price),
+        line_amount=pl.when(credit).then(-amount.abs()).otherwise(amount),
+    )
     expected = qty * price
     off = pl.col("_rule").is_null() & (
         (amount - expected).abs() > pl.lit(_CENT, dtype=pl.Decimal(18, 4))
@@ -852,19 +881,91 @@ def _error_row(source: str, position: str, rule: str, message: str) -> pl.DataFr
     return pl.DataFrame([(source, position, rule, message)], schema=ERRORS, orient="row")
 
 
+def _run_parse(
+    path: Path,
+    doc: _Document,
+    emit: Callable[[tuple[pl.DataFrame, pl.DataFrame]], bool],
+    *,
+    flush: bool = True,
+) -> None:
+    """Parse one document into ``doc``, handing (rows, errors) batches to ``emit`` (which
+    returns False to stop the parse): with ``flush`` typed rows every ``_FLUSH_ROWS`` items and
+    at the end; without, the text rows stay in ``doc`` for the caller to type with others.
+    Items before a syntax error are delivered; the error comes last, as one ``XML_SYNTAX`` (or
+    ``XML_ENTITY``) row naming line, column and the XPath of the element open at the break.
+    """
+    source, table = doc.source, doc.table
+    guard = _GuardedExpat(doc.tracker)
+
+    def callback(path_: list[tuple[str, Any]], item: Any) -> bool:
+        doc.callback(path_, item)
+        if flush and len(doc.columns["position"]) >= _FLUSH_ROWS:
+            return emit(_typed(doc.take(), doc))  # False (consumer gone) stops the parse
+        return True
+
+    failure: pl.DataFrame | None = None
+    try:
+        with path.open("rb") as fh:
+            xmltodict.parse(
+                fh,
+                expat=guard,
+                item_depth=_ITEM_DEPTH[table],
+                item_callback=callback,
+                force_list=_FORCE_LIST,
+                disable_entities=True,
+            )
+    except xmltodict.ParsingInterrupted:
+        return
+    except pyexpat.ExpatError as exc:
+        where = doc.tracker.xpath()
+        failure = _error_row(
+            source,
+            where,
+            "XML_SYNTAX",
+            f"{source}: line {exc.lineno}, column {exc.offset + 1}: "
+            f"{pyexpat.ErrorString(exc.code)} (inside {where})",
+        )
+    except LookupError as exc:  # expat: an encoding the XML declaration names is unknown
+        failure = _error_row(
+            source, doc.tracker.xpath(), "XML_SYNTAX", f"{source}: {exc} (XML declaration)"
+        )
+    except _EntityRefused as exc:
+        parser = guard.parser
+        failure = _error_row(
+            source,
+            doc.tracker.xpath(),
+            "XML_ENTITY",
+            f"{source}: line {parser.CurrentLineNumber}, column "
+            f"{parser.CurrentColumnNumber + 1}: entity declaration {exc.args[0]!r} refused "
+            "(external entities and entity expansion are never processed)",
+        )
+    if flush and doc.columns["position"]:
+        emit(_typed(doc.take(), doc))
+    if failure is not None:
+        emit((empty(table), failure))
+
+
 def _parse_file(
     path: Path, source: str, table: TableName
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(rows, errors) batches of one document, in document order, while it is parsed.
 
-    xmltodict drives the parse (``item_depth`` / ``item_callback``), so it runs in a worker
-    thread that hands batches of ``_FLUSH_ROWS`` rows over a queue of two: memory holds the
-    element being built and at most three batches, whatever the document size. Items before a
-    syntax error are delivered; the error comes last, as one ``XML_SYNTAX`` (or ``XML_ENTITY``)
-    row naming line, column and the XPath of the element open at the break.
+    A document up to ``_INLINE_BYTES`` is parsed in the calling thread. A larger one is
+    parsed in a worker thread (xmltodict drives the parse through ``item_callback``) that
+    hands batches of ``_FLUSH_ROWS`` rows over a queue of two: memory holds the element being
+    built and at most three batches, whatever the document size.
     """
     doc = _Document(source, table)
-    guard = _GuardedExpat(doc.tracker)
+    if path.stat().st_size <= _INLINE_BYTES:
+        batches: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+
+        def keep(batch: tuple[pl.DataFrame, pl.DataFrame]) -> bool:
+            batches.append(batch)
+            return True
+
+        _run_parse(path, doc, keep)
+        yield from batches
+        return
     handoff: queue.Queue[tuple[pl.DataFrame, pl.DataFrame] | BaseException | None] = queue.Queue(
         maxsize=2
     )
@@ -879,60 +980,10 @@ def _parse_file(
                 continue
         return False
 
-    def callback(path_: list[tuple[str, Any]], item: Any) -> bool:
-        if stop.is_set():
-            return False
-        doc.callback(path_, item)
-        if len(doc.columns["position"]) >= _FLUSH_ROWS:
-            return put(_typed(doc.take(), doc))  # False (consumer gone) stops the parse
-        return True
-
     def work() -> None:
-        failure: pl.DataFrame | None = None
         try:
-            with path.open("rb") as fh:
-                xmltodict.parse(
-                    fh,
-                    expat=guard,
-                    item_depth=_ITEM_DEPTH[table],
-                    item_callback=callback,
-                    force_list=_FORCE_LIST,
-                    disable_entities=True,
-                )
-        except xmltodict.ParsingInterrupted:
-            return
-        except pyexpat.ExpatError as exc:
-            where = doc.tracker.xpath()
-            failure = _error_row(
-                source,
-                where,
-                "XML_SYNTAX",
-                f"{source}: line {exc.lineno}, column {exc.offset + 1}: "
-                f"{pyexpat.ErrorString(exc.code)} (inside {where})",
-            )
-        except LookupError as exc:  # expat: an encoding the XML declaration names is unknown
-            failure = _error_row(
-                source, doc.tracker.xpath(), "XML_SYNTAX", f"{source}: {exc} (XML declaration)"
-            )
-        except _EntityRefused as exc:
-            parser = guard.parser
-            failure = _error_row(
-                source,
-                doc.tracker.xpath(),
-                "XML_ENTITY",
-                f"{source}: line {parser.CurrentLineNumber}, column "
-                f"{parser.CurrentColumnNumber + 1}: entity declaration {exc.args[0]!r} refused "
-                "(external entities and entity expansion are never processed)",
-            )
+            _run_parse(path, doc, put)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            put(exc)
-            return
-        try:
-            if doc.columns["position"]:
-                put(_typed(doc.take(), doc))
-            if failure is not None:
-                put((empty(table), failure))
-        except BaseException as exc:
             put(exc)
             return
         put(None)
@@ -947,6 +998,66 @@ def _parse_file(
     finally:
         stop.set()
         worker.join()
+
+
+def _keep_errors(out: list[pl.DataFrame], batch: tuple[pl.DataFrame, pl.DataFrame]) -> bool:
+    out.append(batch[1])
+    return True
+
+
+def read_many(
+    files: Sequence[tuple[Path, str, str | None]], table: TableName
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows and error rows of many cXML documents ``(path, source, request element)``, read
+    in this thread and typed together: one polars query for the whole run, not one per
+    document. Rows and errors come in document order; a document that is not the table's
+    request, or breaks off, gives its own error rows and the others are unaffected."""
+    texts: dict[str, list[str | None]] = {c: [] for c in ("source", "position", *COLUMNS[table])}
+    if table == "invoice_lines":
+        texts["_purpose"] = []
+    problems: list[tuple[int, pl.DataFrame]] = []
+    owner: list[int] = []
+    item_cols = ("position", *_ITEM_COLUMNS[table])
+    for i, (path, name, request) in enumerate(files):
+        if request is None or TABLE_OF[request] != table:
+            problems.append((i, _not_the_table(name, request, table)))
+            continue
+        doc = _Document(name, table)
+        failures: list[pl.DataFrame] = []
+
+        _run_parse(path, doc, partial(_keep_errors, failures), flush=False)
+        n = len(doc.columns["position"])
+        for col in item_cols:
+            texts[col].extend(doc.columns[col])
+        consts = doc.document_values()
+        for col in texts:
+            if col not in item_cols and col != "source":
+                texts[col].extend([consts.get(col if col != "_purpose" else "purpose")] * n)
+        texts["source"].extend([name] * n)
+        owner.extend([i] * n)
+        problems.extend((i, f) for f in failures)
+    text = pl.DataFrame(texts, schema=dict.fromkeys(texts, pl.String)).with_columns(
+        _i=pl.Series(owner, dtype=pl.Int64)
+    )
+    rows, bad = _typed_rows(text, table, {}, None, carry=("_i",))
+    # per document: its rejected items, then its own errors (the order of a one-by-one read)
+    errs = pl.concat(
+        [bad, *(f.with_columns(_i=pl.lit(i, dtype=pl.Int64)) for i, f in problems)],
+        how="vertical",
+    )
+    if problems:
+        errs = errs.sort("_i", maintain_order=True)
+    return rows, errs.drop("_i")
+
+
+def _not_the_table(name: str, request: str | None, table: TableName) -> pl.DataFrame:
+    what = f"a {request}" if request else "no cXML request"
+    return _error_row(
+        name,
+        "/",
+        "XML_NOT_CXML" if request is None else "XML_WRONG_DOCUMENT",
+        f"{name}: holds {what}, not a {_request(table)} ({table})",
+    )
 
 
 def _plan(
@@ -979,18 +1090,36 @@ def _file_batches(
     path: Path, name: str, request: str | None, table: TableName
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     if request is None or TABLE_OF[request] != table:
-        what = f"a {request}" if request else "no cXML request"
-        yield (
-            empty(table),
-            _error_row(
-                name,
-                "/",
-                "XML_NOT_CXML" if request is None else "XML_WRONG_DOCUMENT",
-                f"{name}: holds {what}, not a {_request(table)} ({table})",
-            ),
-        )
+        yield empty(table), _not_the_table(name, request, table)
         return
     yield from _parse_file(path, name, table)
+
+
+_RUN_BYTES: Final = 8 * 1024 * 1024
+
+
+def _batches(
+    files: Sequence[tuple[Path, str, str | None]], table: TableName
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(rows, errors) of ``files`` in order: runs of small documents read together
+    (``read_many``, up to ``_RUN_BYTES`` per run), each larger one streamed alone."""
+    run: list[tuple[Path, str, str | None]] = []
+    size = 0
+    for path, name, request in files:
+        n = path.stat().st_size
+        if n <= _INLINE_BYTES:
+            if run and size + n > _RUN_BYTES:
+                yield read_many(run, table)
+                run, size = [], 0
+            run.append((path, name, request))
+            size += n
+            continue
+        if run:
+            yield read_many(run, table)
+            run, size = [], 0
+        yield from _file_batches(path, name, request, table)
+    if run:
+        yield read_many(run, table)
 
 
 def _warn(problems: Sequence[pl.DataFrame]) -> None:
@@ -1046,32 +1175,16 @@ def scan_xml(
     """
     tname, files = _plan(source, table)
 
-    def io_source(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
+    def batches(ask: Pushdown) -> Iterator[pl.DataFrame]:
+        del ask  # every column is built; polars' filters and projection apply after
         problems: list[pl.DataFrame] = []
-        produced = 0
-        for path, name, request in files:
-            for good, bad in _file_batches(path, name, request, tname):
-                if bad.height:
-                    problems.append(bad)
-                out = good if predicate is None else good.filter(predicate)
-                if with_columns is not None:
-                    out = out.select(with_columns)
-                if n_rows is not None:
-                    out = out.head(n_rows - produced)
-                produced += out.height
-                yield out
-                if n_rows is not None and produced >= n_rows:
-                    return
+        for good, bad in _batches(files, tname):
+            if bad.height:
+                problems.append(bad)
+            yield good
         _warn(problems)
 
-    return register_io_source(
-        io_source, schema=schema(tname), explain_name="scfeeds.scan_xml", is_pure=True
-    )
+    return scan_batches(batches, schema=schema(tname), name="scfeeds.scan_xml")
 
 
 @overload
@@ -1118,18 +1231,17 @@ def read_xml(
     tname, files = _plan(source, table)
     rows: list[pl.DataFrame] = [empty(tname)]
     problems: list[pl.DataFrame] = [empty_errors()]
-    for path, name, request in files:
-        for good, bad in _file_batches(path, name, request, tname):
-            if errors == "raise" and bad.height:
-                first = bad.row(0, named=True)
-                raise XMLError(
-                    first["message"],
-                    source=first["source"],
-                    position=first["position"],
-                    rule=first["rule"],
-                )
-            rows.append(good)
-            problems.append(bad)
+    for good, bad in _batches(files, tname):
+        if errors == "raise" and bad.height:
+            first = bad.row(0, named=True)
+            raise XMLError(
+                first["message"],
+                source=first["source"],
+                position=first["position"],
+                rule=first["rule"],
+            )
+        rows.append(good)
+        problems.append(bad)
     frame = pl.concat(rows)
     if errors == "raise":
         return frame

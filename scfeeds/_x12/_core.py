@@ -106,6 +106,17 @@ ENV_SCHEMA: Final = pl.Schema(
 )
 
 
+def _env_code() -> pl.Expr:
+    code: pl.Expr = pl.lit(0, dtype=pl.UInt8)
+    for k, name in ((6, "IEA"), (5, "GE"), (2, "GS"), (1, "ISA"), (4, "SE"), (3, "ST")):
+        code = pl.when(pl.col("sid") == name).then(pl.lit(k, dtype=pl.UInt8)).otherwise(code)
+    return code
+
+
+# Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
+_ENV_CODE_EXPR: Final = _env_code()
+
+
 def ctl_eq(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     """Control numbers compared as integers (zero padding exists), else as trimmed text."""
     ai, bi = (
@@ -124,17 +135,110 @@ def seg(pos: pl.Expr) -> pl.Expr:
     return pl.format("segment {}", pos)
 
 
+_NULL_ERROR: Final = {n: pl.lit(None, dtype=d).alias(n) for n, d in _RAW_ERROR.items()}
+
+
 def _err(frame: pl.LazyFrame, **cols: pl.Expr | str | None) -> pl.LazyFrame:
     exprs = []
     for name, dtype in _RAW_ERROR.items():
         v = cols.get(name)
         if v is None:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            exprs.append(_NULL_ERROR[name])
         elif isinstance(v, str):
             exprs.append(pl.lit(v, dtype=dtype).alias(name))
         else:
             exprs.append(v.cast(dtype).alias(name))
     return frame.select(exprs)
+
+
+class Prov:
+    """Provenance of rows as expressions over their segment position ``pos``.
+
+    A source read alone names itself with a literal and numbers its segments from 1. Many
+    small sources read together in one pass share one run of positions and indices; ``starts``
+    holds, per source, the position of the last segment before it, so a row's source is one
+    binary search away, and its position and envelope indices are made local to its source
+    by subtracting that source's bases (``set_bases``).
+    """
+
+    __slots__ = ("_bases", "_delims", "_keys", "_sep", "_starts", "single")
+
+    def __init__(
+        self,
+        keys: list[str],
+        starts: list[int] | None = None,
+        delimiters: list[Delimiters] | None = None,
+    ) -> None:
+        self.single = starts is None
+        self._keys = pl.Series("k", keys, dtype=pl.String)
+        self._starts = pl.Series("s", starts or [0], dtype=pl.Int64)
+        self._bases: dict[str, pl.Series] = {}
+        # Sources under different delimiters read in one pass: their element separators were
+        # all replaced by one (``_sep``); each source's own delimiters, for envelopes and
+        # for raw text quoted in messages.
+        self._delims: dict[str, pl.Series] = {}
+        self._sep: str | None = None
+        if delimiters is not None:
+            self._delims = {
+                "element": pl.Series([d.element for d in delimiters], dtype=pl.String),
+                "component": pl.Series([d.component for d in delimiters], dtype=pl.String),
+                "repetition": pl.Series([d.repetition for d in delimiters], dtype=pl.String),
+                "segment": pl.Series([d.segment for d in delimiters], dtype=pl.String),
+            }
+
+    def shared_separator(self, sep: str) -> None:
+        """The element separator every source's segments were rewritten to."""
+        self._sep = sep
+
+    def delimiter(self, kind: str, default: str | None, pos: pl.Expr) -> pl.Expr:
+        """The ``kind`` delimiter (element, component, repetition, segment) of a row's source."""
+        if not self._delims:
+            return pl.lit(default, dtype=pl.String)
+        return pl.lit(self._delims[kind]).gather(self._src(pos))
+
+    def raw_text(self, raw: pl.Expr, pos: pl.Expr) -> pl.Expr:
+        """Segment text as its source wrote it (its own element separator)."""
+        if self._sep is None:
+            return raw
+        return raw.str.replace_all(self._sep, self.delimiter("element", None, pos), literal=True)
+
+    def set_bases(self, env: pl.DataFrame) -> None:
+        """Per source, the envelope indices before it (from the ISA that opens it)."""
+        if self.single:
+            return
+        first = pl.DataFrame({"pos": self._starts + 1}).join(
+            env.select("pos", "interchange_index", "group_index", "set_index"),
+            on="pos",
+            how="left",
+            maintain_order="left",
+        )
+        self._bases = {
+            "interchange_index": first["interchange_index"] - 1,
+            "group_index": first["group_index"],
+            "set_index": first["set_index"],
+        }
+
+    def _src(self, pos: pl.Expr) -> pl.Expr:
+        return pl.lit(self._starts).search_sorted(pos, side="left") - 1
+
+    def source(self, pos: pl.Expr) -> pl.Expr:
+        if self.single:
+            return pl.lit(self._keys[0], dtype=pl.String)
+        return pl.lit(self._keys).gather(self._src(pos))
+
+    def local_pos(self, pos: pl.Expr) -> pl.Expr:
+        if self.single:
+            return pos
+        return pos - pl.lit(self._starts).gather(self._src(pos))
+
+    def position(self, pos: pl.Expr) -> pl.Expr:
+        return seg(self.local_pos(pos))
+
+    def local_index(self, name: str, pos: pl.Expr) -> pl.Expr:
+        """Envelope index column ``name`` counted from 1 within the row's own source."""
+        if self.single:
+            return pl.col(name)
+        return pl.col(name) - pl.lit(self._bases[name]).gather(self._src(pos))
 
 
 @dataclass(slots=True)
@@ -166,6 +270,11 @@ class SourceState:
     segments: list[pl.DataFrame] = field(default_factory=list)
     totals: list[pl.DataFrame] = field(default_factory=list)
     charges: list[pl.DataFrame] = field(default_factory=list)
+    # where rows came from: the source alone unless replaced (many sources in one pass)
+    prov: Prov = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prov = Prov([self.source])
 
 
 def process_piece(
@@ -202,10 +311,7 @@ def process_piece(
     tok = tokens if tokens is not None else tokenize(piece.data, d)
     n = tok.frame.height
     sid = pl.col("sid")
-    # Envelope segments as small integer codes: cheaper to compare and forward-fill than text.
-    code: pl.Expr = pl.lit(0, dtype=pl.UInt8)
-    for k, name in ((6, "IEA"), (5, "GE"), (2, "GS"), (1, "ISA"), (4, "SE"), (3, "ST")):
-        code = pl.when(sid == name).then(pl.lit(k, dtype=pl.UInt8)).otherwise(code)
+    code = _ENV_CODE_EXPR
     carry = ENV_CODE.get(st.last_env or "", 0)
     frame = (
         tok.frame.lazy()
@@ -253,10 +359,12 @@ def process_piece(
             pl.col("e09").alias("isa_date"),
             pl.col("e10").alias("isa_time"),
             pl.col("e15").alias("usage"),
-            pl.lit(d.element).alias("element_separator"),
-            pl.lit(d.component).alias("component_separator"),
-            pl.lit(d.repetition, dtype=pl.String).alias("repetition_separator"),
-            pl.lit(d.segment).alias("segment_terminator"),
+            st.prov.delimiter("element", d.element, pl.col("pos")).alias("element_separator"),
+            st.prov.delimiter("component", d.component, pl.col("pos")).alias("component_separator"),
+            st.prov.delimiter("repetition", d.repetition, pl.col("pos")).alias(
+                "repetition_separator"
+            ),
+            st.prov.delimiter("segment", d.segment, pl.col("pos")).alias("segment_terminator"),
         ).collect(engine=ENGINE)
     )
     st.gs_info.append(
@@ -273,6 +381,7 @@ def process_piece(
         .collect(engine=ENGINE)
     )
     last_pos = st.pos + n
+    here = st.prov.local_pos  # positions quoted in messages are the source's own
     shifted = env.lazy().with_columns(
         nxt_sid=sid.shift(-1),
         nxt_pos=pl.col("pos").shift(-1),
@@ -311,7 +420,7 @@ def process_piece(
                 "SE01 {} != {} segments counted from ST (segment {}) to SE",
                 c("se01").fill_null("(empty)"),
                 c("count"),
-                c("pos"),
+                here(c("pos")),
             ),
         ),
         _err(
@@ -334,9 +443,9 @@ def process_piece(
             message=pl.format(
                 "set {} (ST at segment {}) is not closed by SE before {} at segment {}",
                 c("e02"),
-                c("pos"),
+                here(c("pos")),
                 c("nxt_sid"),
-                c("nxt_pos"),
+                here(c("nxt_pos")),
             ),
         ),
         _err(
@@ -397,9 +506,12 @@ def process_piece(
             stray.filter(c("inset")),
             **ids,
             pos=c("pos"),
-            segment_id=c("raw").str.slice(0, 3),
+            segment_id=st.prov.raw_text(c("raw").str.slice(0, 3), c("pos")),
             code="SEGMENT_ID",
-            message=pl.format("not a segment ID at the start of {}", c("raw").str.slice(0, 30)),
+            message=pl.format(
+                "not a segment ID at the start of {}",
+                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
+            ),
         )
     )
     errs.append(
@@ -414,7 +526,10 @@ def process_piece(
             pos=c("pos"),
             segment_id=sid,
             code=c("_code"),
-            message=pl.format("segment outside any transaction set: {}", c("raw").str.slice(0, 30)),
+            message=pl.format(
+                "segment outside any transaction set: {}",
+                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
+            ),
         )
     )
     if tok.encoding_error is not None:
@@ -496,6 +611,7 @@ def finish_source(st: SourceState) -> None:
         return
     env = pl.concat(st.env, how="vertical").lazy()
     c = pl.col
+    here = st.prov.local_pos
     sid = c("sid")
     # Groups: the next GS/GE/ISA/IEA after a GS must be its GE.
     g = env.filter(sid.is_in(["ISA", "GS", "GE", "IEA"])).with_columns(
@@ -543,7 +659,7 @@ def finish_source(st: SourceState) -> None:
             message=pl.format(
                 "group {} (GS at segment {}) is not closed by GE before {}",
                 c("e06"),
-                c("pos"),
+                here(c("pos")),
                 c("nxt_sid"),
             ),
         ),
@@ -619,7 +735,7 @@ def finish_source(st: SourceState) -> None:
             message=pl.format(
                 "interchange {} (ISA at segment {}) is not closed by IEA before the next ISA",
                 c("e13"),
-                c("pos"),
+                here(c("pos")),
             ),
         ),
         _err(

@@ -6,14 +6,15 @@ import glob
 import io
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias, TypeVar
 
 import polars as pl
 
+from scfeeds._x12._batch import join_tokens, small_source
 from scfeeds._x12._codes import CODES
 from scfeeds._x12._core import (
     _RAW_ERROR,
@@ -23,10 +24,10 @@ from scfeeds._x12._core import (
     ISA_SCHEMA,
     SET_SCHEMA,
     PieceOut,
+    Prov,
     SourceState,
     finish_source,
     process_piece,
-    seg,
 )
 from scfeeds._x12._tables import (
     CHARGES_COLUMNS,
@@ -36,7 +37,7 @@ from scfeeds._x12._tables import (
     build,
     invoice_extras,
 )
-from scfeeds._x12._tokenize import ENGINE, Piece, Tokens, iter_pieces, tokenize
+from scfeeds._x12._tokenize import ENGINE, Delimiters, Piece, Tokens, iter_pieces, tokenize
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -55,6 +56,10 @@ X12Source: TypeAlias = (
 # that share against 4 MiB (+12 % throughput) for about 20 % more peak RSS; 16 MiB gains
 # little more.
 DEFAULT_SLICE: Final = 8 * 1024 * 1024
+# Sources up to this size are read whole and, when their edges are intact, together with
+# their neighbours in one pass (``_batch``); larger ones are streamed slice by slice.
+SMALL_SOURCE: Final = 1024 * 1024
+T = TypeVar("T")
 X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
 
 SEGMENTS_SCHEMA: Final = pl.Schema(
@@ -185,8 +190,8 @@ def _open(data: bytes | Path) -> BinaryIO:
 
 
 def _ctx(st: SourceState, sets: pl.DataFrame) -> pl.DataFrame:
-    isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical")
-    gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical")
+    isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical")
+    gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical")
     return (
         sets.lazy()
         .join(
@@ -228,7 +233,7 @@ class _Built:
 
 
 def _build_piece(
-    name: str,
+    name: str | Prov,
     out: PieceOut,
     ctx: pl.DataFrame,
     wanted: list[TableName],
@@ -247,6 +252,32 @@ def _build_piece(
             got.totals.append(totals)
             got.charges.append(charges)
     return got
+
+
+class _Inline:
+    """An executor that runs each task at once: a source of one piece has nothing to overlap,
+    and starting threads would cost more than the work."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller by result(), as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _pool(data: bytes | Path, slice_bytes: int) -> ThreadPoolExecutor | _Inline:
+    size = len(data) if isinstance(data, bytes) else os.path.getsize(data)
+    if size <= slice_bytes:
+        return _Inline()
+    return ThreadPoolExecutor(2, thread_name_prefix="x12")
 
 
 # Pieces tokenized ahead / built behind the sequential envelope pass. polars releases the
@@ -295,7 +326,7 @@ def iter_tables(
             ctx = _ctx(st, out.sets)
             built.append(pool.submit(_build_piece, name, out, ctx, wanted, columns, extras))
 
-    with _open(data) as stream, ThreadPoolExecutor(2, thread_name_prefix="x12") as pool:
+    with _open(data) as stream, _pool(data, slice_bytes) as pool:
         for piece in iter_pieces(stream, slice_bytes):
             d = piece.delimiters
             toks.append((piece, pool.submit(tokenize, piece.data, d) if d is not None else None))
@@ -319,8 +350,12 @@ def read_x12(
     Parameters
     ----------
     source
-        Bytes, a path, a glob (``"feeds/**/*.x12"``) or a list of them. Files are read in
-        slices of whole transaction sets, so memory follows the slice size, not the file.
+        Bytes, a path, a glob (``"feeds/**/*.x12"``) or a list of them. Large files are read
+        in slices of whole transaction sets, so memory follows the slice size, not the file.
+        Small ones (up to 1 MiB, the usual one interchange per file) are read together, up
+        to ``slice_bytes`` at a time, in one pass: the fixed cost of a read
+        is paid per call, not per file, and the frames equal one call per file concatenated
+        (each file keeps its own delimiters, envelope checks, ``source`` and positions).
     segments
         Also return every segment in long form (``X12Result.segments``); turn off to save
         time and memory when only the tables matter.
@@ -346,52 +381,290 @@ def read_x12(
     """
     if slice_bytes < 1024:
         raise ConfigurationError("slice_bytes must be at least 1024")
-    parts: dict[TableName, list[pl.DataFrame]] = {t: [] for t in X12_TABLES}
-    states: list[SourceState] = []
-    for name, data in expand_sources(source):
-        st = SourceState(name)
-        for got in iter_tables(
-            name,
-            data,
+    return read_sources(expand_sources(source), segments=segments, slice_bytes=slice_bytes)
+
+
+def read_sources(
+    sources: Sequence[tuple[str, bytes | Path]],
+    *,
+    segments: bool = True,
+    slice_bytes: int = DEFAULT_SLICE,
+    extras: bool = True,
+) -> X12Result:
+    """``read_x12`` of ``(name, bytes or path)`` pairs: ``name`` is the rows' ``source``.
+    ``extras=False`` leaves ``invoice_totals`` / ``invoice_charges`` empty (not built)."""
+    units = list(
+        iter_units(
+            sources,
             X12_TABLES,
             slice_bytes=slice_bytes,
             keep_segments=segments,
-            keep_env=True,
-            state=st,
-            extras=True,
-        ):
-            for t, f in got.items():
-                parts[t].append(f)
-        finish_source(st)
-        states.append(st)
+            full=True,
+            extras=extras,
+        )
+    )
     tables = {
-        t: pl.concat([pl.DataFrame(schema=schema(t)), *parts[t]], how="vertical")
+        t: pl.concat(
+            [_empty(schema(t)), *(u.tables[t] for u in units if t in u.tables)], how="vertical"
+        )
         for t in X12_TABLES
     }
-    envelopes, errors = _assemble(states)
-    segs = pl.concat(
-        [pl.DataFrame(schema=SEGMENTS_SCHEMA), *(f for st in states for f in st.segments)],
-        how="vertical",
-    )
     prov = {k: pl.String() for k in PROV_STR}
-    totals = pl.concat(
-        [pl.DataFrame(schema={**prov, **TOTALS_COLUMNS}), *(f for s in states for f in s.totals)],
-        how="vertical",
-    )
-    charges = pl.concat(
-        [pl.DataFrame(schema={**prov, **CHARGES_COLUMNS}), *(f for s in states for f in s.charges)],
-        how="vertical",
-    )
+
+    def cat(what: str, sch: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
+        frames: list[pl.DataFrame] = [f for u in units if (f := getattr(u, what)) is not None]
+        return pl.concat([_empty(sch), *frames], how="vertical")
+
     return X12Result(
         po_lines=tables["po_lines"],
         asn_lines=tables["asn_lines"],
         invoice_lines=tables["invoice_lines"],
-        invoice_totals=totals,
-        invoice_charges=charges,
-        segments=segs,
-        envelopes=envelopes,
-        errors=errors,
+        invoice_totals=cat("totals", {**prov, **TOTALS_COLUMNS}),
+        invoice_charges=cat("charges", {**prov, **CHARGES_COLUMNS}),
+        segments=cat("segments", SEGMENTS_SCHEMA),
+        envelopes=cat("envelopes", ENVELOPES_SCHEMA),
+        errors=cat("errors", ERROR_SCHEMA),
     )
+
+
+_EMPTY: dict[tuple[tuple[str, pl.DataType], ...], pl.DataFrame] = {}
+
+
+def _empty(sch: pl.Schema | dict[str, pl.DataType]) -> pl.DataFrame:
+    """An empty frame of ``sch`` (cached: building one costs a Series per column; handed
+    out as a clone, since ``pl.concat`` of one frame returns that frame, which its caller
+    may change in place)."""
+    key = tuple(sch.items())
+    got = _EMPTY.get(key)
+    if got is None:
+        got = _EMPTY[key] = pl.DataFrame(schema=sch)
+    return got.clone()
+
+
+@dataclass(slots=True)
+class Unit:
+    """Frames read from a run of sources (many small ones in one pass, or one alone), with
+    ``source`` the names as given and rows in source order."""
+
+    tables: dict[TableName, pl.DataFrame]
+    totals: pl.DataFrame | None = None
+    charges: pl.DataFrame | None = None
+    segments: pl.DataFrame | None = None
+    envelopes: pl.DataFrame | None = None
+    errors: pl.DataFrame | None = None
+
+
+def iter_units(
+    sources: Sequence[tuple[str, bytes | Path]],
+    tables: Sequence[TableName],
+    *,
+    slice_bytes: int = DEFAULT_SLICE,
+    columns: list[str] | None = None,
+    keep_segments: bool = False,
+    full: bool = False,
+    extras: bool | None = None,
+) -> Iterator[Unit]:
+    """Read ``sources`` in order: consecutive small sources with intact edges together, up to
+    ``slice_bytes`` per pass; any other source alone, streamed in slices.
+
+    ``full`` also makes envelopes, errors and (unless ``extras`` is False) invoice totals /
+    charges (``read_x12``); otherwise only ``tables`` (``scan_x12``).
+    """
+    ex = full if extras is None else extras
+    small = min(SMALL_SOURCE, slice_bytes)
+    pending: list[tuple[str, bytes, Delimiters]] = []
+    size = 0
+    for name, data in sources:
+        raw: bytes | None = None
+        if isinstance(data, bytes):
+            raw = data if len(data) <= small else None
+        elif os.path.getsize(data) <= small:
+            raw = data.read_bytes()
+        fit = small_source(raw) if raw is not None else None
+        if fit is not None:
+            if pending and size + len(fit[0]) > slice_bytes:
+                yield _read_batch(pending, tables, columns, keep_segments, full, ex)
+                pending, size = [], 0
+            pending.append((name, *fit))
+            size += len(fit[0])
+            continue
+        if pending:
+            yield _read_batch(pending, tables, columns, keep_segments, full, ex)
+            pending, size = [], 0
+        whole = raw if raw is not None else data
+        yield from _read_alone(name, whole, tables, columns, slice_bytes, keep_segments, full, ex)
+    if pending:
+        yield _read_batch(pending, tables, columns, keep_segments, full, ex)
+
+
+def _read_alone(
+    name: str,
+    data: bytes | Path,
+    tables: Sequence[TableName],
+    columns: list[str] | None,
+    slice_bytes: int,
+    keep_segments: bool,
+    full: bool,
+    extras: bool,
+) -> Iterator[Unit]:
+    """One source in slices: a unit per slice (memory follows the slice, not the file), then
+    one with the source's envelopes and errors when ``full``."""
+    st = SourceState(name)
+    for got in iter_tables(
+        name,
+        data,
+        tables,
+        columns=columns,
+        slice_bytes=slice_bytes,
+        keep_segments=keep_segments,
+        keep_env=full,
+        state=st,
+        extras=extras,
+    ):
+        yield Unit(dict(got))
+    if full:
+        finish_source(st)
+        unit = Unit({})
+        _finish(unit, [st])
+        yield unit
+
+
+def _cat(frames: list[pl.DataFrame], table: TableName, columns: list[str] | None) -> pl.DataFrame:
+    sch = schema(table)
+    empty = _empty({n: d for n, d in sch.items() if columns is None or n in columns})
+    return pl.concat([empty, *frames], how="vertical") if frames else empty
+
+
+def _finish(unit: Unit, states: list[SourceState]) -> None:
+    unit.envelopes, unit.errors = _assemble(states)
+    prov = {k: pl.String() for k in PROV_STR}
+    unit.segments = pl.concat(
+        [_empty(SEGMENTS_SCHEMA), *(f for st in states for f in st.segments)], how="vertical"
+    )
+    unit.totals = pl.concat(
+        [_empty({**prov, **TOTALS_COLUMNS}), *(f for s in states for f in s.totals)],
+        how="vertical",
+    )
+    unit.charges = pl.concat(
+        [_empty({**prov, **CHARGES_COLUMNS}), *(f for s in states for f in s.charges)],
+        how="vertical",
+    )
+
+
+def _read_batch(
+    docs: list[tuple[str, bytes, Delimiters]],
+    tables: Sequence[TableName],
+    columns: list[str] | None,
+    keep_segments: bool,
+    full: bool,
+    extras: bool,
+) -> Unit:
+    """Many small sources in one pass (``_passes``); rows keyed by the source's index in
+    ``docs`` (as text in ``source``) until ``_in_order`` puts names and order back."""
+    groups: dict[Delimiters, list[int]] = {}
+    for i, (_, _, d) in enumerate(docs):
+        groups.setdefault(d, []).append(i)
+    if columns is not None and "source" not in columns:
+        columns = ["source", *columns]
+    parts: dict[TableName, list[pl.DataFrame]] = {t: [] for t in tables}
+    states: list[SourceState] = []
+    for d, tok, prov in _passes(docs, groups):
+        st = SourceState("")
+        st.prov = prov
+        out = process_piece(
+            st, Piece(b"", d, True), keep_segments=keep_segments, keep_env=full, tokens=tok
+        )
+        if out is not None:
+            wanted = [t for t in tables if (out.sets["set_id"] == SET_OF[t]).any()]
+            if wanted:
+                got = _build_piece(st.prov, out, _ctx(st, out.sets), wanted, columns, extras)
+                st.errors.extend(got.errors)
+                st.totals.extend(got.totals)
+                st.charges.extend(got.charges)
+                for t, f in got.tables.items():
+                    parts[t].append(f)
+        if full:
+            finish_source(st)
+            st.prov.set_bases(pl.concat(st.env, how="vertical"))
+            st.segments = [_localize_segments(f, st.prov) for f in st.segments]
+        states.append(st)
+    names = pl.Series("source", [n for n, _, _ in docs], dtype=pl.String)
+    unit = Unit({t: _in_order(_cat(parts[t], t, columns), names) for t in tables})
+    if full:
+        _finish(unit, states)
+        for what in ("totals", "charges", "segments", "envelopes", "errors"):
+            setattr(unit, what, _in_order(getattr(unit, what), names))
+    return unit
+
+
+# Element separators for a pass over sources with different delimiters: the first of these
+# that no source of the run holds.
+_SHARED_SEPARATORS: Final = ("\x1f", "\x1e", "\x1d", "\x1c")
+
+
+def _passes(
+    docs: list[tuple[str, bytes, Delimiters]], groups: dict[Delimiters, list[int]]
+) -> Iterator[tuple[Delimiters, Tokens, Prov]]:
+    """The passes that read ``docs``: one for the whole run. Each delimiter set is tokenized
+    on its own, then its element separator is rewritten to one no source holds, so every
+    later step splits all segments alike; ``Prov`` keeps each source's own delimiters for the
+    envelopes and for segment text quoted in messages. When every candidate separator occurs
+    in the data, one pass per delimiter set."""
+    keys = [[str(i) for i in members] for members in groups.values()]
+    if len(groups) == 1:
+        ((d, members),) = groups.items()
+        tok, before = join_tokens([docs[i][1] for i in members], d)
+        # (one source: its positions and indices are already its own)
+        yield d, tok, Prov(keys[0], before if len(members) > 1 else None)
+        return
+    every = b"".join(doc for _, doc, _ in docs)
+    sep = next((x for x in _SHARED_SEPARATORS if x.encode() not in every), None)
+    if sep is None:
+        for (d, members), k in zip(groups.items(), keys, strict=True):
+            tok, before = join_tokens([docs[i][1] for i in members], d)
+            yield d, tok, Prov(k, before if len(members) > 1 else None)
+        return
+    frames: list[pl.DataFrame] = []
+    starts: list[int] = []
+    own: list[Delimiters] = []
+    rows = 0
+    for d, members in groups.items():
+        tok, before = join_tokens([docs[i][1] for i in members], d)
+        frame = tok.frame
+        if d.element != sep:
+            frame = frame.with_columns(pl.col("raw").str.replace_all(d.element, sep, literal=True))
+        frames.append(frame)
+        starts += [rows + b for b in before]
+        own += [d] * len(members)
+        rows += frame.height
+    first = next(iter(groups))
+    shared = Delimiters(sep, first.component, first.repetition, first.segment)
+    prov = Prov([k for ks in keys for k in ks], starts, own)
+    prov.shared_separator(sep)
+    yield shared, Tokens(pl.concat(frames, how="vertical"), None, True), prov
+
+
+def _localize_segments(frame: pl.DataFrame, prov: Prov) -> pl.DataFrame:
+    pos = pl.col("segment")
+    return frame.with_columns(
+        source=prov.source(pos),
+        segment=prov.local_pos(pos),
+        **{k: prov.local_index(k, pos) for k in _INDEXES},
+    )
+
+
+def _in_order(frame: pl.DataFrame, names: pl.Series) -> pl.DataFrame:
+    """Rows keyed by source index (text in ``source``) in source order, named again."""
+    if frame.height == 0:
+        return frame
+    key = frame["source"].cast(pl.Int64)
+    if not key.is_sorted():
+        frame = frame.sort(pl.col("source").cast(pl.Int64), maintain_order=True)
+        key = frame["source"].cast(pl.Int64)
+    return frame.with_columns(source=names.gather(key))
+
+
+_INDEXES: Final = ("interchange_index", "group_index", "set_index")
 
 
 def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -400,13 +673,14 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
     c = pl.col
     levels = pl.DataFrame({"code": list(CODES), "level": list(CODES.values())})
     for st in states:
-        isa = pl.concat([pl.DataFrame(schema=ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
-        gs = pl.concat([pl.DataFrame(schema=GS_SCHEMA), *st.gs_info], how="vertical").lazy()
+        where = st.prov
+        isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
+        gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical").lazy()
         sets = pl.concat(
-            [pl.DataFrame(schema={**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
+            [_empty({**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
             how="vertical",
         ).lazy()
-        raw = pl.concat([pl.DataFrame(schema=_RAW_ERROR), *st.errors], how="vertical").lazy()
+        raw = pl.concat([_empty(_RAW_ERROR), *st.errors], how="vertical").lazy()
         # Element errors know only their set: fill in its group and interchange.
         raw = (
             raw.join(
@@ -432,7 +706,11 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .join(sets.select("set_index", "set_control"), on="set_index", how="left")
             .join(levels.lazy(), on="code", how="left")
             .sort("pos", maintain_order=True)
-            .with_columns(source=pl.lit(st.source), position=seg(c("pos")))
+            .with_columns(
+                source=where.source(c("pos")),
+                position=where.position(c("pos")),
+                **{k: where.local_index(k, c("pos")) for k in _INDEXES},
+            )
             .select(list(ERROR_SCHEMA))
         )
         bad = raw.join(levels.lazy(), on="code", how="left")
@@ -446,34 +724,34 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
         grp_bad = bad.filter(c("level") == "group").select("group_index").unique()
         ic_bad = bad.filter(c("level") == "interchange").select("interchange_index").unique()
-        ge = pl.concat([pl.DataFrame(schema=ENV_SCHEMA), *st.env], how="vertical").lazy()
+        ge = pl.concat([_empty(ENV_SCHEMA), *st.env], how="vertical").lazy()
         ge = (
             ge.filter(c("sid") == "GE")
             .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
             .unique("group_index", keep="first")
         )
+        # one query for the three small lists the envelope flags need, and the errors
+        s_bad, g_bad, i_bad, e_err = pl.collect_all([set_bad, grp_bad, ic_bad, err], engine=ENGINE)
         env = (
             sets.join(isa, on="interchange_index", how="left")
             .join(gs, on="group_index", how="left")
             .join(ge, on="group_index", how="left")
             .with_columns(
-                source=pl.lit(st.source),
-                position=seg(c("st_pos")),
-                valid=~c("rejected")
-                & ~c("set_index").is_in(set_bad.collect(engine=ENGINE)["set_index"].implode()),
-                group_valid=~c("group_index").is_in(
-                    grp_bad.collect(engine=ENGINE)["group_index"].implode()
-                ),
+                source=where.source(c("st_pos")),
+                position=where.position(c("st_pos")),
+                valid=~c("rejected") & ~c("set_index").is_in(s_bad["set_index"].implode()),
+                group_valid=~c("group_index").is_in(g_bad["group_index"].implode()),
                 interchange_valid=~c("interchange_index").is_in(
-                    ic_bad.collect(engine=ENGINE)["interchange_index"].implode()
+                    i_bad["interchange_index"].implode()
                 ),
             )
             .sort("set_index")
+            .with_columns(**{k: where.local_index(k, c("st_pos")) for k in _INDEXES})
             .select(list(ENVELOPES_SCHEMA))
         )
-        e_env, e_err = pl.collect_all([env, err], engine=ENGINE)
+        e_env = env.collect(engine=ENGINE)
         envs.append(e_env)
         errs.append(e_err)
-    envelopes = pl.concat([pl.DataFrame(schema=ENVELOPES_SCHEMA), *envs], how="vertical")
-    errors = pl.concat([pl.DataFrame(schema=ERROR_SCHEMA), *errs], how="vertical")
+    envelopes = pl.concat([_empty(ENVELOPES_SCHEMA), *envs], how="vertical")
+    errors = pl.concat([_empty(ERROR_SCHEMA), *errs], how="vertical")
     return envelopes, errors

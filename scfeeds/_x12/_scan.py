@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
-from scfeeds._x12._reader import DEFAULT_SLICE, X12_TABLES, X12Source, expand_sources, iter_tables
+from scfeeds._iosource import Pushdown, scan_batches
+from scfeeds._x12._reader import DEFAULT_SLICE, X12_TABLES, X12Source, expand_sources, iter_units
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
 
@@ -21,11 +21,12 @@ def scan_x12(
     ----------
     source
         Bytes, a path, a glob or a list of them (globs are expanded now, files read at
-        ``collect`` time, one slice of whole sets at a time).
+        ``collect`` time, one slice of whole sets at a time; small files many at a time, in
+        one pass, as in ``read_x12``).
     table
         ``"po_lines"`` (850), ``"asn_lines"`` (856) or ``"invoice_lines"`` (810).
     slice_bytes
-        Target bytes per slice; each slice becomes one batch.
+        Target bytes per slice (or per run of small files); each becomes one batch.
 
     Returns
     -------
@@ -49,45 +50,24 @@ def scan_x12(
     sources = expand_sources(source)
     sch = schema(table)
 
-    def generate(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
-        del batch_size  # batches are slices of whole sets
-        only_source = predicate is not None and set(predicate.meta.root_names()) == {"source"}
-        cols: list[str] | None = None
-        if with_columns is not None:
-            needed = set(with_columns)
-            if predicate is not None:
-                needed |= set(predicate.meta.root_names())
-            cols = [n for n in sch if n in needed] or ["position"]
-        produced = 0
-        for name, data in sources:
-            if only_source and predicate is not None:
-                probe = pl.DataFrame({"source": [name]}).filter(predicate)
-                if probe.height == 0:
-                    continue
-            for got in iter_tables(name, data, [table], columns=cols, slice_bytes=slice_bytes):
-                df = got.get(table)
-                if df is None or df.height == 0:
-                    continue
-                if predicate is not None:
-                    df = df.filter(predicate)
-                if with_columns is not None:
-                    df = df.select(with_columns)
-                if n_rows is not None:
-                    df = df.head(n_rows - produced)
-                produced += df.height
+    def batches(ask: Pushdown) -> Iterator[pl.DataFrame]:
+        # batches are runs of small sources or slices of whole sets (batch_size is not used)
+        pred = ask.predicate
+        todo = sources
+        if pred is not None and set(pred.meta.root_names()) == {"source"}:
+            names = pl.DataFrame({"source": [n for n, _ in sources]}, schema={"source": pl.String})
+            todo = [sources[i] for i in names.with_row_index().filter(pred)["index"]]
+        cols = ask.needed(sch)
+        if cols is not None and not cols:
+            cols = ["position"]
+        for unit in iter_units(todo, [table], columns=cols, slice_bytes=slice_bytes):
+            df = unit.tables.get(table)
+            if df is not None and df.height:
                 yield df
-                if n_rows is not None and produced >= n_rows:
-                    return
 
-    return register_io_source(
-        generate,
+    return scan_batches(
+        batches,
         schema=sch,
-        is_pure=True,
-        explain_name="scfeeds.scan_x12",
-        explain_detail=f"{table} from {len(sources)} source(s)",
+        name="scfeeds.scan_x12",
+        detail=f"{table} from {len(sources)} source(s)",
     )

@@ -20,7 +20,7 @@ from typing import Final
 
 import polars as pl
 
-from scfeeds._x12._core import _RAW_ERROR, seg
+from scfeeds._x12._core import _RAW_ERROR, Prov
 from scfeeds._x12._tokenize import ENGINE, split_elements
 from scfeeds.schemas import MONEY, QTY, TableName, schema
 
@@ -202,7 +202,7 @@ class _Piece:
         table: TableName,
         lines: pl.DataFrame,
         errors: list[pl.LazyFrame],
-        source: str,
+        source: str | Prov,
         columns: list[str] | None,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         head, (err,) = self.header(
@@ -228,8 +228,8 @@ class _Piece:
             out.lazy()
             .filter(c("_ok"))
             .with_columns(
-                source=pl.lit(source),
-                position=seg(c("pos")),
+                source=_where(source).source(c("pos")),
+                position=_where(source).position(c("pos")),
                 supplier_id=pl.coalesce(c("n1_supplier"), _partner(SET_OF[table])),
             )
             .select(
@@ -261,6 +261,11 @@ def _partner(set_id: str) -> pl.Expr:
     return pl.coalesce(given("sender_id"), given("app_sender"))
 
 
+def _where(source: str | Prov) -> Prov:
+    """Provenance of a piece: one named source, or many read in one pass."""
+    return source if isinstance(source, Prov) else Prov([source])
+
+
 def _empty(table: TableName, columns: list[str] | None) -> pl.DataFrame:
     sch = schema(table)
     return pl.DataFrame(schema={n: d for n, d in sch.items() if columns is None or n in columns})
@@ -271,7 +276,7 @@ def build(
     rows: pl.LazyFrame,
     ctx: pl.DataFrame,
     e: str,
-    source: str,
+    source: str | Prov,
     columns: list[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows of ``table`` from the in-set segments of a piece, and element error rows.
@@ -574,7 +579,7 @@ def _implied2(x: pl.Expr) -> pl.Expr:
 
 
 def invoice_extras(
-    rows: pl.LazyFrame, ctx: pl.DataFrame, e: str, source: str, bad: pl.Series
+    rows: pl.LazyFrame, ctx: pl.DataFrame, e: str, source: str | Prov, bad: pl.Series
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """810 totals (TDS01) and allowances / charges (SAC) of the intact 810 sets of a piece.
 
@@ -643,8 +648,8 @@ def invoice_extras(
         full = frame.with_columns(**extra).rechunk().filter(c("_ok"))
         out.append(
             full.select(
-                pl.lit(source).alias("source"),
-                seg(c("pos")).alias("position"),
+                _where(source).source(c("pos")).alias("source"),
+                _where(source).position(c("pos")).alias("position"),
                 *prov[2:],
                 *(c(k).cast(v) for k, v in cols.items()),
             )

@@ -9,6 +9,7 @@ column; elements are split later, only for the segment types a table needs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -351,10 +352,16 @@ def split_elements(
     df = frame.select(*keep, pl.col("raw").str.split(element).alias("_l")).collect(engine=ENGINE)
     longest = df["_l"].list.len().max() if df.height else 0
     m = min(n, max(int(longest) - 1, 0)) if isinstance(longest, int) else 0
+    return df.lazy().select(*(x for x in df.columns if x != "_l"), *_element_exprs(prefix, n, m))
+
+
+@functools.cache
+def _element_exprs(prefix: str, n: int, m: int) -> tuple[pl.Expr, ...]:
+    """Elements 1..m of ``_l`` (empty -> null) and null columns m+1..n, named ``{prefix}NN``
+    (built once per shape: building the expressions cost more than a small query)."""
     names = [f"{prefix}{i:02d}" for i in range(1, n + 1)]
     got = [pl.col("_l").list.get(i, null_on_oob=True) for i in range(1, m + 1)]
-    return df.lazy().select(
-        *(x for x in df.columns if x != "_l"),
+    return (
         *(pl.when(g != "").then(g).alias(name) for g, name in zip(got, names, strict=False)),
         *(pl.lit(None, dtype=pl.String).alias(name) for name in names[m:]),
     )
