@@ -21,10 +21,12 @@ Commit protocol of one micro-batch (:func:`commit_micro_batch`):
 
 1. the data tables, each in one Delta transaction (a blind append: concurrent appends never
    conflict), rows tagged with this attempt's ``_txn``;
-2. the ledger, last, in one transaction that carries the Delta application transaction
-   ``scfeeds-ledger``: two such commits in flight conflict, so ledger commits are serialised
-   (optimistic concurrency: the loser re-reads the ledger and retries). A document already in
-   the ledger is not ledgered again: the ledger holds at most one ``(batch, txn)`` per document.
+2. the ledger, last, in one transaction: an overwrite whose predicate names the micro-batch's
+   documents (``batch IN (...)``) and which adds their entries. Delta's conflict check
+   rejects it when a commit since its read added an entry matching the predicate (another
+   writer ledgered one of these documents): the loser re-reads the ledger, leaves out what is
+   taken and retries (optimistic concurrency). So the ledger holds at most one
+   ``(batch, txn)`` per document.
 3. rows of documents another writer ledgered first are deleted again (rare: two writers on the
    same bytes at the same moment).
 
@@ -65,7 +67,6 @@ ERRORS = "_errors"
 LEDGER = "_ledger"
 BATCH_COL = "_batch"
 TXN_COL = "_txn"
-LEDGER_APP = "scfeeds-ledger"
 
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "batch": pl.String(),
@@ -207,24 +208,23 @@ def _write(
     frame: pl.DataFrame,
     *,
     storage_options: StorageOptions,
-    app_version: int | None = None,
+    replace: str | None = None,
+    at: Any | None = None,
 ) -> None:
-    """One append commit (retried on conflicts by delta-rs; storage errors translated)."""
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    """One commit: an append, or with ``replace`` an overwrite of the rows matching it.
 
-    props = None
-    if app_version is not None:
-        props = CommitProperties(
-            app_transactions=[Transaction(LEDGER_APP, app_version)], max_commit_retries=0
-        )
+    ``at``: the ``DeltaTable`` snapshot the commit is based on (default: the latest).
+    """
+    from deltalake import write_deltalake
+
     uri = _uri(lake, table)
     try:
         write_deltalake(
-            uri,
+            at if at is not None else uri,
             frame,
-            mode="append",
+            mode="append" if replace is None else "overwrite",
+            predicate=replace,
             storage_options=_options(storage_options),
-            commit_properties=props,
         )
     except Exception as exc:
         if _conflict(exc):
@@ -262,11 +262,14 @@ def ledgered(
     """``batch -> txn`` of the given documents that the ledger already holds."""
     if not batches:
         return {}
-    dt_ = _open(lake, LEDGER, storage_options)
-    if dt_ is None:
+    return _ledgered_in(_open(lake, LEDGER, storage_options), batches)
+
+
+def _ledgered_in(ledger: Any | None, batches: Sequence[str]) -> dict[str, str]:
+    if ledger is None or not batches:
         return {}
     got = (
-        pl.scan_delta(dt_)
+        pl.scan_delta(ledger)
         .filter(pl.col("batch").is_in(list(batches)))
         .select("batch", "txn")
         .collect()
@@ -338,9 +341,10 @@ def _commit_ledger(
     ensure_tables(lake, storage_options=storage_options)
     wanted = {d.batch: d for d in documents}
     for attempt in range(MAX_ATTEMPTS):
-        table = _open(lake, LEDGER, storage_options)
-        version = (table.transaction_version(LEDGER_APP) or 0) if table is not None else 0
-        taken = ledgered(lake, list(wanted), storage_options=storage_options)
+        # One snapshot for the check and the write: the conflict check then covers every
+        # commit since the check.
+        snapshot = _open(lake, LEDGER, storage_options)
+        taken = _ledgered_in(snapshot, list(wanted))
         new = [d for b, d in wanted.items() if b not in taken]
         if not new:
             return set()
@@ -363,8 +367,12 @@ def _commit_ledger(
             ],
             schema=LEDGER_SCHEMA,
         )
+        # An overwrite of "these documents' entries" (none, as read): a concurrent commit
+        # that added an entry for one of them is a conflict (Delta's check of files added
+        # since the read that match the predicate), so the loser re-reads and retries.
+        claim = f"batch IN ({', '.join(_quote(d.batch) for d in new)})"
         try:
-            _write(lake, LEDGER, frame, storage_options=storage_options, app_version=version + 1)
+            _write(lake, LEDGER, frame, storage_options=storage_options, replace=claim, at=snapshot)
             return {d.batch for d in new}
         except LakeWriteError:
             raise
