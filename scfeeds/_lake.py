@@ -218,14 +218,15 @@ def _write(
     from deltalake import write_deltalake
 
     uri = _uri(lake, table)
+    target = at if at is not None else uri
+    options = _options(storage_options)
     try:
-        write_deltalake(
-            at if at is not None else uri,
-            frame,
-            mode="append" if replace is None else "overwrite",
-            predicate=replace,
-            storage_options=_options(storage_options),
-        )
+        if replace is None:
+            write_deltalake(target, frame, mode="append", storage_options=options)
+        else:
+            write_deltalake(
+                target, frame, mode="overwrite", predicate=replace, storage_options=options
+            )
     except Exception as exc:
         if _conflict(exc):
             raise
