@@ -624,8 +624,12 @@ async def ingest(
             tg.create_task(produce())
             tg.create_task(consume())
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        only: BaseException = group
+        # the micro-batch tasks run in a task group inside the consumer's task group
+        while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
+            only = only.exceptions[0]
+        if only is not group:
+            raise only from None
         raise
     finally:
         threads.shutdown(wait=True, cancel_futures=True)

@@ -283,3 +283,51 @@ def test_public_names() -> None:
     assert scfeeds.lake_snapshot is lake_snapshot
     assert scfeeds.compact_lake is compact_lake
     assert scfeeds.vacuum_lake is vacuum_lake
+
+
+def test_cli_lake_compact_vacuum_history(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for i in range(4):
+        commit(tmp_path, f"b{i}", po_rows(3, source=f"f{i}.csv"))
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "scfeeds.cli", "lake", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = cli("compact", str(tmp_path))
+    assert "po_lines: uncommitted rows deleted 0, files removed 4, files added 1" in out
+    assert "vacuum" not in out
+    out = cli("vacuum", str(tmp_path), "--retention-hours", "0")
+    assert "po_lines: files deleted 4" in out
+    out = cli("history", str(tmp_path), "--table", "po_lines")
+    assert "OPTIMIZE" in out
+    assert "WRITE" in out
+    assert scan_lake(tmp_path, "po_lines").collect().height == 12
+
+
+def test_cli_says_disk_full_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scfeeds.cli import main
+    from tests.lake_support import write_850s
+
+    paths, _ = write_850s(tmp_path / "docs", 2)
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device (os error 28)")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", full)
+    code = main(["ingest", *paths, "--lake", str(tmp_path / "lake")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("scfeeds: no space left on device writing the lake at ")
+    assert str(tmp_path / "lake") in err[0]
