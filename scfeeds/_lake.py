@@ -540,7 +540,10 @@ def scan_lake(
     if data is None or ledger is None:
         return pl.LazyFrame(schema=empty)
     committed = ledger.select(pl.col("batch").alias(BATCH_COL), pl.col("txn").alias(TXN_COL))
-    rows = data.join(committed, on=[BATCH_COL, TXN_COL], how="semi").drop(BATCH_COL, TXN_COL)
+    # maintain_order: readers (and the match engine's "first line involved") see file order
+    rows = data.join(committed, on=[BATCH_COL, TXN_COL], how="semi", maintain_order="left").drop(
+        BATCH_COL, TXN_COL
+    )
     if kind == "good":
         return rows.select(list(empty))
     return rows

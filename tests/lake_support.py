@@ -59,8 +59,11 @@ class S3:
 @contextmanager
 def s3_server() -> Iterator[S3]:
     """moto's standalone S3 server in a thread on 127.0.0.1 (conditional puts supported)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
