@@ -1,15 +1,18 @@
-"""Ingest: fetch -> parse (off the loop) -> validate -> commit to the Parquet lake.
+"""Ingest: fetch -> parse (off the loop) -> validate -> commit to the Delta lake.
 
 Network I/O and CPU-bound parsing are decoupled. The fetch engine lands raw bytes in
 ``lake/_landing`` (resumable, hashed, atomic); landed items go through a *bounded* queue to a
-fixed set of parse workers. When parsing lags, the queue fills and fetching waits instead of
-buffering (backpressure), so memory is bounded by ``workers`` × one file's frames, not by the
-feed. Parsing runs in a thread pool for the polars readers (which release the GIL) and in a
-process pool for cXML (xmltodict is pure Python and would hold the GIL).
+batcher that groups them into micro-batches (by format and table; bounded by documents, bytes
+and a latency budget) for a fixed set of workers. When every worker is busy, the queue fills
+and fetching waits instead of buffering (backpressure), so memory is bounded by ``workers`` ×
+one micro-batch's frames, not by the feed. Parsing runs in a thread pool for the polars
+readers (which release the GIL) and in a process pool for cXML (xmltodict is pure Python and
+would hold the GIL).
 
-Each landed file is one lake batch whose id comes from its content (see ``_lake``): ingesting
-the same sources twice, or resuming an interrupted run, gives the same lake with no duplicate
-rows, and a batch already committed is not parsed again.
+A micro-batch is committed in one Delta transaction per table plus one ledger transaction
+(see ``_lake``). Each document keeps an id derived from its content: ingesting the same
+sources twice, or resuming an interrupted run, gives the same lake with no duplicate rows, and
+a document already in the ledger is not parsed again.
 """
 
 from __future__ import annotations
