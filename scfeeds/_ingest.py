@@ -566,9 +566,13 @@ async def ingest(
         )
 
     busy = asyncio.Semaphore(n_workers)
+    running = 0  # micro-batches on a worker
+    # A worker with nothing to do takes a group as soon as it has this many documents: the
+    # workers start at once, and under load the groups grow to the full batch size.
+    eager_docs = min(limit_docs, 64)
 
     async def run_batch(in_process: bool, jobs: list[Job]) -> None:
-        nonlocal parse_seconds
+        nonlocal parse_seconds, running
         try:
             results = await loop.run_in_executor(
                 process_pool() if in_process else threads,
@@ -578,6 +582,7 @@ async def ingest(
                 dict(storage_options) if storage_options else None,
             )
         finally:
+            running -= 1
             busy.release()
         for job, out in zip(jobs, results, strict=True):
             parse_seconds += out["parse_seconds"]
@@ -589,8 +594,10 @@ async def ingest(
         async with asyncio.TaskGroup() as batches_tg:
 
             async def flush(key: tuple[Any, ...]) -> None:
+                nonlocal running
                 grp = groups.pop(key)
                 await busy.acquire()  # all workers busy: stop reading, the queue fills up
+                running += 1
                 batches_tg.create_task(run_batch(bool(key[0]), grp.jobs))
 
             while True:
@@ -619,7 +626,12 @@ async def ingest(
                     grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
                 grp.jobs.append((path, sha, src))
                 grp.size += _size(path)
-                if len(grp.jobs) >= limit_docs or grp.size >= batch_bytes:
+                idle = running < n_workers
+                if (
+                    len(grp.jobs) >= limit_docs
+                    or grp.size >= batch_bytes
+                    or (idle and len(grp.jobs) >= eager_docs)
+                ):
                     await flush(key)
 
     try:
