@@ -331,3 +331,29 @@ def test_cli_says_disk_full_in_one_line(
     assert len(err) == 1
     assert err[0].startswith("scfeeds: no space left on device writing the lake at ")
     assert str(tmp_path / "lake") in err[0]
+
+
+def test_an_s3_lake_takes_its_credentials_from_the_environment(
+    s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = s3.new_lake()
+    for key, value in s3.options().items():
+        monkeypatch.setenv(key, value)
+    commit(lake, "b1", po_rows(4))
+    assert scan_lake(lake, "po_lines").collect().height == 4
+    assert lake_snapshot(lake)["po_lines"] >= 0
+
+
+def test_a_reconciliation_pinned_to_a_snapshot_reproduces(tmp_path: Path) -> None:
+    from tests.lake_support import write_850s
+
+    lake = tmp_path / "lake"
+    first, _ = write_850s(tmp_path / "a", 4, seed=1)
+    scfeeds.run(scfeeds.ingest(first, lake, progress=None, pool="threads"))
+    snap = lake_snapshot(lake)
+    before = repr(scfeeds.reconcile_lake(lake, snapshot=snap).summary())
+    more, _ = write_850s(tmp_path / "b", 3, seed=2, start=100)
+    scfeeds.run(scfeeds.ingest(more, lake, progress=None, pool="threads"))
+    now = repr(scfeeds.reconcile_lake(lake).summary())
+    assert now != before  # the lake moved on
+    assert repr(scfeeds.reconcile_lake(lake, snapshot=snap).summary()) == before
