@@ -42,7 +42,7 @@ from scfeeds._lake import (
 from scfeeds._parse import Format, Parsed, guess_format, parse_file
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS as ERROR_SCHEMA
-from scfeeds.schemas import TableName
+from scfeeds.schemas import TableName, schema
 
 BATCH_SCHEMA: dict[str, pl.DataType] = {
     "url": pl.String(),
@@ -293,7 +293,13 @@ def _commit_round(
         frame = pl.concat([p.tables[table] for p in parsed if table in p.tables])
         ok, failed = validate(frame, table)
         good[table] = ok.with_columns(tag.alias(BATCH_COL))
-        bad[table] = failed.with_columns(tag.alias(BATCH_COL))
+        # the lake's quarantine table has one schema: canonical dtypes (a value a reader
+        # could not type is a parse error, not a quarantined row)
+        canonical = schema(table)
+        bad[table] = failed.with_columns(
+            *(pl.col(c).cast(t, strict=False) for c, t in canonical.items()),
+            tag.alias(BATCH_COL),
+        )
         for key, n in good[table].group_by(BATCH_COL).len().iter_rows():
             counts[key][table] = int(n)
         for key, n in bad[table].group_by(BATCH_COL).len().iter_rows():
