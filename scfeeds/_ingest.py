@@ -501,7 +501,7 @@ async def ingest(
         remote = [s for s in items if _is_remote(s.url)]
         for s in local:
             path = str(Path(s.url))
-            sha = await loop.run_in_executor(threads, _sha256_file, path)
+            sha = await loop.run_in_executor(None, _sha256_file, path)  # not the parse pool
             await queue.put((path, sha, s))
         by_url = {redact_url(s.url): s for s in remote}
 
@@ -573,8 +573,9 @@ async def ingest(
 
     busy = asyncio.Semaphore(n_workers)
     running = 0  # micro-batches on a worker
-    # A worker with nothing to do takes a group as soon as it has this many documents: the
-    # workers start at once, and under load the groups grow to the full batch size.
+    # With nothing in flight, a group starts as soon as it has this many documents (work
+    # starts at once); otherwise groups grow to the full batch size or their deadline, so the
+    # lake gets a few large files rather than many small ones.
     eager_docs = min(limit_docs, 64)
 
     async def run_batch(in_process: bool, jobs: list[Job]) -> None:
@@ -632,7 +633,7 @@ async def ingest(
                     grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
                 grp.jobs.append((path, sha, src))
                 grp.size += _size(path)
-                idle = running < n_workers
+                idle = running == 0
                 if (
                     len(grp.jobs) >= limit_docs
                     or grp.size >= batch_bytes
