@@ -59,8 +59,9 @@ from scfeeds.schemas import ERRORS as ERROR_SCHEMA
 from scfeeds.schemas import TABLES, TableName, schema
 
 # Bumped when parsing or validation changes what a document produces, so that a re-ingest with
-# a new version writes new batch ids instead of mixing old and new rows under one id.
-LAKE_FORMAT = 2
+# a new version writes new batch ids instead of mixing old and new rows under one id. (The
+# move to Delta changed the storage, not what a document produces: the ids stay.)
+LAKE_FORMAT = 1
 
 QUARANTINE = "_quarantine"
 ERRORS = "_errors"
@@ -540,9 +541,18 @@ def scan_lake(
     if data is None or ledger is None:
         return pl.LazyFrame(schema=empty)
     committed = ledger.select(pl.col("batch").alias(BATCH_COL), pl.col("txn").alias(TXN_COL))
-    # maintain_order: readers (and the match engine's "first line involved") see file order
-    rows = data.join(committed, on=[BATCH_COL, TXN_COL], how="semi", maintain_order="left").drop(
-        BATCH_COL, TXN_COL
+    # One row order whatever the order documents landed and were committed in (the match
+    # engine's "first line involved" and notebooks depend on it): supplier, document, then the
+    # document's own row order. It is the order of the lake before Delta (files sorted by
+    # supplier partition and batch id), so reports read the same.
+    keys: list[pl.Expr] = [pl.col(BATCH_COL), pl.col("_row")]
+    if kind != "errors":
+        keys.insert(0, pl.col("supplier_id").fill_null("__null__"))
+    rows = (
+        data.with_row_index("_row")
+        .join(committed, on=[BATCH_COL, TXN_COL], how="semi", maintain_order="left")
+        .sort(keys)
+        .drop(BATCH_COL, TXN_COL, "_row")
     )
     if kind == "good":
         return rows.select(list(empty))
