@@ -9,12 +9,13 @@ scans again.
     python bench/lake.py                 # 10,000 documents
     python bench/lake.py --docs 2000     # quick
 
-Measured on the project's 2-core machine (shared, load average 7-10), 10,000 documents of
+Measured on the project's 2-core machine (shared, load average 3-10), 10,000 documents of
 936-3,626 bytes, 239,258 line items:
 
     lake                               documents/s   lake files   scan_lake(po_lines)
     Parquet + _commits/*.json (before)          22       20,000              2,758 ms
-    Delta, micro-batches (this lake)            30           29                166 ms
+    Delta, micro-batches (this lake)         22-30           29         166-401 ms
+      after compact_lake (0.6-1.5 s)                                     176-273 ms
 
 Parsing (one ``read_x12`` call per document, ~40 ms each) dominates both ingest figures; the
 lake's share is the file count and the scan. The old lake's figure comes from running this
