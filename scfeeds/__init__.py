@@ -4,7 +4,7 @@ Suppliers send X12 EDI (850 purchase orders, 856 ship notices, 810 invoices), po
 (CSV, Excel) and cXML. scfeeds fetches them with bounded, adaptive async concurrency
 (:func:`fetch`), parses them into one canonical polars schema per document type
 (:func:`read_x12`, :func:`scan_export`, :func:`scan_xml`), validates them (:func:`validate`),
-lands them in a Parquet lake (:func:`ingest`, :func:`scan_lake`) and runs a three-way match
+lands them in a Delta Lake (:func:`ingest`, :func:`scan_lake`) and runs a three-way match
 (:func:`reconcile`).
 
 Submodules loaded on first use: :mod:`scfeeds.synth` (synthetic feeds with an answer key),
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
         plan_chunks,
     )
     from scfeeds._ingest import IngestReport, Source, ingest
-    from scfeeds._lake import scan_lake
+    from scfeeds._lake import compact_lake, lake_snapshot, scan_lake, vacuum_lake
     from scfeeds._reconcile import (
         ReconcileWarning,
         Reconciliation,
@@ -110,9 +110,11 @@ __all__ = [
     "XMLWarning",
     "__version__",
     "ack_997",
+    "compact_lake",
     "enable_nested",
     "fetch",
     "ingest",
+    "lake_snapshot",
     "notebook",
     "plan_chunks",
     "portal",
@@ -129,6 +131,7 @@ __all__ = [
     "scan_xml",
     "schemas",
     "synth",
+    "vacuum_lake",
     "validate",
     "write_export",
 ]
@@ -160,7 +163,7 @@ _LAZY: dict[str, str] = {
         "scfeeds._fetch",
     ),
     **dict.fromkeys(("IngestReport", "Source", "ingest"), "scfeeds._ingest"),
-    "scan_lake": "scfeeds._lake",
+    **dict.fromkeys(("compact_lake", "lake_snapshot", "scan_lake", "vacuum_lake"), "scfeeds._lake"),
     **dict.fromkeys(
         (
             "ReconcileWarning",

@@ -7,10 +7,11 @@ Ingest: sources are split into shards by supplier (else by host), so per-host li
 AIMD still hold inside each shard. Each shard runs the ordinary async pipeline inside
 ``asyncio.run`` in a *plain* function on a worker thread (an ``async def`` task would run on the
 worker's own event loop and stall it) and returns a small manifest (urls, batch ids, sha256,
-counts), never file bodies. The lake's content-addressed batches make a repeated shard
-harmless: when a worker dies, Dask re-runs its tasks and the lake ends up the same, with no
-duplicate rows. Workers and the client must share the lake's file system (one machine, NFS,
-or a mounted bucket).
+counts), never file bodies. Every shard commits to the same Delta lake (optimistic
+concurrency; the ledger of content hashes makes a repeated shard harmless): when a worker dies,
+Dask re-runs its tasks and the lake ends up the same, with no duplicate rows. With the lake on
+object storage (``s3://bucket/prefix``, ``storage_options=`` or the workers' environment) the
+workers need no shared file system; each lands its downloads in its own temporary folder.
 
 Reconcile: matching never crosses suppliers, so the lake is reconciled one supplier per task.
 The only cross-supplier fact, "this PO number belongs to another supplier"
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from scfeeds._lake import scan_lake
+from scfeeds._lake import is_remote, lake_snapshot, lake_uri, scan_lake
 from scfeeds.exceptions import ConfigurationError
 
 MANIFEST_COLUMNS = (
@@ -78,9 +79,12 @@ def _ingest_shard(
     sources: list[dict[str, Any]], lake: str, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Runs on a worker: the normal pipeline in its own event loop; returns a small manifest."""
-    from scfeeds._ingest import Source, ingest
+    from scfeeds._ingest import Source, _landing_dir, ingest
 
     items = [Source(**s) for s in sources]
+    shard = options.pop("shard", None)
+    if options.get("landing") is None and shard is not None:
+        options["landing"] = str(_landing_dir(lake, None) / shard)
     # Threads only: worker processes are daemonic and may not start a process pool.
     report = asyncio.run(ingest(items, lake, pool="threads", **options))
     return {
@@ -112,18 +116,19 @@ async def ingest_on_cluster(
             k: getattr(s, k) for k in ("url", "format", "table", "supplier_id", "path", "sha256")
         }
         shards.setdefault(shard_key(row), []).append(row)
-    root = os.path.abspath(lake)  # noqa: ASYNC240 - string work, no I/O
+    root = lake_uri(lake)
     futures = []
     for key, members in sorted(shards.items()):
         digest = hashlib.sha256(repr((key, [r["url"] for r in members], root)).encode()).hexdigest()
-        # each shard its own landing folder: fetch manifests are per process
-        landing = str(Path(root) / "_landing" / hashlib.sha256(key.encode()).hexdigest()[:16])
+        # each shard its own landing folder (fetch manifests are per process): in the lake
+        # folder, or for an object-store lake in the worker's temporary folder
+        shard = hashlib.sha256(key.encode()).hexdigest()[:16]
         futures.append(
             client.submit(
                 _ingest_shard,
                 members,
                 root,
-                {**options, "landing": landing},
+                {**options, "landing": None, "shard": shard},
                 key=f"scfeeds-ingest-{digest[:16]}",
                 retries=retries,
                 pure=False,
@@ -139,23 +144,31 @@ async def ingest_on_cluster(
         pl.DataFrame(records, schema=BATCH_SCHEMA) if records else pl.DataFrame(schema=BATCH_SCHEMA)
     )
     return IngestReport(
-        lake=Path(lake),
+        lake=root if is_remote(lake) else Path(lake),
         batches=batches.sort("url"),
         fetch=None,
         elapsed=time.perf_counter() - t0,
         fetch_seconds=sum(m["fetch_seconds"] for m in manifests),
         parse_seconds=sum(m["parse_seconds"] for m in manifests),
         rows=rows,
+        storage_options=options.get("storage_options"),
     )
 
 
 # -- reconcile ------------------------------------------------------------------------------
 
 
-def lake_suppliers(lake: str | os.PathLike[str]) -> list[str]:
-    """Suppliers with any PO, ASN or invoice line in the lake (read from the partitions)."""
+def lake_suppliers(
+    lake: str | os.PathLike[str],
+    *,
+    snapshot: Mapping[str, int] | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Suppliers with any PO, ASN or invoice line in the lake."""
     frames = [
-        scan_lake(lake, t).select("supplier_id").unique()
+        scan_lake(lake, t, snapshot=snapshot, storage_options=storage_options)
+        .select("supplier_id")
+        .unique()
         for t in ("po_lines", "asn_lines", "invoice_lines")
     ]
     found = pl.concat(pl.collect_all(frames)).drop_nulls().unique().sort("supplier_id")
@@ -168,21 +181,27 @@ KINDS = ("lines", "invoices", "exceptions")
 def _reconcile_partition(
     lake: str,
     supplier: str,
-    out: str,
+    out: str | None,
     tolerances: Any,
     conversions: pl.DataFrame | None,
+    snapshot: Mapping[str, int] | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Runs on a worker: one supplier's match, written to ``out/<kind>/part-<supplier>``."""
+    """Runs on a worker: one supplier's match, written to ``out/<kind>/part-<supplier>``
+    (``out=None``: returned as frames, for a lake on object storage)."""
     from scfeeds._reconcile import reconcile
 
+    def scan(table: str) -> pl.LazyFrame:
+        return scan_lake(lake, table, snapshot=snapshot, storage_options=storage_options)
+
     mine = pl.col("supplier_id") == supplier
-    asn = scan_lake(lake, "asn_lines").filter(mine)
-    inv = scan_lake(lake, "invoice_lines").filter(mine)
-    po_all = scan_lake(lake, "po_lines")
+    asn = scan("asn_lines").filter(mine)
+    inv = scan("invoice_lines").filter(mine)
+    po_all = scan("po_lines")
     refs = pl.concat([asn.select("po_number"), inv.select("po_number")]).unique()
     # own PO lines, and the foreign ones this supplier's documents point at
     po = pl.concat([po_all.filter(mine), po_all.filter(~mine).join(refs, on="po_number")])
-    receipts_all = scan_lake(lake, "receipts")
+    receipts_all = scan("receipts")
     own_pos = po_all.filter(mine).select("po_number").unique()
     receipts = pl.concat(
         [
@@ -203,6 +222,10 @@ def _reconcile_partition(
     safe = hashlib.sha256(supplier.encode()).hexdigest()[:16]
     for kind in KINDS:
         frame = getattr(rec, kind).filter(mine).collect()
+        if out is None:
+            counts[kind] = frame.height
+            counts[f"frame_{kind}"] = frame
+            continue
         dest = Path(out) / kind / f"part-{safe}.parquet"
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
@@ -219,6 +242,8 @@ def reconcile_lake(
     out: str | os.PathLike[str] | None = None,
     tolerances: Any = None,
     conversions: pl.DataFrame | None = None,
+    snapshot: Mapping[str, int] | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> Any:
     """Reconcile a lake one supplier at a time, on a Dask cluster or in this process.
 
@@ -231,8 +256,16 @@ def reconcile_lake(
         partitions here, one after the other (memory bounded by the largest supplier).
     out
         Folder for the per-supplier results (default ``lake/_reconcile``); rewritten whole.
+        For a lake on object storage the default is no folder: the workers return their
+        (per-supplier) results to this process.
     tolerances, conversions
         As for :func:`scfeeds.reconcile`.
+    snapshot
+        ``{table: version}`` from :func:`scfeeds.lake_snapshot`: every partition reads exactly
+        these versions (default: a snapshot taken when the call starts, so that all workers
+        read the same lake even while ingests go on).
+    storage_options
+        Object-store options for delta-rs (see :func:`scfeeds.scan_lake`).
 
     Returns
     -------
@@ -247,15 +280,23 @@ def reconcile_lake(
     from scfeeds._reconcile._engine import Plan
     from scfeeds._reconcile._result import _Job
 
-    root = str(Path(lake).resolve())
-    dest = Path(out) if out is not None else Path(root) / "_reconcile"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    suppliers = lake_suppliers(root)
+    root = lake_uri(lake)
+    opts = dict(storage_options) if storage_options else None
+    dest: Path | None = None
+    if out is not None or not is_remote(lake):
+        dest = Path(out) if out is not None else Path(root) / "_reconcile"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+    where = str(dest) if dest is not None else None
+    if snapshot is None:
+        snapshot = lake_snapshot(root, storage_options=opts)
+    snapshot = dict(snapshot)
+    suppliers = lake_suppliers(root, snapshot=snapshot, storage_options=opts)
     if cluster is None:
         results = [
-            _reconcile_partition(root, s, str(dest), tolerances, conversions) for s in suppliers
+            _reconcile_partition(root, s, where, tolerances, conversions, snapshot, opts)
+            for s in suppliers
         ]
     else:
         client = _client(cluster)
@@ -264,9 +305,11 @@ def reconcile_lake(
                 _reconcile_partition,
                 root,
                 s,
-                str(dest),
+                where,
                 tolerances,
                 conversions,
+                snapshot,
+                opts,
                 pure=False,
                 retries=2,
             )
@@ -279,6 +322,8 @@ def reconcile_lake(
     )
 
     def frames() -> dict[str, pl.LazyFrame]:
+        if dest is None:
+            return {kind: pl.concat([r[f"frame_{kind}"] for r in results]).lazy() for kind in KINDS}
         return {kind: pl.scan_parquet(sorted((dest / kind).glob("*.parquet"))) for kind in KINDS}
 
     if not suppliers:

@@ -1,15 +1,18 @@
-"""Ingest: fetch -> parse (off the loop) -> validate -> commit to the Parquet lake.
+"""Ingest: fetch -> parse (off the loop) -> validate -> commit to the Delta lake.
 
 Network I/O and CPU-bound parsing are decoupled. The fetch engine lands raw bytes in
 ``lake/_landing`` (resumable, hashed, atomic); landed items go through a *bounded* queue to a
-fixed set of parse workers. When parsing lags, the queue fills and fetching waits instead of
-buffering (backpressure), so memory is bounded by ``workers`` × one file's frames, not by the
-feed. Parsing runs in a thread pool for the polars readers (which release the GIL) and in a
-process pool for cXML (xmltodict is pure Python and would hold the GIL).
+batcher that groups them into micro-batches (by format and table; bounded by documents, bytes
+and a latency budget) for a fixed set of workers. When every worker is busy, the queue fills
+and fetching waits instead of buffering (backpressure), so memory is bounded by ``workers`` ×
+one micro-batch's frames, not by the feed. Parsing runs in a thread pool for the polars
+readers (which release the GIL) and in a process pool for cXML (xmltodict is pure Python and
+would hold the GIL).
 
-Each landed file is one lake batch whose id comes from its content (see ``_lake``): ingesting
-the same sources twice, or resuming an interrupted run, gives the same lake with no duplicate
-rows, and a batch already committed is not parsed again.
+A micro-batch is committed in one Delta transaction per table plus one ledger transaction
+(see ``_lake``). Each document keeps an id derived from its content: ingesting the same
+sources twice, or resuming an interrupted run, gives the same lake with no duplicate rows, and
+a document already in the ledger is not parsed again.
 """
 
 from __future__ import annotations
@@ -27,10 +30,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from scfeeds._children import init_parse_worker, start_forkserver
-from scfeeds._lake import batch_id, commit_batch, is_committed, scan_lake
-from scfeeds._parse import Format, guess_format, parse_file
+from scfeeds._lake import (
+    BATCH_COL,
+    DocumentCommit,
+    batch_id,
+    commit_micro_batch,
+    is_remote,
+    lake_uri,
+    ledgered,
+    scan_lake,
+)
+from scfeeds._parse import Format, Parsed, guess_format, parse_file
 from scfeeds.exceptions import ConfigurationError
-from scfeeds.schemas import TableName
+from scfeeds.schemas import ERRORS as ERROR_SCHEMA
+from scfeeds.schemas import TableName, schema
 
 if TYPE_CHECKING:  # the parse workers import this module: keep aiohttp out of them
     from scfeeds._fetch._credentials import Credentials
@@ -67,13 +80,14 @@ class Source:
 class IngestReport:
     """What an ingest did. ``batches`` has one row per source; the lake holds the rows."""
 
-    lake: Path
+    lake: Path | str
     batches: pl.DataFrame
     fetch: Any  # FetchReport of the fetch engine (None when every source was a local file)
     elapsed: float
     fetch_seconds: float
     parse_seconds: float
     rows: Mapping[str, int] = field(default_factory=dict)
+    storage_options: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def committed(self) -> int:
@@ -89,11 +103,11 @@ class IngestReport:
 
     def errors(self) -> pl.LazyFrame:
         """Parse errors of the whole lake (file, position, rule, message)."""
-        return scan_lake(self.lake, "po_lines", kind="errors")
+        return scan_lake(self.lake, "po_lines", kind="errors", storage_options=self.storage_options)
 
     def quarantine(self, table: TableName) -> pl.LazyFrame:
         """Rows of ``table`` that broke a validation rule, with the rule and a message."""
-        return scan_lake(self.lake, table, kind="quarantine")
+        return scan_lake(self.lake, table, kind="quarantine", storage_options=self.storage_options)
 
     def summary_line(self) -> str:
         rows = ", ".join(f"{t} {n:,}" for t, n in sorted(self.rows.items())) or "no rows"
@@ -211,63 +225,142 @@ def _is_remote(url: str) -> bool:
 Job = tuple[str, str, Source]  # landed path, sha256, source
 
 
-def _process_many(jobs: list[Job], lake: str) -> list[dict[str, Any]]:
-    """Parse, validate and commit landed files (runs in a worker thread or process).
+def _parse_many(jobs: list[Job]) -> list[Parsed]:
+    """Canonical frames and error rows of many landed documents (one reader call per group).
 
-    Each file stays its own lake batch (its id comes from its content, so re-runs are
-    idempotent), but validation runs once over all the files of the call: dataframely's
-    per-call cost dominates for the small documents suppliers send. Rules never cross files
-    (the duplicate-key rule includes ``source``), so the result is the same as per file.
+    Today this calls the per-document parser for each; a reader over many sources at once
+    slots in here without touching the commit path.
     """
+    return [
+        parse_file(path, fmt=src.format, table=src.table, source=src.url) for path, _, src in jobs
+    ]
+
+
+def _doc_key(sha256: str, src: Source) -> str:
+    return batch_id(sha256, salt=f"{src.format}:{src.table}")
+
+
+def _process_many(
+    jobs: list[Job], lake: str, storage_options: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Parse, validate and commit one micro-batch of landed documents (a worker's call).
+
+    Documents already in the lake's ledger (same content, same format and table) are skipped
+    without parsing; the rest are parsed together, validated once per table and committed
+    in one Delta transaction per table plus one ledger transaction (``_lake``). Rules never
+    cross documents (the duplicate-key rule includes ``source``), so the rows are those of a
+    per-document run.
+    """
+    t0 = time.perf_counter()
+    keys = [_doc_key(sha, src) for _, sha, src in jobs]
+    done = ledgered(lake, keys, storage_options=storage_options)
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    first: dict[str, int] = {}
+    rounds: list[list[int]] = []  # each round: documents with distinct sources
+    for i, ((_, _, src), key) in enumerate(zip(jobs, keys, strict=True)):
+        if key in done or key in first:  # in the lake, or the same bytes twice in this batch
+            out[i] = _skipped(key)
+            continue
+        first[key] = i
+        for r in rounds:
+            if all(jobs[j][2].url != src.url for j in r):
+                r.append(i)
+                break
+        else:
+            rounds.append([i])
+    for r in rounds:
+        results = _commit_round([jobs[i] for i in r], [keys[i] for i in r], lake, storage_options)
+        for i, res in zip(r, results, strict=True):
+            out[i] = res
+    per_doc = (time.perf_counter() - t0) / max(1, len(jobs))
+    final: list[dict[str, Any]] = []
+    for item in out:
+        assert item is not None
+        if item["status"] != "already_committed":
+            item["parse_seconds"] = per_doc
+        final.append(item)
+    return final
+
+
+def _skipped(key: str) -> dict[str, Any]:
+    return {
+        "batch": key,
+        "status": "already_committed",
+        "rows": 0,
+        "rows_by_table": {},
+        "quarantined": 0,
+        "errors": 0,
+        "parse_seconds": 0.0,
+    }
+
+
+def _commit_round(
+    jobs: list[Job], keys: list[str], lake: str, storage_options: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
     from scfeeds._validate import validate
 
-    t0 = time.perf_counter()
-    parsed = [
-        (job, parse_file(job[0], fmt=job[2].format, table=job[2].table, source=job[2].url))
-        for job in jobs
-    ]
-    good: dict[TableName, dict[str, pl.DataFrame]] = {}
-    bad: dict[TableName, dict[str, pl.DataFrame]] = {}
-    tables = {t for _, p in parsed for t in p.tables}
-    for table in sorted(tables):
-        frame = pl.concat([p.tables[table] for _, p in parsed if table in p.tables])
+    parsed = _parse_many(jobs)
+    by_source = {src.url: key for (_, _, src), key in zip(jobs, keys, strict=True)}
+    tag = pl.col("source").replace_strict(by_source, default=None, return_dtype=pl.String())
+    good: dict[TableName, pl.DataFrame] = {}
+    bad: dict[TableName, pl.DataFrame] = {}
+    counts: dict[str, dict[str, int]] = {k: {} for k in keys}
+    quarantined: dict[str, int] = dict.fromkeys(keys, 0)
+    for table in sorted({t for p in parsed for t in p.tables}):
+        frame = pl.concat([p.tables[table] for p in parsed if table in p.tables])
         ok, failed = validate(frame, table)
-        good[table] = _by_source(ok)
-        bad[table] = _by_source(failed)
-    per_file = (time.perf_counter() - t0) / max(1, len(jobs))
-    out: list[dict[str, Any]] = []
-    for (_path, sha256, src), result in parsed:
-        t1 = time.perf_counter()
-        commit = commit_batch(
-            lake,
-            batch=batch_id(sha256, salt=f"{src.format}:{src.table}"),
+        good[table] = ok.with_columns(tag.alias(BATCH_COL))
+        # the lake's quarantine table has one schema: canonical dtypes (a value a reader
+        # could not type is a parse error, not a quarantined row)
+        canonical = schema(table)
+        bad[table] = failed.with_columns(
+            *(pl.col(c).cast(t, strict=False) for c, t in canonical.items()),
+            tag.alias(BATCH_COL),
+        )
+        for key, n in good[table].group_by(BATCH_COL).len().iter_rows():
+            counts[key][table] = int(n)
+        for key, n in bad[table].group_by(BATCH_COL).len().iter_rows():
+            quarantined[key] += int(n)
+    errors = [
+        p.errors.select(list(ERROR_SCHEMA)).with_columns(pl.lit(key).alias(BATCH_COL))
+        for p, key in zip(parsed, keys, strict=True)
+        if p.errors.height
+    ]
+    documents = [
+        DocumentCommit(
+            batch=key,
             source=src.url,
-            sha256=sha256,
-            tables={t: good[t][src.url] for t in result.tables if src.url in good[t]},
-            quarantine={t: bad[t][src.url] for t in result.tables if src.url in bad[t]},
-            errors=result.errors,
+            sha256=sha,
+            format=src.format,
+            table=src.table,
+            rows=sum(counts[key].values()),
+            quarantined=quarantined[key],
+            errors=p.errors.height,
         )
-        out.append(
-            {
-                "batch": commit.batch,
-                "status": "committed",
-                "rows": sum(commit.rows.values()),
-                "rows_by_table": dict(commit.rows),
-                "quarantined": commit.quarantined,
-                "errors": commit.errors,
-                "parse_seconds": per_file + time.perf_counter() - t1,
-            }
-        )
-    return out
-
-
-def _by_source(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    if frame.height == 0:
-        return {}
-    return {
-        key[0]: part
-        for key, part in frame.partition_by("source", as_dict=True, maintain_order=True).items()
-    }
+        for (_, sha, src), key, p in zip(jobs, keys, parsed, strict=True)
+    ]
+    mine = commit_micro_batch(
+        lake,
+        documents=documents,
+        tables=good,
+        quarantine=bad,
+        errors=pl.concat(errors) if errors else None,
+        storage_options=storage_options,
+    )
+    return [
+        {
+            "batch": d.batch,
+            "status": "committed",
+            "rows": d.rows,
+            "rows_by_table": counts[d.batch],
+            "quarantined": d.quarantined,
+            "errors": d.errors,
+            "parse_seconds": 0.0,
+        }
+        if d.batch in mine
+        else _skipped(d.batch)  # another writer committed the same bytes first
+        for d in documents
+    ]
 
 
 def _processes_are_safe() -> bool:
@@ -313,8 +406,12 @@ async def ingest(
     progress: Any = None,
     landing: str | os.PathLike[str] | None = None,
     pool: Literal["auto", "threads", "processes"] = "auto",
-    parse_group: int = 16,
+    batch_docs: int = 2000,
+    batch_bytes: int = 8 << 20,
+    batch_seconds: float = 1.0,
+    parse_group: int | None = None,
     cluster: Any = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> IngestReport:
     """Fetch sources, parse them off the event loop, validate, and commit them to a lake.
 
@@ -326,8 +423,11 @@ async def ingest(
         ``supplier_id``, ``sha256`` columns), or the root URL of an scfeeds portal (its
         listing is fetched). Local paths are parsed in place, not fetched.
     lake
-        Folder of the Parquet lake (created if missing). Raw bytes land in
-        ``lake/_landing`` unless ``landing`` says otherwise.
+        The Delta Lake: a folder (created if missing) or an object-store URI such as
+        ``s3://bucket/prefix`` (credentials from ``storage_options`` or the usual environment
+        variables). Raw bytes land in ``lake/_landing`` (for an object-store lake: a folder
+        under the system's temporary folder) unless ``landing`` says otherwise. Any number of
+        ingests may write one lake at once.
     limits, retry, progress
         Passed to :func:`scfeeds.fetch` (``limits=16`` means at most 16 requests at once).
     headers
@@ -339,17 +439,25 @@ async def ingest(
         ``{"https://host[:port]": {"Authorization": "Bearer ..."}}``; each goes to its own
         origin only.
     workers
-        Parse workers (default: the number of CPUs). The queue between fetch and parse holds
-        at most ``max(2 * workers, parse_group)`` landed files: when parsing lags, fetching
-        waits.
+        Micro-batches parsed and committed at once (default: the number of CPUs). When all
+        are busy, landed documents wait in a bounded queue and fetching waits (backpressure).
+    batch_docs, batch_bytes, batch_seconds
+        Micro-batches: landed documents are grouped by table and format, up to
+        ``batch_docs`` documents or ``batch_bytes`` bytes, and a group is started at the
+        latest ``batch_seconds`` after its first document landed. Each micro-batch is parsed,
+        validated once per table and committed in one Delta transaction per table plus one
+        ledger transaction; a document is still its own unit of idempotency (its content
+        hash is in the ledger).
     parse_group
-        A worker takes up to this many waiting files at once and validates them in one pass
-        (each file is still its own lake batch).
+        Older name of ``batch_docs`` (used when given).
+    storage_options
+        Object-store options for delta-rs (``AWS_ENDPOINT_URL``, ``AWS_REGION``, keys ...).
+        Never logged or shown in the report.
     cluster
         A Dask ``distributed.Client`` (or a scheduler address): shard the sources by supplier
         / host and run each shard's pipeline on a worker (``pip install 'scfeeds[dask]'``).
-        The lake must be on a file system the workers share. ``None``: this process only,
-        and dask is never imported.
+        The lake must be one the workers reach: an object-store URI, or a folder they
+        share. ``None``: this process only, and dask is never imported.
     pool
         Where cXML (pure-Python xmltodict) is parsed: ``"processes"`` (a process pool, true
         parallelism), ``"threads"`` (cheaper for a handful of small files), or ``"auto"``:
@@ -381,20 +489,24 @@ async def ingest(
             retry=retry,
             credentials=scoped,
             workers=workers,
-            parse_group=parse_group,
+            batch_docs=batch_docs if parse_group is None else parse_group,
+            batch_bytes=batch_bytes,
+            batch_seconds=batch_seconds,
+            storage_options=storage_options,
         )
     t_start = time.perf_counter()
-    root = Path(lake)
-    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts
-    landing_dir = Path(landing) if landing is not None else root / "_landing"
+    root: Path | str = lake_uri(lake) if is_remote(lake) else Path(lake)
+    landing_dir = _landing_dir(lake, landing)
+    if isinstance(root, Path):
+        root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts
     given = _as_sources(sources)
     scoped = _scoped_credentials(given, headers, credentials)
     items = await _expand_portals(given, scoped)
     n_workers = max(1, workers or (os.cpu_count() or 2))
 
-    group = max(1, parse_group)
+    limit_docs = max(1, batch_docs if parse_group is None else parse_group)
     use_processes = pool == "processes" or (pool == "auto" and _processes_are_safe())
-    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(2 * n_workers, group))
+    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * n_workers)
     records: list[dict[str, Any]] = []
     fetch_report: Any = None
     fetch_seconds = 0.0
@@ -423,7 +535,7 @@ async def ingest(
         remote = [s for s in items if _is_remote(s.url)]
         for s in local:
             path = str(Path(s.url))
-            sha = await loop.run_in_executor(threads, _sha256_file, path)
+            sha = await loop.run_in_executor(None, _sha256_file, path)  # not the parse pool
             await queue.put((path, sha, s))
 
         async def landed(row: FetchOutcome) -> None:
@@ -494,60 +606,87 @@ async def ingest(
             }
         )
 
+    busy = asyncio.Semaphore(n_workers)
+    running = 0  # micro-batches on a worker
+    # With nothing in flight, a group starts as soon as it has this many documents (work
+    # starts at once); otherwise groups grow to the full batch size or their deadline, so the
+    # lake gets a few large files rather than many small ones.
+    eager_docs = min(limit_docs, 64)
+
+    async def run_batch(in_process: bool, jobs: list[Job]) -> None:
+        nonlocal parse_seconds, running
+        try:
+            results = await loop.run_in_executor(
+                process_pool() if in_process else threads,
+                _process_many,
+                jobs,
+                str(root),
+                dict(storage_options) if storage_options else None,
+            )
+        finally:
+            running -= 1
+            busy.release()
+        for job, out in zip(jobs, results, strict=True):
+            parse_seconds += out["parse_seconds"]
+            record(job, **out)
+
     async def consume() -> None:
-        nonlocal parse_seconds
-        done = False
-        while not done:
-            first = await queue.get()
-            if first is None:
-                return
-            # Take what else is already waiting (up to `group`): one executor call, one
-            # validation pass for many small files.
-            jobs = [first]
-            while len(jobs) < group and not queue.empty():
-                nxt = queue.get_nowait()
-                if nxt is None:
-                    done = True
-                    break
-                jobs.append(nxt)
-            todo: dict[bool, list[Job]] = {True: [], False: []}
-            for path, sha, src in jobs:
+        """Group landed documents into micro-batches and start each on a worker."""
+        groups: dict[tuple[Any, ...], _Group] = {}
+        async with asyncio.TaskGroup() as batches_tg:
+
+            async def flush(key: tuple[Any, ...]) -> None:
+                nonlocal running
+                grp = groups.pop(key)
+                await busy.acquire()  # all workers busy: stop reading, the queue fills up
+                running += 1
+                batches_tg.create_task(run_batch(bool(key[0]), grp.jobs))
+
+            while True:
+                now = loop.time()
+                due = [k for k, g in groups.items() if g.deadline <= now]
+                for key in due:
+                    await flush(key)
+                wait = min((g.deadline for g in groups.values()), default=None)
+                try:
+                    if wait is None:
+                        job = await queue.get()
+                    else:
+                        job = await asyncio.wait_for(queue.get(), max(0.0, wait - loop.time()))
+                except TimeoutError:
+                    continue
+                if job is None:
+                    for key in list(groups):
+                        await flush(key)
+                    return
+                path, sha, src = job
                 fmt = src.format or guess_format(src.url) or guess_format(path)
                 src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
-                batch = batch_id(sha, salt=f"{src.format}:{src.table}")
-                if is_committed(root, batch):  # cheap check here: no trip to a worker
-                    record(
-                        (path, sha, src),
-                        batch=batch,
-                        status="already_committed",
-                        rows=0,
-                        quarantined=0,
-                        errors=0,
-                        parse_seconds=0.0,
-                    )
-                    continue
-                todo[fmt == "xml" and use_processes].append((path, sha, src))
-            for in_process, batch_jobs in todo.items():
-                if not batch_jobs:
-                    continue
-                results = await loop.run_in_executor(
-                    process_pool() if in_process else threads,
-                    _process_many,
-                    batch_jobs,
-                    str(root),
-                )
-                for job, out in zip(batch_jobs, results, strict=True):
-                    parse_seconds += out["parse_seconds"]
-                    record(job, **out)
+                key = (fmt == "xml" and use_processes, fmt, src.table)
+                grp = groups.get(key)
+                if grp is None:
+                    grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
+                grp.jobs.append((path, sha, src))
+                grp.size += _size(path)
+                idle = running == 0
+                if (
+                    len(grp.jobs) >= limit_docs
+                    or grp.size >= batch_bytes
+                    or (idle and len(grp.jobs) >= eager_docs)
+                ):
+                    await flush(key)
 
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(produce())
-            for _ in range(n_workers):
-                tg.create_task(consume())
+            tg.create_task(consume())
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+        only: BaseException = group
+        # the micro-batch tasks run in a task group inside the consumer's task group
+        while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
+            only = only.exceptions[0]
+        if only is not group:
+            raise only from None
         raise
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
@@ -565,4 +704,36 @@ async def ingest(
         fetch_seconds=fetch_seconds,
         parse_seconds=parse_seconds,
         rows=rows_by_table,
+        storage_options=storage_options,
     )
+
+
+@dataclass
+class _Group:
+    """Landed documents waiting to form one micro-batch."""
+
+    deadline: float
+    jobs: list[Job] = field(default_factory=list)
+    size: int = 0
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _landing_dir(lake: str | os.PathLike[str], landing: str | os.PathLike[str] | None) -> Path:
+    """Where fetched bytes land: ``lake/_landing`` for a folder lake; for an object-store lake
+    a folder per lake under the system's temporary folder (named by a hash of the URI, so a
+    re-run resumes there)."""
+    if landing is not None:
+        return Path(landing)
+    if not is_remote(lake):
+        return Path(lake) / "_landing"
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(lake_uri(lake).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "scfeeds-landing" / digest

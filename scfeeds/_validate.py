@@ -7,6 +7,9 @@ checked by rules, never cast: a failed cast would hide every other reason on the
 Rules (``failures.rule`` / ``failures.rules``)
 ----------------------------------------------
 ``REQUIRED``           a required column is null or blank (see ``REQUIRED`` below)
+``SUPPLIER_ID_INVALID`` supplier_id holds a control character, ``/`` or ``\\``, ``..``, or more
+                       than ``SUPPLIER_ID_MAX`` characters (ids are data, never paths, but no
+                       real supplier id looks like that)
 ``QTY_NOT_POSITIVE``   ordered / shipped quantity <= 0
 ``QTY_ZERO``           invoiced quantity 0 (a negative one is a credit memo: a document,
                        netted by the match against what was invoiced)
@@ -113,6 +116,9 @@ _DATE: Final[dict[TableName, str]] = {
     "receipts": "receipt_date",
 }
 CENT: Final = 0.01
+SUPPLIER_ID_MAX: Final = 64
+"""Longest supplier id accepted (X12 N104 allows 80; real ids are short codes)."""
+_SUPPLIER_ID_BAD: Final = r"[\x00-\x1f\x7f/\\]|\.\."
 
 FAILURE_COLUMNS: Final[dict[str, pl.DataType]] = {
     "rule": pl.String(),
@@ -147,6 +153,22 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
         if cols[col] == pl.String:
             missing = _blank(col)
         out.append((f"required__{col}", "REQUIRED", ~missing, pl.lit(f"{col} is missing")))
+    if "supplier_id" in cols:
+        sid = pl.col("supplier_id")
+        out.append(
+            (
+                "supplier_id_invalid",
+                "SUPPLIER_ID_INVALID",
+                sid.is_null()
+                | (~sid.str.contains(_SUPPLIER_ID_BAD) & (sid.str.len_chars() <= SUPPLIER_ID_MAX)),
+                pl.format(
+                    "supplier_id {} is not a valid supplier id (no control characters, '/', "
+                    f"'\\' or '..'; at most {SUPPLIER_ID_MAX} characters)",
+                    # control characters shown as "?", long ids cut
+                    sid.str.slice(0, 80).str.replace_all(r"[\x00-\x1f\x7f]", "?"),
+                ),
+            )
+        )
     qty = _QTY[table]
     value = pl.col(qty).cast(pl.String)
     if table == "receipts":
@@ -391,6 +413,7 @@ __all__ = [
     "FAILURE_COLUMNS",
     "PRIMARY_KEY",
     "REQUIRED",
+    "SUPPLIER_ID_MAX",
     "UOM_CODES",
     "ValidationResult",
     "validate",

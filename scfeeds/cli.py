@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ examples:
   scfeeds portal world --port 8080           serve it as a supplier portal on 127.0.0.1
   scfeeds ingest http://127.0.0.1:8080 --lake lake
   scfeeds reconcile --lake lake --html exceptions.html
+  scfeeds lake compact lake                  merge small files (and vacuum, history)
   scfeeds x12 orders.x12 --ack orders.997    read X12, check envelopes, write the 997
   scfeeds worker --queue redis://127.0.0.1:6379/0 --lake lake    service mode (see deploy/)
 """
@@ -314,6 +316,72 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+# -- lake maintenance -----------------------------------------------------------------------
+
+
+def cmd_lake(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import polars as pl
+
+    from scfeeds._lake import all_tables, compact_lake, lake_history, vacuum_lake
+
+    if args.lake_command == "compact":
+        result = compact_lake(
+            args.lake,
+            target_size=args.target_size,
+            grace=dt.timedelta(hours=args.grace_hours),
+        )
+    elif args.lake_command == "vacuum":
+        result = vacuum_lake(
+            args.lake, retention=dt.timedelta(hours=args.retention_hours), dry_run=args.dry_run
+        )
+    else:
+        if args.table not in all_tables():
+            _print(f"scfeeds lake history: unknown table {args.table!r}; one of {all_tables()}")
+            return 2
+        with pl.Config(tbl_rows=args.limit, tbl_hide_dataframe_shape=True):
+            _print(str(lake_history(args.lake, args.table, limit=args.limit)))
+        return 0
+    for table, stats in result.tables.items():
+        _print(f"{table}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.items()))
+    return 0
+
+
+def _add_lake_cli(sub: Any) -> None:
+    p = sub.add_parser(
+        "lake",
+        help="lake maintenance: compact, vacuum, history",
+        description="Maintain a Delta lake (a folder or s3://bucket/prefix; object-store "
+        "credentials from the usual environment variables). Readers are unaffected while it "
+        "runs.",
+    )
+    lake_sub = p.add_subparsers(dest="lake_command", metavar="ACTION", required=True)
+    c = lake_sub.add_parser("compact", help="merge small files; drop rows no reader can see")
+    c.add_argument("lake")
+    c.add_argument("--target-size", type=int, default=None, help="bytes per file")
+    c.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="keep uncommitted rows younger than this (a writer may still be running)",
+    )
+    v = lake_sub.add_parser("vacuum", help="delete files older versions no longer need")
+    v.add_argument("lake")
+    v.add_argument(
+        "--retention-hours",
+        type=float,
+        default=168.0,
+        help="keep what versions of the last N hours need (time travel); default 7 days",
+    )
+    v.add_argument("--dry-run", action="store_true", help="only count what would go")
+    h = lake_sub.add_parser("history", help="commits of one lake table, newest first")
+    h.add_argument("lake")
+    h.add_argument("--table", default="_ledger", help="po_lines, _errors, _ledger, ...")
+    h.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_lake)
+
+
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode("latin-1") if isinstance(data, str) else data
 
@@ -373,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="file or glob")
     p.add_argument("--ack", default=None, help="write the 997 acknowledgment to this file")
     p.set_defaults(func=cmd_x12)
+
+    _add_lake_cli(sub)
     return parser
 
 
@@ -385,13 +455,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except asyncio.CancelledError:
         return 130
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            # a full disk is not a bug of ours: one line, not a traceback
+            print(f"scfeeds: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if not isinstance(
+            exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+        ):
+            raise
+        print(f"scfeeds {args.command}: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return 2
     except (
         _UsageError,
         ConfigurationError,
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
     ) as exc:
         # a missing or unusable path, or a call the API refuses: one line, no traceback
         print(f"scfeeds {args.command}: {_one_line(exc)}", file=sys.stderr, flush=True)

@@ -251,7 +251,7 @@ def test_sigterm_to_the_process_group_drains_with_process_parsing(
             enqueue(redis_url, stream, [job])
 
             # the pool is up and some feeds are committed, most are still to come
-            wait_until(lambda: _parse_children(worker.pid) and (lake / "_commits").is_dir(), 60)
+            wait_until(lambda: _parse_children(worker.pid) and (lake / "_ledger").is_dir(), 60)
             children = _parse_children(worker.pid)
             os.killpg(worker.pid, signal.SIGTERM)
             assert worker.wait(90) == 0, "".join(lines)

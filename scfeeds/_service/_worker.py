@@ -12,17 +12,18 @@ Life of a job on one worker::
           └── heartbeat keeps our PEL entries fresh      └─ cancelled by drain ──> not acked:
                                                                         released for a peer
 
-At-least-once: a job is acknowledged only after the runner returned, i.e. after its lake
-commit records exist. Whatever kills a worker before that (SIGKILL, OOM, a lost node) leaves
-the job pending; a peer's ``XAUTOCLAIM`` takes it after ``claim_idle`` seconds and runs it
-again. Running a job twice is harmless: lake batch ids are content addresses and files are
-renamed into place, so a re-run rewrites identical files and adds no rows.
+At-least-once: a job is acknowledged only after the runner returned, i.e. after its documents
+are in the lake's ledger. Whatever kills a worker before that (SIGKILL, OOM, a lost node)
+leaves the job pending; a peer's ``XAUTOCLAIM`` takes it after ``claim_idle`` seconds and runs
+it again. Running a job twice is harmless: the ledger records each document's content hash, so
+a re-run skips what is committed and commits the rest once (Delta transactions, optimistic
+concurrency between workers).
 
 Drain (``stop()``, wired to SIGTERM by the CLI): readiness goes false, no new jobs are read,
 running jobs get ``drain_seconds`` to finish, the rest are cancelled *without* acknowledgement
-and released so a peer picks them up at once. Cancelling a job cannot leave a partial file in
-the lake: every lake file is written under a temporary name and renamed, and the commit record
-is written last.
+and released so a peer picks them up at once. Cancelling a job cannot leave partial rows in the
+lake: a micro-batch is visible only once its ledger commit (the last of its Delta transactions)
+exists.
 """
 
 from __future__ import annotations
@@ -558,7 +559,7 @@ class Worker:
                 self.metrics.jobs_in_flight.dec()
                 self._progress.discard(progress)
                 self.metrics.job_seconds.observe(time.perf_counter() - t0)
-            # the runner returned: its lake commits exist; from here on we acknowledge
+            # the runner returned: its documents are in the lake's ledger; acknowledge
             # even if a drain deadline passes, so a finished job is not run again
             self._done_cancellable(task)
             for status, n in result.sources.items():
