@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, NamedTuple, overload
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from scfeeds._cells import safe_text_expr, unquote_text_expr, xlsx_workbook
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
@@ -113,7 +114,7 @@ def _csv_frame(
         elif isinstance(dtype, pl.Decimal):
             exprs.append(_format_decimal(col, money=col in _MONEY_COLUMNS, preset=preset))
         else:
-            exprs.append(pl.col(col).cast(pl.String))
+            exprs.append(safe_text_expr(pl.col(col).cast(pl.String)))
     return frame.select(exprs).rename(dict(header))
 
 
@@ -155,8 +156,6 @@ def _excel_date_format(strftime: str) -> str:
 def _write_xlsx(
     frame: pl.DataFrame, header: Mapping[str, str], path: Path, preset: ExportPreset
 ) -> None:
-    import xlsxwriter
-
     schema = frame.schema
     exprs: list[pl.Expr] = []
     formats: dict[str, str] = {}
@@ -171,13 +170,10 @@ def _write_xlsx(
             exprs.append(pl.col(col).alias(name))
             formats[name] = _excel_date_format(preset.date_format)
         else:
-            exprs.append(pl.col(col).cast(pl.String).alias(name))
+            exprs.append(safe_text_expr(pl.col(col).cast(pl.String)).alias(name))
     out = frame.select(exprs)
     # Never let a text cell become a formula or a link (CSV/formula injection).
-    workbook = xlsxwriter.Workbook(
-        str(path),
-        {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
+    workbook = xlsx_workbook(path)
     try:
         out.write_excel(
             workbook,
@@ -692,7 +688,9 @@ def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
         elif col in ("uom", "currency"):
             first.append(raw.str.to_uppercase().alias(col))
         else:
-            first.append(raw.alias(col))
+            # A leading quote before = + - @ is the formula guard of a neutralising exporter
+            # (ours included), not part of the value.
+            first.append(unquote_text_expr(raw).alias(col))
     rule, _ = _verdict(plan)
     staged = frame.select(pl.col("_row"), *texts).with_columns(first).with_columns(second)
     if third:
