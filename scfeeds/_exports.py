@@ -741,7 +741,7 @@ def _batches(
         yield (
             pl.DataFrame(schema=schema(plan.table)),
             pl.DataFrame(
-                [(plan.source, p, r, f"{plan.source}: {m}") for p, r, m in plan.notes],
+                [(plan.source, p, r, m) for p, r, m in plan.notes],
                 schema=ERRORS,
                 orient="row",
             ),
@@ -759,7 +759,7 @@ def _batches(
                     "source",
                     "position",
                     pl.col("_rule").alias("rule"),
-                    pl.format("{}: {}: {}", "source", "position", message).alias("message"),
+                    message.alias("message"),
                 )
                 yield good, bad
         except pl.exceptions.PolarsError as exc:
@@ -983,7 +983,7 @@ def read_export(
     def plan_failed(exc: ExportError, name: str) -> None:
         problems.append(
             pl.DataFrame(
-                [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", str(exc))],
+                [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", exc.detail)],
                 schema=ERRORS,
                 orient="row",
             )
@@ -1002,7 +1002,7 @@ def read_export(
                     if hard.height:
                         first = hard.row(0, named=True)
                         raise ExportError(
-                            first["message"],
+                            f"{first['source']}: {first['position']}: {first['message']}",
                             source=first["source"],
                             position=first["position"],
                             rule=first["rule"],

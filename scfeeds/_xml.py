@@ -856,7 +856,7 @@ def _parse_file(
                 source,
                 where,
                 "XML_SYNTAX",
-                f"{source}: line {exc.lineno}, column {exc.offset + 1}: "
+                f"line {exc.lineno}, column {exc.offset + 1}: "
                 f"{pyexpat.ErrorString(exc.code)} (inside {where})",
             )
         except _EntityRefused as exc:
@@ -865,7 +865,7 @@ def _parse_file(
                 source,
                 doc.tracker.xpath(),
                 "XML_ENTITY",
-                f"{source}: line {parser.CurrentLineNumber}, column "
+                f"line {parser.CurrentLineNumber}, column "
                 f"{parser.CurrentColumnNumber + 1}: entity declaration {exc.args[0]!r} refused "
                 "(external entities and entity expansion are never processed)",
             )
@@ -931,7 +931,7 @@ def _file_batches(
                 name,
                 "/",
                 "XML_NOT_CXML" if request is None else "XML_WRONG_DOCUMENT",
-                f"{name}: holds {what}, not a {_request(table)} ({table})",
+                f"holds {what}, not a {_request(table)} ({table})",
             ),
         )
         return
@@ -1068,7 +1068,7 @@ def read_xml(
             if errors == "raise" and bad.height:
                 first = bad.row(0, named=True)
                 raise XMLError(
-                    first["message"],
+                    f"{first['source']}: {first['position']}: {first['message']}",
                     source=first["source"],
                     position=first["position"],
                     rule=first["rule"],
