@@ -52,7 +52,7 @@ _CHUNK = 64 * 1024
 RESUME_MIN_BYTES = 1024 * 1024
 _HEARTBEAT = 0.25
 
-Status = Literal["ok", "unchanged", "failed"]
+Status = Literal["ok", "unchanged", "failed", "interrupted"]
 
 
 @dataclass
@@ -65,6 +65,7 @@ class _Stats:
     unchanged: int = 0
     retried: int = 0
     throttled: int = 0
+    interrupted: int = 0
     requests: int = 0
     bytes: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -355,6 +356,10 @@ class _Engine:
             # A bug or a disk error on one item is a row, not the end of the batch.
             logger.warning("unexpected error on %s", item.shown_url, exc_info=True)
             outcome = _Outcome("failed", error=TransferError(f"{type(exc).__name__}: {exc}"))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped by the caller, not by the item: "interrupted", never "failed".
+            outcome = _Outcome("interrupted")
+            raise
         finally:
             self._record(item, path, outcome, attempts, loop.time() - first_start)
             if self.on_item is not None:
@@ -602,11 +607,18 @@ class _Engine:
             self.stats.succeeded += 1
         elif status == "unchanged":
             self.stats.unchanged += 1
+        elif status == "interrupted":
+            self.stats.interrupted += 1
         else:
             self.stats.failed += 1
-        self.stats.done += 1
+        if status != "interrupted":
+            self.stats.done += 1
         error = None
-        if status == "failed":
+        if status == "interrupted":
+            error = "interrupted"
+            if not self.landing.part_meta(item.key).exists():
+                self.landing.discard_part(item.key)
+        elif status == "failed":
             error = (
                 f"{type(outcome.error).__name__}: {outcome.error}"
                 if outcome.error is not None
@@ -618,9 +630,9 @@ class _Engine:
                 self.landing.discard_part(item.key)
         self.rows[item.index] = {
             "url": item.shown_url,
-            "path": outcome.path or (None if status == "failed" else path),
+            "path": outcome.path or (None if status in ("failed", "interrupted") else path),
             "status": status,
-            "bytes": outcome.bytes if status != "failed" else None,
+            "bytes": outcome.bytes if status not in ("failed", "interrupted") else None,
             "sha256": outcome.sha256,
             "attempts": attempts,
             "error": error,
@@ -646,6 +658,7 @@ class _Engine:
             concurrency=self.ctl.concurrency,
             in_flight=self.ctl.in_flight,
             finished=finished,
+            interrupted=s.interrupted,
         )
 
     def _report(self) -> FetchReport:
@@ -820,14 +833,59 @@ async def fetch(
         raise
     try:
         return await engine.run(sources)
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        kept = _cleanup_partials(engine, keep_resumable=True)
+        _say_interrupted(exc, engine, kept)
+        raise
     except BaseException:
         _cleanup_partials(engine)
         raise
 
 
-def _cleanup_partials(engine: _Engine) -> None:
-    """On cancellation or error, leave no temporary files (kill -9 is what resume is for)."""
+def _cleanup_partials(engine: _Engine, *, keep_resumable: bool = False) -> list[int]:
+    """On error, leave no temporary files (kill -9 is what resume is for). On an interrupt,
+    keep the bodies a next run can resume (those with a recorded validator) and return their
+    sizes."""
+    kept: list[int] = []
     for key in engine.touched:
+        part = engine.landing.part(key)
+        if keep_resumable and engine.landing.part_meta(key).exists():
+            with contextlib.suppress(OSError):
+                kept.append(part.stat().st_size)
+                continue
         engine.landing.discard_part(key)
     with contextlib.suppress(OSError):
         engine.landing.partial.rmdir()
+    with contextlib.suppress(OSError):
+        engine.landing.meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
+    return kept
+
+
+def interrupted_summary(engine: _Engine, kept: list[int]) -> str:
+    """One line saying what an interrupted fetch did and what a next run will do."""
+    s = engine.stats
+    total = "?" if s.total is None else str(s.total)
+    landed = s.succeeded + s.unchanged
+    line = (
+        f"fetch interrupted after {time.perf_counter() - s.started:.1f} s: "
+        f"{landed} of {total} items landed, {s.interrupted} interrupted"
+    )
+    if s.failed:
+        line += f", {s.failed} failed"
+    if kept:
+        mib = sum(kept) / 2**20
+        line += (
+            f"; {len(kept)} partial bodies ({mib:.1f} MiB) kept, "
+            "the next run resumes them with Range"
+        )
+    return line
+
+
+def _say_interrupted(exc: BaseException, engine: _Engine, kept: list[int]) -> None:
+    """Make the interrupt read as one line: IPython shows ``_render_traceback_()`` instead of
+    the traceback (a top-level ``await`` in a notebook); elsewhere the line is a note."""
+    line = interrupted_summary(engine, kept)
+    logger.info("%s", line)
+    with contextlib.suppress(Exception):
+        exc.add_note(line)
+        exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]

@@ -29,7 +29,8 @@ class ProgressEvent:
 
     ``total`` is ``None`` while the number of sources is unknown (a generator); ``bytes`` counts
     body bytes received in this run; ``concurrency`` is the effective limit now (AIMD may have
-    lowered it); ``finished`` is ``True`` on the last event only.
+    lowered it); ``finished`` is ``True`` on the last event only. ``interrupted`` counts items
+    stopped by a cancellation or Ctrl-C (not failures: their resumable bodies are kept).
     """
 
     total: int | None
@@ -45,6 +46,7 @@ class ProgressEvent:
     concurrency: int
     in_flight: int
     finished: bool
+    interrupted: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +58,8 @@ class FetchReport:
     ``bytes / elapsed``; latencies are seconds from request to last byte of successful
     attempts; ``concurrency`` is the effective limit at the end and ``host_limits`` the AIMD
     limit per host. ``items`` has one row per source: url (secrets redacted), path (relative
-    to ``dest``), status (ok | unchanged | failed), bytes, sha256, attempts, error,
+    to ``dest``), status (ok | unchanged | failed; ``interrupted`` is only ever seen by
+    ``on_item`` hooks while a cancelled fetch unwinds), bytes, sha256, attempts, error,
     http_status, seconds.
 
     Unpacks as ``ok_items, failed_items = report``.

@@ -20,11 +20,22 @@ import ipywidgets as widgets
 
 from scfeeds.notebook import _format as fmt
 
-Status = Literal["running", "done", "failed"]
+Status = Literal["running", "done", "failed", "interrupted"]
 
-#: tqdm's colours: ``success`` green when done, ``danger`` red when anything failed.
-_BAR_STYLE: dict[Status, str] = {"running": "info", "done": "success", "failed": "danger"}
-_STATUS_COLOR: dict[Status, str] = {"running": "#1f77b4", "done": "#2ca02c", "failed": "#d62728"}
+#: tqdm's colours: ``success`` green when done, ``danger`` red when anything failed;
+#: ``warning`` (amber) when the run was interrupted (stopped by the user, not broken).
+_BAR_STYLE: dict[Status, str] = {
+    "running": "info",
+    "done": "success",
+    "failed": "danger",
+    "interrupted": "warning",
+}
+_STATUS_COLOR: dict[Status, str] = {
+    "running": "#1f77b4",
+    "done": "#2ca02c",
+    "failed": "#d62728",
+    "interrupted": "#b26b00",
+}
 
 
 class ProgressEventLike(Protocol):
@@ -69,7 +80,10 @@ def eta_seconds(event: ProgressEventLike) -> float | None:
 
 
 def status_of(event: ProgressEventLike | None, *, closed: bool) -> Status:
-    """``failed`` as soon as one item failed (and it stays so), ``done`` once closed."""
+    """``interrupted`` when a cancelled run ended, else ``failed`` as soon as one item failed
+    (and it stays so), ``done`` once closed."""
+    if event is not None and getattr(event, "interrupted", 0) > 0:
+        return "interrupted"
     if event is not None and event.failed > 0:
         return "failed"
     return "done" if closed or (event is not None and event.finished) else "running"
@@ -89,6 +103,9 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
         f"{event.throttled} throttled (429)",
         f"{event.failed} failed",
     ]
+    interrupted = int(getattr(event, "interrupted", 0))
+    if interrupted:
+        parts.append(f"{interrupted} interrupted (partial bodies kept to resume)")
     if event.unchanged:
         parts.append(f"{event.unchanged} unchanged")
     if status == "running":
@@ -196,7 +213,7 @@ class FetchProgress:
 
     @property
     def status(self) -> Status:
-        """``running``, ``done`` or ``failed``."""
+        """``running``, ``done``, ``failed`` or ``interrupted``."""
         return status_of(self.last_event, closed=self.closed)
 
     def text(self) -> str:
