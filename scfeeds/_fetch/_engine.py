@@ -67,6 +67,8 @@ class _Stats:
     throttled: int = 0
     interrupted: int = 0
     requests: int = 0
+    bytes_present: int = 0  # body bytes on disk for the items seen (resumed bytes included)
+    bytes_expected: int = 0  # their full sizes, for the items whose size is known
     bytes: int = 0
     latencies: list[float] = field(default_factory=list)
 
@@ -165,6 +167,8 @@ class _Engine:
         self.validators: dict[str, str] = {}
         self.leftovers = self.landing.partial_keys() if resume else set()
         self.stats = _Stats(total=None, started=time.perf_counter())
+        self.sizes: dict[str, int] = {}  # item key -> full body size, once known
+        self.present: dict[str, int] = {}  # item key -> body bytes on disk
         self.session: aiohttp.ClientSession | None = None
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * limits.max_at_once)
         self.task_group: asyncio.TaskGroup | None = None
@@ -277,7 +281,29 @@ class _Engine:
             self.duplicates.append((index, first))
             return
         self.first_index[item.key] = index
+        self._expect(item.key, item.expected_bytes)
         await self.queue.put(item)
+
+    # -- bytes progress ---------------------------------------------------------------
+    def _expect(self, key: str, size: int | None) -> None:
+        if size is not None and key not in self.sizes:
+            self.sizes[key] = size
+            self.stats.bytes_expected += size
+
+    def _now_present(self, key: str, n: int) -> None:
+        self.stats.bytes_present += n - self.present.get(key, 0)
+        self.present[key] = n
+
+    def _bytes_total(self) -> int | None:
+        """Expected body bytes of the whole run: exact once every item's size is known, else
+        the known sizes scaled to the number of items (None while no size is known)."""
+        s = self.stats
+        if not self.sizes:
+            return None
+        items = len(self.first_index)
+        if s.total is not None and len(self.sizes) >= items:
+            return s.bytes_expected
+        return round(s.bytes_expected * max(items, len(self.sizes)) / len(self.sizes))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -524,6 +550,8 @@ class _Engine:
                         self.paths.pop(path, None)
                         path = self._claim_path(key, wanted)
             received = offset
+            self._expect(key, expected)
+            self._now_present(key, offset)
             # Creating a file can take milliseconds on a busy disk: keep that off the loop.
             out = await _settled_in_thread(
                 self._open_part, key, append, (etag, last_modified) if sidecar else None
@@ -537,6 +565,8 @@ class _Engine:
                     hasher.update(chunk)
                     received += len(chunk)
                     self.stats.bytes += len(chunk)
+                    self.stats.bytes_present += len(chunk)
+                    self.present[key] = received
                     if limit is not None and received > limit:
                         break
             if limit is not None and received > limit:
@@ -603,6 +633,9 @@ class _Engine:
         self, item: Item, path: str, outcome: _Outcome, attempts: int, seconds: float
     ) -> None:
         status: Status = "failed" if outcome.status == "retry" else outcome.status
+        if status in ("ok", "unchanged"):
+            self._expect(item.key, outcome.bytes)
+            self._now_present(item.key, outcome.bytes)
         if status == "ok":
             self.stats.succeeded += 1
         elif status == "unchanged":
@@ -659,6 +692,8 @@ class _Engine:
             in_flight=self.ctl.in_flight,
             finished=finished,
             interrupted=s.interrupted,
+            bytes_present=s.bytes_present,
+            bytes_total=self._bytes_total(),
         )
 
     def _report(self) -> FetchReport:

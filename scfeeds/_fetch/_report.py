@@ -31,6 +31,11 @@ class ProgressEvent:
     body bytes received in this run; ``concurrency`` is the effective limit now (AIMD may have
     lowered it); ``finished`` is ``True`` on the last event only. ``interrupted`` counts items
     stopped by a cancellation or Ctrl-C (not failures: their resumable bodies are kept).
+    ``bytes_present`` is the body bytes on disk for the items seen so far (bytes resumed from
+    an earlier run included) and ``bytes_total`` the bytes of the whole run: exact once every
+    item's size is known (listing ``bytes``, ``Content-Length``), before that the known sizes
+    scaled to the number of items; ``None`` while no size is known. A bar that moves while
+    large files arrive divides the two.
     """
 
     total: int | None
@@ -47,6 +52,8 @@ class ProgressEvent:
     in_flight: int
     finished: bool
     interrupted: int = 0
+    bytes_present: int = 0
+    bytes_total: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,10 +69,26 @@ class ProgressEventLike(Protocol):
     def finished(self) -> bool: ...
 
 
+def byte_fraction(event: ProgressEventLike) -> float | None:
+    """Share of the run's body bytes on disk, when the event knows the run's size in bytes
+    (``bytes_total``); ``None`` otherwise (the bar then counts items)."""
+    total = getattr(event, "bytes_total", None)
+    if not total or total <= 0:
+        return None
+    present = int(getattr(event, "bytes_present", 0))
+    return min(max(present / float(total), 0.0), 1.0)
+
+
 def eta_seconds(event: ProgressEventLike) -> float | None:
-    """Seconds left at the average item rate so far; ``None`` when it cannot be estimated."""
+    """Seconds left: at the byte rate so far when the run's size in bytes is known (a few
+    large files move the bar long before one item is done), else at the average item rate;
+    ``None`` when it cannot be estimated."""
     if event.finished:
         return 0.0
+    total = getattr(event, "bytes_total", None)
+    if total and event.throughput_bps > 0:
+        left = max(int(total) - int(getattr(event, "bytes_present", 0)), 0)
+        return float(left / event.throughput_bps)
     if not event.total or event.done <= 0 or event.elapsed <= 0:
         return None
     remaining = max(event.total - event.done, 0)
@@ -95,9 +111,15 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
         return f"{description}: waiting for the first event"
     status = status_of(event, closed=closed)
     total = "?" if event.total is None else fmt.count(event.total)
+    bytes_total = getattr(event, "bytes_total", None)
+    size = (
+        f"{fmt.size(getattr(event, 'bytes_present', 0))} of {fmt.size(bytes_total)}"
+        if bytes_total and status == "running"
+        else fmt.size(event.bytes)
+    )
     parts = [
         f"{description}: {fmt.count(event.done)}/{total} items",
-        fmt.size(event.bytes),
+        size,
         fmt.rate(event.throughput_bps),
         f"{event.retried} retried",
         f"{event.throttled} throttled (429)",
@@ -241,7 +263,12 @@ class FetchProgress:
         self.renders += 1
         event = self.last_event
         status = self.status
-        if event is not None:
+        share = byte_fraction(event) if event is not None else None
+        if share is not None and not (self.closed or status != "running"):
+            # Bytes known: the bar follows them (in 1/1000), so it moves while big files arrive.
+            self.bar.max = 1000
+            self.bar.value = round(share * 1000)
+        elif event is not None:
             total = event.total if event.total is not None else self.total
             if total:
                 self.bar.max = max(total, 1)
