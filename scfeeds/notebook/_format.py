@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from IPython.display import display as _display
 
@@ -47,6 +48,32 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def show(obj: object) -> None:
-    """Display ``obj`` in the current cell (IPython's ``display``, typed)."""
-    _display(obj)  # type: ignore[no-untyped-call]
+def show(obj: object) -> Any:
+    """Display ``obj`` in the current cell (IPython's ``display``, typed) and return its
+    display handle, through which the output saved with the notebook can be updated."""
+    return _display(obj, display_id=True)  # type: ignore[no-untyped-call]
+
+
+#: Marks the static snapshot of a widget in its output (``.meta/nbval.ini`` masks it: the
+#: snapshot is live state, as variable as a timing).
+STATIC_CLASS = "scfeeds-static"
+
+
+def static_html(inner_html: str) -> str:
+    """A widget's state as plain HTML (inline styles and SVG, no script), for the ``text/html``
+    part of its display: Jupyter shows it where the widget cannot render (a notebook opened
+    without its kernel or not trusted, GitHub, an HTML export), the live widget elsewhere."""
+    return f'<div class="{STATIC_CLASS}">{inner_html}</div><!--/{STATIC_CLASS}-->'
+
+
+def update_shown(handle: Any, obj: object) -> None:
+    """Replace the output ``handle`` points at with ``obj``'s current display (so the output
+    saved with the notebook holds the final state); nothing outside an IPython kernel."""
+    if handle is None:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    handle.update(obj)

@@ -202,8 +202,7 @@ class FetchProgress:
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         self.box.add_class("scfeeds-progress")
-        if show:
-            fmt.show(self)
+        self._handle: Any = fmt.show(self) if show else None
 
     # -- the progress protocol of scfeeds.fetch -------------------------------------------
 
@@ -230,6 +229,8 @@ class FetchProgress:
                 self._trailing.cancel()
                 self._trailing = None
             self._render_locked(self._clock())
+        # The output saved with the notebook gets the final state (its text/html snapshot).
+        fmt.update_shown(self._handle, self)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -296,7 +297,24 @@ class FetchProgress:
         # and ignores later updates, so timings here would make every re-run differ. The
         # final numbers are kept in the widget state saved with the notebook.
         bundle["text/plain"] = f"FetchProgress({self.description!r}{total})"
+        bundle["text/html"] = self.static_html()
         return bundle
+
+    def static_html(self) -> str:
+        """The widget's current state as plain HTML (label, bar, numbers): the ``text/html``
+        of its display, shown where the widget cannot render (see ``_format.static_html``)."""
+        status = self.status
+        color = _STATUS_COLOR[status]
+        done = 1.0 if self.closed and status == "done" else self.bar.value / max(self.bar.max, 1)
+        return fmt.static_html(
+            '<div style="display:flex;align-items:center;gap:8px;flex-wrap:wrap">'
+            f"<b>{escape(self.description)}</b>"
+            '<div style="width:220px;height:12px;background-color:#e8e8e8">'
+            f'<div style="width:{done * 100:.1f}%;height:12px;background-color:{color}"></div>'
+            "</div>"
+            f'<span data-status="{status}" style="color:{color};font-family:monospace;'
+            f'font-size:12px">{escape(self.text())}</span></div>'
+        )
 
 
 def auto_progress(*, total: int | None = None, description: str = "fetch") -> FetchProgress:
