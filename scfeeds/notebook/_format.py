@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from typing import Any
 
 from IPython.display import display as _display
@@ -63,7 +65,21 @@ def static_html(inner_html: str) -> str:
     """A widget's state as plain HTML (inline styles and SVG, no script), for the ``text/html``
     part of its display: Jupyter shows it where the widget cannot render (a notebook opened
     without its kernel or not trusted, GitHub, an HTML export), the live widget elsewhere."""
+    # Inline <svg> is stripped from untrusted output; an <img> of the same SVG (data: URI,
+    # where scripts never run) is kept.
+    inner_html = _SVG.sub(_svg_as_img, inner_html)
     return f'<div class="{STATIC_CLASS}">{inner_html}</div><!--/{STATIC_CLASS}-->'
+
+
+_SVG = re.compile(r"<svg\b[\s\S]*?</svg>")
+
+
+def _svg_as_img(match: re.Match[str]) -> str:
+    svg = match.group(0)
+    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
+    dims = f' width="{size.group(1)}" height="{size.group(2)}"' if size else ""
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return f'<img alt="chart"{dims} src="data:image/svg+xml;base64,{data}">'
 
 
 def update_shown(handle: Any, obj: object) -> None:
