@@ -138,12 +138,13 @@ def test_the_progress_widget_shows_interrupted_not_failed() -> None:
 
 
 def test_a_top_level_await_in_ipython_prints_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
 ) -> None:
     """What a notebook cell shows when its ``await fetch(...)`` is interrupted."""
     interactiveshell = pytest.importorskip("IPython.core.interactiveshell")
     (tmp_path / "root").mkdir()
     shell = interactiveshell.InteractiveShell.instance()
+    request.addfinalizer(interactiveshell.InteractiveShell.clear_instance)  # no shell leaks
     with serve_in_thread(tmp_path / "root", slow_body=500_000, access_log=False) as portal:
         shell.user_ns.update(url=f"{portal.url}/v1/blob/{SIZE}?seed=2", dest=tmp_path / "d")
         shell.run_cell(

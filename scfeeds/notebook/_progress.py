@@ -114,7 +114,7 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
     bytes_total = getattr(event, "bytes_total", None)
     size = (
         f"{fmt.size(getattr(event, 'bytes_present', 0))} of {fmt.size(bytes_total)}"
-        if bytes_total and status == "running"
+        if bytes_total and status in ("running", "interrupted")
         else fmt.size(event.bytes)
     )
     parts = [
@@ -265,7 +265,7 @@ class FetchProgress:
         event = self.last_event
         status = self.status
         share = byte_fraction(event) if event is not None else None
-        if share is not None and not (self.closed or status != "running"):
+        if share is not None and status in ("running", "interrupted"):
             # Bytes known: the bar follows them (in 1/1000), so it moves while big files arrive.
             self.bar.max = 1000
             self.bar.value = round(share * 1000)

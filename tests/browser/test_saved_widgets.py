@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -85,16 +86,10 @@ tuner
 ]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    base = tmp_path_factory.mktemp("lab")
+@contextmanager
+def running_lab(base: Path, notebook: str) -> Iterator[str]:
+    """JupyterLab on 127.0.0.1 serving ``base/root``; yields the URL that opens ``notebook``."""
     root = base / "root"
-    root.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c.strip()) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True).execute()
-    nbformat.write(nb, root / NAME)
     write_settings(base / "settings")
     port, token = free_port(), secrets.token_hex(16)
     env = {
@@ -138,7 +133,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         "JupyterLab did not start:\n" + (base / "jupyterlab.log").read_text()
                     ) from None
                 time.sleep(0.25)
-        yield f"{url}/lab/tree/{NAME}?token={token}"
+        yield f"{url}/lab/tree/{notebook}?token={token}"
     finally:
         if process.poll() is None:  # stop the server we started, by its PID
             process.send_signal(signal.SIGINT)
@@ -150,6 +145,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 process.kill()
                 process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    base = tmp_path_factory.mktemp("lab")
+    (base / "root").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c.strip()) for c in CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True).execute()
+    nbformat.write(nb, base / "root" / NAME)
+    with running_lab(base, NAME) as url:
+        yield url
 
 
 def test_widgets_show_their_final_state_without_running(lab: str) -> None:
