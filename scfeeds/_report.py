@@ -340,7 +340,6 @@ _JS: Final = """
       table.scrollIntoView();
     });
   });
-  apply();
 })();
 """
 
