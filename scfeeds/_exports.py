@@ -26,6 +26,7 @@ from typing import Any, Final, Literal, NamedTuple, overload
 import polars as pl
 
 from scfeeds._archive import is_reader_panic
+from scfeeds._cells import safe_text_expr, unquote_text_expr, xlsx_workbook
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
@@ -115,7 +116,7 @@ def _csv_frame(
         elif isinstance(dtype, pl.Decimal):
             exprs.append(_format_decimal(col, money=col in _MONEY_COLUMNS, preset=preset))
         else:
-            exprs.append(pl.col(col).cast(pl.String))
+            exprs.append(safe_text_expr(pl.col(col).cast(pl.String)))
     return frame.select(exprs).rename(dict(header))
 
 
@@ -157,8 +158,6 @@ def _excel_date_format(strftime: str) -> str:
 def _write_xlsx(
     frame: pl.DataFrame, header: Mapping[str, str], path: Path, preset: ExportPreset
 ) -> None:
-    import xlsxwriter
-
     schema = frame.schema
     exprs: list[pl.Expr] = []
     formats: dict[str, str] = {}
@@ -173,13 +172,10 @@ def _write_xlsx(
             exprs.append(pl.col(col).alias(name))
             formats[name] = _excel_date_format(preset.date_format)
         else:
-            exprs.append(pl.col(col).cast(pl.String).alias(name))
+            exprs.append(safe_text_expr(pl.col(col).cast(pl.String)).alias(name))
     out = frame.select(exprs)
     # Never let a text cell become a formula or a link (CSV/formula injection).
-    workbook = xlsxwriter.Workbook(
-        str(path),
-        {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False},
-    )
+    workbook = xlsx_workbook(path)
     try:
         out.write_excel(
             workbook,
@@ -785,7 +781,9 @@ def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
         elif col in ("uom", "currency"):
             first.append(raw.str.to_uppercase().alias(col))
         else:
-            first.append(raw.alias(col))
+            # A leading quote before = + - @ is the formula guard of a neutralising exporter
+            # (ours included), not part of the value.
+            first.append(unquote_text_expr(raw).alias(col))
     rule, _ = _verdict(plan)
     staged = frame.select(pl.col("_row"), *texts).with_columns(first).with_columns(second)
     if third:
@@ -839,7 +837,7 @@ def _batches(
         yield (
             pl.DataFrame(schema=schema(plan.table)),
             pl.DataFrame(
-                [(plan.source, p, r, f"{plan.source}: {m}") for p, r, m in plan.notes],
+                [(plan.source, p, r, m) for p, r, m in plan.notes],
                 schema=ERRORS,
                 orient="row",
             ),
@@ -865,7 +863,7 @@ def _batches(
                     "source",
                     "position",
                     pl.col("_rule").alias("rule"),
-                    pl.format("{}: {}: {}", "source", "position", message).alias("message"),
+                    message.alias("message"),
                 )
                 yield good, bad
         except pl.exceptions.PolarsError as exc:
@@ -1079,7 +1077,7 @@ def read_export(
     def plan_failed(exc: ExportError, name: str) -> None:
         problems.append(
             pl.DataFrame(
-                [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", str(exc))],
+                [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", exc.detail)],
                 schema=ERRORS,
                 orient="row",
             )
@@ -1098,7 +1096,7 @@ def read_export(
                     if hard.height:
                         first = hard.row(0, named=True)
                         raise ExportError(
-                            first["message"],
+                            f"{first['source']}: {first['position']}: {first['message']}",
                             source=first["source"],
                             position=first["position"],
                             rule=first["rule"],

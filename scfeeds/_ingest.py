@@ -550,6 +550,8 @@ async def ingest(
                     path = str(landing_dir / path)
                 await queue.put((path, row.sha256, src))
                 return
+            if row.status == "interrupted":
+                return  # the run is being cancelled; the next one resumes this source
             records.append(
                 {
                     "url": src.url,

@@ -105,7 +105,7 @@ def parse_file(
             return Parsed(errors=_error(name, "file", "UNKNOWN_FORMAT", "cannot tell the format"))
     except ParseError as exc:
         return Parsed(
-            errors=_error(name, exc.position or "file", exc.rule or "PARSE_ERROR", str(exc))
+            errors=_error(name, exc.position or "file", exc.rule or "PARSE_ERROR", exc.detail)
         )
     except Exception as exc:  # a reader bug or unforeseen input must not stop the batch
         return Parsed(errors=_error(name, "file", "READER_FAILED", f"{type(exc).__name__}: {exc}"))

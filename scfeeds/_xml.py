@@ -922,20 +922,18 @@ def _run_parse(
             source,
             where,
             "XML_SYNTAX",
-            f"{source}: line {exc.lineno}, column {exc.offset + 1}: "
+            f"line {exc.lineno}, column {exc.offset + 1}: "
             f"{pyexpat.ErrorString(exc.code)} (inside {where})",
         )
     except LookupError as exc:  # expat: an encoding the XML declaration names is unknown
-        failure = _error_row(
-            source, doc.tracker.xpath(), "XML_SYNTAX", f"{source}: {exc} (XML declaration)"
-        )
+        failure = _error_row(source, doc.tracker.xpath(), "XML_SYNTAX", f"{exc} (XML declaration)")
     except _EntityRefused as exc:
         parser = guard.parser
         failure = _error_row(
             source,
             doc.tracker.xpath(),
             "XML_ENTITY",
-            f"{source}: line {parser.CurrentLineNumber}, column "
+            f"line {parser.CurrentLineNumber}, column "
             f"{parser.CurrentColumnNumber + 1}: entity declaration {exc.args[0]!r} refused "
             "(external entities and entity expansion are never processed)",
         )
@@ -1056,7 +1054,7 @@ def _not_the_table(name: str, request: str | None, table: TableName) -> pl.DataF
         name,
         "/",
         "XML_NOT_CXML" if request is None else "XML_WRONG_DOCUMENT",
-        f"{name}: holds {what}, not a {_request(table)} ({table})",
+        f"holds {what}, not a {_request(table)} ({table})",
     )
 
 
@@ -1235,7 +1233,7 @@ def read_xml(
         if errors == "raise" and bad.height:
             first = bad.row(0, named=True)
             raise XMLError(
-                first["message"],
+                f"{first['source']}: {first['position']}: {first['message']}",
                 source=first["source"],
                 position=first["position"],
                 rule=first["rule"],

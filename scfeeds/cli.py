@@ -23,7 +23,7 @@ examples:
   scfeeds synth world --seed 7 --pos 500     write a synthetic supplier world with its answer key
   scfeeds portal world --port 8080           serve it as a supplier portal on 127.0.0.1
   scfeeds ingest http://127.0.0.1:8080 --lake lake
-  scfeeds reconcile --lake lake --html exceptions.html
+  scfeeds reconcile --lake lake --html exceptions.html --xlsx exceptions.xlsx
   scfeeds lake compact lake                  merge small files (and vacuum, history)
   scfeeds x12 orders.x12 --ack orders.997    read X12, check envelopes, write the 997
   scfeeds worker --queue redis://127.0.0.1:6379/0 --lake lake    service mode (see deploy/)
@@ -77,6 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     html_path = dest / "exceptions.html"
     _write_report(rec, html_path)
     _print(f"exceptions report: {html_path}")
+    _print(f"exceptions workbook: {rec.to_excel(dest / 'exceptions.xlsx')}")
     _print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -92,26 +93,11 @@ def _listing(url: str) -> list[dict[str, Any]]:
 
 
 def _write_report(rec: Any, path: Path) -> None:
-    from html import escape
+    """The HTML exceptions report at ``path`` and every exception row as CSV beside it."""
+    from scfeeds._cells import write_csv
 
-    import polars as pl
-
-    exceptions = rec.exceptions.collect()
-    summ = rec.summary()
-    with pl.Config(tbl_rows=50):
-        table_html = exceptions.head(500)._repr_html_()
-    body = (
-        "<!doctype html><meta charset='utf-8'><title>scfeeds exceptions</title>"
-        "<h1>scfeeds: three-way match exceptions</h1>"
-        f"{summ._repr_html_()}"
-        f"<h2>Exceptions ({exceptions.height:,}; first 500)</h2>{table_html}"
-        f"<p>{escape('Full list: exceptions.csv beside this file.')}</p>"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body, encoding="utf-8")
-    exceptions.with_columns(pl.col(pl.List(pl.String)).list.join(";")).write_csv(
-        path.with_suffix(".csv")
-    )
+    rec.to_html(path)
+    write_csv(rec.exceptions.collect(), path.with_suffix(".csv"))
 
 
 # -- fetch / ingest / reconcile / x12 -----------------------------------------------------------
@@ -265,6 +251,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.html:
         _write_report(rec, Path(args.html))
         _print(f"exceptions report: {args.html}")
+    if args.xlsx:
+        rec.to_excel(args.xlsx)
+        _print(f"exceptions workbook: {args.xlsx}")
     return 0
 
 
@@ -434,7 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", help="three-way match of the lake's POs, ASNs and invoices")
     p.add_argument("--lake", required=True)
     p.add_argument("--conversions", default=None, help="parquet of item/unit factors")
-    p.add_argument("--html", default=None, help="write an HTML exceptions report here")
+    p.add_argument(
+        "--html",
+        default=None,
+        help="write the HTML exceptions report here (sortable, filterable, offline) "
+        "and every exception as CSV beside it",
+    )
+    p.add_argument("--xlsx", default=None, help="write the exceptions workbook (XLSX) here")
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("x12", help="read X12 files, report envelope errors, write a 997")

@@ -83,6 +83,14 @@ class ParseError(ScfeedsError):
         self.position = position
         self.rule = rule
 
+    @property
+    def detail(self) -> str:
+        """The message without the leading ``"<source>: "`` (for an errors frame, whose
+        ``source`` column already names the file)."""
+        text = str(self)
+        prefix = f"{self.source}: "
+        return text[len(prefix) :] if self.source and text.startswith(prefix) else text
+
 
 class X12Error(ParseError):
     """X12 syntax or envelope problem."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openpyxl
 import polars as pl
 
 from scfeeds.cli import build_parser
@@ -46,10 +47,13 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path: Path) -> None:
     assert "NOT_SHIPPED" in out.stdout
     report = tmp_path / "demo" / "exceptions.html"
     assert report.exists()
-    assert "<table" in report.read_text()
     exceptions = pl.read_csv(tmp_path / "demo" / "exceptions.csv")
     assert exceptions.height > 0
     assert "code" in exceptions.columns
+    # Every exception row is in the page (not the first 500, not polars' repr).
+    assert report.read_text().count("<tr data-supplier=") == exceptions.height
+    workbook = openpyxl.load_workbook(tmp_path / "demo" / "exceptions.xlsx", read_only=True)
+    assert workbook.sheetnames[:2] == ["Summary", "Exceptions"]
 
 
 def test_synth_then_reconcile_from_the_command_line(tmp_path: Path) -> None:

@@ -247,28 +247,22 @@ CELLS = [
     ),
     code(
         """
-        def verdict(ack: str) -> dict[str, object]:
-            # ISA is fixed width: its 4th character separates elements, its 106th ends it.
-            sep, term = ack[3], ack[105]
-            segments = [s.strip().split(sep) for s in ack.split(term) if s.strip()]
-            rejected, current, group = [], "", []
-            for seg in segments:
-                if seg[0] == "AK2":
-                    current = seg[2]
-                elif seg[0] == "AK5" and seg[1] == "R":
-                    rejected.append(f"{current} (AK5 code {seg[2]})")
-                elif seg[0] == "AK9":
-                    group = seg
-            return {
-                "group_verdict": group[1],
-                "sets": int(group[2]),
-                "accepted": int(group[4]),
-                "group_error": group[5] if len(group) > 5 else None,
-                "rejected_sets": ", ".join(rejected) or None,
-            }
-
-
-        pl.DataFrame([{"file": name, **verdict(ack)} for name, ack in acks.items()])
+        # The 997 is a string (the text to send) whose .groups and .sets hold its verdicts.
+        pl.concat(
+            [ack.groups.select(pl.lit(name).alias("file"), pl.all()) for name, ack in acks.items()]
+        ).select(
+            "file", "verdict", "sets_received", "sets_accepted", "reasons", "rejected_sets"
+        )
+        """
+    ),
+    md(
+        """
+        And per set of one file, with the segment and element errors in words:
+        """
+    ),
+    code(
+        """
+        acks["SUP002_810_manual.x12"].sets.select("set_control", "verdict", "reasons", "errors")
         """
     ),
     md(

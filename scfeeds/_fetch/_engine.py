@@ -70,7 +70,7 @@ _RECEIVED = re.compile(r"received (\d+) of \d+ bytes")
 RESUME_MIN_BYTES = 1024 * 1024
 _HEARTBEAT = 0.25
 
-Status = Literal["ok", "unchanged", "failed"]
+Status = Literal["ok", "unchanged", "failed", "interrupted"]
 
 
 @dataclass
@@ -83,7 +83,10 @@ class _Stats:
     unchanged: int = 0
     retried: int = 0
     throttled: int = 0
+    interrupted: int = 0
     requests: int = 0
+    bytes_present: int = 0  # body bytes on disk for the items seen (resumed bytes included)
+    bytes_expected: int = 0  # their full sizes, for the items whose size is known
     bytes: int = 0
     latencies: list[float] = field(default_factory=list)
 
@@ -201,6 +204,8 @@ class _Engine:
         self.validators: dict[str, str] = {}
         self.leftovers = self.landing.partial_keys() if resume else set()
         self.stats = _Stats(total=None, started=time.perf_counter())
+        self.sizes: dict[str, int] = {}  # item key -> full body size, once known
+        self.present: dict[str, int] = {}  # item key -> body bytes on disk
         self.session: aiohttp.ClientSession | None = None
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * limits.max_at_once)
         self.task_group: asyncio.TaskGroup | None = None
@@ -315,6 +320,7 @@ class _Engine:
             self.duplicates.append((index, first))
             return
         self.first_index[item.key] = index
+        self._expect(item.key, item.expected_bytes)
         await self.queue.put(item)
 
     def _adopt_legacy(self, legacy: str, key: str) -> None:
@@ -325,6 +331,27 @@ class _Engine:
         if prior is not None:
             self.manifest[key] = dataclasses.replace(prior, key=key)
             self.paths[prior.path] = key
+
+    # -- bytes progress ---------------------------------------------------------------
+    def _expect(self, key: str, size: int | None) -> None:
+        if size is not None and key not in self.sizes:
+            self.sizes[key] = size
+            self.stats.bytes_expected += size
+
+    def _now_present(self, key: str, n: int) -> None:
+        self.stats.bytes_present += n - self.present.get(key, 0)
+        self.present[key] = n
+
+    def _bytes_total(self) -> int | None:
+        """Expected body bytes of the whole run: exact once every item's size is known, else
+        the known sizes scaled to the number of items (None while no size is known)."""
+        s = self.stats
+        if not self.sizes:
+            return None
+        items = len(self.first_index)
+        if s.total is not None and len(self.sizes) >= items:
+            return s.bytes_expected
+        return round(s.bytes_expected * max(items, len(self.sizes)) / len(self.sizes))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -410,6 +437,10 @@ class _Engine:
             # A bug or a disk error on one item is a row, not the end of the batch.
             logger.warning("unexpected error on %s", item.shown_url, exc_info=True)
             outcome = _Outcome("failed", error=TransferError(f"{type(exc).__name__}: {exc}"))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped by the caller, not by the item: "interrupted", never "failed".
+            outcome = _Outcome("interrupted")
+            raise
         finally:
             self._record(item, path, outcome, attempts, loop.time() - first_start)
             if self.on_item is not None:
@@ -580,6 +611,8 @@ class _Engine:
                         self.paths.pop(path, None)
                         path = self._claim_path(key, wanted)
             received = offset
+            self._expect(key, expected)
+            self._now_present(key, offset)
             try:
                 # Creating a file can take milliseconds on a busy disk: keep that off the loop.
                 out = await _settled_in_thread(
@@ -594,6 +627,8 @@ class _Engine:
                         hasher.update(chunk)
                         received += len(chunk)
                         self.stats.bytes += len(chunk)
+                        self.stats.bytes_present += len(chunk)
+                        self.present[key] = received
                         if limit is not None and received > limit:
                             break
             except OSError as exc:
@@ -732,15 +767,25 @@ class _Engine:
         self, item: Item, path: str, outcome: _Outcome, attempts: int, seconds: float
     ) -> None:
         status: Status = "failed" if outcome.status == "retry" else outcome.status
+        if status in ("ok", "unchanged"):
+            self._expect(item.key, outcome.bytes)
+            self._now_present(item.key, outcome.bytes)
         if status == "ok":
             self.stats.succeeded += 1
         elif status == "unchanged":
             self.stats.unchanged += 1
+        elif status == "interrupted":
+            self.stats.interrupted += 1
         else:
             self.stats.failed += 1
-        self.stats.done += 1
+        if status != "interrupted":
+            self.stats.done += 1
         error = None
-        if status == "failed":
+        if status == "interrupted":
+            error = "interrupted"
+            if not self.landing.part_meta(item.key).exists():
+                self.landing.discard_part(item.key)
+        elif status == "failed":
             error = (
                 f"{type(outcome.error).__name__}: {outcome.error}"
                 if outcome.error is not None
@@ -752,9 +797,9 @@ class _Engine:
                 self.landing.discard_part(item.key)
         self.rows[item.index] = {
             "url": item.shown_url,
-            "path": outcome.path or (None if status == "failed" else path),
+            "path": outcome.path or (None if status in ("failed", "interrupted") else path),
             "status": status,
-            "bytes": outcome.bytes if status != "failed" else None,
+            "bytes": outcome.bytes if status not in ("failed", "interrupted") else None,
             "sha256": outcome.sha256,
             "attempts": attempts,
             "error": error,
@@ -780,6 +825,9 @@ class _Engine:
             concurrency=self.ctl.concurrency,
             in_flight=self.ctl.in_flight,
             finished=finished,
+            interrupted=s.interrupted,
+            bytes_present=s.bytes_present,
+            bytes_total=self._bytes_total(),
         )
 
     def _report(self) -> FetchReport:
@@ -966,6 +1014,10 @@ async def fetch(
         raise
     try:
         return await engine.run(sources)
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        kept = _cleanup_partials(engine, keep_resumable=True)
+        _say_interrupted(exc, engine, kept)
+        raise
     except BaseException:
         _cleanup_partials(engine)
         raise
@@ -997,9 +1049,50 @@ async def get_json(
     raise TransferError(f"more than {MAX_REDIRECTS} redirects from {redact_url(url)}")
 
 
-def _cleanup_partials(engine: _Engine) -> None:
-    """On cancellation or error, leave no temporary files (kill -9 is what resume is for)."""
+def _cleanup_partials(engine: _Engine, *, keep_resumable: bool = False) -> list[int]:
+    """On error, leave no temporary files (kill -9 is what resume is for). On an interrupt,
+    keep the bodies a next run can resume (those with a recorded validator) and return their
+    sizes."""
+    kept: list[int] = []
     for key in engine.touched:
+        part = engine.landing.part(key)
+        if keep_resumable and engine.landing.part_meta(key).exists():
+            with contextlib.suppress(OSError):
+                kept.append(part.stat().st_size)
+                continue
         engine.landing.discard_part(key)
     with contextlib.suppress(OSError):
         engine.landing.partial.rmdir()
+    with contextlib.suppress(OSError):
+        engine.landing.meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
+    return kept
+
+
+def interrupted_summary(engine: _Engine, kept: list[int]) -> str:
+    """One line saying what an interrupted fetch did and what a next run will do."""
+    s = engine.stats
+    total = "?" if s.total is None else str(s.total)
+    landed = s.succeeded + s.unchanged
+    line = (
+        f"fetch interrupted after {time.perf_counter() - s.started:.1f} s: "
+        f"{landed} of {total} items landed, {s.interrupted} interrupted"
+    )
+    if s.failed:
+        line += f", {s.failed} failed"
+    if kept:
+        mib = sum(kept) / 2**20
+        line += (
+            f"; {len(kept)} partial bodies ({mib:.1f} MiB) kept, "
+            "the next run resumes them with Range"
+        )
+    return line
+
+
+def _say_interrupted(exc: BaseException, engine: _Engine, kept: list[int]) -> None:
+    """Make the interrupt read as one line: IPython shows ``_render_traceback_()`` instead of
+    the traceback (a top-level ``await`` in a notebook); elsewhere the line is a note."""
+    line = interrupted_summary(engine, kept)
+    logger.info("%s", line)
+    with contextlib.suppress(Exception):
+        exc.add_note(line)
+        exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]

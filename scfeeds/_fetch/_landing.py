@@ -108,7 +108,11 @@ class Landing:
 
     def close(self) -> None:
         self._manifest.close()
-        # Leave no empty scaffolding behind; partial files of interrupted runs stay.
+        # Leave no empty scaffolding behind (an empty manifest included); partial files of
+        # interrupted runs stay.
+        with contextlib.suppress(OSError):
+            if self.manifest_path.stat().st_size == 0:
+                self.manifest_path.unlink()
         with contextlib.suppress(OSError):
             self.partial.rmdir()
 

@@ -45,7 +45,8 @@ class _TqdmSink:
         self.bar.n = event.done
         self.bar.set_postfix_str(
             f"{event.throughput_bps / 1e6:.1f} MB/s c={event.concurrency} "
-            f"retried={event.retried} 429={event.throttled} failed={event.failed}",
+            f"retried={event.retried} 429={event.throttled} failed={event.failed}"
+            + (f" interrupted={event.interrupted}" if event.interrupted else ""),
             refresh=False,
         )
         self.bar.refresh()
@@ -62,6 +63,19 @@ class _SummarySink:
         pass
 
     def close(self, event: ProgressEvent) -> None:
+        if event.interrupted:
+            logger.info(
+                "fetch interrupted: %d items, %d ok, %d unchanged, %d failed, %d interrupted, "
+                "%.1f MB in %.2f s",
+                event.done,
+                event.succeeded,
+                event.unchanged,
+                event.failed,
+                event.interrupted,
+                event.bytes / 1e6,
+                event.elapsed,
+            )
+            return
         logger.info(
             "fetch finished: %d items, %d ok, %d unchanged, %d failed, %.1f MB in %.2f s",
             event.done,

@@ -38,7 +38,7 @@ class FetchOutcome:
     index: int
     url: str
     path: str | None
-    status: Literal["ok", "unchanged", "failed"]
+    status: Literal["ok", "unchanged", "failed", "interrupted"]
     bytes: int | None
     sha256: str | None
     attempts: int
@@ -53,7 +53,13 @@ class ProgressEvent:
 
     ``total`` is ``None`` while the number of sources is unknown (a generator); ``bytes`` counts
     body bytes received in this run; ``concurrency`` is the effective limit now (AIMD may have
-    lowered it); ``finished`` is ``True`` on the last event only.
+    lowered it); ``finished`` is ``True`` on the last event only. ``interrupted`` counts items
+    stopped by a cancellation or Ctrl-C (not failures: their resumable bodies are kept).
+    ``bytes_present`` is the body bytes on disk for the items seen so far (bytes resumed from
+    an earlier run included) and ``bytes_total`` the bytes of the whole run: exact once every
+    item's size is known (listing ``bytes``, ``Content-Length``), before that the known sizes
+    scaled to the number of items; ``None`` while no size is known. A bar that moves while
+    large files arrive divides the two.
     """
 
     total: int | None
@@ -69,6 +75,9 @@ class ProgressEvent:
     concurrency: int
     in_flight: int
     finished: bool
+    interrupted: int = 0
+    bytes_present: int = 0
+    bytes_total: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +89,8 @@ class FetchReport:
     ``bytes / elapsed``; latencies are seconds from request to last byte of successful
     attempts; ``concurrency`` is the effective limit at the end and ``host_limits`` the AIMD
     limit per host. ``items`` has one row per source: url (secrets redacted), path (relative
-    to ``dest``), status (ok | unchanged | failed), bytes, sha256, attempts, error,
+    to ``dest``), status (ok | unchanged | failed; ``interrupted`` is only ever seen by
+    ``on_item`` hooks while a cancelled fetch unwinds), bytes, sha256, attempts, error,
     http_status, seconds.
 
     Unpacks as ``ok_items, failed_items = report``.

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import polars as pl
 from aiohttp import web
 
+from scfeeds._cells import safe_frame
 from scfeeds._portal._catalog import Catalog, Feed
 from scfeeds._portal._http import (
     UNSATISFIABLE,
@@ -595,7 +596,7 @@ async def get_lines(request: web.Request) -> web.StreamResponse:
             {"X-Total-Count": str(total)},
         )
     page = frame.slice(offset, limit)
-    text = page.write_ndjson() if fmt == "ndjson" else page.write_csv()
+    text = page.write_ndjson() if fmt == "ndjson" else safe_frame(page).write_csv()
     headers = {"X-Total-Count": str(total)}
     links = []
     url = request.url.with_query(None)

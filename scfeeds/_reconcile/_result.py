@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -377,6 +379,47 @@ class Reconciliation:
         return ReconciliationSummary(
             by_status=by_status, by_supplier=by_supplier, by_code=code_table, totals=totals
         )
+
+    def to_html(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        title: str | None = None,
+        currency: str | None = None,
+    ) -> Path:
+        """Write the exceptions report: one self-contained HTML page, usable offline.
+
+        A header with money at risk per currency, per supplier and per code, then every
+        exception row (largest amount at risk first), sortable by any column and filterable
+        by text, supplier, code and minimum amount. Money has two decimals, separators and
+        its currency; the evidence shows as document name and position. All text is escaped.
+
+        Parameters
+        ----------
+        path
+            File to write (folders are created); returned.
+        title
+            Heading and page title (default "Three-way match exceptions").
+        currency
+            Currency shown for every amount; by default each row's invoice currency, else
+            the supplier's most frequent one.
+        """
+        from scfeeds._report import write_html
+
+        return write_html(self, path, title=title, currency=currency)
+
+    def to_excel(self, path: str | os.PathLike[str], *, currency: str | None = None) -> Path:
+        """Write the exceptions workbook (XLSX) and return ``path``.
+
+        Sheet ``Summary`` (totals, money at risk by supplier and by code), ``Exceptions``
+        (every row) and one sheet per exception code; every sheet a table with autofilter,
+        the row sheets with a frozen header, amounts as numbers in ``#,##0.00`` with a
+        ``Currency`` column. Text cells never start a formula (a leading ``'`` is added to
+        ``=``, ``+``, ``-``, ``@``, tab and CR). ``currency`` as for :meth:`to_html`.
+        """
+        from scfeeds._report import write_excel
+
+        return write_excel(self, path, currency=currency)
 
     def __repr__(self) -> str:
         return (

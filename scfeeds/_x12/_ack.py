@@ -11,8 +11,9 @@ rejected, ``R`` all rejected) with the AK905 group error codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
@@ -28,7 +29,9 @@ def _num(position: str | None) -> int | None:
     return int(position.rsplit(" ", 1)[-1])
 
 
-def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None = None) -> str:
+def ack_997(
+    result: X12Result, *, control_number: int = 1, now: datetime | None = None
+) -> Acknowledgment:
     """The 997 acknowledgment text for every functional group in ``result``.
 
     Parameters
@@ -42,8 +45,9 @@ def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None 
 
     Returns
     -------
-    str
-        Concatenated 997 interchanges (empty when nothing can be acknowledged).
+    Acknowledgment
+        Concatenated 997 interchanges (empty when nothing can be acknowledged): a ``str``
+        whose ``.groups`` and ``.sets`` give the verdicts as frames.
 
     Examples
     --------
@@ -55,7 +59,7 @@ def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None 
     stamp = now or datetime.now(UTC)
     env = result.envelopes
     if env.height == 0:
-        return ""
+        return Acknowledgment("")
     errors = result.errors
     out: list[str] = []
     ctl = control_number
@@ -68,7 +72,7 @@ def ack_997(result: X12Result, *, control_number: int = 1, now: datetime | None 
         errs = errors.filter((pl.col("source") == source) & (pl.col("interchange_index") == ic))
         out.append(_interchange(sets, errs, ctl, stamp))
         ctl += 1
-    return "".join(out)
+    return Acknowledgment("".join(out))
 
 
 def _interchange(sets: pl.DataFrame, errs: pl.DataFrame, ctl: int, stamp: datetime) -> str:
@@ -171,3 +175,267 @@ def _set(group: pl.DataFrame, errs: pl.DataFrame, g: int, n: int) -> list[list[s
     st = ["ST", "997", f"{n:04d}"]
     se = ["SE", str(len(body) + 2), f"{n:04d}"]
     return [st, *body, se]
+
+
+# -- reading a 997: the verdicts as frames ---------------------------------------------------------
+
+# X12 997 code lists (X12.6 / the 997 implementation guides), for readable reasons.
+AK5_VERDICTS: Final[dict[str, str]] = {
+    "A": "accepted",
+    "E": "accepted_with_errors",
+    "M": "rejected",  # message authentication code failed
+    "R": "rejected",
+    "W": "rejected",  # assurance failed validity tests
+    "X": "rejected",  # content after decryption could not be analysed
+}
+AK9_VERDICTS: Final[dict[str, str]] = {
+    "A": "accepted",
+    "E": "accepted_with_errors",
+    "P": "partially_accepted",
+    "M": "rejected",
+    "R": "rejected",
+    "W": "rejected",
+    "X": "rejected",
+}
+AK502_REASONS: Final[dict[str, str]] = {
+    "1": "transaction set not supported",
+    "2": "transaction set trailer missing",
+    "3": "control number in header and trailer do not match",
+    "4": "number of included segments does not match actual count",
+    "5": "one or more segments in error",
+    "6": "missing or invalid transaction set identifier",
+    "7": "missing or invalid transaction set control number",
+    "8": "authentication key name unknown",
+    "9": "encryption key name unknown",
+    "10": "requested service not available",
+    "11": "unknown security recipient",
+    "12": "incorrect message length",
+    "13": "message authentication code failed",
+    "15": "unknown security originator",
+    "16": "syntax error in decrypted text",
+    "17": "security not supported",
+    "23": "transaction set control number not unique within the functional group",
+    "24": "S3E security end segment missing for S3S security start segment",
+    "25": "S3S security start segment missing for S3E security end segment",
+    "26": "S4E security end segment missing for S4S security start segment",
+    "27": "S4S security start segment missing for S4E security end segment",
+}
+AK905_REASONS: Final[dict[str, str]] = {
+    "1": "functional group not supported",
+    "2": "functional group version not supported",
+    "3": "functional group trailer missing",
+    "4": "group control number in the functional group header and trailer do not agree",
+    "5": "number of included transaction sets does not match actual count",
+    "6": "group control number violates syntax",
+    "10": "authentication key name unknown",
+    "11": "encryption key name unknown",
+    "12": "requested service not available",
+    "13": "unknown security recipient",
+    "14": "unknown security originator",
+    "15": "syntax error in decrypted text",
+    "16": "security not supported",
+    "17": "incorrect message length",
+    "18": "message authentication code failed",
+    "19": "functional group control number not unique within interchange",
+    "23": "S3E security end segment missing for S3S security start segment",
+    "24": "S3S security start segment missing for S3E security end segment",
+    "25": "S4E security end segment missing for S4S security start segment",
+    "26": "S4S security start segment missing for S4E security end segment",
+}
+AK304_REASONS: Final[dict[str, str]] = {
+    "1": "unrecognized segment ID",
+    "2": "unexpected segment",
+    "3": "mandatory segment missing",
+    "4": "loop occurs over maximum times",
+    "5": "segment exceeds maximum use",
+    "6": "segment not in defined transaction set",
+    "7": "segment not in proper sequence",
+    "8": "segment has data element errors",
+}
+AK403_REASONS: Final[dict[str, str]] = {
+    "1": "mandatory data element missing",
+    "2": "conditional required data element missing",
+    "3": "too many data elements",
+    "4": "data element too short",
+    "5": "data element too long",
+    "6": "invalid character in data element",
+    "7": "invalid code value",
+    "8": "invalid date",
+    "9": "invalid time",
+    "10": "exclusion condition violated",
+}
+
+SETS_SCHEMA: Final = pl.Schema(
+    {
+        "interchange_control": pl.String(),
+        "functional_id": pl.String(),
+        "group_control": pl.String(),
+        "set_id": pl.String(),
+        "set_control": pl.String(),
+        "verdict": pl.String(),
+        "ak501": pl.String(),
+        "reasons": pl.List(pl.String()),
+        "errors": pl.List(pl.String()),
+    }
+)
+GROUPS_SCHEMA: Final = pl.Schema(
+    {
+        "interchange_control": pl.String(),
+        "functional_id": pl.String(),
+        "group_control": pl.String(),
+        "verdict": pl.String(),
+        "ak901": pl.String(),
+        "sets_included": pl.Int64(),
+        "sets_received": pl.Int64(),
+        "sets_accepted": pl.Int64(),
+        "reasons": pl.List(pl.String()),
+        "rejected_sets": pl.List(pl.String()),
+    }
+)
+
+
+def _reason(code: str, table: dict[str, str]) -> str:
+    return f"{code}: {table.get(code, 'code not in the X12 list')}"
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+def _segments(text: str) -> Iterator[tuple[str, list[str]]]:
+    """(ISA13 of the interchange, elements) of every segment, interchange by interchange; each
+    interchange's delimiters come from its own fixed-width ISA (element separator at 3,
+    segment terminator at 105)."""
+    pos = text.find("ISA")
+    while pos != -1 and pos + 106 <= len(text):
+        sep, term = text[pos + 3], text[pos + 105]
+        ctl = ""
+        cursor = pos
+        while True:
+            nxt = text.find(term, cursor)
+            seg = text[cursor : len(text) if nxt == -1 else nxt].strip("\r\n ")
+            if seg:
+                elements = seg.split(sep)
+                if elements[0] == "ISA":
+                    ctl = elements[13].strip() if len(elements) > 13 else ""
+                yield ctl, elements
+                if elements[0] == "IEA":
+                    break
+            if nxt == -1:
+                return
+            cursor = nxt + 1
+        pos = text.find("ISA", cursor + 1)
+
+
+def acknowledgment_frames(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(groups, sets) verdict frames of 997 ``text`` (see :class:`Acknowledgment`)."""
+    groups: list[dict[str, Any]] = []
+    sets: list[dict[str, Any]] = []
+    group: dict[str, Any] | None = None
+    current: dict[str, Any] | None = None
+    for ctl, el in _segments(text):
+        sid = el[0]
+        get = el.__getitem__
+        n = len(el)
+        if sid == "AK1":
+            group = {
+                "interchange_control": ctl,
+                "functional_id": get(1) if n > 1 else None,
+                "group_control": get(2) if n > 2 else None,
+                "rejected_sets": [],
+            }
+        elif sid == "AK2":
+            current = {
+                "interchange_control": ctl,
+                "functional_id": group["functional_id"] if group else None,
+                "group_control": group["group_control"] if group else None,
+                "set_id": get(1) if n > 1 else None,
+                "set_control": get(2) if n > 2 else None,
+                "errors": [],
+            }
+        elif sid == "AK3" and current is not None:
+            where = f"{get(1) if n > 1 else '?'} (segment {get(2) if n > 2 else '?'} of the set)"
+            why = _reason(get(4), AK304_REASONS) if n > 4 and get(4) else "error"
+            current["errors"].append(f"{where}: {why}")
+        elif sid == "AK4" and current is not None:
+            element = get(1).split(":")[0] if n > 1 else "?"
+            why = _reason(get(3), AK403_REASONS) if n > 3 and get(3) else "error"
+            bad = f" (value {get(4)!r})" if n > 4 and get(4) else ""
+            current["errors"].append(f"element {element}: {why}{bad}")
+        elif sid == "AK5" and current is not None:
+            code = get(1) if n > 1 else ""
+            current["ak501"] = code
+            current["verdict"] = AK5_VERDICTS.get(code, "unknown")
+            current["reasons"] = [_reason(c, AK502_REASONS) for c in el[2:] if c]
+            if current["verdict"] == "rejected" and group is not None:
+                group["rejected_sets"].append(current["set_control"])
+            sets.append(current)
+            current = None
+        elif sid == "AK9" and group is not None:
+            code = get(1) if n > 1 else ""
+            group.update(
+                verdict=AK9_VERDICTS.get(code, "unknown"),
+                ak901=code,
+                sets_included=_int(get(2)) if n > 2 else None,
+                sets_received=_int(get(3)) if n > 3 else None,
+                sets_accepted=_int(get(4)) if n > 4 else None,
+                reasons=[_reason(c, AK905_REASONS) for c in el[5:] if c],
+            )
+            groups.append(group)
+            group = None
+    return (
+        pl.DataFrame(groups, schema=GROUPS_SCHEMA)
+        if groups
+        else pl.DataFrame(schema=GROUPS_SCHEMA),
+        pl.DataFrame(sets, schema=SETS_SCHEMA) if sets else pl.DataFrame(schema=SETS_SCHEMA),
+    )
+
+
+class Acknowledgment(str):
+    """A 997 functional acknowledgment: the text to send (it *is* the string), and its
+    verdicts as frames.
+
+    Works on any 997 text, the one :meth:`X12Result.acknowledgment` writes or one a trading
+    partner sent back (``Acknowledgment(path.read_text("latin-1"))``).
+
+    Attributes
+    ----------
+    groups
+        One row per acknowledged functional group (``AK1`` .. ``AK9``): ``interchange_control``
+        (of the 997), ``functional_id`` and ``group_control`` of the group acknowledged,
+        ``verdict`` (``accepted``, ``accepted_with_errors``, ``partially_accepted``,
+        ``rejected``), ``ak901``, ``sets_included`` / ``sets_received`` / ``sets_accepted``,
+        ``reasons`` (AK905 codes with their meaning) and ``rejected_sets`` (set controls).
+    sets
+        One row per acknowledged transaction set (``AK2`` .. ``AK5``): the group's keys,
+        ``set_id``, ``set_control``, ``verdict`` (``accepted``, ``accepted_with_errors``,
+        ``rejected``), ``ak501``, ``reasons`` (AK502 codes with their meaning) and ``errors``
+        (each ``AK3`` segment and ``AK4`` element error in words).
+
+    Examples
+    --------
+    >>> ack = Acknowledgment(
+    ...     "ISA*00*          *00*          *ZZ*SCFEEDSBUYER   *ZZ*SUP002         *261127*0930"
+    ...     "*U*00401*000000001*0*P*>~GS*FA*BUYER*SUP002*20261127*0930*1*X*004010~ST*997*0001~"
+    ...     "AK1*IN*1000~AK2*810*0001~AK3*IT1*5**8~AK4*2**6~AK5*R*5~AK2*810*0002~AK5*A~"
+    ...     "AK9*P*2*2*1~SE*10*0001~GE*1*1~IEA*1*000000001~"
+    ... )
+    >>> ack.groups.select("verdict", "sets_accepted", "rejected_sets").row(0)
+    ('partially_accepted', 1, ['0001'])
+    >>> ack.sets.select("set_control", "verdict").rows()
+    [('0001', 'rejected'), ('0002', 'accepted')]
+    >>> for error in ack.sets["errors"][0]:
+    ...     print(error)
+    IT1 (segment 5 of the set): 8: segment has data element errors
+    element 2: 6: invalid character in data element
+    """
+
+    __slots__ = ()
+
+    @property
+    def groups(self) -> pl.DataFrame:
+        return acknowledgment_frames(str(self))[0]
+
+    @property
+    def sets(self) -> pl.DataFrame:
+        return acknowledgment_frames(str(self))[1]

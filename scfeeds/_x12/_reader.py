@@ -44,6 +44,8 @@ from scfeeds.schemas import TableName, schema
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from scfeeds._x12._ack import Acknowledgment
+
 X12Source: TypeAlias = (
     bytes
     | bytearray
@@ -144,8 +146,11 @@ class X12Result:
         frame: pl.DataFrame = getattr(self, name)
         return frame
 
-    def acknowledgment(self, *, control_number: int = 1, now: datetime | None = None) -> str:
-        """The 997 functional acknowledgment of every group read (see ``ack_997``)."""
+    def acknowledgment(
+        self, *, control_number: int = 1, now: datetime | None = None
+    ) -> Acknowledgment:
+        """The 997 functional acknowledgment of every group read (see ``ack_997``): the text
+        to send, with the verdicts as frames in ``.groups`` and ``.sets``."""
         from scfeeds._x12._ack import ack_997
 
         return ack_997(self, control_number=control_number, now=now)

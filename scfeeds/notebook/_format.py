@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
+from typing import Any
 
 from IPython.display import display as _display
 
@@ -47,6 +50,46 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def show(obj: object) -> None:
-    """Display ``obj`` in the current cell (IPython's ``display``, typed)."""
-    _display(obj)  # type: ignore[no-untyped-call]
+def show(obj: object) -> Any:
+    """Display ``obj`` in the current cell (IPython's ``display``, typed) and return its
+    display handle, through which the output saved with the notebook can be updated."""
+    return _display(obj, display_id=True)  # type: ignore[no-untyped-call]
+
+
+#: Marks the static snapshot of a widget in its output (``.meta/nbval.ini`` masks it: the
+#: snapshot is live state, as variable as a timing).
+STATIC_CLASS = "scfeeds-static"
+
+
+def static_html(inner_html: str) -> str:
+    """A widget's state as plain HTML (inline styles and SVG, no script), for the ``text/html``
+    part of its display: Jupyter shows it where the widget cannot render (a notebook opened
+    without its kernel or not trusted, GitHub, an HTML export), the live widget elsewhere."""
+    # Inline <svg> is stripped from untrusted output; an <img> of the same SVG (data: URI,
+    # where scripts never run) is kept.
+    inner_html = _SVG.sub(_svg_as_img, inner_html)
+    return f'<div class="{STATIC_CLASS}">{inner_html}</div><!--/{STATIC_CLASS}-->'
+
+
+_SVG = re.compile(r"<svg\b[\s\S]*?</svg>")
+
+
+def _svg_as_img(match: re.Match[str]) -> str:
+    svg = match.group(0)
+    size = re.search(r'width="(\d+)" height="(\d+)"', svg)
+    dims = f' width="{size.group(1)}" height="{size.group(2)}"' if size else ""
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return f'<img alt="chart"{dims} src="data:image/svg+xml;base64,{data}">'
+
+
+def update_shown(handle: Any, obj: object) -> None:
+    """Replace the output ``handle`` points at with ``obj``'s current display (so the output
+    saved with the notebook holds the final state); nothing outside an IPython kernel."""
+    if handle is None:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    handle.update(obj)

@@ -20,11 +20,22 @@ import ipywidgets as widgets
 
 from scfeeds.notebook import _format as fmt
 
-Status = Literal["running", "done", "failed"]
+Status = Literal["running", "done", "failed", "interrupted"]
 
-#: tqdm's colours: ``success`` green when done, ``danger`` red when anything failed.
-_BAR_STYLE: dict[Status, str] = {"running": "info", "done": "success", "failed": "danger"}
-_STATUS_COLOR: dict[Status, str] = {"running": "#1f77b4", "done": "#2ca02c", "failed": "#d62728"}
+#: tqdm's colours: ``success`` green when done, ``danger`` red when anything failed;
+#: ``warning`` (amber) when the run was interrupted (stopped by the user, not broken).
+_BAR_STYLE: dict[Status, str] = {
+    "running": "info",
+    "done": "success",
+    "failed": "danger",
+    "interrupted": "warning",
+}
+_STATUS_COLOR: dict[Status, str] = {
+    "running": "#1f77b4",
+    "done": "#2ca02c",
+    "failed": "#d62728",
+    "interrupted": "#b26b00",
+}
 
 
 class ProgressEventLike(Protocol):
@@ -58,10 +69,26 @@ class ProgressEventLike(Protocol):
     def finished(self) -> bool: ...
 
 
+def byte_fraction(event: ProgressEventLike) -> float | None:
+    """Share of the run's body bytes on disk, when the event knows the run's size in bytes
+    (``bytes_total``); ``None`` otherwise (the bar then counts items)."""
+    total = getattr(event, "bytes_total", None)
+    if not total or total <= 0:
+        return None
+    present = int(getattr(event, "bytes_present", 0))
+    return min(max(present / float(total), 0.0), 1.0)
+
+
 def eta_seconds(event: ProgressEventLike) -> float | None:
-    """Seconds left at the average item rate so far; ``None`` when it cannot be estimated."""
+    """Seconds left: at the byte rate so far when the run's size in bytes is known (a few
+    large files move the bar long before one item is done), else at the average item rate;
+    ``None`` when it cannot be estimated."""
     if event.finished:
         return 0.0
+    total = getattr(event, "bytes_total", None)
+    if total and event.throughput_bps > 0:
+        left = max(int(total) - int(getattr(event, "bytes_present", 0)), 0)
+        return float(left / event.throughput_bps)
     if not event.total or event.done <= 0 or event.elapsed <= 0:
         return None
     remaining = max(event.total - event.done, 0)
@@ -69,7 +96,10 @@ def eta_seconds(event: ProgressEventLike) -> float | None:
 
 
 def status_of(event: ProgressEventLike | None, *, closed: bool) -> Status:
-    """``failed`` as soon as one item failed (and it stays so), ``done`` once closed."""
+    """``interrupted`` when a cancelled run ended, else ``failed`` as soon as one item failed
+    (and it stays so), ``done`` once closed."""
+    if event is not None and getattr(event, "interrupted", 0) > 0:
+        return "interrupted"
     if event is not None and event.failed > 0:
         return "failed"
     return "done" if closed or (event is not None and event.finished) else "running"
@@ -81,14 +111,23 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
         return f"{description}: waiting for the first event"
     status = status_of(event, closed=closed)
     total = "?" if event.total is None else fmt.count(event.total)
+    bytes_total = getattr(event, "bytes_total", None)
+    size = (
+        f"{fmt.size(getattr(event, 'bytes_present', 0))} of {fmt.size(bytes_total)}"
+        if bytes_total and status in ("running", "interrupted")
+        else fmt.size(event.bytes)
+    )
     parts = [
         f"{description}: {fmt.count(event.done)}/{total} items",
-        fmt.size(event.bytes),
+        size,
         fmt.rate(event.throughput_bps),
         f"{event.retried} retried",
         f"{event.throttled} throttled (429)",
         f"{event.failed} failed",
     ]
+    interrupted = int(getattr(event, "interrupted", 0))
+    if interrupted:
+        parts.append(f"{interrupted} interrupted (partial bodies kept to resume)")
     if event.unchanged:
         parts.append(f"{event.unchanged} unchanged")
     if status == "running":
@@ -163,8 +202,7 @@ class FetchProgress:
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         self.box.add_class("scfeeds-progress")
-        if show:
-            fmt.show(self)
+        self._handle: Any = fmt.show(self) if show else None
 
     # -- the progress protocol of scfeeds.fetch -------------------------------------------
 
@@ -191,12 +229,14 @@ class FetchProgress:
                 self._trailing.cancel()
                 self._trailing = None
             self._render_locked(self._clock())
+        # The output saved with the notebook gets the final state (its text/html snapshot).
+        fmt.update_shown(self._handle, self)
 
     # -- state ---------------------------------------------------------------------------
 
     @property
     def status(self) -> Status:
-        """``running``, ``done`` or ``failed``."""
+        """``running``, ``done``, ``failed`` or ``interrupted``."""
         return status_of(self.last_event, closed=self.closed)
 
     def text(self) -> str:
@@ -224,7 +264,12 @@ class FetchProgress:
         self.renders += 1
         event = self.last_event
         status = self.status
-        if event is not None:
+        share = byte_fraction(event) if event is not None else None
+        if share is not None and status in ("running", "interrupted"):
+            # Bytes known: the bar follows them (in 1/1000), so it moves while big files arrive.
+            self.bar.max = 1000
+            self.bar.value = round(share * 1000)
+        elif event is not None:
             total = event.total if event.total is not None else self.total
             if total:
                 self.bar.max = max(total, 1)
@@ -252,7 +297,24 @@ class FetchProgress:
         # and ignores later updates, so timings here would make every re-run differ. The
         # final numbers are kept in the widget state saved with the notebook.
         bundle["text/plain"] = f"FetchProgress({self.description!r}{total})"
+        bundle["text/html"] = self.static_html()
         return bundle
+
+    def static_html(self) -> str:
+        """The widget's current state as plain HTML (label, bar, numbers): the ``text/html``
+        of its display, shown where the widget cannot render (see ``_format.static_html``)."""
+        status = self.status
+        color = _STATUS_COLOR[status]
+        done = 1.0 if self.closed and status == "done" else self.bar.value / max(self.bar.max, 1)
+        return fmt.static_html(
+            '<div style="display:flex;align-items:center;gap:8px;flex-wrap:wrap">'
+            f"<b>{escape(self.description)}</b>"
+            '<div style="width:220px;height:12px;background-color:#e8e8e8">'
+            f'<div style="width:{done * 100:.1f}%;height:12px;background-color:{color}"></div>'
+            "</div>"
+            f'<span data-status="{status}" style="color:{color};font-family:monospace;'
+            f'font-size:12px">{escape(self.text())}</span></div>'
+        )
 
 
 def auto_progress(*, total: int | None = None, description: str = "fetch") -> FetchProgress:

@@ -294,6 +294,7 @@ class ConcurrencyTuner:
             ]
         )
         self.box.add_class("scfeeds-tuner")
+        self._handle: Any = None  # set by show()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -459,6 +460,7 @@ class ConcurrencyTuner:
             self.button.description, self.button.icon = "Start", "play"
             self.button.button_style = "success"
             self.status.value = self._status_html(outcome)
+            fmt.update_shown(self._handle, self)
 
     async def _sample_forever(self, probe: Probe) -> None:
         while True:
@@ -556,8 +558,19 @@ class ConcurrencyTuner:
         bundle["text/plain"] = (
             f"ConcurrencyTuner(max_at_once={self.max_at_once}, chunk_size={self.chunk_size})"
         )
+        bundle["text/html"] = self.static_html()
         return bundle
 
+    def static_html(self) -> str:
+        """The tuner's current state as plain HTML (settings, status line, SVG charts): the
+        ``text/html`` of its display, shown where the widget cannot render."""
+        return fmt.static_html(
+            '<div style="font-family:monospace;font-size:12px">'
+            f"max_at_once {self.max_at_once} · chunk size {self.chunk_size}</div>"
+            f"<div>{self.status.value}</div>{self.charts.value}"
+        )
+
     def show(self) -> None:
-        """Display the widget (same as leaving the tuner as a cell's last expression)."""
-        fmt.show(self)
+        """Display the widget (same as leaving the tuner as a cell's last expression); the
+        output saved with the notebook is brought up to date when a run ends."""
+        self._handle = fmt.show(self)
