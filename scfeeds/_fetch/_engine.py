@@ -1064,7 +1064,11 @@ def _cleanup_partials(engine: _Engine, *, keep_resumable: bool = False) -> list[
     with contextlib.suppress(OSError):
         engine.landing.partial.rmdir()
     with contextlib.suppress(OSError):
-        engine.landing.meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
+        meta = engine.landing.meta
+        if {p.name for p in meta.iterdir()} == {"redaction.key"}:
+            # no record was ever written under this key: it names nothing, it can go
+            (meta / "redaction.key").unlink()
+        meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
     return kept
 
 
