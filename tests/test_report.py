@@ -107,7 +107,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Reconciliation:
         return synth.load_world(dest, table)
 
     return reconcile(
-        load("po_lines"), load("asn_lines"), load("invoice_lines"), receipts=load("receipts")
+        load("po_lines"),
+        load("asn_lines"),
+        load("invoice_lines"),
+        receipts=load("receipts"),
+        conversions=pl.read_parquet(dest / "world" / "conversions.parquet"),  # pack sizes
     ).collect()
 
 

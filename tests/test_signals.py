@@ -3,40 +3,24 @@ children stay, the parent drains; a child never outlives its parent."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from scfeeds._children import init_parse_worker
 from scfeeds._service._job import Job
 from scfeeds.portal import serve_in_thread
 from tests.test_service import assert_lake_exactly_once, enqueue, listing, stats, stream_name
 from tests.test_service_support import redis_server, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _pid() -> int:
-    return os.getpid()
-
-
-def _pool(initializer: object) -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(
-        1,
-        mp_context=multiprocessing.get_context("forkserver"),
-        initializer=initializer,  # type: ignore[arg-type]
-    )
 
 
 def _gone(pid: int) -> bool:
@@ -46,25 +30,84 @@ def _gone(pid: int) -> bool:
         return True
 
 
+# The forkserver is one per process and keeps the signal dispositions it was started with:
+# once an ingest in this test process started it deaf (scfeeds._children.start_forkserver),
+# every child is born ignoring SIGTERM. The pool tests below therefore run in a fresh
+# interpreter, whose first pool starts its own forkserver.
+POOL_PRELUDE = """
+import concurrent.futures, multiprocessing, os, signal, sys, time
+import psutil
+from scfeeds._children import init_parse_worker, start_forkserver
+
+def _gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+def wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"child {pid} still alive after {timeout} s")
+
+def pool(initializer):
+    return concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("forkserver"), initializer=initializer
+    )
+"""
+
+
+def _run_fresh(body: str) -> None:
+    script = (
+        POOL_PRELUDE
+        + "\nif __name__ == '__main__':\n"
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_parse_children_leave_the_group_yet_a_broken_pool_can_still_terminate_them() -> None:
-    with _pool(init_parse_worker) as pool:
-        child = pool.submit(_pid).result(timeout=60)
-        assert os.getpgid(child) == child != os.getpgid(0)  # out of reach of group signals
-        os.kill(child, signal.SIGINT)
-        time.sleep(0.3)
-        assert pool.submit(_pid).result(timeout=60) == child  # same child, still serving
-        os.kill(child, signal.SIGTERM)  # what the pool's terminate() sends: still fatal
-        wait_until(lambda: _gone(child), 10)
+    _run_fresh(
+        """
+        start_forkserver()  # deaf, as ingest starts it: children are born ignoring SIGTERM
+        with pool(init_parse_worker) as p:
+            child = p.submit(os.getpid).result(timeout=60)
+            assert os.getpgid(child) == child != os.getpgid(0)  # out of reach of group signals
+            os.kill(child, signal.SIGINT)
+            time.sleep(0.3)
+            assert p.submit(os.getpid).result(timeout=60) == child  # same child, still serving
+            os.kill(child, signal.SIGTERM)  # what the pool's terminate() sends: still fatal
+            wait_gone(child)
+        """
+    )
 
 
 def test_without_the_initializer_a_sigterm_breaks_the_pool() -> None:
     """What the initializer prevents (Python's default: the child dies of SIGTERM)."""
-    with _pool(None) as pool:
-        child = pool.submit(_pid).result(timeout=60)
-        os.kill(child, signal.SIGTERM)
-        wait_until(lambda: _gone(child), 10)
-        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
-            pool.submit(_pid).result(timeout=60)
+    _run_fresh(
+        """
+        with pool(None) as p:
+            child = p.submit(os.getpid).result(timeout=60)
+            os.kill(child, signal.SIGTERM)
+            wait_gone(child)
+            try:
+                p.submit(os.getpid).result(timeout=60)
+            except concurrent.futures.process.BrokenProcessPool:
+                pass
+            else:
+                raise AssertionError("the pool survived the death of its child")
+        """
+    )
 
 
 def test_a_parse_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
