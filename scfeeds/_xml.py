@@ -192,6 +192,7 @@ def _po_items(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
     for r in rows:
         desc = r["description"]
         attrs = _attrs(quantity=_none(r["qty_ordered"], _qty), lineNumber=r["line_number"])
+        attrs += _attrs(requestedDeliveryDate=_none(r.get("requested_date"), _date))
         yield (
             f"<ItemOut{attrs}>"
             f"<ItemID>{_text('SupplierPartID', r['item_id'])}</ItemID>"
@@ -439,6 +440,7 @@ _ITEM_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
         "uom",
         "unit_price",
         "currency",
+        "requested_date",
     ),
     "asn_lines": ("po_number", "line_number", "item_id", "qty_shipped", "uom", "pack_id"),
     "invoice_lines": (
@@ -656,6 +658,7 @@ class _Document:
                 _txt(_get(detail, "UnitOfMeasure")),
                 _txt(money),
                 _attr(money, "currency"),
+                _attr(item, "requestedDeliveryDate"),
             )
         elif self.table == "asn_lines":
             values = (
