@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     )
     from scfeeds._ingest import IngestReport, Source, ingest
     from scfeeds._lake import scan_lake
+    from scfeeds._otif import OnTimeWindow, Otif, Scorecard, otif
     from scfeeds._reconcile import (
         Reconciliation,
         ReconciliationSummary,
@@ -84,12 +85,15 @@ __all__ = [
     "HTTPStatusError",
     "IngestReport",
     "Limits",
+    "OnTimeWindow",
+    "Otif",
     "ParseError",
     "ProgressEvent",
     "Reconciliation",
     "ReconciliationSummary",
     "Retry",
     "ScfeedsError",
+    "Scorecard",
     "Source",
     "Timeout",
     "Tolerances",
@@ -106,6 +110,7 @@ __all__ = [
     "fetch",
     "ingest",
     "notebook",
+    "otif",
     "plan_chunks",
     "portal",
     "read_export",
@@ -151,6 +156,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("IngestReport", "Source", "ingest"), "scfeeds._ingest"),
     "scan_lake": "scfeeds._lake",
+    **dict.fromkeys(("OnTimeWindow", "Otif", "Scorecard", "otif"), "scfeeds._otif"),
     **dict.fromkeys(
         (
             "Reconciliation",
