@@ -41,6 +41,7 @@ from scfeeds.exceptions import (
 
 if TYPE_CHECKING:
     from scfeeds import notebook, portal, schemas, synth
+    from scfeeds._ackmatch import ack_exceptions
     from scfeeds._config import Limits, Retry, Timeout
     from scfeeds._distributed import reconcile_lake
     from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
@@ -106,6 +107,7 @@ __all__ = [
     "XMLWarning",
     "__version__",
     "ack_997",
+    "ack_exceptions",
     "enable_nested",
     "fetch",
     "ingest",
@@ -136,6 +138,7 @@ _SUBMODULES = frozenset({"notebook", "portal", "schemas", "synth"})
 # not pay for validation, Excel or the match engine (`import scfeeds` stays small), and
 # `import scfeeds` never loads ipywidgets, memray, dask or redis.
 _LAZY: dict[str, str] = {
+    "ack_exceptions": "scfeeds._ackmatch",
     **dict.fromkeys(("Limits", "Retry", "Timeout"), "scfeeds._config"),
     "reconcile_lake": "scfeeds._distributed",
     **dict.fromkeys(

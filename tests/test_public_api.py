@@ -43,6 +43,7 @@ EXPECTED = {
     "XMLWarning",
     "__version__",
     "ack_997",
+    "ack_exceptions",
     "enable_nested",
     "fetch",
     "ingest",
