@@ -1059,6 +1059,10 @@ def read_xml(
     --------
     >>> rows, errors = read_xml("po.xml", errors="collect")  # doctest: +SKIP
     """
+    if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
+        from scfeeds._xml_confirm import read_confirmations
+
+        return read_confirmations(source, errors=errors)  # type: ignore[arg-type]
     if errors == "warn":
         return scan_xml(source, table=table).collect()
     if errors not in ("raise", "collect"):

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import scfeeds
 from scfeeds import read_x12, scan_x12
 from scfeeds._x12._ack855 import ACK_STATUS, ACK_STATUSES
 from scfeeds.schemas import schema
@@ -132,3 +133,55 @@ def test_scan_matches_read(table: str) -> None:
     got = scan_x12(files, table=table).collect()  # type: ignore[arg-type]
     want = read_x12(files).table(table)  # type: ignore[arg-type]
     assert_frame_equal(got, want)
+
+
+XML = Path(__file__).parent / "fixtures" / "xml"
+
+
+def test_cxml_confirmation_request_reads_into_po_acks() -> None:
+    from scfeeds import read_xml
+
+    rows, errors = read_xml(
+        XML / "confirmation_detail_every_status.xml", table="po_acks", errors="collect"
+    )
+    assert rows.schema == schema("po_acks")
+    got = rows.select(
+        "position", "supplier_id", "po_number", "ack_date", "line_number", "item_id", "ack_code",
+        "ack_status", "qty_acked", "uom", "unit_price", "promised_date", "date_qualifier",
+    ).rows()  # fmt: skip
+    base = "/cXML/Request/ConfirmationRequest/ConfirmationItem"
+    day = D(2026, 1, 6)
+    assert got == [
+        (f"{base}[1]/ConfirmationStatus[1]", "SUPCX", "4500000990", day, "1", None, "accept",
+         "accepted", Decimal(10), "EA", None, D(2026, 1, 20), "067"),
+        (f"{base}[2]/ConfirmationStatus[1]", "SUPCX", "4500000990", day, "2", "BOLT-2", "detail",
+         "changed", Decimal(60), "EA", Decimal("2.75"), D(2026, 1, 18), "068"),
+        (f"{base}[2]/ConfirmationStatus[2]", "SUPCX", "4500000990", day, "2", None, "backordered",
+         "backordered", Decimal(40), "EA", None, D(2026, 2, 10), "067"),
+        (f"{base}[3]/ConfirmationStatus[1]", "SUPCX", "4500000990", day, "3", None, "reject",
+         "rejected", Decimal(5), "CS", None, None, None),
+        # no status of its own: the header's type, the item's quantity and unit
+        (f"{base}[4]", "SUPCX", "4500000990", day, "4", None, "detail", "changed", Decimal(7),
+         "EA", None, None, None),
+    ]  # fmt: skip
+    assert errors.select("position", "rule").rows() == [
+        (f"{base}[5]/ConfirmationStatus[1]", "BAD_NUMBER")
+    ]
+    with pytest.warns(scfeeds.XMLWarning, match="BAD_NUMBER"):
+        assert read_xml(XML / "confirmation_detail_every_status.xml", table="po_acks").height == 5
+    with pytest.raises(scfeeds.XMLError):
+        read_xml(XML / "confirmation_detail_every_status.xml", table="po_acks", errors="raise")
+
+
+def test_cxml_confirmation_refuses_entities_and_other_documents(tmp_path: Path) -> None:
+    from scfeeds import read_xml
+
+    evil = tmp_path / "evil.xml"
+    evil.write_text('<!DOCTYPE cXML [<!ENTITY x "y">]><cXML><Request/></cXML>')
+    other = tmp_path / "order.xml"
+    other.write_text("<cXML><Request><OrderRequest/></Request></cXML>")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<cXML><Request>")
+    rows, errors = read_xml([evil, other, broken], table="po_acks", errors="collect")
+    assert rows.height == 0
+    assert errors["rule"].to_list() == ["XML_ENTITY", "XML_WRONG_DOCUMENT", "XML_SYNTAX"]
