@@ -992,6 +992,10 @@ def scan_xml(
     --------
     >>> scan_xml("feeds/*/invoice_lines/*.xml").group_by("supplier_id").len()  # doctest: +SKIP
     """
+    if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
+        from scfeeds._xml_confirm import read_confirmations
+
+        return read_confirmations(source).lazy()  # type: ignore[arg-type]
     tname, files = _plan(source, table)
 
     def io_source(

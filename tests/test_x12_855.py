@@ -185,3 +185,11 @@ def test_cxml_confirmation_refuses_entities_and_other_documents(tmp_path: Path) 
     rows, errors = read_xml([evil, other, broken], table="po_acks", errors="collect")
     assert rows.height == 0
     assert errors["rule"].to_list() == ["XML_ENTITY", "XML_WRONG_DOCUMENT", "XML_SYNTAX"]
+
+
+def test_scan_xml_po_acks_is_read_xml() -> None:
+    path = XML / "confirmation_detail_every_status.xml"
+    with pytest.warns(scfeeds.XMLWarning):
+        lazy = scfeeds.scan_xml(path, table="po_acks").collect()
+    with pytest.warns(scfeeds.XMLWarning):
+        assert_frame_equal(lazy, scfeeds.read_xml(path, table="po_acks"))
