@@ -42,6 +42,7 @@ from scfeeds.exceptions import (
 
 if TYPE_CHECKING:
     from scfeeds import notebook, portal, schemas, synth
+    from scfeeds._ackmatch import ack_exceptions
     from scfeeds._config import Limits, Retry, Timeout
     from scfeeds._distributed import reconcile_lake
     from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     )
     from scfeeds._ingest import IngestReport, Source, ingest
     from scfeeds._lake import compact_lake, lake_snapshot, scan_lake, vacuum_lake
+    from scfeeds._otif import OnTimeWindow, Otif, Scorecard, otif
     from scfeeds._reconcile import (
         ReconcileWarning,
         Reconciliation,
@@ -90,6 +92,8 @@ __all__ = [
     "HTTPStatusError",
     "IngestReport",
     "Limits",
+    "OnTimeWindow",
+    "Otif",
     "ParseError",
     "ProgressEvent",
     "ReconcileWarning",
@@ -97,6 +101,7 @@ __all__ = [
     "ReconciliationSummary",
     "Retry",
     "ScfeedsError",
+    "Scorecard",
     "Source",
     "StorageError",
     "Timeout",
@@ -110,12 +115,14 @@ __all__ = [
     "XMLWarning",
     "__version__",
     "ack_997",
+    "ack_exceptions",
     "compact_lake",
     "enable_nested",
     "fetch",
     "ingest",
     "lake_snapshot",
     "notebook",
+    "otif",
     "plan_chunks",
     "portal",
     "read_export",
@@ -142,6 +149,7 @@ _SUBMODULES = frozenset({"notebook", "portal", "schemas", "synth"})
 # not pay for validation, Excel or the match engine (`import scfeeds` stays small), and
 # `import scfeeds` never loads ipywidgets, memray, dask or redis.
 _LAZY: dict[str, str] = {
+    "ack_exceptions": "scfeeds._ackmatch",
     **dict.fromkeys(("Limits", "Retry", "Timeout"), "scfeeds._config"),
     "reconcile_lake": "scfeeds._distributed",
     **dict.fromkeys(
@@ -164,6 +172,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("IngestReport", "Source", "ingest"), "scfeeds._ingest"),
     **dict.fromkeys(("compact_lake", "lake_snapshot", "scan_lake", "vacuum_lake"), "scfeeds._lake"),
+    **dict.fromkeys(("OnTimeWindow", "Otif", "Scorecard", "otif"), "scfeeds._otif"),
     **dict.fromkeys(
         (
             "ReconcileWarning",

@@ -498,7 +498,8 @@ def _plan_common(
             rule="MISSING_COLUMNS",
         )
     notes: list[tuple[str, str, str]] = []
-    absent = [mapping[c] for c in mapping if c not in present]
+    # requested_date came after the first exports: files without it are not worth a warning
+    absent = [mapping[c] for c in mapping if c not in present and c != "requested_date"]
     if absent:
         notes.append(
             ("header", "MISSING_OPTIONAL_COLUMNS", f"column(s) {absent} absent: read as null")

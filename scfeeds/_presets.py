@@ -54,6 +54,7 @@ ACME: Final = ExportPreset(
             "uom": "UOM",
             "unit_price": "Unit Price",
             "currency": "Currency",
+            "requested_date": "Need By",
         },
         "asn_lines": {
             "supplier_id": "Vendor ID",
@@ -113,6 +114,7 @@ GLOBEX: Final = ExportPreset(
             "uom": "ME",
             "unit_price": "Preis",
             "currency": "Währung",
+            "requested_date": "Wunschtermin",
         },
         "asn_lines": {
             "supplier_id": "Lieferant",
@@ -170,6 +172,7 @@ INITECH: Final = ExportPreset(
             "uom": "unit",
             "unit_price": "price",
             "currency": "ccy",
+            "requested_date": "need_by",
         },
         "asn_lines": {
             "supplier_id": "supplier",

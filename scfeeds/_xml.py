@@ -200,6 +200,7 @@ def _po_items(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
     for r in rows:
         desc = r["description"]
         attrs = _attrs(quantity=_none(r["qty_ordered"], _qty), lineNumber=r["line_number"])
+        attrs += _attrs(requestedDeliveryDate=_none(r.get("requested_date"), _date))
         yield (
             f"<ItemOut{attrs}>"
             f"<ItemID>{_text('SupplierPartID', r['item_id'])}</ItemID>"
@@ -453,6 +454,7 @@ _ITEM_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
         "uom",
         "unit_price",
         "currency",
+        "requested_date",
     ),
     "asn_lines": ("po_number", "line_number", "item_id", "qty_shipped", "uom", "pack_id"),
     "invoice_lines": (
@@ -670,6 +672,7 @@ class _Document:
                 _txt(_get(detail, "UnitOfMeasure")),
                 _txt(money),
                 _attr(money, "currency"),
+                _attr(item, "requestedDeliveryDate"),
             )
         elif self.table == "asn_lines":
             values = (
@@ -1171,6 +1174,10 @@ def scan_xml(
     --------
     >>> scan_xml("feeds/*/invoice_lines/*.xml").group_by("supplier_id").len()  # doctest: +SKIP
     """
+    if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
+        from scfeeds._xml_confirm import read_confirmations
+
+        return read_confirmations(source).lazy()  # type: ignore[arg-type]
     tname, files = _plan(source, table)
 
     def batches(ask: Pushdown) -> Iterator[pl.DataFrame]:
@@ -1222,6 +1229,10 @@ def read_xml(
     --------
     >>> rows, errors = read_xml("po.xml", errors="collect")  # doctest: +SKIP
     """
+    if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
+        from scfeeds._xml_confirm import read_confirmations
+
+        return read_confirmations(source, errors=errors)  # type: ignore[arg-type]
     if errors == "warn":
         return scan_xml(source, table=table).collect()
     if errors not in ("raise", "collect"):

@@ -19,7 +19,8 @@ from typing import Final, Literal
 
 import polars as pl
 
-TableName = Literal["po_lines", "asn_lines", "invoice_lines", "receipts"]
+TableName = Literal["po_lines", "asn_lines", "invoice_lines", "receipts", "po_acks"]
+# The tables the lake, validation and the portal know; ``po_acks`` (855) is read and matched only.
 TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
 
 QTY: Final = pl.Decimal(18, 4)
@@ -45,6 +46,9 @@ COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
         "uom": pl.String(),
         "unit_price": MONEY,
         "currency": pl.String(),
+        # last: readers that know no requested date leave it null (850 DTM*002, cXML
+        # requestedDeliveryDate, an export column)
+        "requested_date": pl.Date(),
     },
     "asn_lines": {
         "supplier_id": pl.String(),
@@ -81,6 +85,20 @@ COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
         "uom": pl.String(),
         "receipt_date": pl.Date(),
         "location": pl.String(),
+    },
+    "po_acks": {
+        "supplier_id": pl.String(),
+        "po_number": pl.String(),
+        "ack_date": pl.Date(),
+        "line_number": pl.String(),
+        "item_id": pl.String(),
+        "ack_code": pl.String(),  # ACK01 as sent (X12 element 668)
+        "ack_status": pl.String(),  # ack_code mapped: scfeeds._x12._ack855.ACK_STATUS
+        "qty_acked": QTY,
+        "uom": pl.String(),
+        "unit_price": MONEY,
+        "promised_date": pl.Date(),
+        "date_qualifier": pl.String(),  # "067" delivery / "068" ship (X12 element 374)
     },
 }
 

@@ -283,7 +283,7 @@ def generate(
             part = root / "world" / table / f"part-{b:05d}.parquet"
             part.parent.mkdir(parents=True, exist_ok=True)
             rows.write_parquet(part)
-            counts[table] += rows.height
+            counts[table] = counts.get(table, 0) + rows.height
         if batch.truth.height:
             tmp_truth.mkdir(parents=True, exist_ok=True)
             truth_parts.append(tmp_truth / f"part-{b:05d}.parquet")

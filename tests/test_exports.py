@@ -40,17 +40,17 @@ def test_write_csv_globex_dialect_is_latin1_semicolon_decimal_comma(tmp_path: Pa
     out = tmp_path / "po.csv"
     write_export(_po(), out, table="po_lines", preset="globex", fmt="csv")
     lines = out.read_bytes().decode("latin-1").splitlines()
-    assert lines[0].split(";")[-1] == "Währung"
+    assert lines[0].split(";")[-2:] == ["Währung", "Wunschtermin"]
     assert "Währung".encode("latin-1") in out.read_bytes()  # one byte per umlaut, no UTF-8
-    assert lines[1] == "SUP001;4500001;15.01.2026;1;SKU-1;Widget, große;1.200;EA;2,50;EUR"
-    assert lines[2] == "SUP001;4500001;15.01.2026;2;SKU-2;;1.234.567,125;CS;-1.000,0001;EUR"
+    assert lines[1] == "SUP001;4500001;15.01.2026;1;SKU-1;Widget, große;1.200;EA;2,50;EUR;"
+    assert lines[2] == "SUP001;4500001;15.01.2026;2;SKU-2;;1.234.567,125;CS;-1.000,0001;EUR;"
 
 
 def test_write_csv_acme_quotes_fields_holding_the_thousands_comma(tmp_path: Path) -> None:
     out = tmp_path / "po.csv"
     write_export(_po(), out, table="po_lines", preset="acme", fmt="csv")
     lines = out.read_text("utf-8").splitlines()
-    assert lines[1].endswith('01/15/2026,1,SKU-1,"Widget, große","1,200",EA,2.50,EUR')
+    assert lines[1].endswith('01/15/2026,1,SKU-1,"Widget, große","1,200",EA,2.50,EUR,')
     assert '"1,234,567.125",CS,"-1,000.0001",EUR' in lines[2]
 
 
@@ -128,6 +128,7 @@ def _sample(table: TableName) -> pl.DataFrame:
         "carrier": ["UPSN", "UPSN"],
         "tracking": ["1Z999", None],
         "location": ["DC-EAST", "DC-WEST"],
+        "requested_date": [dt.date(2026, 2, 1), None],
     }
     qty = {"qty_ordered", "qty_shipped", "qty_invoiced", "qty_received"}
     data = {
@@ -186,6 +187,7 @@ def _po_frames(draw: st.DrawFn) -> pl.DataFrame:
         "uom": col(st.sampled_from(["EA", "CS", "BX", "LB"])),
         "unit_price": opt(_decimal),
         "currency": col(st.sampled_from(["USD", "EUR", "GBP"])),
+        "requested_date": opt(_date),
     }
     return pl.concat(
         [empty("po_lines"), pl.DataFrame(data, schema=COLUMNS["po_lines"])], how="diagonal"

@@ -55,6 +55,7 @@ def po_rows(n: int, *, supplier: str | None = "SUP001", source: str = "feed.csv"
             "uom": ["EA"] * n,
             "unit_price": [Decimal("1.2345")] * n,
             "currency": ["USD"] * n,
+            "requested_date": [None] * n,
         },
         schema=schema("po_lines"),
     )

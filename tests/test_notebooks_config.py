@@ -74,7 +74,7 @@ def test_every_source_has_its_notebook_and_back() -> None:
     built = {p.stem for p in SOURCES}
     committed = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
     assert built == committed
-    assert len(built) == 5
+    assert len(built) == 6
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,7 @@ def _world_rows(source: str, n: int, start: int) -> pl.DataFrame:
             "uom": ["EA"] * n,
             "unit_price": [Decimal("1.25") * (i + 1) for i in range(n)],
             "currency": ["USD"] * n,
+            "requested_date": [date(2026, 2, 1 + i % 28) for i in range(n)],
         },
         schema=schema("po_lines"),
     )

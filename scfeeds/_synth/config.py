@@ -129,6 +129,10 @@ class SynthConfig:
         nor XML (no cap when there is none).
     items_per_supplier
         Size of each supplier's item catalog.
+    performance
+        Supplier performance data (``scfeeds._synth.acks``): requested dates on PO lines, 855
+        acknowledgments (``feeds/<supplier>/po_acks/855_*.x12``, ``world/po_acks``) and the
+        OTIF answer key (``world/otif_truth``); one supplier starts to slip half-way through.
     """
 
     fault_rates: Mapping[str, float] | None = None
@@ -147,6 +151,7 @@ class SynthConfig:
     xml_max_files: int = 200
     xlsx_max_rows: int = 5_000
     items_per_supplier: int = 400
+    performance: bool = False
 
     def __post_init__(self) -> None:
         for name in (

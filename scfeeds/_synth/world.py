@@ -588,6 +588,7 @@ def _po_frame(
         po_number="45" + pl.col("po_number"),
         qty_ordered=pl.col("qty").cast(pl.String).cast(pl.Decimal(18, 4)),
         unit_price=_money(pl.col("price_cents")).cast(pl.Decimal(18, 4)),
+        requested_date=pl.lit(None, dtype=pl.Date),
     )
 
 

@@ -148,6 +148,11 @@ def route(
 def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFrame]:
     """Write every feed file of batch ``b``; return its world rows per table."""
     rng = np.random.default_rng([state.seed, 2, b])
+    extra: dict[str, pl.DataFrame] = {}
+    if state.config.performance:
+        from scfeeds._synth.acks import add_performance
+
+        batch, extra = add_performance(state, batch, b)
     world: dict[str, list[pl.DataFrame]] = {t: [] for t in (*DOC_TABLES, "receipts")}
     frames: dict[DocTable, pl.DataFrame] = {
         "po_lines": batch.po,
@@ -173,7 +178,7 @@ def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFr
     for table, parts in world.items():
         if parts:
             out[table] = pl.concat(parts, how="vertical")
-    return out
+    return out | extra
 
 
 def _write_group(

@@ -105,8 +105,19 @@ def render(
         )
 
     line_text = _line_segments(table, supplier, sep, t)
+    # segments per line item (asn_lines count theirs below): PO1 or IT1 and PID, and a
+    # DTM*002 after an 850 line that has a requested date
+    dtm = table == "po_lines" and "requested_date" in frame.columns
+    frame = frame.with_columns(
+        _ls=2 + (pl.col("requested_date").is_not_null().cast(pl.Int64) if dtm else pl.lit(0))
+    )
+    if dtm:
+        line_text = line_text + pl.when(pl.col("requested_date").is_not_null()).then(
+            _s("DTM", "002", _ymd("requested_date"), sep=sep) + t
+        ).otherwise(pl.lit(""))
     agg: list[pl.Expr] = [
         pl.len().alias("n"),
+        pl.col("_ls").sum().alias("_body"),
         line_text.str.join("").alias("body"),
         pl.col("_file").first(),
     ]
@@ -119,7 +130,7 @@ def render(
 
     spg = supplier.sets_per_group
     body_segments = (
-        3 * pl.col("n") + 2 * pl.col("n_packs") if table == "asn_lines" else 2 * pl.col("n")
+        3 * pl.col("n") + 2 * pl.col("n_packs") if table == "asn_lines" else pl.col("_body")
     )
     docs = (
         docs.with_columns(k=pl.int_range(pl.len()).over("_file"))
@@ -145,7 +156,7 @@ def render(
     if table == "asn_lines":
         offset = head + 2 * (frame["p"] + 1) + 3 * frame["r"]
     else:
-        offset = head + 2 * frame["r"]
+        offset = head + frame.select(pl.col("_ls").cum_sum().over("doc") - pl.col("_ls"))["_ls"]
     icn = frame["_file"] + icn_start
     provenance = pl.DataFrame(
         {

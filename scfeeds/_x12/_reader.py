@@ -8,7 +8,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias, TypeVar
 
@@ -39,7 +39,7 @@ from scfeeds._x12._tables import (
 )
 from scfeeds._x12._tokenize import ENGINE, Delimiters, Piece, Tokens, iter_pieces, tokenize
 from scfeeds.exceptions import ConfigurationError
-from scfeeds.schemas import TableName, schema
+from scfeeds.schemas import TableName, empty, schema
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -62,7 +62,7 @@ DEFAULT_SLICE: Final = 8 * 1024 * 1024
 # their neighbours in one pass (``_batch``); larger ones are streamed slice by slice.
 SMALL_SOURCE: Final = 1024 * 1024
 T = TypeVar("T")
-X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines")
+X12_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "po_acks")
 
 SEGMENTS_SCHEMA: Final = pl.Schema(
     {
@@ -136,6 +136,8 @@ class X12Result:
     segments: pl.DataFrame
     envelopes: pl.DataFrame
     errors: pl.DataFrame
+    po_acks: pl.DataFrame = field(default_factory=lambda: empty("po_acks"))
+    """855 acknowledgments (``schema("po_acks")``), from the intact 855 sets."""
 
     def table(self, name: TableName) -> pl.DataFrame:
         """The canonical table ``name`` (``"po_lines"``, ``"asn_lines"`` or ``"invoice_lines"``)."""
@@ -429,6 +431,7 @@ def read_sources(
         segments=cat("segments", SEGMENTS_SCHEMA),
         envelopes=cat("envelopes", ENVELOPES_SCHEMA),
         errors=cat("errors", ERROR_SCHEMA),
+        po_acks=tables["po_acks"],
     )
 
 

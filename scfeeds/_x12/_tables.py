@@ -28,6 +28,7 @@ SET_OF: Final[dict[TableName, str]] = {
     "po_lines": "850",
     "asn_lines": "856",
     "invoice_lines": "810",
+    "po_acks": "855",
 }
 # Product/service ID qualifiers (X12 element 235) in order of preference for item_id: the
 # buyer's part number first (the key the buyer's receipts and catalogue use), then the
@@ -35,7 +36,8 @@ SET_OF: Final[dict[TableName, str]] = {
 SET_OF_ID: Final[dict[str, TableName]] = {v: k for k, v in SET_OF.items()}
 # The segments each builder reads (everything else in a set is skipped before splitting).
 _NEEDED: Final[dict[TableName, list[str]]] = {
-    "po_lines": ["BEG", "CUR", "N1", "PO1", "PID"],
+    "po_lines": ["BEG", "CUR", "N1", "PO1", "PID", "DTM"],
+    "po_acks": ["BAK", "CUR", "N1", "PO1", "ACK", "DTM"],
     "invoice_lines": ["BIG", "CUR", "N1", "IT1"],
     "asn_lines": ["BSN", "CUR", "N1", "TD5", "REF", "HL", "PRF", "MAN", "LIN", "SN1"],
 }
@@ -222,6 +224,10 @@ class _Piece:
         # rechunk: polars 2.1 panics ("i < self.len()" in binview) when filtering a frame
         # whose string columns were gathered / hstacked with different chunk layouts.
         out = lines.with_columns(**extra).rechunk()
+        if table == "po_acks":
+            from scfeeds._x12._ack855 import finish_acks
+
+            out = finish_acks(out)
         if "n1_supplier" not in out.columns:
             out = out.with_columns(n1_supplier=pl.lit(None, dtype=pl.String))
         out = (
@@ -312,6 +318,10 @@ def _lines(table: TableName, p: _Piece, want: set[str]) -> tuple[pl.DataFrame, l
         return _po(p, want)
     if table == "invoice_lines":
         return _invoice(p, want)
+    if table == "po_acks":
+        from scfeeds._x12._ack855 import ack_lines
+
+        return ack_lines(p, want)
     return _asn(p, want)
 
 
@@ -339,6 +349,13 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
     ]
+    from scfeeds._x12._ack855 import requested_dates
+
+    # a bad DTM*002 withholds its set whatever the projection (as a bad BEG05 does)
+    dates, bad_dates = requested_dates(p)
+    errors.append(bad_dates)
+    if "requested_date" in want:
+        lines = lines.join(dates, on="pos", how="left", maintain_order="left")
     out = lines.collect(engine=ENGINE)
     if desc is None:
         return out, errors

@@ -9,6 +9,7 @@ view renders offline in JupyterLab and is saved with the notebook.
 - :class:`MemoryProfiler`: peak heap, top allocation sites, heap over time (memray);
   ``%load_ext scfeeds.notebook`` adds the ``%%scfeeds_memray`` cell magic.
 - :func:`compare_buffering`: in-memory buffering vs streaming to disk, side by side.
+- :func:`line_chart`: the SVG line chart the widgets draw, for a report's own series.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scfeeds.notebook._memory import (
 )
 from scfeeds.notebook._metrics import Probe, Sample
 from scfeeds.notebook._progress import FetchProgress, auto_progress
+from scfeeds.notebook._svg import line_chart
 from scfeeds.notebook._tuner import (
     ConcurrencyTuner,
     RunPlan,
@@ -46,6 +48,7 @@ __all__ = [
     "auto_progress",
     "buffer_in_memory",
     "compare_buffering",
+    "line_chart",
     "load_ipython_extension",
     "read_capture",
     "recommend",
