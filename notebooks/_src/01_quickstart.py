@@ -47,8 +47,8 @@ CELLS = [
         `serve_in_thread` runs the portal on its own event loop in a background thread, so the
         notebook's kernel can talk to it without deadlocking against itself. A little latency
         makes it behave like a remote server. The listing endpoint tells us what `SUP001`
-        publishes: one file per table here, in three formats (X12 850s, a CSV and an Excel
-        export).
+        publishes: a file per table here (and an invoice export it sent twice), in three
+        formats (X12 850s, CSV and Excel exports).
         """
     ),
     code(
@@ -205,7 +205,7 @@ CELLS = [
         ## The same thing end to end: ingest into a lake
 
         `scfeeds.ingest` does all of the above in one pipeline: fetch -> parse off the event
-        loop -> validate -> commit to a Parquet lake, with a bounded queue between fetching and
+        loop -> validate -> commit to a Delta Lake, with a bounded queue between fetching and
         parsing so memory stays flat. Sources can be URLs from the listing or local files;
         here we add the re-sent CSV and the three damaged X12 files that `synth` made (a wrong
         segment count, a wrong group control number, a file cut short).
@@ -225,7 +225,8 @@ CELLS = [
     ),
     md(
         """
-        `scan_lake` gives each table back as a LazyFrame over the committed Parquet files; the
+        `scan_lake` gives each table back as a LazyFrame over its committed rows (the lake's tables
+        are Delta tables: polars, DuckDB or Spark read them without scfeeds); the
         quarantine and the parse errors are in the lake too, as data.
         """
     ),

@@ -119,9 +119,9 @@ CELLS = [
     code(
         """
         tuner.limit_slider.value = 32
+        tuner.show()  # watch the limit come down: the charts fill in while the run goes on
         tuner.start(records=8000)  # runs as a background task: widgets stay responsive
         await tuner.wait()
-        tuner
         """
     ),
     md(
