@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -444,9 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _stop_on_sigterm()
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
+        # Ctrl-C, or the SIGTERM of systemd / `timeout` / a process-group kill: the run was
+        # cancelled cleanly (landed files and lake commits are whole; a re-run resumes)
+        print(f"scfeeds {args.command}: interrupted; run it again to resume", file=sys.stderr)
         return 130
     except asyncio.CancelledError:
         return 130
@@ -468,7 +474,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a missing or unusable path, or a call the API refuses: one line, no traceback
         print(f"scfeeds {args.command}: {_one_line(exc)}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop a command the way Ctrl-C does (a KeyboardInterrupt in the main
+    thread, which cancels the running fetch or ingest and lets it clean up), instead of
+    killing the process mid-write. Returns the handler it replaced (None: not installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -313,3 +314,53 @@ def test_sigterm_to_the_process_group_drains_with_process_parsing(
     s = stats(redis_url, stream)
     assert (s.length, s.pending) == (0, 0)
     assert_lake_exactly_once(lake, feeds)
+
+
+def test_sigterm_to_the_group_of_the_ingest_command_stops_it_in_one_line_and_a_rerun_completes(
+    xml_world: Path, tmp_path: Path
+) -> None:
+    """`scfeeds ingest` under systemd / `timeout`: SIGTERM to its group cancels the run like
+    Ctrl-C (exit 130, one line, no traceback), and the next run lands exactly the rest."""
+    import polars as pl
+
+    from scfeeds import scan_lake
+
+    lake = tmp_path / "lake"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-m", "scfeeds.cli", "ingest", "--lake", str(lake), "--concurrency", "1"]
+    with serve_in_thread(xml_world, latency=0.1, access_log=False) as portal:
+        proc = subprocess.Popen(
+            [*cmd, portal.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+        try:
+            # mid-run: some feeds landed (the landing folder exists), most still to come
+            wait_until(lambda: (lake / "_landing").is_dir() or proc.poll() is not None, 60)
+            time.sleep(0.5)
+            assert proc.poll() is None
+            os.killpg(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "scfeeds ingest: interrupted; run it again to resume"
+        again = subprocess.run(
+            [*cmd, portal.url], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+    assert again.returncode == 0, again.stderr
+    from scfeeds import synth
+
+    want = synth.load_world(xml_world, "po_lines").select(pl.len()).collect().item()
+    got = scan_lake(lake, "po_lines").select(pl.len()).collect().item()
+    assert got == want
