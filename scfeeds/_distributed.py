@@ -22,6 +22,7 @@ refer to and keeping only its own supplier's rows of the result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -330,7 +331,8 @@ def reconcile_lake(
         from scfeeds._reconcile import reconcile
         from scfeeds.schemas import empty
 
-        return reconcile(empty("po_lines"), empty("asn_lines"), empty("invoice_lines"))
+        rec = reconcile(empty("po_lines"), empty("asn_lines"), empty("invoice_lines"))
+        return dataclasses.replace(rec, inputs=snapshot)
 
     def run(engine: Any) -> Plan:
         f = frames()
@@ -347,4 +349,5 @@ def reconcile_lake(
         received_from=received,
         tolerances=tolerances if tolerances is not None else Tolerances(),
         _job=_Job(run),
+        inputs=snapshot,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -144,6 +144,11 @@ class Reconciliation:
         receipt); also the ``received_from`` column of :attr:`lines`.
     tolerances
         The tolerances applied.
+    inputs
+        ``{table: version}`` of the lake tables the match read, when it read a lake
+        (:func:`scfeeds.reconcile_lake`; empty otherwise): ``scan_lake(lake, table,
+        snapshot=rec.inputs)`` reads exactly the same rows again, so a report can be
+        reproduced after later ingests.
     """
 
     lines: pl.LazyFrame
@@ -152,6 +157,7 @@ class Reconciliation:
     received_from: Literal["receipts", "asn"]
     tolerances: Tolerances
     _job: _Job = field(repr=False, compare=False)
+    inputs: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def _from_job(
