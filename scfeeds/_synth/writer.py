@@ -64,6 +64,8 @@ class WriterState:
     xlsx_fallback: Format | None = None  # where capped XLSX rows go; None: no cap
     xlsx_used: dict[tuple[int, str], int] = field(default_factory=dict)
     catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
+    # "documents": one interchange per document, daily exports (see synth.generate's layout)
+    layout: str = "files"
 
 
 def _write(state: WriterState, rel: str, data: bytes) -> tuple[int, str]:
@@ -163,12 +165,16 @@ def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFr
             sup = state.suppliers[int(str(s))]
             world[doc_table] += _write_group(state, rows, doc_table, sup, str(fmt), b)
     if state.config.receipts and batch.receipts.height:
-        for (s,), rows in sorted(
-            batch.receipts.partition_by(["sup"], as_dict=True, maintain_order=True).items(),
-            key=lambda kv: int(str(kv[0][0])),
+        daily = state.layout == "documents"
+        for key, rows in sorted(
+            batch.receipts.partition_by(
+                ["sup", "receipt_date"] if daily else ["sup"], as_dict=True, maintain_order=True
+            ).items(),
+            key=lambda kv: (int(str(kv[0][0])), str(kv[0][1:])),
         ):
-            sup = state.suppliers[int(str(s))]
-            world["receipts"] += _write_exports(state, rows, "receipts", sup, "csv", b, "receipts")
+            sup = state.suppliers[int(str(key[0]))]
+            stem = f"receipts_{b + 1:05d}_{key[1]:%Y%m%d}" if daily else "receipts"
+            world["receipts"] += _write_exports(state, rows, "receipts", sup, "csv", b, stem)
     out: dict[str, pl.DataFrame] = {}
     for table, parts in world.items():
         if parts:
@@ -189,10 +195,15 @@ def _write_group(
     else:
         originals, copies = rows, rows.clear()
     doc_ids = originals["doc"].unique(maintain_order=True)
+    daily = state.layout == "documents"
     if fmt == "x12":
-        chunk = pl.Series(np.arange(len(doc_ids)) // state.config.x12_sets_per_file)
+        per_file = 1 if daily else state.config.x12_sets_per_file
+        chunk = pl.Series(np.arange(len(doc_ids)) // per_file)
     elif fmt == "xml":
         chunk = pl.Series(np.arange(len(doc_ids)))
+    elif daily:  # a daily export: the documents of one document date (chunk = YYYYMMDD)
+        days = originals.group_by("doc", maintain_order=True).agg(pl.col(_DOC_DATE[table]).min())
+        chunk = days[_DOC_DATE[table]].dt.strftime("%Y%m%d").cast(pl.Int64)
     else:  # exports: whole documents, at most export_rows_per_file rows per file
         sizes = originals.group_by("doc", maintain_order=True).len()["len"].to_numpy()
         chunk = pl.Series((np.cumsum(sizes) - sizes) // state.config.export_rows_per_file)
@@ -214,15 +225,19 @@ def _write_group(
             for (c,), file_rows in part.partition_by(
                 ["_chunk"], as_dict=True, maintain_order=True
             ).items():
-                stem = _stem(table, fmt, b, int(str(c)), resend)
+                stem = _stem(table, fmt, b, int(str(c)), resend, daily=daily)
                 out += _write_exports(state, file_rows, table, sup, fmt, b, stem)
     return out
 
 
-def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool) -> str:
+def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool, *, daily: bool = False) -> str:
     prefix = _PREFIX.get((table, fmt), _SHORT[table])
-    width = 4 if fmt == "xml" else 2
-    return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}" + ("_resend" if resend else "")
+    suffix = "_resend" if resend else ""
+    if daily and fmt not in ("x12", "xml"):  # a daily export: chunk is its day, YYYYMMDD
+        return f"{prefix}_{b + 1:05d}_{chunk}{suffix}"
+    # one file per document: six digits, so that names sort in document order
+    width = 6 if daily else 4 if fmt == "xml" else 2
+    return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}{suffix}"
 
 
 def _write_x12(
@@ -234,7 +249,8 @@ def _write_x12(
     state.icn[(sup.index, direction)] = icn_start + len(chunks) - 1
     rendered = x12.render(rows, table=table, supplier=sup, icn_start=icn_start)
     rels = [
-        f"feeds/{sup.supplier_id}/{table}/{_stem(table, 'x12', b, int(c), resend)}.x12"
+        f"feeds/{sup.supplier_id}/{table}/"
+        f"{_stem(table, 'x12', b, int(c), resend, daily=state.layout == 'documents')}.x12"
         for c in chunks
     ]
     counts = rendered.provenance.group_by("_file", maintain_order=True).len()["len"].to_list()
@@ -262,7 +278,7 @@ def _write_xml(
     for (c,), doc in canonical.partition_by(
         ["_chunk"], as_dict=True, maintain_order=True, include_key=False
     ).items():
-        stem = _stem(table, "xml", b, int(str(c)), resend)
+        stem = _stem(table, "xml", b, int(str(c)), resend, daily=state.layout == "documents")
         rel = f"feeds/{sup.supplier_id}/{table}/{stem}.xml"
         day: dt.date = doc[date_col].min()  # type: ignore[assignment]
         data = to_cxml(
@@ -293,7 +309,7 @@ def _write_exports(
     for i, start in enumerate(range(0, rows.height, limit)):
         part = rows.slice(start, limit)
         name = stem if rows.height <= limit else f"{stem}_{i + 1:02d}"
-        if table == "receipts":
+        if table == "receipts" and stem == "receipts":
             name = f"receipts_{b + 1:05d}" + (f"_{i + 1:02d}" if rows.height > limit else "")
         rel = f"feeds/{sup.supplier_id}/{table}/{name}.{fmt}"
         canonical = _canonical(
