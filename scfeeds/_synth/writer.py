@@ -321,8 +321,11 @@ def _write_exports(
         path = state.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         write_export(canonical, path, table=table, preset=sup.preset, fmt=fmt)  # type: ignore[arg-type]
+        resent = state.layout == "documents" and stem.endswith("_resend")
         if fmt == "xlsx":
-            _pin_xlsx_dates(path, part)
+            _pin_xlsx_dates(path, part, later=resent)
+        elif resent:
+            _title_resent(path)
         data = path.read_bytes()
         _record(
             state, sup, table, fmt, rel, part.height, len(data), hashlib.sha256(data).hexdigest()
@@ -334,14 +337,29 @@ def _write_exports(
 _ISO_STAMP: Final = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
-def _pin_xlsx_dates(path: Path, rows: pl.DataFrame) -> None:
+def _title_resent(path: Path) -> None:
+    """A title line above the header of a resent daily export.
+
+    A daily export resent alone can hold exactly the documents of the original's file: its
+    bytes would be the original's, and an ingest that drops content it already holds would
+    drop the duplicates the answer key expects. The portal stamps the resend instead.
+    """
+    data = path.read_bytes()
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    eol = b"\r\n" if b"\r\n" in data else b"\n"
+    path.write_bytes(bom + b"Resent export" + eol + data[len(bom) :])
+
+
+def _pin_xlsx_dates(path: Path, rows: pl.DataFrame, *, later: bool = False) -> None:
     """Replace the wall-clock creation date xlsxwriter stamps into docProps/core.xml.
 
-    Same seed, same bytes: the date becomes the latest document date of the file. (xlsxwriter
-    already pins the zip entries' own timestamps to 1980-01-01.)
+    Same seed, same bytes: the date becomes the latest document date of the file, the day
+    after it for a resent file (``later``). (xlsxwriter already pins the zip entries' own
+    timestamps to 1980-01-01.)
     """
     date_col = next(c for c in rows.columns if c.endswith("_date"))
-    stamp = (str(rows[date_col].max()) + "T00:00:00Z").encode()
+    day: dt.date = rows[date_col].max()  # type: ignore[assignment]
+    stamp = ((day + dt.timedelta(days=int(later))).isoformat() + "T00:00:00Z").encode()
     with zipfile.ZipFile(path) as zin:
         entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
     with zipfile.ZipFile(path, "w") as zout:
