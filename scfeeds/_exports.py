@@ -1129,6 +1129,71 @@ def read_export(
     return ExportResult(frame, pl.concat([empty_errors(), *problems]))
 
 
+def _csv_options(plan: _Plan) -> dict[str, Any]:
+    return {
+        "separator": plan.delimiter,
+        "infer_schema": False,
+        "row_index_name": "_row",
+        "truncate_ragged_lines": True,
+        "quote_char": '"',
+        "missing_columns": "insert",
+        "raise_if_empty": False,
+    }
+
+
+def _read_joined(
+    files: list[tuple[int, _Plan, bytes]],
+    accept: Callable[[list[int], _Plan, pl.DataFrame], None],
+) -> list[tuple[int, _Plan, bytes]]:
+    """Read the files of one layout whose records are their lines in one ``read_csv``.
+
+    A file qualifies when no quoted field spans lines (an even number of quotes on each
+    line) and no line is blank: then each line after the header is one record, and a
+    ``<file index><delimiter>`` prefix on each line tells the records apart. Files with the
+    same header line (and title lines) are joined under one header; ``_row`` is counted per
+    file. Returns the files left to one ``read_csv`` each (and their bytes to read).
+    """
+    alone: list[tuple[int, _Plan, bytes]] = []
+    by_header: dict[bytes, list[tuple[int, _Plan, list[bytes]]]] = {}
+    for job, plan, data in files:
+        lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        head = plan.skip_lines + 1
+        body = lines[head:]
+        if len(lines) < head or any(
+            line.count(b'"') % 2 or not line.strip(b"\r") for line in lines
+        ):
+            alone.append((job, plan, data))
+            continue
+        by_header.setdefault(b"\n".join(lines[:head]), []).append((job, plan, body))
+    for header, members in by_header.items():
+        if len(members) == 1:
+            job, plan, body = members[0]
+            alone.append((job, plan, b"\n".join([header, *body, b""])))
+            continue
+        plan = members[0][1]
+        sep = plan.delimiter.encode()
+        first = header.split(b"\n")[-1]
+        out = [b"__src" + sep + first]
+        for job, _, body in members:
+            tag = str(job).encode() + sep
+            out.extend(tag + line for line in body)
+        out.append(b"")
+        try:
+            frame = pl.read_csv(b"\n".join(out), **_csv_options(plan)).with_columns(
+                pl.col("__src").cast(pl.UInt32)
+            )
+        except pl.exceptions.PolarsError:
+            alone.extend((job, p, b"\n".join([header, *body, b""])) for job, p, body in members)
+            continue
+        frame = frame.with_columns(
+            pl.int_range(pl.len()).over("__src").cast(frame.schema["_row"]).alias("_row")
+        )
+        accept([job for job, _, _ in members], plan, frame)
+    return alone
+
+
 class ExportBatch(NamedTuple):
     """Rows and error rows of many exports read together (see :func:`read_export_batch`).
 
@@ -1172,6 +1237,7 @@ def read_export_batch(items: Sequence[tuple[Path, str, TableName | None]]) -> Ex
     candidates: dict[TableName | None, Any] = {}
     known: dict[tuple[object, ...], list[tuple[tuple[str, ...], _Plan]]] = {}
     groups: dict[tuple[object, ...], tuple[_Plan, list[pl.DataFrame]]] = {}
+    pending: dict[tuple[object, ...], list[tuple[int, _Plan, bytes]]] = {}
 
     def problem(rows: Sequence[tuple[str, str, str, str]], job: int, kind: int) -> None:
         frame = pl.DataFrame(rows, schema=ERRORS, orient="row")
@@ -1222,26 +1288,22 @@ def read_export_batch(items: Sequence[tuple[Path, str, TableName | None]]) -> Ex
                 continue
             prefix = tuple(lines_list[: plan.skip_lines + 1])
             known.setdefault(key, []).append((prefix, plan))
-        try:
-            frame = pl.read_csv(
-                data,
-                separator=plan.delimiter,
-                skip_lines=plan.skip_lines,
-                infer_schema=False,
-                row_index_name="_row",
-                truncate_ragged_lines=True,
-                quote_char='"',
-                missing_columns="insert",
-                raise_if_empty=False,
-            )
-        except pl.exceptions.PolarsError:  # its CSV_SYNTAX row comes from read_export
-            declined.append(job)
-            continue
-        if plan.notes:
-            problem([(name, p, r, m) for p, r, m in plan.notes], job, 0)
-        layout = _layout_of(plan)
-        group = groups.setdefault(layout, (plan, []))
-        group[1].append(frame.with_columns(pl.lit(job, dtype=pl.UInt32).alias("__src")))
+        pending.setdefault(_layout_of(plan), []).append((job, plan, data))
+
+    def accept(jobs: list[int], plan: _Plan, frame: pl.DataFrame) -> None:
+        for job in jobs if plan.notes else []:  # notes depend on the header: same for all
+            problem([(names[job], p, r, m) for p, r, m in plan.notes], job, 0)
+        groups.setdefault(_layout_of(plan), (plan, []))[1].append(frame)
+
+    for files in pending.values():
+        alone = _read_joined(files, accept)
+        for job, plan, data in alone:
+            try:
+                frame = pl.read_csv(data, skip_lines=plan.skip_lines, **_csv_options(plan))
+            except pl.exceptions.PolarsError:  # its CSV_SYNTAX row comes from read_export
+                declined.append(job)
+                continue
+            accept([job], plan, frame.with_columns(pl.lit(job, dtype=pl.UInt32).alias("__src")))
     parts: dict[TableName, list[pl.DataFrame]] = {}
     for plan, frames in groups.values():
         records = pl.concat(frames, how="diagonal")

@@ -275,17 +275,17 @@ def _process_many(
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     first: dict[str, int] = {}
     rounds: list[list[int]] = []  # each round: documents with distinct sources
+    seen: dict[str, int] = {}  # source -> rounds it is in (a source's n-th copy: round n)
     for i, ((_, _, src), key) in enumerate(zip(jobs, keys, strict=True)):
         if key in done or key in first:  # in the lake, or the same bytes twice in this batch
             out[i] = _skipped(key)
             continue
         first[key] = i
-        for r in rounds:
-            if all(jobs[j][2].url != src.url for j in r):
-                r.append(i)
-                break
-        else:
-            rounds.append([i])
+        n = seen.get(src.url, 0)
+        seen[src.url] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
     for r in rounds:
         results = _commit_round([jobs[i] for i in r], [keys[i] for i in r], lake, storage_options)
         for i, res in zip(r, results, strict=True):
