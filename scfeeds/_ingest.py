@@ -40,7 +40,7 @@ from scfeeds._lake import (
     ledgered,
     scan_lake,
 )
-from scfeeds._parse import Format, Parsed, guess_format, parse_batch
+from scfeeds._parse import Format, ParsedBatch, guess_format, parse_batch
 from scfeeds._parse import Job as ParseJob
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS as ERROR_SCHEMA
@@ -226,32 +226,18 @@ def _is_remote(url: str) -> bool:
 Job = tuple[str, str, Source]  # landed path, sha256, source
 
 
-def _parse_many(jobs: list[Job]) -> list[Parsed]:
-    """Canonical frames and error rows of many landed documents, per document.
+def _parse_many(jobs: list[Job]) -> ParsedBatch:
+    """Canonical frames and error rows of many landed documents, in one reader call.
 
     One :func:`~scfeeds._parse.parse_batch` call reads them all (X12 interchanges tokenized
-    together, cXML typed in one query), so the fixed cost of a reader is paid per micro-batch,
-    not per document. Rows come back tagged with their document's ``source``; the sources of
-    one call are distinct (``_process_many`` puts a repeated URL in a later round), so the
-    rows are split back to documents by it.
+    together, cXML typed in one query, CSV exports of one header in one read), so the fixed
+    cost of a reader is paid per micro-batch, not per document. Rows and error rows carry
+    their document's ``source``; the sources of one call are distinct (``_process_many`` puts
+    a repeated URL in a later round), so ``source`` tells the documents apart.
     """
-    batch = parse_batch(
+    return parse_batch(
         [ParseJob(path, source=src.url, fmt=src.format, table=src.table) for path, _, src in jobs]
     )
-    tables = {
-        t: frame.partition_by("source", as_dict=True, maintain_order=True)
-        for t, frame in batch.tables.items()
-    }
-    errors = batch.errors.partition_by("source", as_dict=True, maintain_order=True)
-    out: list[Parsed] = []
-    for _, _, src in jobs:
-        key = (src.url,)
-        mine = {t: parts[key] for t, parts in tables.items() if key in parts}
-        # a document that gave no rows of a table it was read for still reports the table
-        if src.table is not None and src.table not in mine and src.table in batch.tables:
-            mine[src.table] = batch.tables[src.table].clear()
-        out.append(Parsed(tables=mine, errors=errors.get(key, batch.errors.clear())))
-    return out
 
 
 def _doc_key(sha256: str, src: Source) -> str:
@@ -324,8 +310,9 @@ def _commit_round(
     bad: dict[TableName, pl.DataFrame] = {}
     counts: dict[str, dict[str, int]] = {k: {} for k in keys}
     quarantined: dict[str, int] = dict.fromkeys(keys, 0)
-    for table in sorted({t for p in parsed for t in p.tables}):
-        frame = pl.concat([p.tables[table] for p in parsed if table in p.tables])
+    # the batch's frames as read (no split per document): rules never cross documents
+    for table in sorted(parsed.tables):
+        frame = parsed.tables[table]
         ok, failed = validate(frame, table)
         good[table] = ok.with_columns(tag.alias(BATCH_COL))
         # the lake's quarantine table has one schema: canonical dtypes (a value a reader
@@ -339,11 +326,12 @@ def _commit_round(
             counts[key][table] = int(n)
         for key, n in bad[table].group_by(BATCH_COL).len().iter_rows():
             quarantined[key] += int(n)
-    errors = [
-        p.errors.select(list(ERROR_SCHEMA)).with_columns(pl.lit(key).alias(BATCH_COL))
-        for p, key in zip(parsed, keys, strict=True)
-        if p.errors.height
-    ]
+    errors = (
+        parsed.errors.select(list(ERROR_SCHEMA))
+        .with_columns(tag.alias(BATCH_COL))
+        .filter(pl.col(BATCH_COL).is_not_null())
+    )
+    n_errors = dict(errors.group_by(BATCH_COL).len().iter_rows())
     documents = [
         DocumentCommit(
             batch=key,
@@ -353,16 +341,16 @@ def _commit_round(
             table=src.table,
             rows=sum(counts[key].values()),
             quarantined=quarantined[key],
-            errors=p.errors.height,
+            errors=int(n_errors.get(key, 0)),
         )
-        for (_, sha, src), key, p in zip(jobs, keys, parsed, strict=True)
+        for (_, sha, src), key in zip(jobs, keys, strict=True)
     ]
     mine = commit_micro_batch(
         lake,
         documents=documents,
         tables=good,
         quarantine=bad,
-        errors=pl.concat(errors) if errors else None,
+        errors=errors if errors.height else None,
         storage_options=storage_options,
     )
     return [
