@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
 
@@ -390,6 +390,13 @@ def _processes_are_safe() -> bool:
     return re.search(r"""__name__\s*==\s*['"]__main__['"]""", text) is not None
 
 
+_HASH_RUN: Final = 64
+
+
+def _sha256_files(paths: list[str]) -> list[str]:
+    return [_sha256_file(p) for p in paths]
+
+
 def _sha256_file(path: str) -> str:
     import hashlib
 
@@ -539,10 +546,13 @@ async def ingest(
 
         local = [s for s in items if not _is_remote(s.url)]
         remote = [s for s in items if _is_remote(s.url)]
-        for s in local:
-            path = str(Path(s.url))
-            sha = await loop.run_in_executor(None, _sha256_file, path)  # not the parse pool
-            await queue.put((path, sha, s))
+        # Hashed a run of files per executor call (not the parse pool): one thread hop per
+        # file cost about as much as hashing a small document.
+        for i in range(0, len(local), _HASH_RUN):
+            run = [(str(Path(s.url)), s) for s in local[i : i + _HASH_RUN]]
+            shas = await loop.run_in_executor(None, _sha256_files, [p for p, _ in run])
+            for (path, s), sha in zip(run, shas, strict=True):
+                await queue.put((path, sha, s))
 
         async def landed(row: FetchOutcome) -> None:
             # Called by each fetch worker as its item lands; awaiting a full queue holds the
