@@ -455,7 +455,7 @@ async def ingest(
         Micro-batches parsed and committed at once (default: the number of CPUs). When all
         are busy, landed documents wait in a bounded queue and fetching waits (backpressure).
     batch_docs, batch_bytes, batch_seconds
-        Micro-batches: landed documents are grouped by table and format, up to
+        Micro-batches: landed documents are grouped by table (formats mixed), up to
         ``batch_docs`` documents or ``batch_bytes`` bytes, and a group is started at the
         latest ``batch_seconds`` after its first document landed. Each micro-batch is parsed,
         validated once per table and committed in one Delta transaction per table plus one
@@ -658,7 +658,10 @@ async def ingest(
                 grp = groups.pop(key)
                 await busy.acquire()  # all workers busy: stop reading, the queue fills up
                 running += 1
-                batches_tg.create_task(run_batch(bool(key[0]), grp.jobs))
+                # cXML (pure Python) goes to the process pool where safe, and the rest of
+                # its micro-batch with it (one reader call, one commit)
+                xml = any(job[2].format == "xml" for job in grp.jobs)
+                batches_tg.create_task(run_batch(use_processes and xml, grp.jobs))
 
             while True:
                 now = loop.time()
@@ -680,7 +683,9 @@ async def ingest(
                 path, sha, src = job
                 fmt = src.format or guess_format(src.url) or guess_format(path)
                 src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
-                key = (fmt == "xml" and use_processes, fmt, src.table)
+                # one micro-batch per table whatever the formats: parse_batch reads each
+                # format in one call, and the lake gets one data file per table and batch
+                key = (src.table,)
                 grp = groups.get(key)
                 if grp is None:
                     grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
