@@ -135,7 +135,7 @@ def child(mode: str, feeds: list[Any], out: Path, work: Path) -> dict[str, Any]:
 
 
 def make_world(dest: Path, docs: int, seed: int, layout: str, pos: int | None) -> int:
-    """The world of about ``docs`` documents (POs found from a pilot); returns its POs."""
+    """The world of about ``docs`` documents (or of ``pos`` POs); returns its POs."""
     from scfeeds import synth
 
     kw: dict[str, Any] = {
@@ -144,12 +144,18 @@ def make_world(dest: Path, docs: int, seed: int, layout: str, pos: int | None) -
         "lines_per_po": (8, 40),
         "formats": ("x12", "csv", "xml"),
     }
-    if pos is None:
-        pilot = max(docs // 7, 20)
-        synth.generate(dest, pos=pilot, layout="documents", **kw)
-        per_po = len(_catalog(dest)) / pilot
-        pos = max(1, round(docs / per_po))
-    synth.generate(dest, pos=pos, layout=layout, **kw)  # type: ignore[arg-type]
+    if pos is not None:
+        synth.generate(dest, pos=pos, layout=layout, **kw)  # type: ignore[arg-type]
+        return pos
+    # documents per PO fall as the world grows (cXML documents are capped per supplier and
+    # table): scale the POs until the document count is within 3 % of the target
+    pos = max(docs // 7, 20)
+    for _ in range(4):
+        synth.generate(dest, pos=pos, layout=layout, **kw)  # type: ignore[arg-type]
+        got = len(_catalog(dest))
+        if abs(got - docs) <= 0.03 * docs:
+            break
+        pos = max(1, round(pos * docs / got))
     return pos
 
 
