@@ -626,9 +626,11 @@ async def ingest(
 
     busy = asyncio.Semaphore(n_workers)
     running = 0  # micro-batches on a worker
-    # With nothing in flight, a group starts as soon as it has this many documents (work
-    # starts at once); otherwise groups grow to the full batch size or their deadline, so the
-    # lake gets a few large files rather than many small ones.
+    started = 0  # micro-batches started
+    # The run's first group starts as soon as it has this many documents (work starts at
+    # once); every other group grows to the full batch size or its deadline, so the lake gets
+    # a few large files rather than many small ones (also when workers are often idle, as
+    # behind a slow portal: the deadline bounds the wait).
     eager_docs = min(limit_docs, 64)
 
     async def run_batch(in_process: bool, jobs: list[Job]) -> None:
@@ -654,10 +656,11 @@ async def ingest(
         async with asyncio.TaskGroup() as batches_tg:
 
             async def flush(key: tuple[Any, ...]) -> None:
-                nonlocal running
+                nonlocal running, started
                 grp = groups.pop(key)
                 await busy.acquire()  # all workers busy: stop reading, the queue fills up
                 running += 1
+                started += 1
                 # cXML (pure Python) goes to the process pool where safe, and the rest of
                 # its micro-batch with it (one reader call, one commit)
                 xml = any(job[2].format == "xml" for job in grp.jobs)
@@ -691,11 +694,11 @@ async def ingest(
                     grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
                 grp.jobs.append((path, sha, src))
                 grp.size += _size(path)
-                idle = running == 0
+                first = started == 0
                 if (
                     len(grp.jobs) >= limit_docs
                     or grp.size >= batch_bytes
-                    or (idle and len(grp.jobs) >= eager_docs)
+                    or (first and len(grp.jobs) >= eager_docs)
                 ):
                     await flush(key)
 
