@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import io
 import logging
@@ -742,9 +743,15 @@ def _control_characters(plan: _Plan, rule: Any, message: Any) -> tuple[Any, Any]
     )
 
 
-def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+def _rows_and_errors(
+    frame: pl.LazyFrame, plan: _Plan, *, names: Sequence[str] | None = None
+) -> pl.LazyFrame:
     """All records of one file: canonical values, ``_rule`` (null for a good row) and the
     cleaned ``__t_<col>`` texts that a report on a rejected row quotes.
+
+    With ``names``, ``frame`` holds the records of several files of one layout, each record
+    with its file's index in ``names`` as ``__src``: ``source`` is that file's name, and
+    ``__src`` is kept.
 
     Staged so that every cell is parsed once: later stages refer to the columns earlier ones
     made (an expression used twice in one stage would be evaluated twice).
@@ -786,11 +793,19 @@ def _rows_and_errors(frame: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
             # (ours included), not part of the value.
             first.append(unquote_text_expr(raw).alias(col))
     rule, _ = _verdict(plan)
-    staged = frame.select(pl.col("_row"), *texts).with_columns(first).with_columns(second)
+    carry = [pl.col("__src")] if names is not None else []
+    staged = frame.select(pl.col("_row"), *carry, *texts).with_columns(first)
+    staged = staged.with_columns(second)
     if third:
         staged = staged.with_columns(third)
+    source = (
+        pl.lit(pl.Series(names, dtype=pl.String)).gather(pl.col("__src"))
+        if names is not None
+        else pl.lit(plan.source)
+    )
     return staged.select(
-        pl.lit(plan.source).alias("source"),
+        *carry,
+        source.alias("source"),
         pl.format("row {}", pl.col("_row") + 1).alias("position"),
         *[
             pl.lit(None, dtype=pl.String).alias(c)
@@ -1113,6 +1128,210 @@ def read_export(
         _warn(problems)
         return frame
     return ExportResult(frame, pl.concat([empty_errors(), *problems]))
+
+
+def _csv_options(plan: _Plan) -> dict[str, Any]:
+    return {
+        "separator": plan.delimiter,
+        "infer_schema": False,
+        "row_index_name": "_row",
+        "truncate_ragged_lines": True,
+        "quote_char": '"',
+        "missing_columns": "insert",
+        "raise_if_empty": False,
+    }
+
+
+def _read_joined(
+    files: list[tuple[int, _Plan, bytes]],
+    accept: Callable[[list[int], _Plan, pl.DataFrame], None],
+) -> list[tuple[int, _Plan, bytes]]:
+    """Read the files of one layout whose records are their lines in one ``read_csv``.
+
+    A file qualifies when no quoted field spans lines (an even number of quotes on each
+    line) and no line is blank: then each line after the header is one record, and a
+    ``<file index><delimiter>`` prefix on each line tells the records apart. Files with the
+    same header line (and title lines) are joined under one header; ``_row`` is counted per
+    file. Returns the files left to one ``read_csv`` each (and their bytes to read).
+    """
+    alone: list[tuple[int, _Plan, bytes]] = []
+    by_header: dict[bytes, list[tuple[int, _Plan, list[bytes]]]] = {}
+    for job, plan, data in files:
+        lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        head = plan.skip_lines + 1
+        body = lines[head:]
+        if len(lines) < head or any(
+            line.count(b'"') % 2 or not line.strip(b"\r") for line in lines
+        ):
+            alone.append((job, plan, data))
+            continue
+        by_header.setdefault(b"\n".join(lines[:head]), []).append((job, plan, body))
+    for header, members in by_header.items():
+        if len(members) == 1:
+            job, plan, body = members[0]
+            alone.append((job, plan, b"\n".join([header, *body, b""])))
+            continue
+        plan = members[0][1]
+        sep = plan.delimiter.encode()
+        first = header.split(b"\n")[-1]
+        out = [b"__src" + sep + first]
+        for job, _, body in members:
+            tag = str(job).encode() + sep
+            out.extend(tag + line for line in body)
+        out.append(b"")
+        try:
+            frame = pl.read_csv(b"\n".join(out), **_csv_options(plan)).with_columns(
+                pl.col("__src").cast(pl.UInt32)
+            )
+        except pl.exceptions.PolarsError:
+            alone.extend((job, p, b"\n".join([header, *body, b""])) for job, p, body in members)
+            continue
+        frame = frame.with_columns(
+            pl.int_range(pl.len()).over("__src").cast(frame.schema["_row"]).alias("_row")
+        )
+        accept([job for job, _, _ in members], plan, frame)
+    return alone
+
+
+class ExportBatch(NamedTuple):
+    """Rows and error rows of many exports read together (see :func:`read_export_batch`).
+
+    ``rows`` per table and ``errors`` (``ERRORS``) carry ``__job``, the item's index, and come
+    in item order (per item, in file order); ``declined`` are the indices left to one
+    :func:`read_export` call each.
+    """
+
+    rows: dict[TableName, pl.DataFrame]
+    errors: pl.DataFrame
+    declined: list[int]
+
+
+def _layout_of(plan: _Plan) -> tuple[object, ...]:
+    """What the typing query of a file depends on (its path and name aside)."""
+    return (
+        plan.table,
+        plan.fmt,
+        tuple(plan.mapping.items()),
+        plan.decimal_comma,
+        plan.thousands,
+        plan.date_formats,
+    )
+
+
+def read_export_batch(items: Sequence[tuple[Path, str, TableName | None]]) -> ExportBatch:
+    """Read many small CSV exports, ``(path, name, table)`` each, in one query per layout.
+
+    Per file: one decode and one ``read_csv`` of its bytes; the header is planned once per
+    distinct header (the lines up to and including it) and the typing and checking query
+    runs once over the records of every file of one layout, each record keeping its file's
+    name as ``source`` and its own ``row N``. Rows and error rows are those of
+    ``read_export(path, table=table, errors="collect")`` per file (rows renamed to ``name``),
+    in item order: one file's ``MISSING_COLUMNS`` or ``CONTROL_CHARACTER`` rows cost that
+    file only. Files over 1 MiB and files polars cannot read as planned are declined (one
+    ``read_export`` call each gives them their own rows and ``CSV_SYNTAX`` row).
+    """
+    names = [name for _, name, _ in items]
+    declined: list[int] = []
+    problems: list[pl.DataFrame] = []
+    candidates: dict[TableName | None, Any] = {}
+    known: dict[tuple[object, ...], list[tuple[tuple[str, ...], _Plan]]] = {}
+    groups: dict[tuple[object, ...], tuple[_Plan, list[pl.DataFrame]]] = {}
+    pending: dict[tuple[object, ...], list[tuple[int, _Plan, bytes]]] = {}
+
+    def problem(rows: Sequence[tuple[str, str, str, str]], job: int, kind: int) -> None:
+        frame = pl.DataFrame(rows, schema=ERRORS, orient="row")
+        problems.append(
+            frame.with_columns(
+                pl.lit(job, dtype=pl.UInt32).alias("__job"), pl.lit(kind, pl.UInt8).alias("__k")
+            )
+        )
+
+    for job, (path, name, table) in enumerate(items):
+        try:
+            if path.stat().st_size > _SMALL_FILE:
+                declined.append(job)
+                continue
+            data = path.read_bytes()
+        except OSError:
+            declined.append(job)
+            continue
+        try:
+            data.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+        head = data[:_SNIFF_BYTES].decode(encoding, errors="ignore").lstrip("\ufeff")
+        lines_list = head.splitlines()[:_HEADER_SCAN_LINES]
+        if encoding == "latin-1":
+            data = data.decode("latin-1").encode("utf-8")
+        key = (table, encoding, lines_list[0] if lines_list else "")
+        plan: _Plan | None = None
+        for prefix, seen in known.get(key, []):
+            if tuple(lines_list[: len(prefix)]) == prefix:
+                plan = dataclasses.replace(seen, path=path, source=str(path))
+                break
+        if plan is None:
+            if table not in candidates:
+                candidates[table] = _candidates(table, None, None)
+            try:
+                plan = _plan_csv(path, str(path), candidates[table], None)
+            except ExportError as exc:
+                problem(
+                    [(name, exc.position or "file", exc.rule or "EXPORT_ERROR", exc.detail)],
+                    job,
+                    0,
+                )
+                continue
+            except OSError:
+                declined.append(job)
+                continue
+            prefix = tuple(lines_list[: plan.skip_lines + 1])
+            known.setdefault(key, []).append((prefix, plan))
+        pending.setdefault(_layout_of(plan), []).append((job, plan, data))
+
+    def accept(jobs: list[int], plan: _Plan, frame: pl.DataFrame) -> None:
+        for job in jobs if plan.notes else []:  # notes depend on the header: same for all
+            problem([(names[job], p, r, m) for p, r, m in plan.notes], job, 0)
+        groups.setdefault(_layout_of(plan), (plan, []))[1].append(frame)
+
+    for files in pending.values():
+        alone = _read_joined(files, accept)
+        for job, plan, data in alone:
+            try:
+                frame = pl.read_csv(data, skip_lines=plan.skip_lines, **_csv_options(plan))
+            except pl.exceptions.PolarsError:  # its CSV_SYNTAX row comes from read_export
+                declined.append(job)
+                continue
+            accept([job], plan, frame.with_columns(pl.lit(job, dtype=pl.UInt32).alias("__src")))
+    parts: dict[TableName, list[pl.DataFrame]] = {}
+    for plan, frames in groups.values():
+        records = pl.concat(frames, how="diagonal")
+        batch = _rows_and_errors(records.lazy(), plan, names=names).collect(engine="in-memory")
+        _, message = _verdict(plan)
+        parts.setdefault(plan.table, []).append(
+            batch.filter(pl.col("_rule").is_null()).select(
+                *schema(plan.table), pl.col("__src").alias("__job")
+            )
+        )
+        bad = batch.filter(pl.col("_rule").is_not_null() & (pl.col("_rule") != "BLANK_ROW"))
+        problems.append(
+            bad.select(
+                "source",
+                "position",
+                pl.col("_rule").alias("rule"),
+                message.alias("message"),
+                pl.col("__src").alias("__job"),
+                pl.lit(1, pl.UInt8).alias("__k"),
+            )
+        )
+    rows = {t: pl.concat(frames).sort("__job", maintain_order=True) for t, frames in parts.items()}
+    empty_problems = empty_errors().with_columns(
+        pl.lit(None, pl.UInt32).alias("__job"), pl.lit(None, pl.UInt8).alias("__k")
+    )
+    errors = pl.concat([empty_problems, *problems]).sort(["__job", "__k"], maintain_order=True)
+    return ExportBatch(rows, errors.drop("__k"), declined)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
 
@@ -40,7 +40,7 @@ from scfeeds._lake import (
     ledgered,
     scan_lake,
 )
-from scfeeds._parse import Format, Parsed, guess_format, parse_batch
+from scfeeds._parse import Format, ParsedBatch, guess_format, parse_batch
 from scfeeds._parse import Job as ParseJob
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS as ERROR_SCHEMA
@@ -226,32 +226,18 @@ def _is_remote(url: str) -> bool:
 Job = tuple[str, str, Source]  # landed path, sha256, source
 
 
-def _parse_many(jobs: list[Job]) -> list[Parsed]:
-    """Canonical frames and error rows of many landed documents, per document.
+def _parse_many(jobs: list[Job]) -> ParsedBatch:
+    """Canonical frames and error rows of many landed documents, in one reader call.
 
     One :func:`~scfeeds._parse.parse_batch` call reads them all (X12 interchanges tokenized
-    together, cXML typed in one query), so the fixed cost of a reader is paid per micro-batch,
-    not per document. Rows come back tagged with their document's ``source``; the sources of
-    one call are distinct (``_process_many`` puts a repeated URL in a later round), so the
-    rows are split back to documents by it.
+    together, cXML typed in one query, CSV exports of one header in one read), so the fixed
+    cost of a reader is paid per micro-batch, not per document. Rows and error rows carry
+    their document's ``source``; the sources of one call are distinct (``_process_many`` puts
+    a repeated URL in a later round), so ``source`` tells the documents apart.
     """
-    batch = parse_batch(
+    return parse_batch(
         [ParseJob(path, source=src.url, fmt=src.format, table=src.table) for path, _, src in jobs]
     )
-    tables = {
-        t: frame.partition_by("source", as_dict=True, maintain_order=True)
-        for t, frame in batch.tables.items()
-    }
-    errors = batch.errors.partition_by("source", as_dict=True, maintain_order=True)
-    out: list[Parsed] = []
-    for _, _, src in jobs:
-        key = (src.url,)
-        mine = {t: parts[key] for t, parts in tables.items() if key in parts}
-        # a document that gave no rows of a table it was read for still reports the table
-        if src.table is not None and src.table not in mine and src.table in batch.tables:
-            mine[src.table] = batch.tables[src.table].clear()
-        out.append(Parsed(tables=mine, errors=errors.get(key, batch.errors.clear())))
-    return out
 
 
 def _doc_key(sha256: str, src: Source) -> str:
@@ -275,17 +261,17 @@ def _process_many(
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     first: dict[str, int] = {}
     rounds: list[list[int]] = []  # each round: documents with distinct sources
+    seen: dict[str, int] = {}  # source -> rounds it is in (a source's n-th copy: round n)
     for i, ((_, _, src), key) in enumerate(zip(jobs, keys, strict=True)):
         if key in done or key in first:  # in the lake, or the same bytes twice in this batch
             out[i] = _skipped(key)
             continue
         first[key] = i
-        for r in rounds:
-            if all(jobs[j][2].url != src.url for j in r):
-                r.append(i)
-                break
-        else:
-            rounds.append([i])
+        n = seen.get(src.url, 0)
+        seen[src.url] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
     for r in rounds:
         results = _commit_round([jobs[i] for i in r], [keys[i] for i in r], lake, storage_options)
         for i, res in zip(r, results, strict=True):
@@ -324,8 +310,9 @@ def _commit_round(
     bad: dict[TableName, pl.DataFrame] = {}
     counts: dict[str, dict[str, int]] = {k: {} for k in keys}
     quarantined: dict[str, int] = dict.fromkeys(keys, 0)
-    for table in sorted({t for p in parsed for t in p.tables}):
-        frame = pl.concat([p.tables[table] for p in parsed if table in p.tables])
+    # the batch's frames as read (no split per document): rules never cross documents
+    for table in sorted(parsed.tables):
+        frame = parsed.tables[table]
         ok, failed = validate(frame, table)
         good[table] = ok.with_columns(tag.alias(BATCH_COL))
         # the lake's quarantine table has one schema: canonical dtypes (a value a reader
@@ -339,11 +326,12 @@ def _commit_round(
             counts[key][table] = int(n)
         for key, n in bad[table].group_by(BATCH_COL).len().iter_rows():
             quarantined[key] += int(n)
-    errors = [
-        p.errors.select(list(ERROR_SCHEMA)).with_columns(pl.lit(key).alias(BATCH_COL))
-        for p, key in zip(parsed, keys, strict=True)
-        if p.errors.height
-    ]
+    errors = (
+        parsed.errors.select(list(ERROR_SCHEMA))
+        .with_columns(tag.alias(BATCH_COL))
+        .filter(pl.col(BATCH_COL).is_not_null())
+    )
+    n_errors = dict(errors.group_by(BATCH_COL).len().iter_rows())
     documents = [
         DocumentCommit(
             batch=key,
@@ -353,16 +341,16 @@ def _commit_round(
             table=src.table,
             rows=sum(counts[key].values()),
             quarantined=quarantined[key],
-            errors=p.errors.height,
+            errors=int(n_errors.get(key, 0)),
         )
-        for (_, sha, src), key, p in zip(jobs, keys, parsed, strict=True)
+        for (_, sha, src), key in zip(jobs, keys, strict=True)
     ]
     mine = commit_micro_batch(
         lake,
         documents=documents,
         tables=good,
         quarantine=bad,
-        errors=pl.concat(errors) if errors else None,
+        errors=errors if errors.height else None,
         storage_options=storage_options,
     )
     return [
@@ -400,6 +388,13 @@ def _processes_are_safe() -> bool:
     except OSError:
         return False
     return re.search(r"""__name__\s*==\s*['"]__main__['"]""", text) is not None
+
+
+_HASH_RUN: Final = 64
+
+
+def _sha256_files(paths: list[str]) -> list[str]:
+    return [_sha256_file(p) for p in paths]
 
 
 def _sha256_file(path: str) -> str:
@@ -460,7 +455,7 @@ async def ingest(
         Micro-batches parsed and committed at once (default: the number of CPUs). When all
         are busy, landed documents wait in a bounded queue and fetching waits (backpressure).
     batch_docs, batch_bytes, batch_seconds
-        Micro-batches: landed documents are grouped by table and format, up to
+        Micro-batches: landed documents are grouped by table (formats mixed), up to
         ``batch_docs`` documents or ``batch_bytes`` bytes, and a group is started at the
         latest ``batch_seconds`` after its first document landed. Each micro-batch is parsed,
         validated once per table and committed in one Delta transaction per table plus one
@@ -551,10 +546,13 @@ async def ingest(
 
         local = [s for s in items if not _is_remote(s.url)]
         remote = [s for s in items if _is_remote(s.url)]
-        for s in local:
-            path = str(Path(s.url))
-            sha = await loop.run_in_executor(None, _sha256_file, path)  # not the parse pool
-            await queue.put((path, sha, s))
+        # Hashed a run of files per executor call (not the parse pool): one thread hop per
+        # file cost about as much as hashing a small document.
+        for i in range(0, len(local), _HASH_RUN):
+            run = [(str(Path(s.url)), s) for s in local[i : i + _HASH_RUN]]
+            shas = await loop.run_in_executor(None, _sha256_files, [p for p, _ in run])
+            for (path, s), sha in zip(run, shas, strict=True):
+                await queue.put((path, sha, s))
 
         async def landed(row: FetchOutcome) -> None:
             # Called by each fetch worker as its item lands; awaiting a full queue holds the
@@ -628,9 +626,11 @@ async def ingest(
 
     busy = asyncio.Semaphore(n_workers)
     running = 0  # micro-batches on a worker
-    # With nothing in flight, a group starts as soon as it has this many documents (work
-    # starts at once); otherwise groups grow to the full batch size or their deadline, so the
-    # lake gets a few large files rather than many small ones.
+    started = 0  # micro-batches started
+    # The run's first group starts as soon as it has this many documents (work starts at
+    # once); every other group grows to the full batch size or its deadline, so the lake gets
+    # a few large files rather than many small ones (also when workers are often idle, as
+    # behind a slow portal: the deadline bounds the wait).
     eager_docs = min(limit_docs, 64)
 
     async def run_batch(in_process: bool, jobs: list[Job]) -> None:
@@ -656,11 +656,15 @@ async def ingest(
         async with asyncio.TaskGroup() as batches_tg:
 
             async def flush(key: tuple[Any, ...]) -> None:
-                nonlocal running
+                nonlocal running, started
                 grp = groups.pop(key)
                 await busy.acquire()  # all workers busy: stop reading, the queue fills up
                 running += 1
-                batches_tg.create_task(run_batch(bool(key[0]), grp.jobs))
+                started += 1
+                # cXML (pure Python) goes to the process pool where safe, and the rest of
+                # its micro-batch with it (one reader call, one commit)
+                xml = any(job[2].format == "xml" for job in grp.jobs)
+                batches_tg.create_task(run_batch(use_processes and xml, grp.jobs))
 
             while True:
                 now = loop.time()
@@ -682,17 +686,19 @@ async def ingest(
                 path, sha, src = job
                 fmt = src.format or guess_format(src.url) or guess_format(path)
                 src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
-                key = (fmt == "xml" and use_processes, fmt, src.table)
+                # one micro-batch per table whatever the formats: parse_batch reads each
+                # format in one call, and the lake gets one data file per table and batch
+                key = (src.table,)
                 grp = groups.get(key)
                 if grp is None:
                     grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
                 grp.jobs.append((path, sha, src))
                 grp.size += _size(path)
-                idle = running == 0
+                first = started == 0
                 if (
                     len(grp.jobs) >= limit_docs
                     or grp.size >= batch_bytes
-                    or (idle and len(grp.jobs) >= eager_docs)
+                    or (first and len(grp.jobs) >= eager_docs)
                 ):
                     await flush(key)
 

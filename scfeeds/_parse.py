@@ -156,13 +156,15 @@ def parse_batch(
     """Read many documents in as few reader calls as their formats allow.
 
     X12 documents are read by one ``read_x12`` pass (small interchanges tokenized together),
-    cXML documents of one table by one run (parsed in this thread, typed in one query); other
-    formats one document at a time. Provenance is set once, by the reader: ``source`` is the
-    job's ``source`` (else its path as given), ``position`` the reader's. Errors are
+    cXML documents of one table by one run (parsed in this thread, typed in one query), CSV
+    exports by one typing query per header layout (the header planned once per distinct
+    header); other formats (XLSX, NDJSON and CSV pages of canonical columns) one document at
+    a time. Provenance is set once, by the reader: ``source`` is the job's ``source`` (else
+    its path as given), ``position`` the reader's. Errors are
     ``schemas.ERRORS`` rows (``rule``, never ``code``). A damaged document gives its own error
     rows and every other document's rows are delivered; a reader failure on a group falls back
     to one call per document, so it costs at most that document. Rows come grouped by format
-    (X12 first, then cXML, then the rest), in job order within a format.
+    (X12 first, then cXML, then CSV exports, then the rest), in job order within a group.
 
     Examples
     --------
@@ -192,8 +194,18 @@ def parse_batch(
     xml = [(path, name, t) for path, name, f, t in todo if f == "xml"]
     if xml:
         add(_guarded(_xml_batch, xml, todo, "xml"))
-    for path, name, f, t in todo:
-        if f not in ("x12", "xml"):
+    # CSV pages of canonical columns (the portal's) are read as pages, one by one.
+    csv = [
+        job
+        for job in todo
+        if job[2] == "csv" and (job[3] is None or not _has_canonical_header(job[0], job[3]))
+    ]
+    if csv:
+        add(_guarded(_csv_batch, [(p, n, t) for p, n, _, t in csv], csv, "csv"))
+    batched = {id(item) for item in csv}
+    for item in todo:
+        path, name, f, t = item
+        if f not in ("x12", "xml") and id(item) not in batched:
             add(parse_file(path, fmt=f, table=t, source=name))
     tables = {t: pl.concat(frames, how="vertical") for t, frames in parts.items()}
     return ParsedBatch(tables, pl.concat([pl.DataFrame(schema=ERRORS), *errors]))
@@ -217,6 +229,28 @@ def _guarded(
                     parts.setdefault(k, []).append(frame)
                 errors.append(got.errors)
         return ParsedBatch({k: pl.concat(v) for k, v in parts.items()}, pl.concat(errors))
+
+
+def _csv_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
+    """Supplier CSV exports: one query per header layout; declined files one call each."""
+    from scfeeds._exports import read_export_batch
+
+    got = read_export_batch(items)
+    parts = {t: [f] for t, f in got.rows.items()}
+    errors = [got.errors]
+    for job in got.declined:
+        path, name, t = items[job]
+        one = parse_file(path, fmt="csv", table=t, source=name)
+        for k, frame in one.tables.items():
+            parts.setdefault(k, []).append(
+                frame.with_columns(pl.lit(job, dtype=pl.UInt32).alias("__job"))
+            )
+        errors.append(one.errors.with_columns(pl.lit(job, dtype=pl.UInt32).alias("__job")))
+    tables = {
+        t: pl.concat(v).sort("__job", maintain_order=True).drop("__job") for t, v in parts.items()
+    }
+    merged = pl.concat(errors).sort("__job", maintain_order=True).drop("__job")
+    return ParsedBatch(tables, merged)
 
 
 def _x12_batch(items: list[tuple[str, Path]]) -> ParsedBatch:

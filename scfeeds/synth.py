@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import polars as pl
 
@@ -181,6 +181,7 @@ def generate(
     damaged: bool | Iterable[str] = False,
     config: SynthConfig | None = None,
     progress: Callable[[int, int], object] | None = None,
+    layout: Literal["files", "documents"] = "files",
 ) -> SynthSummary:
     """Write a seeded synthetic supplier world with its answer key.
 
@@ -215,6 +216,15 @@ def generate(
         probabilities, batch and file sizes).
     progress
         Called after each batch with ``(POs written, POs in total)``; ``None`` is silent.
+    layout
+        How documents are cut into files. ``"files"`` (default): a few big files per supplier
+        and table (up to ``SynthConfig.x12_sets_per_file`` transaction sets per interchange,
+        one export per batch). ``"documents"``, as suppliers send them: one X12 interchange
+        per PO / ship notice / invoice, one cXML document per document, one export per
+        supplier, table and document date (a daily CSV / XLSX; receipts per receipt date).
+        Same seed, same world: the documents, formats and answer key (``truth.parquet``) are
+        those of ``"files"``; only the files (and so ``source``, ``position`` and the
+        interchange control numbers of the world's rows) differ.
 
     Returns
     -------
@@ -240,6 +250,8 @@ def generate(
         raise ConfigurationError(f"suppliers must be a positive int, got {suppliers!r}")
     if not isinstance(pos, int) or pos < 1:
         raise ConfigurationError(f"pos must be a positive int, got {pos!r}")
+    if layout not in ("files", "documents"):
+        raise ConfigurationError(f"layout must be 'files' or 'documents', got {layout!r}")
     lo, hi = _lines_per_po(lines_per_po)
     rates = resolve_faults(cfg.fault_rates if cfg.fault_rates is not None else faults)
     kinds = _damage_kinds(damaged)
@@ -259,6 +271,7 @@ def generate(
         fallback=next((f for f in ordered if f != "xml"), None),
         xlsx_fallback=next((f for f in ordered if f not in ("xml", "xlsx")), None),
         config=cfg,
+        layout=layout,
     )
     counters = Counters()
     counts: dict[str, int] = dict.fromkeys(TABLES, 0)

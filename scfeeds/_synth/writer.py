@@ -64,6 +64,8 @@ class WriterState:
     xlsx_fallback: Format | None = None  # where capped XLSX rows go; None: no cap
     xlsx_used: dict[tuple[int, str], int] = field(default_factory=dict)
     catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
+    # "documents": one interchange per document, daily exports (see synth.generate's layout)
+    layout: str = "files"
 
 
 def _write(state: WriterState, rel: str, data: bytes) -> tuple[int, str]:
@@ -168,12 +170,16 @@ def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFr
             sup = state.suppliers[int(str(s))]
             world[doc_table] += _write_group(state, rows, doc_table, sup, str(fmt), b)
     if state.config.receipts and batch.receipts.height:
-        for (s,), rows in sorted(
-            batch.receipts.partition_by(["sup"], as_dict=True, maintain_order=True).items(),
-            key=lambda kv: int(str(kv[0][0])),
+        daily = state.layout == "documents"
+        for key, rows in sorted(
+            batch.receipts.partition_by(
+                ["sup", "receipt_date"] if daily else ["sup"], as_dict=True, maintain_order=True
+            ).items(),
+            key=lambda kv: (int(str(kv[0][0])), str(kv[0][1:])),
         ):
-            sup = state.suppliers[int(str(s))]
-            world["receipts"] += _write_exports(state, rows, "receipts", sup, "csv", b, "receipts")
+            sup = state.suppliers[int(str(key[0]))]
+            stem = f"receipts_{b + 1:05d}_{key[1]:%Y%m%d}" if daily else "receipts"
+            world["receipts"] += _write_exports(state, rows, "receipts", sup, "csv", b, stem)
     out: dict[str, pl.DataFrame] = {}
     for table, parts in world.items():
         if parts:
@@ -194,10 +200,15 @@ def _write_group(
     else:
         originals, copies = rows, rows.clear()
     doc_ids = originals["doc"].unique(maintain_order=True)
+    daily = state.layout == "documents"
     if fmt == "x12":
-        chunk = pl.Series(np.arange(len(doc_ids)) // state.config.x12_sets_per_file)
+        per_file = 1 if daily else state.config.x12_sets_per_file
+        chunk = pl.Series(np.arange(len(doc_ids)) // per_file)
     elif fmt == "xml":
         chunk = pl.Series(np.arange(len(doc_ids)))
+    elif daily:  # a daily export: the documents of one document date (chunk = YYYYMMDD)
+        days = originals.group_by("doc", maintain_order=True).agg(pl.col(_DOC_DATE[table]).min())
+        chunk = days[_DOC_DATE[table]].dt.strftime("%Y%m%d").cast(pl.Int64)
     else:  # exports: whole documents, at most export_rows_per_file rows per file
         sizes = originals.group_by("doc", maintain_order=True).len()["len"].to_numpy()
         chunk = pl.Series((np.cumsum(sizes) - sizes) // state.config.export_rows_per_file)
@@ -219,15 +230,19 @@ def _write_group(
             for (c,), file_rows in part.partition_by(
                 ["_chunk"], as_dict=True, maintain_order=True
             ).items():
-                stem = _stem(table, fmt, b, int(str(c)), resend)
+                stem = _stem(table, fmt, b, int(str(c)), resend, daily=daily)
                 out += _write_exports(state, file_rows, table, sup, fmt, b, stem)
     return out
 
 
-def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool) -> str:
+def _stem(table: str, fmt: str, b: int, chunk: int, resend: bool, *, daily: bool = False) -> str:
     prefix = _PREFIX.get((table, fmt), _SHORT[table])
-    width = 4 if fmt == "xml" else 2
-    return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}" + ("_resend" if resend else "")
+    suffix = "_resend" if resend else ""
+    if daily and fmt not in ("x12", "xml"):  # a daily export: chunk is its day, YYYYMMDD
+        return f"{prefix}_{b + 1:05d}_{chunk}{suffix}"
+    # one file per document: six digits, so that names sort in document order
+    width = 6 if daily else 4 if fmt == "xml" else 2
+    return f"{prefix}_{b + 1:05d}_{chunk + 1:0{width}d}{suffix}"
 
 
 def _write_x12(
@@ -239,7 +254,8 @@ def _write_x12(
     state.icn[(sup.index, direction)] = icn_start + len(chunks) - 1
     rendered = x12.render(rows, table=table, supplier=sup, icn_start=icn_start)
     rels = [
-        f"feeds/{sup.supplier_id}/{table}/{_stem(table, 'x12', b, int(c), resend)}.x12"
+        f"feeds/{sup.supplier_id}/{table}/"
+        f"{_stem(table, 'x12', b, int(c), resend, daily=state.layout == 'documents')}.x12"
         for c in chunks
     ]
     counts = rendered.provenance.group_by("_file", maintain_order=True).len()["len"].to_list()
@@ -267,7 +283,7 @@ def _write_xml(
     for (c,), doc in canonical.partition_by(
         ["_chunk"], as_dict=True, maintain_order=True, include_key=False
     ).items():
-        stem = _stem(table, "xml", b, int(str(c)), resend)
+        stem = _stem(table, "xml", b, int(str(c)), resend, daily=state.layout == "documents")
         rel = f"feeds/{sup.supplier_id}/{table}/{stem}.xml"
         day: dt.date = doc[date_col].min()  # type: ignore[assignment]
         data = to_cxml(
@@ -298,7 +314,7 @@ def _write_exports(
     for i, start in enumerate(range(0, rows.height, limit)):
         part = rows.slice(start, limit)
         name = stem if rows.height <= limit else f"{stem}_{i + 1:02d}"
-        if table == "receipts":
+        if table == "receipts" and stem == "receipts":
             name = f"receipts_{b + 1:05d}" + (f"_{i + 1:02d}" if rows.height > limit else "")
         rel = f"feeds/{sup.supplier_id}/{table}/{name}.{fmt}"
         canonical = _canonical(
@@ -310,8 +326,11 @@ def _write_exports(
         path = state.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         write_export(canonical, path, table=table, preset=sup.preset, fmt=fmt)  # type: ignore[arg-type]
+        resent = state.layout == "documents" and stem.endswith("_resend")
         if fmt == "xlsx":
-            _pin_xlsx_dates(path, part)
+            _pin_xlsx_dates(path, part, later=resent)
+        elif resent:
+            _title_resent(path)
         data = path.read_bytes()
         _record(
             state, sup, table, fmt, rel, part.height, len(data), hashlib.sha256(data).hexdigest()
@@ -323,14 +342,29 @@ def _write_exports(
 _ISO_STAMP: Final = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
-def _pin_xlsx_dates(path: Path, rows: pl.DataFrame) -> None:
+def _title_resent(path: Path) -> None:
+    """A title line above the header of a resent daily export.
+
+    A daily export resent alone can hold exactly the documents of the original's file: its
+    bytes would be the original's, and an ingest that drops content it already holds would
+    drop the duplicates the answer key expects. The portal stamps the resend instead.
+    """
+    data = path.read_bytes()
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    eol = b"\r\n" if b"\r\n" in data else b"\n"
+    path.write_bytes(bom + b"Resent export" + eol + data[len(bom) :])
+
+
+def _pin_xlsx_dates(path: Path, rows: pl.DataFrame, *, later: bool = False) -> None:
     """Replace the wall-clock creation date xlsxwriter stamps into docProps/core.xml.
 
-    Same seed, same bytes: the date becomes the latest document date of the file. (xlsxwriter
-    already pins the zip entries' own timestamps to 1980-01-01.)
+    Same seed, same bytes: the date becomes the latest document date of the file, the day
+    after it for a resent file (``later``). (xlsxwriter already pins the zip entries' own
+    timestamps to 1980-01-01.)
     """
     date_col = next(c for c in rows.columns if c.endswith("_date"))
-    stamp = (str(rows[date_col].max()) + "T00:00:00Z").encode()
+    day: dt.date = rows[date_col].max()  # type: ignore[assignment]
+    stamp = ((day + dt.timedelta(days=int(later))).isoformat() + "T00:00:00Z").encode()
     with zipfile.ZipFile(path) as zin:
         entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
     with zipfile.ZipFile(path, "w") as zout:
