@@ -27,6 +27,7 @@ from scfeeds.notebook._memory import (
 )
 from scfeeds.notebook._metrics import Probe, Sample
 from scfeeds.notebook._progress import FetchProgress, auto_progress
+from scfeeds.notebook._steps import StepProgress
 from scfeeds.notebook._svg import line_chart
 from scfeeds.notebook._tuner import (
     ConcurrencyTuner,
@@ -47,6 +48,7 @@ __all__ = [
     "Probe",
     "RunPlan",
     "Sample",
+    "StepProgress",
     "SweepResult",
     "TunerDriver",
     "auto_progress",
