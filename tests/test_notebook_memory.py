@@ -17,7 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import scfeeds
 from scfeeds import synth
 from scfeeds.notebook import MemoryProfile, MemoryProfiler, compare_buffering, read_capture
-from scfeeds.notebook._memory import rust_name
+from scfeeds.notebook._memory import _native_site, rust_name
 from scfeeds.portal import serve_in_process
 
 MiB = 2**20
@@ -214,6 +214,16 @@ def test_rust_symbols_are_named_readably() -> None:
     }
     for symbol, name in cases.items():
         assert rust_name(symbol) == name
+    # a site is the innermost frame that is not the allocator (jemalloc, Rust's alloc crate)
+    frames = [
+        ("_rjem_je_malloc_default", "<unknown>", 0),
+        ("do_rallocx", "<unknown>", 0),
+        ("_RNvMCs1234_5alloc7raw_vec11finish_grow", "<unknown>", 0),
+        ("_RNvCs1234_5crate3run", "<unknown>", 0),
+        ("start_thread", "./nptl/pthread_create.c", 442),
+    ]
+    assert _native_site(frames) == ("crate::run", "<native>", 0)
+    assert _native_site(frames[:3]) == ("<unknown>", "<native>", 0)
 
 
 def test_native_traces_name_the_native_function_behind_threadless_allocations(

@@ -223,7 +223,8 @@ class MemoryProfile:
 _ALLOCATOR = re.compile(
     r"(^|_)(malloc|calloc|realloc|free|memalign|aligned_alloc|posix_memalign|valloc|mmap|"
     r"mremap|alloc|dealloc|allocate|reallocate|alloc_zeroed)(_default|_impl|_real)?$|"
-    r"^_?rjem_|^je_|^pac_|^mi_|^__rust_|^__rdl_|^memray::|alloc..alloc|core..alloc"
+    r"^_?rjem_|^je_|^pac_|^mi_|^__rust_|^__rdl_|^memray::|^alloc::|^core::alloc|^std::alloc|"
+    r"^do_r?allocx$|r?allocx$|^_PyObject_Arena|^_PyMem_"
 )
 _BASE62_REF = re.compile(r"[0-9A-Za-z]*_")
 _CRATE_ROOT = re.compile(r"C(?:s[0-9A-Za-z]*_)?(\d+)_?")
@@ -275,9 +276,10 @@ def _native_site(frames: Sequence[tuple[str, str, int]]) -> tuple[str, str, int]
     """The innermost native frame that is not the allocator (memray's own hooks, libc or
     jemalloc entry points, Rust's ``alloc`` shims), its Rust name readable."""
     for function, file, line in frames:
-        if function and not _ALLOCATOR.search(function):
+        name = rust_name(function) if function else ""
+        if name and not _ALLOCATOR.search(function) and not _ALLOCATOR.search(name):
             where = file if file and file != "<unknown>" else "<native>"
-            return (rust_name(function), where, int(line or 0))
+            return (name, where, int(line or 0))
     return ("<unknown>", "<native>", 0)
 
 
