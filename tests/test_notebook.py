@@ -438,6 +438,87 @@ async def test_sweep_with_fake_driver_returns_frame_knee_and_charts() -> None:
     assert html.count("<svg") == 2
 
 
+async def test_sweep_progress_line_names_each_point_before_it_runs() -> None:
+    seen: list[tuple[int, int, str, str]] = []
+
+    class Watching(FakeDriver):
+        async def run(self, plan: RunPlan, probe: Probe) -> None:
+            steps = tuner.sweep_progress
+            assert steps is not None
+            # the line already names this point, and counts the points before it as done
+            seen.append((plan.max_at_once, steps.bar.value, steps.current, steps.label.value))
+            await asyncio.sleep(0.01)
+            probe.on_event(event(done=5, bytes=5000, elapsed=0.01))
+
+    tuner = ConcurrencyTuner(Watching())
+    result = await tuner.sweep(
+        concurrency=[1, 2, 8], chunk_sizes=[100, 400], records=10, progress=False
+    )
+    steps = tuner.sweep_progress
+    assert steps is not None
+    assert [s[0] for s in seen] == [1, 2, 8, 1, 2, 8]
+    assert [s[1] for s in seen] == [0, 1, 2, 3, 4, 5]
+    assert seen[4][2] == "max_at_once=2, chunk size=400"
+    assert "5/6 · max_at_once=2, chunk size=400" in seen[4][3]
+    assert steps.done == steps.bar.value == steps.bar.max == 6
+    assert steps.bar.bar_style == "success"
+    assert steps.history[-1].startswith(f"6/6 · {result.text()}")
+    assert "elapsed" in steps.history[-1]
+    assert 'class="scfeeds-static"' in steps._repr_mimebundle_()["text/html"]
+
+
+async def test_sweep_progress_shows_a_stopped_sweep() -> None:
+    class Failing(FakeDriver):
+        async def run(self, plan: RunPlan, probe: Probe) -> None:
+            if plan.max_at_once == 4:
+                raise asyncio.CancelledError
+            probe.on_event(event(done=1, bytes=100, elapsed=0.01))
+
+    tuner = ConcurrencyTuner(Failing())
+    with pytest.raises(asyncio.CancelledError):
+        await tuner.sweep(concurrency=[1, 2, 4, 8], records=10, progress=False)
+    steps = tuner.sweep_progress
+    assert steps is not None
+    assert steps.done == 2
+    assert steps.bar.bar_style == "warning"
+    assert steps.history[-1].startswith("2/4 · stopped")
+
+
+def test_sweep_progress_is_a_bar_in_a_terminal() -> None:
+    # a child process on a pseudo-terminal: the sweep draws a tqdm bar on stderr
+    import os
+    import pty
+
+    code = (
+        "import asyncio\n"
+        "from scfeeds.notebook import ConcurrencyTuner\n"
+        "class D:\n"
+        "    async def run(self, plan, probe):\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    def set_max_at_once(self, n): pass\n"
+        "    def current_limit(self): return None\n"
+        "asyncio.run(ConcurrencyTuner(D()).sweep(concurrency=[1, 2, 3], records=1))\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert "sweep" in text
+    assert "3/3" in text
+    assert "max_at_once=3" in text
+
+
 # -- tuner against the real engine and portal -------------------------------------------
 
 

@@ -6,13 +6,18 @@ import asyncio
 import base64
 import inspect
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+import scfeeds
+from scfeeds import synth
 from scfeeds.notebook import MemoryProfile, MemoryProfiler, compare_buffering, read_capture
+from scfeeds.notebook._memory import _native_site, rust_name
 from scfeeds.portal import serve_in_process
 
 MiB = 2**20
@@ -172,3 +177,67 @@ def test_sites_are_shown_relative_to_site_packages_stdlib_or_the_checkout(tmp_pa
     assert titles
     assert all(not os.path.isabs(t) for t in titles), titles
     assert any(t.startswith("json/") for t in titles), titles
+
+
+def brief_spike() -> None:
+    block = bytearray(48 * MiB)  # freed before the next heap sample
+    del block
+    time.sleep(0.05)
+
+
+def test_headline_peak_and_chart_come_from_one_measurement(tmp_path: Path) -> None:
+    profile = MemoryProfiler(directory=tmp_path, interval_ms=1000).run(brief_spike)
+    assert profile.peak_bytes >= 48 * MiB  # memray's high-water mark sees the spike
+    assert profile.sampled_peak_bytes == profile.heap["heap_bytes"].max()
+    assert profile.sampled_peak_bytes < profile.peak_bytes  # the 1 s samples miss it
+    svg = profile.heap_svg()
+    # the chart draws the high-water mark too, so its axis reaches the headline's figure
+    assert "peak (high-water mark)" in svg
+    ticks = [float(t) for t in re.findall(r">(\d+(?:\.\d+)?)</text>", svg)]
+    assert max(ticks) >= 48
+    html = profile._repr_html_()
+    assert "high-water mark" in html
+    assert "sampled curve tops at" in html
+
+
+def test_rust_symbols_are_named_readably() -> None:
+    cases = {
+        "_RNvMs2_NtNtNtCsgrLsiFbPz3l_12polars_arrow5array7binview7mutableINtB5_22MutableBinary"
+        "ViewArrayShE13with_capacityCs8DlxIMvEUSo_14polars_compute": (
+            "polars_arrow::…::mutable::MutableBinaryViewArray::with_capacity"
+        ),
+        "_RNvMsk_NtNtNtCs8GJbWRAZWmK_9polars_io3csv4read7builderNtB5_7Builder3add": (
+            "polars_io::…::builder::Builder::add"
+        ),
+        "_RNvCs1234_5crate3run": "crate::run",
+        "PyObject_Malloc": "PyObject_Malloc",
+    }
+    for symbol, name in cases.items():
+        assert rust_name(symbol) == name
+    # a site is the innermost frame that is not the allocator (jemalloc, Rust's alloc crate)
+    frames = [
+        ("_rjem_je_malloc_default", "<unknown>", 0),
+        ("do_rallocx", "<unknown>", 0),
+        ("_RNvMCs1234_5alloc7raw_vec11finish_grow", "<unknown>", 0),
+        ("_RNvCs1234_5crate3run", "<unknown>", 0),
+        ("start_thread", "./nptl/pthread_create.c", 442),
+    ]
+    assert _native_site(frames) == ("crate::run", "<native>", 0)
+    assert _native_site(frames[:3]) == ("<unknown>", "<native>", 0)
+
+
+def test_native_traces_name_the_native_function_behind_threadless_allocations(
+    tmp_path: Path,
+) -> None:
+    synth.generate(tmp_path / "world", seed=5, pos=300, suppliers=1, formats=("x12",))
+    files = sorted((tmp_path / "world" / "feeds").glob("*/*/*.x12"))
+    profiler = MemoryProfiler(directory=tmp_path, interval_ms=10, native_traces=True)
+    # read_x12 builds its tables on polars' own threads: allocations with no Python frame
+    native = profiler.run(scfeeds.read_x12, files, segments=False)
+    assert native.result.po_lines.height > 0
+    assert "<unknown>" not in native.sites["function"].to_list()
+    named = native.sites.filter(pl.col("file") == "<native>")
+    assert named.height > 0
+    for function in named["function"]:
+        assert not function.startswith(("_R", "_rjem", "je_", "pac_")), function
+    assert any(f.startswith("polars") for f in named["function"])

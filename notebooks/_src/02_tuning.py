@@ -37,7 +37,7 @@ CELLS = [
 
         import scfeeds
         from scfeeds import synth
-        from scfeeds.notebook import ConcurrencyTuner, FeedDriver
+        from scfeeds.notebook import ConcurrencyTuner, FeedDriver, auto_progress
 
         tmp = tempfile.TemporaryDirectory(prefix="scfeeds-nb-")
         root = Path(tmp.name)
@@ -59,7 +59,9 @@ CELLS = [
         `ConcurrencyTuner` drives the real fetch engine (`scfeeds.fetch`) through a
         `FeedDriver` over the feed's paged endpoint. `sweep` fetches the same number of records
         at every grid point, with a pause between points so the server's rate-limit bucket
-        refills, and records throughput, latency percentiles, 429s and retries. The knee is
+        refills, and records throughput, latency percentiles, 429s and retries. A progress
+        line shows which point is running and how many are done while the sweep goes on
+        (about half a minute here). The knee is
         the best throughput among the points that were never throttled and whose latency did
         not climb (queueing shows in latency before it shows in errors); ties go to fewer
         requests in flight.
@@ -186,8 +188,9 @@ CELLS = [
             "quota": scfeeds.Limits(8, max_per_second=20),
         }.items():
             await asyncio.sleep(1.5)  # let the server's bucket refill between runs
-            runs[name] = await scfeeds.fetch(
-                pages, root / name, limits=limits, progress=None, resume=False
+            runs[name] = await scfeeds.fetch(  # a progress bar per run while it goes
+                pages, root / name, limits=limits, progress=auto_progress(description=name),
+                resume=False,
             )
 
         pl.DataFrame(

@@ -145,7 +145,10 @@ CELLS = [
         The same tool works on anything: `profiler.run(fn, ...)` for a function,
         `await profiler.arun(coro)` for a coroutine. It shows the peak heap, the heap over time
         and the top allocation sites at the high-water mark, each with the line of *your* code
-        that led there, all drawn offline from memray's capture file
+        that led there, all drawn offline from memray's capture file. The headline peak is
+        memray's exact high-water mark, drawn in the chart as a flat line; the curve beside it
+        samples the heap every 10 ms, so a buffer allocated and freed between two samples is
+        in the peak but not in the curve (the headline says how high the curve got)
         (`profile.flamegraph()` writes memray's own flame graph, which needs internet to
         render).
 
@@ -161,8 +164,11 @@ CELLS = [
         x12_files = sorted((root / "world" / "feeds").glob("*/*/*.x12"))
         print(f"{len(x12_files)} files, {sum(p.stat().st_size for p in x12_files) / MiB:.1f} MiB")
 
-        with_segments = profiler.run(scfeeds.read_x12, x12_files, label="read_x12, segments kept")
-        tables_only = profiler.run(
+        # native_traces=True: allocations made on polars' own threads (no Python frame) are
+        # named by the native function that asked for them instead of `<unknown>`
+        native = MemoryProfiler(directory=root / "memray-native", native_traces=True)
+        with_segments = native.run(scfeeds.read_x12, x12_files, label="read_x12, segments kept")
+        tables_only = native.run(
             scfeeds.read_x12, x12_files, segments=False, label="read_x12(segments=False)"
         )
         with_segments
@@ -188,11 +194,11 @@ CELLS = [
     md(
         """
         Both runs deliver the same tables; dropping the long-form segments saves their share
-        of the heap (here more than half of it). With segments kept, the top site is native
-        memory allocated off the Python stack (polars' own threads), which memray cannot tie
-        to a Python line and shows as `<native>`; without them, the top site is the reader's
-        read buffer, sized by `slice_bytes` (16 MiB by default): the reader's memory follows
-        the slice size, not the file size.
+        of the heap (here more than half of it). Memory allocated on polars' own threads has
+        no Python line to blame; with `native_traces=True` the sites table names the polars
+        function that asked for it (file `<native>`) instead of `<unknown>`. The reader's read
+        buffer is sized by `slice_bytes` (16 MiB by default): the reader's memory follows the
+        slice size, not the file size.
 
         ## What to do
 

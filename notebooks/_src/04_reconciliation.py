@@ -306,6 +306,28 @@ CELLS = [
     ),
     md(
         """
+        Before it goes out, any row can be opened: the explorer filters the exceptions by
+        supplier, code and amount at risk, and a selected row shows its PO line, the ASN,
+        receipt and invoice lines of that line, and the raw document behind it (the X12
+        segments around the line, the cXML element at its XPath, or the export row). Here
+        our supplier's largest exception is open; click any other row in the list.
+        """
+    ),
+    code(
+        """
+        from scfeeds.notebook import ExceptionsExplorer
+
+        explorer = ExceptionsExplorer(rec, po=po, asn=asn, invoices=invoices, receipts=receipts)
+        explorer.supplier.value = supplier
+        opened = explorer.select(0)  # the largest amount at risk
+        print(f"{len(explorer.rows)} exceptions for {supplier}; open: {opened.row['code']} on "
+              f"PO {opened.row['po_number']} line {opened.row['line_number']}, "
+              f"{len(opened.lines['invoices'])} invoice line(s)")
+        explorer
+        """
+    ),
+    md(
+        """
         ## Check against the answer key
 
         `synth.load_truth` lists every fault injected into this world with the exception codes

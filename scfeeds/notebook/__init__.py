@@ -9,6 +9,8 @@ view renders offline in JupyterLab and is saved with the notebook.
 - :class:`MemoryProfiler`: peak heap, top allocation sites, heap over time (memray);
   ``%load_ext scfeeds.notebook`` adds the ``%%scfeeds_memray`` cell magic.
 - :func:`compare_buffering`: in-memory buffering vs streaming to disk, side by side.
+- :class:`ExceptionsExplorer`: filter a reconciliation's exceptions, open the lines and raw
+  document behind one.
 - :func:`line_chart`: the SVG line chart the widgets draw, for a report's own series.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from scfeeds.notebook._compare import BufferingComparison, buffer_in_memory, compare_buffering
 from scfeeds.notebook._driver import FeedDriver
+from scfeeds.notebook._explorer import ExceptionsExplorer
 from scfeeds.notebook._memory import (
     MemoryProfile,
     MemoryProfiler,
@@ -24,6 +27,7 @@ from scfeeds.notebook._memory import (
 )
 from scfeeds.notebook._metrics import Probe, Sample
 from scfeeds.notebook._progress import FetchProgress, auto_progress
+from scfeeds.notebook._steps import StepProgress
 from scfeeds.notebook._svg import line_chart
 from scfeeds.notebook._tuner import (
     ConcurrencyTuner,
@@ -36,6 +40,7 @@ from scfeeds.notebook._tuner import (
 __all__ = [
     "BufferingComparison",
     "ConcurrencyTuner",
+    "ExceptionsExplorer",
     "FeedDriver",
     "FetchProgress",
     "MemoryProfile",
@@ -43,6 +48,7 @@ __all__ = [
     "Probe",
     "RunPlan",
     "Sample",
+    "StepProgress",
     "SweepResult",
     "TunerDriver",
     "auto_progress",

@@ -22,6 +22,7 @@ import ast
 import atexit
 import inspect
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -108,7 +109,12 @@ class MemoryProfile:
     label
         Name shown in titles.
     peak_bytes
-        Peak heap (bytes allocated and not yet freed) during the run, from memray.
+        Peak heap (bytes allocated and not yet freed) during the run: memray's exact
+        high-water mark, the headline figure and the flat line of the chart.
+    sampled_peak_bytes
+        The highest point of :attr:`heap`, which samples the heap every few ms: a peak
+        shorter than the interval (a buffer allocated and freed between two samples) is in
+        ``peak_bytes`` but not here.
     total_allocations
         Allocations seen.
     seconds
@@ -117,7 +123,10 @@ class MemoryProfile:
         Top allocation sites at the high-water mark: function, file, line, bytes,
         allocations, share (of the peak), and ``caller``: when the site is inside a library
         (polars, aiohttp, the stdlib), the innermost line of your code that led there. Native
-        allocations (polars, numpy) are attributed to the Python line that caused them.
+        allocations (polars, numpy) are attributed to the Python line that caused them; those
+        made with no Python frame (threads polars starts) show as ``<unknown>`` unless the
+        capture has native traces (``MemoryProfiler(native_traces=True)``): then the native
+        function that asked for the memory is named (file ``<native>``, or its library).
     heap
         Heap (and RSS) over time: ``t_s`` since start, ``heap_bytes``, ``rss_bytes``.
     capture
@@ -128,6 +137,7 @@ class MemoryProfile:
 
     label: str
     peak_bytes: int
+    sampled_peak_bytes: int
     total_allocations: int
     seconds: float
     sites: pl.DataFrame
@@ -151,8 +161,10 @@ class MemoryProfile:
     def heap_svg(self, *, width: int = 360) -> str:
         """The heap-over-time curve as SVG."""
         points = [(t, b / 2**20) for t, b in self.heap.select("t_s", "heap_bytes").iter_rows()]
+        end = max((t for t, _ in points), default=0.0) or max(self.seconds, 1e-3)
+        peak = self.peak_bytes / 2**20
         return _svg.line_chart(
-            {"heap": points},
+            {"heap (sampled)": points, "peak (high-water mark)": [(0.0, peak), (end, peak)]},
             title=f"heap over time: {self.label}",
             x_label="s",
             y_label="MiB",
@@ -184,15 +196,18 @@ class MemoryProfile:
             top = f"; top site {r['function']} ({Path(r['file']).name}:{r['line']}) "
             top += f"{fmt.size(r['bytes'])}"
         return (
-            f"{self.label}: peak heap {fmt.size(self.peak_bytes)}, "
+            f"{self.label}: peak heap {fmt.size(self.peak_bytes)} (high-water mark; "
+            f"sampled curve tops at {fmt.size(self.sampled_peak_bytes)}), "
             f"{self.total_allocations:,} allocations in {fmt.duration(self.seconds)}{top}"
         )
 
     def _repr_html_(self) -> str:
         return (
             f"<div class='scfeeds-memory'><p><b>{escape(self.label)}</b>: peak heap "
-            f"<b class='scfeeds-peak'>{escape(fmt.size(self.peak_bytes))}</b>, "
-            f"{self.total_allocations:,} allocations in {escape(fmt.duration(self.seconds))}"
+            f"<b class='scfeeds-peak'>{escape(fmt.size(self.peak_bytes))}</b> "
+            "(high-water mark: the chart's flat line), "
+            f"{self.total_allocations:,} allocations in {escape(fmt.duration(self.seconds))}; "
+            f"the sampled curve tops at {escape(fmt.size(self.sampled_peak_bytes))}"
             f"</p><div style='display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start'>"
             f"{self.heap_svg()}{self.sites_html()}</div>"
             f"<p style='font-size:11px;color:#666'>capture: {escape(str(self.capture))} "
@@ -202,6 +217,70 @@ class MemoryProfile:
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(self.text())
+
+
+#: Native frames that are the allocator itself, not the code that wanted the memory.
+_ALLOCATOR = re.compile(
+    r"(^|_)(malloc|calloc|realloc|free|memalign|aligned_alloc|posix_memalign|valloc|mmap|"
+    r"mremap|alloc|dealloc|allocate|reallocate|alloc_zeroed)(_default|_impl|_real)?$|"
+    r"^_?rjem_|^je_|^pac_|^mi_|^__rust_|^__rdl_|^memray::|^alloc::|^core::alloc|^std::alloc|"
+    r"^do_r?allocx$|r?allocx$|^_PyObject_Arena|^_PyMem_"
+)
+_BASE62_REF = re.compile(r"[0-9A-Za-z]*_")
+_CRATE_ROOT = re.compile(r"C(?:s[0-9A-Za-z]*_)?(\d+)_?")
+
+
+def rust_name(symbol: str) -> str:
+    """A readable name for a Rust v0 mangled symbol (``_RNv...``): its path identifiers
+    joined by ``::`` (crate first, generic arguments and disambiguators dropped), e.g.
+    ``polars_arrow::array::binview::mutable::MutableBinaryViewArray::with_capacity``; other
+    symbols are returned unchanged."""
+    if not symbol.startswith("_R"):
+        return symbol
+    # drop the instantiating crate that may follow the path (``...Cs<hash>_14polars_compute``)
+    symbol = symbol.split(".", 1)[0]
+    for m in _CRATE_ROOT.finditer(symbol):
+        if m.start() > 2 and m.end() + int(m.group(1)) == len(symbol):
+            symbol = symbol[: m.start()]
+            break
+    idents: list[str] = []
+    i, n = 2, len(symbol)
+    while i < n:
+        c = symbol[i]
+        if c.isdigit():
+            j = i
+            while j < n and symbol[j].isdigit():
+                j += 1
+            length = int(symbol[i:j])
+            if j < n and symbol[j] == "_":
+                j += 1
+            ident = symbol[j : j + length]
+            i = j + length
+            if ident and ident not in idents[-1:]:
+                idents.append(ident)
+        elif c in "sB" or (c == "C" and symbol[i + 1 : i + 2] == "s"):
+            # a disambiguator (s<base62>_), a back-reference (B<base62>_), a crate hash
+            i += 2 if c == "C" else 1
+            match = _BASE62_REF.match(symbol, i)
+            i = match.end() if match else i
+        elif c == ".":
+            break  # a suffix (.llvm.123)
+        else:
+            i += 1
+    if not idents:
+        return symbol
+    return "::".join(idents) if len(idents) <= 4 else f"{idents[0]}::…::{'::'.join(idents[-3:])}"
+
+
+def _native_site(frames: Sequence[tuple[str, str, int]]) -> tuple[str, str, int]:
+    """The innermost native frame that is not the allocator (memray's own hooks, libc or
+    jemalloc entry points, Rust's ``alloc`` shims), its Rust name readable."""
+    for function, file, line in frames:
+        name = rust_name(function) if function else ""
+        if name and not _ALLOCATOR.search(function) and not _ALLOCATOR.search(name):
+            where = file if file and file != "<unknown>" else "<native>"
+            return (name, where, int(line or 0))
+    return ("<unknown>", "<native>", 0)
 
 
 def read_capture(
@@ -220,13 +299,21 @@ def read_capture(
     reader = memray.FileReader(str(path))
     try:
         meta = reader.metadata
+        native = bool(getattr(meta, "has_native_traces", False))
         by_site: dict[tuple[str, str, int], list[int]] = {}
         callers: dict[tuple[str, str, int], tuple[int, str]] = {}
         for record in reader.get_high_watermark_allocation_records(merge_threads=True):
             # The innermost Python frame is the line that asked for the memory; native
             # allocations (polars, numpy) land on the Python line that called into them.
             stack = record.stack_trace(_MAX_FRAMES)
-            site = stack[0] if stack else ("<unknown>", "<native>", 0)
+            if stack:
+                site = stack[0]
+            elif native:
+                # No Python frame (a thread polars started): name the native function that
+                # asked for the memory, from the symbols memray resolved.
+                site = _native_site(record.native_stack_trace(_MAX_FRAMES))
+            else:
+                site = ("<unknown>", "<native>", 0)
             totals = by_site.setdefault(site, [0, 0])
             totals[0] += record.size
             totals[1] += record.n_allocations
@@ -242,6 +329,7 @@ def read_capture(
     finally:
         reader.close()
     peak = int(meta.peak_memory)
+    sampled_peak = max((h for _, h, _ in heap_rows), default=0)
     ranked = sorted(by_site.items(), key=lambda kv: kv[1][0], reverse=True)[:top]
     sites = pl.DataFrame(
         [
@@ -264,6 +352,7 @@ def read_capture(
     return MemoryProfile(
         label=label,
         peak_bytes=peak,
+        sampled_peak_bytes=int(sampled_peak),
         total_allocations=int(meta.total_allocations),
         seconds=seconds,
         sites=sites,

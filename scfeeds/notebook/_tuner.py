@@ -29,6 +29,7 @@ import polars as pl
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 from scfeeds.notebook._metrics import Probe, Sample
+from scfeeds.notebook._steps import StepProgress
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,6 +265,8 @@ class ConcurrencyTuner:
         self.interval = interval
         self.window = window
         self.probe: Probe | None = None
+        #: The progress line of the last :meth:`sweep`.
+        self.sweep_progress: StepProgress | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_error: BaseException | None = None
         self.limit_slider = widgets.IntSlider(
@@ -363,6 +366,7 @@ class ConcurrencyTuner:
         records: int = 5000,
         pause: float = 0.0,
         latency_rise: float = 2.0,
+        progress: bool | None = None,
     ) -> SweepResult:
         """Fetch ``records`` records at every (max_at_once, chunk size) and find the knee.
 
@@ -376,6 +380,11 @@ class ConcurrencyTuner:
             Seconds to wait between points (lets a server's rate-limit bucket refill).
         latency_rise
             See :func:`recommend`.
+        progress
+            A progress line (``self.sweep_progress``, a :class:`StepProgress`): the point
+            running, points done of the grid, time elapsed. ``None`` (default): shown in a
+            Jupyter kernel (before the first point starts) and as a bar in a terminal;
+            ``True``: display it in any case; ``False``: keep it, show nothing.
 
         Returns
         -------
@@ -386,10 +395,35 @@ class ConcurrencyTuner:
         if self.running:
             raise RuntimeError("stop() the live run before sweeping")
         sizes = list(chunk_sizes) if chunk_sizes else [self.chunk_size]
-        rows = []
+        rows: list[dict[str, Any]] = []
+        steps = StepProgress(
+            len(sizes) * len(concurrency), "sweep", show=None if progress is None else progress
+        )
+        self.sweep_progress = steps
+        try:
+            await self._sweep_points(steps, sizes, concurrency, records, pause, rows)
+        except BaseException:
+            steps.close("stopped", ok=False)
+            raise
+        results = pl.DataFrame(rows, schema=SWEEP_SCHEMA)
+        result = SweepResult(results, recommend(results, latency_rise=latency_rise))
+        steps.close(result.text())
+        self.status.value = self._status_html(result.text())
+        return result
+
+    async def _sweep_points(
+        self,
+        steps: StepProgress,
+        sizes: Sequence[int],
+        concurrency: Sequence[int],
+        records: int,
+        pause: float,
+        rows: list[dict[str, Any]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         for chunk in sizes:
             for n in concurrency:
+                steps.begin(f"max_at_once={n}, chunk size={chunk}")
                 probe = Probe()
                 plan = RunPlan(max_at_once=n, chunk_size=_constant(chunk), records=records)
                 self.status.value = self._status_html(f"sweep: max_at_once={n}, chunk size={chunk}")
@@ -418,12 +452,9 @@ class ConcurrencyTuner:
                         "final_limit": final_limit,
                     }
                 )
+                steps.end()
                 if pause:
                     await asyncio.sleep(pause)
-        results = pl.DataFrame(rows, schema=SWEEP_SCHEMA)
-        result = SweepResult(results, recommend(results, latency_rise=latency_rise))
-        self.status.value = self._status_html(result.text())
-        return result
 
     # -- widget callbacks ----------------------------------------------------------------
 
