@@ -83,7 +83,8 @@ def test_a_performance_world_from_the_portal_lands_its_acks(tmp_path: Path, worl
         with urllib.request.urlopen(f"{server.url}/v1/feeds", timeout=30) as resp:
             feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
         acks = [f for f in feeds if f.get("table") == "po_acks"]
-        assert acks and all(f["format"] == "x12" for f in acks)
+        assert acks
+        assert all(f["format"] == "x12" for f in acks)
         report = scfeeds.run(ingest(feeds, tmp_path / "lake", limits=4, progress=None))
     assert set(report.batches["status"]) == {"committed"}
     assert report.n_errors == 0
@@ -151,3 +152,27 @@ def test_po_acks_rules() -> None:
         "QTY_NEGATIVE", "UNKNOWN_ACK_STATUS", "REQUIRED", "REQUIRED", "REQUIRED",
         "PRICE_NEGATIVE", "UNKNOWN_UOM",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("page_format", ["ndjson", "csv"])
+def test_the_portal_pages_acks_like_the_other_tables(
+    tmp_path: Path, world: Path, page_format: str
+) -> None:
+    with portal.serve_in_thread(world, latency=0.0, seed=1, access_log=False) as server:
+        with urllib.request.urlopen(f"{server.url}/v1/feeds", timeout=30) as resp:
+            feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
+        acks = [f for f in feeds if f["table"] == "po_acks" and f["lines_url"]]
+        assert acks
+        sources = [
+            scfeeds.Source(url=ch.url, format=page_format, table="po_acks", path=ch.path)
+            for f in acks
+            for ch in scfeeds.plan_chunks(
+                f"{f['lines_url']}?format={page_format}", total=f["records"], chunk_size=11
+            )
+        ]
+        assert len(sources) > len(acks)
+        report = scfeeds.run(ingest(sources, tmp_path / "lake", progress=None, pool="threads"))
+    assert report.n_errors == 0
+    got = scan_lake(tmp_path / "lake", "po_acks").collect()
+    want = synth.load_world(world, "po_acks").collect()
+    assert_frame_equal(_canonical(got), _canonical(want), check_column_order=False)
