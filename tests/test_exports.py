@@ -101,6 +101,7 @@ def _expected(frame: pl.DataFrame, source: str) -> pl.DataFrame:
         position=pl.format("row {}", pl.int_range(1, pl.len() + 1)),
     ).cast(dict(schema(_table_of(frame))))  # type: ignore[arg-type]
 
+
 # The tables supplier exports carry (855 acknowledgments come as X12 or cXML only).
 EXPORT_TABLES: tuple[TableName, ...] = tuple(t for t in TABLES if t != "po_acks")
 
