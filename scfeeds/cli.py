@@ -345,7 +345,7 @@ def cmd_x12(args: argparse.Namespace) -> int:
             "'inbound/*.x12')"
         )
     result = read_x12(args.source)
-    for table in ("po_lines", "asn_lines", "invoice_lines"):
+    for table in ("po_lines", "asn_lines", "invoice_lines", "po_acks"):
         frame = getattr(result, table)
         if frame.height:
             _print(f"{table}: {frame.height:,} rows")
