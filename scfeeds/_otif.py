@@ -23,9 +23,11 @@ Definitions (docs/CONTRACTS.md "OTIF and scorecards"):
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 import polars as pl
@@ -154,12 +156,44 @@ class Scorecard:
         lines were due), oldest first.
     start, end
         The period (inclusive) of the lines' target dates; None when open.
+    every
+        The trend's bucket, ``"week"`` or ``"month"``.
+    context
+        How the lines were measured (basis, window, quantity tolerance), in words.
     """
 
     suppliers: pl.DataFrame
     trend: pl.DataFrame
     start: dt.date | None
     end: dt.date | None
+    every: Every = "month"
+    context: str = ""
+
+    def to_html(self, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+        """Write the scorecard as one self-contained HTML page; returns the path.
+
+        Suppliers lowest score first with every rate, count and quantity; the OTIF rate per
+        supplier and period. Offline (no script, nothing fetched), every value escaped.
+
+        Examples
+        --------
+        >>> scfeeds.otif(po, receipts=rec).scorecard().to_html("scorecard.html")  # doctest: +SKIP
+        """
+        from scfeeds._otif_report import write_html
+
+        return write_html(self, path, title=title)
+
+    def to_excel(self, path: str | os.PathLike[str]) -> Path:
+        """Write the workbook (sheets ``Scorecard`` and ``Trend``, each with an autofilter and
+        a frozen header; rates as percentages, every text cell formula-safe); returns the path.
+
+        Examples
+        --------
+        >>> scfeeds.otif(po, receipts=rec).scorecard().to_excel("scorecard.xlsx")  # doctest: +SKIP
+        """
+        from scfeeds._otif_report import write_excel
+
+        return write_excel(self, path)
 
 
 @dataclass(frozen=True)
@@ -224,7 +258,43 @@ class Otif:
         trend = _score(lines.with_columns(period=bucket), ["supplier_id", "period"], score).sort(
             "supplier_id", "period"
         )
-        return Scorecard(suppliers.collect(), trend.collect(), start, end)
+        return Scorecard(suppliers.collect(), trend.collect(), start, end, every, self.describe())
+
+    def describe(self) -> str:
+        """How the lines were measured, in words (shown on the scorecard's page)."""
+        w = self.window
+        tol = f"{self.qty_tolerance.normalize():f}".rstrip(".")
+        return (
+            f"on time vs the {self.basis} date, from {w.early} day(s) early to {w.late} day(s) "
+            f"late; in full within {tol} % of the ordered quantity"
+        )
+
+    def to_html(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        every: Every = "month",
+        weights: Mapping[str, float] | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """``self.scorecard(start=, end=, every=, weights=).to_html(path, title=)``."""
+        card = self.scorecard(start=start, end=end, every=every, weights=weights)
+        return card.to_html(path, title=title)
+
+    def to_excel(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        every: Every = "month",
+        weights: Mapping[str, float] | None = None,
+    ) -> Path:
+        """``self.scorecard(start=, end=, every=, weights=).to_excel(path)``."""
+        card = self.scorecard(start=start, end=end, every=every, weights=weights)
+        return card.to_excel(path)
 
 
 def _score(lines: pl.LazyFrame, by: list[str], score: pl.Expr) -> pl.LazyFrame:

@@ -9,7 +9,8 @@ pickle; nothing here knows about the network.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -268,7 +269,7 @@ def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
     errors: list[pl.DataFrame] = []
     for path, name, table in items:
         request = _xml._sniff(path)
-        t = table or (_xml.TABLE_OF[request] if request is not None else None)
+        t = table or (_xml.TABLE_OF[request] if request is not None else _cxml_table(path))
         if t is None:
             errors.append(
                 _error(name, "/", "XML_NOT_CXML", f"{name}: no cXML request found; pass table=")
@@ -278,6 +279,12 @@ def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
     tables: dict[TableName, pl.DataFrame] = {}
     for t, files in runs.items():
         rows: list[pl.DataFrame] = []
+        if t == "po_acks":
+            for good, bad in _confirmations(files):
+                rows.append(good)
+                errors.append(bad)
+            tables[t] = pl.concat(rows)
+            continue
         for good, bad in _xml._batches(files, t):
             rows.append(good)
             errors.append(_as_errors(bad))
@@ -285,12 +292,41 @@ def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
     return ParsedBatch(tables, pl.concat([pl.DataFrame(schema=ERRORS), *errors]))
 
 
+_CONFIRMATION = re.compile(rb"<(?:\w+:)?ConfirmationRequest[\s/>]")
+
+
+def _cxml_table(path: Path) -> TableName | None:
+    """The table a cXML document fills, from its request element (None: not cXML we read)."""
+    from scfeeds import _xml
+
+    request = _xml._sniff(path)
+    if request is not None:
+        return _xml.TABLE_OF[request]
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    return "po_acks" if _CONFIRMATION.search(head) else None
+
+
+def _confirmations(
+    files: list[tuple[Path, str, str | None]],
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """cXML ConfirmationRequests (small documents, each parsed whole), named by ``source``."""
+    from scfeeds._xml_confirm import read_confirmations
+
+    for path, name, _ in files:
+        rows, bad = read_confirmations(path, errors="collect")
+        yield (
+            rows.with_columns(pl.lit(name, dtype=pl.String).alias("source")),
+            _as_errors(bad).with_columns(pl.lit(name, dtype=pl.String).alias("source")),
+        )
+
+
 def _parse_x12(path: Path) -> Parsed:
     from scfeeds._x12 import read_x12
 
     result = read_x12(path)
     tables: dict[TableName, pl.DataFrame] = {}
-    for t in ("po_lines", "asn_lines", "invoice_lines"):
+    for t in ("po_lines", "asn_lines", "invoice_lines", "po_acks"):
         frame: pl.DataFrame = getattr(result, t)
         if frame.height:
             tables[t] = frame
@@ -324,7 +360,7 @@ def _parse_export(path: Path, *, fmt: Format, table: TableName | None) -> Parsed
 def _parse_xml(path: Path, *, table: TableName | None) -> Parsed:
     from scfeeds._xml import read_xml
 
-    rows, errors = read_xml(path, table=table, errors="collect")
+    rows, errors = read_xml(path, table=table or _cxml_table(path), errors="collect")
     return Parsed(tables={_table_of(rows, table): rows}, errors=_as_errors(errors))
 
 

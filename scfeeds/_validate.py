@@ -13,7 +13,8 @@ Rules (``failures.rule`` / ``failures.rules``)
 ``QTY_NOT_POSITIVE``   ordered / shipped quantity <= 0
 ``QTY_ZERO``           invoiced quantity 0 (a negative one is a credit memo: a document,
                        netted by the match against what was invoiced)
-``QTY_NEGATIVE``       received quantity < 0 (0 is a refused delivery: allowed)
+``QTY_NEGATIVE``       received or acknowledged quantity < 0 (0 is a refused delivery or a
+                       rejected line: allowed)
 ``PRICE_NEGATIVE``     unit price < 0
 ``UNKNOWN_UOM``        uom not in ``UOM_CODES`` (X12 element 355 subset)
 ``BAD_CURRENCY``       currency not an ISO 4217 code (``CURRENCY_CODES``)
@@ -23,6 +24,8 @@ Rules (``failures.rule`` / ``failures.rules``)
 ``DUPLICATE_KEY``      a later row repeating the primary key (``PRIMARY_KEY``) of an earlier
                        row of the same source (file); the first one stays good (receipts have
                        no key: equal deliveries of a line on one day are distinct rows)
+``UNKNOWN_ACK_STATUS`` an 855 / ConfirmationRequest line whose status is none of
+                       ``KNOWN_ACK_STATUSES`` (an ACK01 code outside element 668's list)
 ``BAD_TYPE``           a column's dtype could not be cast to the canonical one
 
 Null keys
@@ -90,6 +93,9 @@ REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
     "invoice_lines": ("supplier_id", "invoice_number", "invoice_date", "item_id",
                       "qty_invoiced", "uom", "unit_price"),
     "receipts": ("po_number", "line_number", "item_id", "qty_received", "uom", "receipt_date"),
+    # item_id may be null (an 855 may name the PO line only); ack_status is null when neither
+    # ACK01 nor BAK02 says what happened to the line: such a row confirms nothing.
+    "po_acks": ("supplier_id", "po_number", "ack_date", "line_number", "ack_status"),
 }  # fmt: skip
 """Columns that must be non-null and non-blank, per table."""
 
@@ -100,6 +106,9 @@ PRIMARY_KEY: Final[dict[TableName, tuple[str, ...]]] = {
     # None: a receipt row is one (shipment, PO line), and the shipment is not a column; two
     # equal deliveries of a line on one day are two true rows.
     "receipts": (),
+    # None: one PO line may carry several ACKs of one code in one 855 (two backordered
+    # quantities with two promised dates are two true rows).
+    "po_acks": (),
 }
 """Columns identifying a row within one source; a repeat is ``DUPLICATE_KEY``."""
 
@@ -108,13 +117,18 @@ _QTY: Final[dict[TableName, str]] = {
     "asn_lines": "qty_shipped",
     "invoice_lines": "qty_invoiced",
     "receipts": "qty_received",
+    "po_acks": "qty_acked",
 }
 _DATE: Final[dict[TableName, str]] = {
     "po_lines": "po_date",
     "asn_lines": "ship_date",
     "invoice_lines": "invoice_date",
     "receipts": "receipt_date",
+    "po_acks": "ack_date",
 }
+# What an acknowledgment can say about a line (X12 element 668 mapped by
+# scfeeds._x12._ack855.ACK_STATUS); "unknown" (an ACK01 code outside the list) is quarantined.
+KNOWN_ACK_STATUSES: Final = ("accepted", "changed", "backordered", "on_hold", "rejected")
 CENT: Final = 0.01
 SUPPLIER_ID_MAX: Final = 64
 """Longest supplier id accepted (X12 N104 allows 80; real ids are short codes)."""
@@ -171,12 +185,13 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
         )
     qty = _QTY[table]
     value = pl.col(qty).cast(pl.String)
-    if table == "receipts":
+    if table in ("receipts", "po_acks"):
+        # 0 received is a refused delivery; 0 acknowledged a rejected line: both allowed.
         out.append(
             (
                 "qty_negative",
                 "QTY_NEGATIVE",
-                pl.col(qty) >= 0,
+                pl.col(qty).is_null() | (pl.col(qty) >= 0),
                 pl.format(f"{qty} {{}} is negative", value),
             )
         )
@@ -197,7 +212,7 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
             (
                 "price_negative",
                 "PRICE_NEGATIVE",
-                pl.col("unit_price") >= 0,
+                pl.col("unit_price").is_null() | (pl.col("unit_price") >= 0),
                 pl.format("unit_price {} is negative", pl.col("unit_price").cast(pl.String)),
             )
         )
@@ -206,7 +221,7 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
         (
             "unknown_uom",
             "UNKNOWN_UOM",
-            uom.is_in(sorted(UOM_CODES)) | (uom == ""),
+            uom.is_null() | uom.is_in(sorted(UOM_CODES)) | (uom == ""),
             pl.format("uom '{}' is not a known X12 unit code (355)", pl.col("uom")),
         )
     )
@@ -228,6 +243,21 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
             pl.format(f"{date} {{}} is outside {lo} .. {hi}", pl.col(date).cast(pl.String)),
         )
     )
+    if table == "po_acks":
+        status = pl.col("ack_status")
+        out.append(
+            (
+                "unknown_ack_status",
+                "UNKNOWN_ACK_STATUS",
+                status.is_null() | status.is_in(KNOWN_ACK_STATUSES),
+                pl.format(
+                    "ack_status '{}' (ack_code '{}') is not one of {}",
+                    status,
+                    pl.col("ack_code").fill_null(""),
+                    pl.lit(", ".join(KNOWN_ACK_STATUSES)),
+                ),
+            )
+        )
     if table == "invoice_lines":
         # Exact decimal arithmetic: Decimal(18,4) * Decimal(18,4) keeps every digit.
         expected = pl.col("qty_invoiced") * pl.col("unit_price")

@@ -26,6 +26,7 @@ examples:
   scfeeds portal world --port 8080           serve it as a supplier portal on 127.0.0.1
   scfeeds ingest http://127.0.0.1:8080 --lake lake
   scfeeds reconcile --lake lake --html exceptions.html --xlsx exceptions.xlsx
+  scfeeds otif --lake lake --every week --html scorecard.html --xlsx scorecard.xlsx
   scfeeds lake compact lake                  merge small files (and vacuum, history)
   scfeeds x12 orders.x12 --ack orders.997    read X12, check envelopes, write the 997
   scfeeds worker --queue redis://127.0.0.1:6379/0 --lake lake    service mode (see deploy/)
@@ -259,6 +260,82 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window(text: str) -> tuple[int, int]:
+    """``--window 7`` (7 days either side) or ``--window 7,0`` (7 early, 0 late)."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise argparse.ArgumentTypeError(f"{text!r}: expected DAYS or EARLY,LATE (e.g. 7,0)")
+
+
+def cmd_otif(args: argparse.Namespace) -> int:
+    """OTIF of the lake's PO lines and the supplier scorecard; HTML and XLSX on request."""
+    import polars as pl
+
+    from scfeeds._lake import scan_lake
+    from scfeeds._otif import otif
+
+    if not Path(args.lake).is_dir():
+        raise _UsageError(
+            f"{args.lake}: no such lake (ingest into it first: scfeeds ingest SOURCES "
+            f"--lake {args.lake})"
+        )
+    if args.conversions and not Path(args.conversions).is_file():
+        raise _UsageError(
+            f"{args.conversions}: no such file (pass the parquet of item/unit factors, "
+            "e.g. a synth world's world/conversions.parquet)"
+        )
+    lake = args.lake
+    receipts = scan_lake(lake, "receipts")
+    # deliveries are receipts when the lake has any, else what the ASNs say was shipped
+    has_receipts = receipts.select(pl.len()).collect().item() > 0
+    res = otif(
+        scan_lake(lake, "po_lines"),
+        asn_lines=scan_lake(lake, "asn_lines"),
+        receipts=receipts if has_receipts else None,
+        acks=scan_lake(lake, "po_acks"),
+        window=args.window,
+        qty_tolerance=args.qty_tolerance,
+        basis=args.basis,
+        conversions=pl.read_parquet(args.conversions) if args.conversions else None,
+    )
+    card = res.scorecard(every=args.every)
+    _print(
+        f"{res.lines.height:,} PO lines; deliveries from "
+        f"{'receipts' if has_receipts else 'ASNs (no receipts in the lake)'}; {res.describe()}"
+    )
+    shown = card.suppliers.sort("score", "supplier_id", nulls_last=True).select(
+        "supplier_id",
+        "lines",
+        *(pl.col(c).mul(100).round(1) for c in ("score", "otif_rate", "on_time_rate")),
+        *(pl.col(c).mul(100).round(1) for c in ("in_full_rate", "fill_rate")),
+        pl.col("mean_days_late").round(1),
+        pl.col("value_late").round(2).cast(pl.Decimal(18, 2)),
+    )
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_hide_dtype_separator=True,
+        tbl_width_chars=160,
+    ):
+        _print("supplier scorecard (rates in %, lowest score first):")
+        _print(str(shown))
+    if args.html:
+        card.to_html(args.html)
+        _print(f"scorecard page: {args.html}")
+    if args.xlsx:
+        card.to_excel(args.xlsx)
+        _print(f"scorecard workbook: {args.xlsx}")
+    return 0
+
+
 def cmd_x12(args: argparse.Namespace) -> int:
     from scfeeds._x12 import read_x12
 
@@ -268,7 +345,7 @@ def cmd_x12(args: argparse.Namespace) -> int:
             "'inbound/*.x12')"
         )
     result = read_x12(args.source)
-    for table in ("po_lines", "asn_lines", "invoice_lines"):
+    for table in ("po_lines", "asn_lines", "invoice_lines", "po_acks"):
         frame = getattr(result, table)
         if frame.height:
             _print(f"{table}: {frame.height:,} rows")
@@ -433,6 +510,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--xlsx", default=None, help="write the exceptions workbook (XLSX) here")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("otif", help="on time in full per supplier: the scorecard of a lake")
+    p.add_argument("--lake", required=True)
+    p.add_argument(
+        "--every", choices=("week", "month"), default="month", help="trend bucket (default month)"
+    )
+    p.add_argument(
+        "--basis",
+        choices=("requested", "promised"),
+        default="requested",
+        help="on time against the requested date (PO) or the promised one (855); default requested",
+    )
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=(0, 0),
+        metavar="DAYS|EARLY,LATE",
+        help="days a delivery may be early / late and still be on time (default 0)",
+    )
+    p.add_argument(
+        "--qty-tolerance",
+        default="0",
+        metavar="PCT",
+        help="in full within this percent of the ordered quantity (default 0)",
+    )
+    p.add_argument("--conversions", default=None, help="parquet of item/unit factors")
+    p.add_argument("--html", default=None, help="write the scorecard page (HTML) here")
+    p.add_argument("--xlsx", default=None, help="write the scorecard workbook (XLSX) here")
+    p.set_defaults(func=cmd_otif)
 
     p = sub.add_parser("x12", help="read X12 files, report envelope errors, write a 997")
     p.add_argument("source", help="file or glob")

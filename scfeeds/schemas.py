@@ -20,8 +20,14 @@ from typing import Final, Literal
 import polars as pl
 
 TableName = Literal["po_lines", "asn_lines", "invoice_lines", "receipts", "po_acks"]
-# The tables the lake, validation and the portal know; ``po_acks`` (855) is read and matched only.
-TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+# The tables the lake, validation and the portal know (every canonical table).
+TABLES: Final[tuple[TableName, ...]] = (
+    "po_lines",
+    "asn_lines",
+    "invoice_lines",
+    "receipts",
+    "po_acks",
+)
 
 QTY: Final = pl.Decimal(18, 4)
 MONEY: Final = pl.Decimal(18, 4)

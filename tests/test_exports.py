@@ -102,6 +102,10 @@ def _expected(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     ).cast(dict(schema(_table_of(frame))))  # type: ignore[arg-type]
 
 
+# The tables supplier exports carry (855 acknowledgments come as X12 or cXML only).
+EXPORT_TABLES: tuple[TableName, ...] = tuple(t for t in TABLES if t != "po_acks")
+
+
 def _table_of(frame: pl.DataFrame) -> TableName:
     return next(t for t in TABLES if list(schema(t)) == frame.columns)
 
@@ -140,7 +144,7 @@ def _sample(table: TableName) -> pl.DataFrame:
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", EXPORT_TABLES)
 def test_round_trip_every_table_preset_and_format(
     tmp_path: Path, table: TableName, preset: str, fmt: str
 ) -> None:

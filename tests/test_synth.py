@@ -113,7 +113,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def frames(world: Path) -> dict[str, pl.DataFrame]:
-    return {t: synth.load_world(world, t).collect() for t in TABLES}
+    # a world without performance=True has no 855s: its po_acks table is empty
+    return {t: synth.load_world(world, t).collect() for t in TABLES if t != "po_acks"}
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -156,7 +157,7 @@ def test_rerun_replaces_previous_world_and_refuses_foreign_folder(tmp_path: Path
 
 def test_world_schemas_and_catalog_agree(world: Path, frames: dict[str, pl.DataFrame]) -> None:
     catalog = pl.read_parquet(world / "catalog.parquet")
-    for table in TABLES:
+    for table in frames:
         assert frames[table].schema == schema(table)
         per_file = frames[table].group_by("source").len()
         joined = catalog.filter(pl.col("table") == table).join(
@@ -181,7 +182,7 @@ def test_world_schemas_and_catalog_agree(world: Path, frames: dict[str, pl.DataF
 def test_line_numbers_canonical_and_supplier_ids_match_folders(
     frames: dict[str, pl.DataFrame],
 ) -> None:
-    for table in TABLES:
+    for table in frames:
         f = frames[table]
         assert not f["line_number"].str.contains(r"^0|\s").any()
         folder = f["source"].str.extract(r"^feeds/(SUP\d{3})/")
