@@ -55,7 +55,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame
         return synth.load_world(dest, table)
 
     rec = reconcile(
-        load("po_lines"), load("asn_lines"), load("invoice_lines"), receipts=load("receipts")
+        load("po_lines"),
+        load("asn_lines"),
+        load("invoice_lines"),
+        receipts=load("receipts"),
+        conversions=pl.read_parquet(dest / "world" / "conversions.parquet"),  # pack sizes
     ).collect()
     rows = exception_rows(rec)
     assert rows.height > 50
