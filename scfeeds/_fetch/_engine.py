@@ -311,7 +311,7 @@ class _Engine:
         self.stats.total = index
 
     async def _offer(self, index: int, source: object) -> None:
-        item = make_item(index, source, key=self.landing.redaction_key)
+        item = make_item(index, source, key=lambda: self.landing.redaction_key)
         if item.legacy_key is not None and item.key not in self.manifest:
             self._adopt_legacy(item.legacy_key, item.key)
         self.rows.append(None)
@@ -1064,11 +1064,7 @@ def _cleanup_partials(engine: _Engine, *, keep_resumable: bool = False) -> list[
     with contextlib.suppress(OSError):
         engine.landing.partial.rmdir()
     with contextlib.suppress(OSError):
-        meta = engine.landing.meta
-        if {p.name for p in meta.iterdir()} == {"redaction.key"}:
-            # no record was ever written under this key: it names nothing, it can go
-            (meta / "redaction.key").unlink()
-        meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
+        engine.landing.meta.rmdir()  # nothing landed, nothing kept: no empty scaffolding
     return kept
 
 

@@ -62,18 +62,29 @@ class Landing:
         try:
             self.partial.mkdir(parents=True, exist_ok=True)
             self._manifest = self.manifest_path.open("a", encoding="utf-8")
-            try:
-                self.redaction_key = self._redaction_key()
-            except BaseException:
-                self._manifest.close()
-                raise
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageError(
-                    f"no space left on device writing {exc.filename or self.meta}",
-                    path=str(exc.filename or self.meta),
-                ) from exc
+            self._raise_if_full(exc)
             raise
+        self._key: bytes | None = None
+
+    def _raise_if_full(self, exc: OSError) -> None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(
+                f"no space left on device writing {exc.filename or self.meta}",
+                path=str(exc.filename or self.meta),
+            ) from exc
+
+    @property
+    def redaction_key(self) -> bytes:
+        """This folder's key of the digests that stand for secret URL parts, created the
+        first time a URL with a secret needs it (a run without one leaves no key behind)."""
+        if self._key is None:
+            try:
+                self._key = self._redaction_key()
+            except OSError as exc:
+                self._raise_if_full(exc)
+                raise
+        return self._key
 
     def _redaction_key(self) -> bytes:
         """This folder's key (created once, readable by its owner only): the same URL is

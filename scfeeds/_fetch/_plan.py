@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sized
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -174,7 +174,7 @@ def plan_chunks(feed_url: str, *, total: int, chunk_size: int) -> list[ChunkRequ
 Source = str | ChunkRequest | Mapping[str, Any]
 
 
-def _item(index: int, source: object, key: bytes | None) -> Item:
+def _item(index: int, source: object, key: bytes | Callable[[], bytes] | None) -> Item:
     if isinstance(source, str):
         url, path, sha, size = source, None, None, None
     elif isinstance(source, ChunkRequest):
@@ -196,13 +196,16 @@ def _item(index: int, source: object, key: bytes | None) -> Item:
         )
     if urlsplit(url).scheme not in ("http", "https"):
         raise ConfigurationError(f"source #{index} is not an http(s) URL: {redact_url(url)!r}")
+    # the key only matters to a URL with a secret: it is asked for (and so made) only then
+    secret = has_secret(url)
+    k = (key() if callable(key) else key) if secret else None
     return Item(
         index=index,
         source=source,
         url=url,
-        shown_url=redact_url(url, key=key),
-        key=url_key(url, key),
-        legacy_key=url_key(url) if key is not None and has_secret(url) else None,
+        shown_url=redact_url(url, key=k),
+        key=url_key(url, k),
+        legacy_key=url_key(url) if k is not None else None,
         path=None if path is None else safe_relpath(str(path)),
         expected_sha256=str(sha).lower() if sha else None,
         expected_bytes=int(size) if size is not None else None,
@@ -239,7 +242,10 @@ def iter_sources(sources: object) -> tuple[Iterator[Any] | AsyncIterable[Any], i
     )
 
 
-def make_item(index: int, source: object, *, key: bytes | None = None) -> Item:
+def make_item(
+    index: int, source: object, *, key: bytes | Callable[[], bytes] | None = None
+) -> Item:
     """Validate one raw source and turn it into an :class:`Item` (``key``: of the redaction
-    digests in ``shown_url``)."""
+    digests in ``shown_url``, or a function that gives it, called only for a URL with a
+    secret)."""
     return _item(index, source, key)
