@@ -226,13 +226,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    import polars as pl
+def _check_lake_and_conversions(args: argparse.Namespace) -> None:
+    """A local lake folder and a ``--conversions`` file that exist (an object-store lake is
+    checked by the first read)."""
+    from scfeeds._lake import is_remote
 
-    from scfeeds._lake import scan_lake
-    from scfeeds._reconcile import reconcile
-
-    if not Path(args.lake).is_dir():
+    if not is_remote(args.lake) and not Path(args.lake).is_dir():
         raise _UsageError(
             f"{args.lake}: no such lake (ingest into it first: scfeeds ingest SOURCES "
             f"--lake {args.lake})"
@@ -242,6 +241,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             f"{args.conversions}: no such file (pass the parquet of item/unit factors, "
             "e.g. a synth world's world/conversions.parquet)"
         )
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from scfeeds._lake import scan_lake
+    from scfeeds._reconcile import reconcile
+
+    _check_lake_and_conversions(args)
     conversions = pl.read_parquet(args.conversions) if args.conversions else None
     rec = reconcile(
         scan_lake(args.lake, "po_lines"),
@@ -280,16 +288,7 @@ def cmd_otif(args: argparse.Namespace) -> int:
     from scfeeds._lake import scan_lake
     from scfeeds._otif import otif
 
-    if not Path(args.lake).is_dir():
-        raise _UsageError(
-            f"{args.lake}: no such lake (ingest into it first: scfeeds ingest SOURCES "
-            f"--lake {args.lake})"
-        )
-    if args.conversions and not Path(args.conversions).is_file():
-        raise _UsageError(
-            f"{args.conversions}: no such file (pass the parquet of item/unit factors, "
-            "e.g. a synth world's world/conversions.parquet)"
-        )
+    _check_lake_and_conversions(args)
     lake = args.lake
     receipts = scan_lake(lake, "receipts")
     # deliveries are receipts when the lake has any, else what the ASNs say was shipped

@@ -345,6 +345,19 @@ def test_an_s3_lake_takes_its_credentials_from_the_environment(
     assert lake_snapshot(lake)["po_lines"] >= 0
 
 
+def test_the_reconcile_command_reads_an_s3_lake(
+    s3: S3, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scfeeds.cli import main
+
+    lake = s3.new_lake()
+    for key, value in s3.options().items():
+        monkeypatch.setenv(key, value)
+    commit(lake, "b1", po_rows(4))
+    assert main(["reconcile", "--lake", lake]) == 0  # not refused as "no such lake"
+    assert "by supplier" in capsys.readouterr().out
+
+
 def test_a_reconciliation_pinned_to_a_snapshot_reproduces(tmp_path: Path) -> None:
     from tests.lake_support import write_850s
 
