@@ -36,12 +36,13 @@ class Pushdown:
 def scan_batches(
     batches: Callable[[Pushdown], Iterable[pl.DataFrame]],
     *,
-    schema: pl.Schema,
+    schema: pl.Schema | Callable[[], pl.Schema],
     name: str,
     detail: str | None = None,
 ) -> pl.LazyFrame:
     """A LazyFrame over the frames ``batches`` yields (each with ``schema``'s columns, or the
-    subset ``Pushdown.needed`` names)."""
+    subset ``Pushdown.needed`` names); ``schema`` may be a function, asked only when polars
+    needs it."""
 
     def generate(
         with_columns: list[str] | None,

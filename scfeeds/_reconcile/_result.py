@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
+from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._reconcile._engine import LINE_CODES, OUT, STATUSES, Engine, Plan
 from scfeeds._reconcile._tolerances import Tolerances
 
@@ -106,22 +106,10 @@ def _lazy(
 ) -> pl.LazyFrame:
     """A LazyFrame whose rows come from the job: nothing runs until it is collected."""
 
-    def source(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
-        df: pl.DataFrame = getattr(job.plan(), name)
-        if predicate is not None:
-            df = df.filter(predicate)
-        if with_columns is not None:
-            df = df.select(with_columns)
-        if n_rows is not None:
-            df = df.head(n_rows)
-        yield df
+    def frames(_: Pushdown) -> Iterator[pl.DataFrame]:
+        yield getattr(job.plan(), name)
 
-    return register_io_source(source, schema=schema, explain_name=f"scfeeds.reconcile {name}")
+    return scan_batches(frames, schema=schema, name=f"scfeeds.reconcile {name}")
 
 
 @dataclass(frozen=True, slots=True)
