@@ -27,6 +27,8 @@ from typing import Any, Final, Literal, overload
 import polars as pl
 import xmltodict
 
+from scfeeds._xml import _EntityRefused, _GuardedExpat, _Tracker
+from scfeeds._xml import _txt as _text
 from scfeeds.exceptions import XMLError
 from scfeeds.schemas import empty, empty_errors, schema
 
@@ -45,15 +47,6 @@ def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("#text")
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def _attr(node: Any, name: str) -> str | None:
@@ -76,10 +69,12 @@ def _document(data: bytes, name: str) -> tuple[list[dict[str, Any]], list[dict[s
     def error(position: str, rule: str, message: str) -> dict[str, Any]:
         return {"source": name, "position": position, "rule": rule, "message": message}
 
-    if b"<!ENTITY" in data:
-        return [], [error("/", "XML_ENTITY", "entity declarations are refused")]
+    # the same guarded parser as every cXML read: any <!ENTITY declaration stops the parse,
+    # whatever the document's encoding
     try:
-        doc = xmltodict.parse(data, disable_entities=True)
+        doc = xmltodict.parse(data, expat=_GuardedExpat(_Tracker()), disable_entities=True)
+    except _EntityRefused:
+        return [], [error("/", "XML_ENTITY", "entity declarations are refused")]
     except Exception as exc:  # expat's ExpatError, or a decoding error: the document is bad
         return [], [error("/", "XML_SYNTAX", f"not well-formed XML: {exc}")]
     request = _get(doc, "cXML", "Request", "ConfirmationRequest")

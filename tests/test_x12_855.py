@@ -182,9 +182,20 @@ def test_cxml_confirmation_refuses_entities_and_other_documents(tmp_path: Path) 
     other.write_text("<cXML><Request><OrderRequest/></Request></cXML>")
     broken = tmp_path / "broken.xml"
     broken.write_text("<cXML><Request>")
-    rows, errors = read_xml([evil, other, broken], table="po_acks", errors="collect")
+    # the same declaration in UTF-16: no byte string "<!ENTITY" in the file, still refused
+    wide = tmp_path / "wide.xml"
+    wide.write_bytes(
+        '<?xml version="1.0" encoding="UTF-16"?>\n'
+        '<!DOCTYPE cXML [<!ENTITY x "y">]><cXML><Request/></cXML>'.encode("utf-16")
+    )
+    rows, errors = read_xml([evil, other, broken, wide], table="po_acks", errors="collect")
     assert rows.height == 0
-    assert errors["rule"].to_list() == ["XML_ENTITY", "XML_WRONG_DOCUMENT", "XML_SYNTAX"]
+    assert errors["rule"].to_list() == [
+        "XML_ENTITY",
+        "XML_WRONG_DOCUMENT",
+        "XML_SYNTAX",
+        "XML_ENTITY",
+    ]
 
 
 def test_scan_xml_po_acks_is_read_xml() -> None:
