@@ -31,7 +31,7 @@ from scfeeds._cells import safe_text_expr, unquote_text_expr, xlsx_workbook
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
-from scfeeds.exceptions import ConfigurationError, ExportError
+from scfeeds.exceptions import ConfigurationError, ExportError, ExportWarning
 from scfeeds.schemas import COLUMNS, ERRORS, MONEY, TableName, empty, empty_errors, schema
 
 ExportFormat = Literal["csv", "xlsx"]
@@ -252,10 +252,6 @@ def write_export(
 # --------------------------------------------------------------------------------------------
 
 ErrorMode = Literal["warn", "raise", "collect"]
-
-
-class ExportWarning(UserWarning):
-    """An export was read, but something in it was ignored or could not be parsed."""
 
 
 class ExportResult(NamedTuple):

@@ -71,7 +71,7 @@ import xmltodict
 
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
-from scfeeds.exceptions import ConfigurationError, XMLError
+from scfeeds.exceptions import ConfigurationError, XMLError, XMLWarning
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
 
 CXML_VERSION: Final = "1.2.063"
@@ -406,10 +406,6 @@ def to_cxml(frame: pl.DataFrame, *, table: TableName, payload_id: str, timestamp
 # --------------------------------------------------------------------------------------------
 
 ErrorMode = Literal["warn", "raise", "collect"]
-
-
-class XMLWarning(UserWarning):
-    """A cXML document was read only in part, or some of its items could not be parsed."""
 
 
 class XMLResult(NamedTuple):

@@ -18,6 +18,11 @@ Exceptions are for misuse and for callers who ask for them (``raise_for_failures
     │   ├── XMLError              malformed or unsafe XML (entities refused)
     │   └── ExportError           CSV / Excel export problem (e.g. missing columns)
     └── ValidationError           rows break the canonical schema (raised only on request)
+
+    ScfeedsWarning (UserWarning)  something was read or matched only in part
+    ├── XMLWarning                a cXML document was read only in part
+    ├── ExportWarning             something in an export was ignored or could not be parsed
+    └── ReconcileWarning          something in the match's input limits what it can say
 """
 
 from __future__ import annotations
@@ -106,3 +111,20 @@ class ExportError(ParseError):
 
 class ValidationError(ScfeedsError):
     """Rows break the canonical schema (only raised when the caller asks for it)."""
+
+
+class ScfeedsWarning(UserWarning):
+    """Base class of every warning scfeeds emits (filter them all with this one class)."""
+
+
+class XMLWarning(ScfeedsWarning):
+    """A cXML document was read only in part, or some of its items could not be parsed."""
+
+
+class ExportWarning(ScfeedsWarning):
+    """An export was read, but something in it was ignored or could not be parsed."""
+
+
+class ReconcileWarning(ScfeedsWarning):
+    """The match ran, but something in its input limits what it can say (e.g. document
+    units that could not be converted because no conversions were given)."""

@@ -33,6 +33,7 @@ EXPECTED = {
     "Reconciliation",
     "Retry",
     "ScfeedsError",
+    "ScfeedsWarning",
     "Scorecard",
     "Source",
     "StorageError",
@@ -106,3 +107,13 @@ def test_import_does_not_pull_in_front_ends_or_services() -> None:
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         scfeeds.no_such_thing  # noqa: B018
+
+
+def test_every_public_warning_shares_one_base_and_every_error_one_root() -> None:
+    warnings_ = [n for n in scfeeds.__all__ if n.endswith("Warning")]
+    errors = [n for n in scfeeds.__all__ if n.endswith(("Error", "Failures"))]
+    assert {"XMLWarning", "ExportWarning", "ReconcileWarning"} <= set(warnings_)
+    for name in warnings_:
+        assert issubclass(getattr(scfeeds, name), scfeeds.ScfeedsWarning), name
+    for name in errors:
+        assert issubclass(getattr(scfeeds, name), scfeeds.ScfeedsError), name

@@ -17,7 +17,6 @@ from scfeeds._reconcile._engine import (
     Engine,
     Frame,
     Plan,
-    ReconcileWarning,
     _prep,
     build,
     check_input,
@@ -30,7 +29,7 @@ from scfeeds._reconcile._num import raw4
 from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, ReconcileWarning
 from scfeeds.schemas import TableName
 
 __all__ = [

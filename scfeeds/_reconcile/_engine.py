@@ -34,7 +34,7 @@ from scfeeds._reconcile._invoices import mark_duplicates
 from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round, raw4
 from scfeeds._reconcile._tolerances import Tolerances, beyond
 from scfeeds._reconcile._uom import factor_table, normalize_uom
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, ReconcileWarning
 from scfeeds.schemas import COLUMNS, TableName
 
 OUT: Final = pl.Decimal(38, 4)
@@ -638,11 +638,6 @@ def build(
         invoice_rows=inv_df["_first"],
         unconverted=unconverted,
     )
-
-
-class ReconcileWarning(UserWarning):
-    """The match ran, but something in its input limits what it can say (e.g. document
-    units that could not be converted because no conversions were given)."""
 
 
 def warn_units(unconverted: int) -> None:
