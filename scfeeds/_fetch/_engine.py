@@ -46,7 +46,7 @@ from scfeeds._fetch._plan import (
     make_item,
     path_for_url,
 )
-from scfeeds._fetch._progress import ProgressSink, make_sink
+from scfeeds._fetch._progress import ProgressArg, ProgressSink, make_sink
 from scfeeds._fetch._report import ITEM_SCHEMA, FetchOutcome, FetchReport, ProgressEvent
 from scfeeds._redact import SECRET_HEADERS as SECRET_HEADERS
 from scfeeds._redact import redact_url
@@ -915,7 +915,7 @@ async def fetch(
     timeout: Timeout | float | None = None,  # noqa: ASYNC109 - per-attempt bounds, not a deadline
     headers: Mapping[str, str] | None = None,
     credentials: Credentials | Mapping[str, Mapping[str, str]] | None = None,
-    progress: object = "auto",
+    progress: ProgressArg = "auto",
     resume: bool = True,
     max_bytes: int | None = None,
     controller: FetchController | None = None,

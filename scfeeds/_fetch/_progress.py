@@ -6,7 +6,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from scfeeds._fetch._report import ProgressEvent
 from scfeeds.exceptions import ConfigurationError
@@ -18,6 +18,14 @@ logger = logging.getLogger("scfeeds.fetch")
 class ProgressSink(Protocol):
     def update(self, event: ProgressEvent) -> None: ...
     def close(self, event: ProgressEvent) -> None: ...
+
+
+#: What ``progress=`` accepts: ``"auto"`` (a widget in a kernel, a bar on a terminal, one
+#: summary line otherwise), ``None`` / ``False`` (nothing), a callable taking each
+#: :class:`ProgressEvent`, or a sink object with ``update(event)`` and ``close(event)``.
+ProgressArg: TypeAlias = (
+    Literal["auto", False] | ProgressSink | Callable[[ProgressEvent], object] | None
+)
 
 
 class _CallbackSink:
