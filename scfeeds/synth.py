@@ -49,10 +49,13 @@ from scfeeds._synth.config import (
     make_supplier,
     resolve_faults,
 )
+from scfeeds._synth.damage import make_damaged
+from scfeeds._synth.files import WriterState, catalog_frame
+from scfeeds._synth.store import load_damaged, load_truth, load_world
 from scfeeds._synth.world import TRUTH_SCHEMA, Counters, make_batch, make_catalog
-from scfeeds._synth.writer import WriterState, catalog_frame, write_batch
+from scfeeds._synth.writer import write_batch
 from scfeeds.exceptions import ConfigurationError
-from scfeeds.schemas import TABLES, TableName, empty, schema
+from scfeeds.schemas import TABLES
 
 __all__ = [
     "DAMAGE_KINDS",
@@ -315,8 +318,6 @@ def generate(
     cat = catalog_frame(state)
     cat.write_parquet(root / "catalog.parquet")
 
-    from scfeeds._synth.damage import make_damaged
-
     dmg = make_damaged(root, cat, kinds, sups, strict=damaged is not True)
     if kinds:
         dmg.write_parquet(root / "damaged.parquet")
@@ -348,47 +349,6 @@ def _lines_per_po(value: object) -> tuple[int, int]:
             f"1 <= low <= high, got {value!r}"
         )
     return lo, hi
-
-
-def load_world(dest: str | Path, table: TableName) -> pl.LazyFrame:
-    """The canonical rows every feed file of ``table`` holds (what a correct reader returns).
-
-    Parameters
-    ----------
-    dest
-        Root of a world written by :func:`generate`.
-    table
-        ``"po_lines"``, ``"asn_lines"``, ``"invoice_lines"`` or ``"receipts"``.
-
-    Returns
-    -------
-    pl.LazyFrame
-        ``schema(table)``, provenance included (``source`` = path relative to ``dest``).
-    """
-    sch = schema(table)  # validates the name
-    folder = Path(dest) / "world" / table
-    if not any(folder.glob("part-*.parquet")):
-        return empty(table).lazy()
-    return pl.scan_parquet(folder / "part-*.parquet", schema=sch)
-
-
-def load_truth(dest: str | Path) -> pl.DataFrame:
-    """The answer key: one row per (injected fault, exception code); see docs/CONTRACTS.md."""
-    return pl.read_parquet(Path(dest) / "truth.parquet")
-
-
-def load_damaged(dest: str | Path) -> pl.DataFrame:
-    """Damaged files with the rule a reader must report (empty when none were asked for).
-
-    Columns: path, format, table, rule, position, good_records, source, kind (see
-    ``docs/CONTRACTS.md``, "Damaged files").
-    """
-    path = Path(dest) / "damaged.parquet"
-    if not path.exists():
-        from scfeeds._synth.damage import DAMAGED_SCHEMA
-
-        return pl.DataFrame(schema=DAMAGED_SCHEMA)
-    return pl.read_parquet(path)
 
 
 # -- command line ------------------------------------------------------------------------

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 import polars as pl
 
+from scfeeds._synth.config import BUYER_ISA, Supplier
+from scfeeds._synth.files import WriterState, record_file, write_file
+from scfeeds._synth.world import Batch
 from scfeeds.schemas import schema
-
-if TYPE_CHECKING:
-    from scfeeds._synth.config import Supplier
-    from scfeeds._synth.world import Batch
-    from scfeeds._synth.writer import WriterState
 
 c = pl.col
 
@@ -170,8 +168,6 @@ def _truth(lines: pl.DataFrame) -> pl.DataFrame:
 
 def _write_855s(state: WriterState, lines: pl.DataFrame, b: int) -> pl.DataFrame:
     """One interchange per supplier and batch: one 855 per PO. Returns the canonical rows."""
-    from scfeeds._synth.writer import _record, _write
-
     out: list[pl.DataFrame] = []
     for (s,), rows in sorted(
         lines.partition_by(["sup"], as_dict=True, maintain_order=True).items(),
@@ -180,8 +176,8 @@ def _write_855s(state: WriterState, lines: pl.DataFrame, b: int) -> pl.DataFrame
         sup = state.suppliers[int(str(s))]
         rel = f"feeds/{sup.supplier_id}/po_acks/855_{b + 1:05d}_01.x12"
         data, positions, controls = _render(sup, rows, icn=b + 1)
-        size, sha = _write(state, rel, data)
-        _record(state, sup, "po_acks", "x12", rel, rows.height, size, sha)
+        size, sha = write_file(state, rel, data)
+        record_file(state, sup, "po_acks", "x12", rel, rows.height, size, sha)
         canon = rows.with_columns(
             source=pl.lit(rel),
             position=pl.Series(positions, dtype=pl.String),
@@ -211,8 +207,6 @@ def _write_855s(state: WriterState, lines: pl.DataFrame, b: int) -> pl.DataFrame
 
 def _render(sup: Supplier, rows: pl.DataFrame, icn: int) -> tuple[bytes, list[str], list[str]]:
     """The X12 text of one interchange, and per row the ACK position and ST02."""
-    from scfeeds._synth.config import BUYER_ISA
-
     e, t = sup.element, sup.terminator + sup.suffix
     segs: list[str] = []
     positions: list[str] = []

@@ -8,26 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
 
 import polars as pl
 
 from scfeeds._presets import PRESETS
 from scfeeds._synth.config import DAMAGE_KINDS, Supplier
+from scfeeds._synth.store import DAMAGED_SCHEMA, load_world
 from scfeeds.exceptions import ConfigurationError
-
-DAMAGED_SCHEMA: Final = pl.Schema(
-    {
-        "path": pl.String(),
-        "format": pl.String(),
-        "table": pl.String(),
-        "rule": pl.String(),
-        "position": pl.String(),
-        "good_records": pl.Int64(),
-        "source": pl.String(),
-        "kind": pl.String(),
-    }
-)
 
 
 def _segments(data: bytes) -> tuple[list[tuple[int, int]], str]:
@@ -54,8 +41,6 @@ def _segments(data: bytes) -> tuple[list[tuple[int, int]], str]:
 
 
 def _rows_per_set(root: Path, rel: str, table: str) -> pl.DataFrame:
-    from scfeeds.synth import load_world
-
     return (
         load_world(root, table)  # type: ignore[arg-type]
         .filter(pl.col("source") == rel)

@@ -7,7 +7,6 @@ import hashlib
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -15,7 +14,9 @@ import numpy as np
 import polars as pl
 
 from scfeeds._synth import x12
-from scfeeds._synth.config import DOC_TABLES, DocTable, Format, Supplier, SynthConfig
+from scfeeds._synth.acks import add_performance
+from scfeeds._synth.config import DOC_TABLES, DocTable, Supplier
+from scfeeds._synth.files import WriterState, record_file, write_file
 from scfeeds._synth.world import Batch
 from scfeeds.schemas import PROVENANCE, TableName, schema
 
@@ -35,60 +36,6 @@ _DOC_DATE: Final[Mapping[str, str]] = {
     "asn_lines": "ship_date",
     "invoice_lines": "invoice_date",
 }
-CATALOG_SCHEMA: Final = pl.Schema(
-    {
-        "id": pl.String(),
-        "supplier_id": pl.String(),
-        "table": pl.String(),
-        "format": pl.String(),
-        "path": pl.String(),
-        "records": pl.Int64(),
-        "bytes": pl.Int64(),
-        "sha256": pl.String(),
-    }
-)
-
-
-@dataclass
-class WriterState:
-    """What the writer carries across batches (all small)."""
-
-    root: Path
-    seed: int
-    suppliers: tuple[Supplier, ...]
-    formats: Mapping[tuple[int, str], tuple[Format, ...]]
-    fallback: Format | None  # where capped cXML documents go; None: no cap (XML only)
-    config: SynthConfig
-    icn: dict[tuple[int, str], int] = field(default_factory=dict)
-    xml_used: dict[tuple[int, str], int] = field(default_factory=dict)
-    xlsx_fallback: Format | None = None  # where capped XLSX rows go; None: no cap
-    xlsx_used: dict[tuple[int, str], int] = field(default_factory=dict)
-    catalog: list[tuple[str, str, str, str, str, int, int, str]] = field(default_factory=list)
-    # "documents": one interchange per document, daily exports (see synth.generate's layout)
-    layout: str = "files"
-
-
-def _write(state: WriterState, rel: str, data: bytes) -> tuple[int, str]:
-    path = state.root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return len(data), hashlib.sha256(data).hexdigest()
-
-
-def _record(
-    state: WriterState,
-    sup: Supplier,
-    table: str,
-    fmt: str,
-    rel: str,
-    records: int,
-    size: int,
-    sha: str,
-) -> None:
-    name = rel.rsplit("/", 1)[-1]
-    state.catalog.append(
-        (f"{sup.supplier_id}-{table}-{name}", sup.supplier_id, table, fmt, rel, records, size, sha)
-    )
 
 
 def _canonical(frame: pl.DataFrame, table: TableName) -> pl.DataFrame:
@@ -152,8 +99,6 @@ def write_batch(state: WriterState, batch: Batch, b: int) -> dict[str, pl.DataFr
     rng = np.random.default_rng([state.seed, 2, b])
     extra: dict[str, pl.DataFrame] = {}
     if state.config.performance:
-        from scfeeds._synth.acks import add_performance
-
         batch, extra = add_performance(state, batch, b)
     world: dict[str, list[pl.DataFrame]] = {t: [] for t in (*DOC_TABLES, "receipts")}
     frames: dict[DocTable, pl.DataFrame] = {
@@ -260,8 +205,8 @@ def _write_x12(
     ]
     counts = rendered.provenance.group_by("_file", maintain_order=True).len()["len"].to_list()
     for rel, data, n in zip(rels, rendered.files, counts, strict=True):
-        size, sha = _write(state, rel, data)
-        _record(state, sup, table, "x12", rel, n, size, sha)
+        size, sha = write_file(state, rel, data)
+        record_file(state, sup, table, "x12", rel, n, size, sha)
     prov = rendered.provenance.with_columns(
         source=pl.Series(rels, dtype=pl.String).gather(rendered.provenance["_file"])
     ).drop("_file")
@@ -292,8 +237,8 @@ def _write_xml(
             payload_id=f"{state.seed}.{stem}.{sup.supplier_id}@synth.scfeeds",
             timestamp=f"{day.isoformat()}T12:00:00+00:00",
         )
-        size, sha = _write(state, rel, data)
-        _record(state, sup, table, "xml", rel, doc.height, size, sha)
+        size, sha = write_file(state, rel, data)
+        record_file(state, sup, table, "xml", rel, doc.height, size, sha)
         out.append(doc.with_columns(source=pl.lit(rel), position=cxml_positions(doc, table=table)))
     return pl.concat(out, how="vertical")
 
@@ -332,7 +277,7 @@ def _write_exports(
         elif resent:
             _title_resent(path)
         data = path.read_bytes()
-        _record(
+        record_file(
             state, sup, table, fmt, rel, part.height, len(data), hashlib.sha256(data).hexdigest()
         )
         out.append(canonical)
@@ -372,7 +317,3 @@ def _pin_xlsx_dates(path: Path, rows: pl.DataFrame, *, later: bool = False) -> N
             if info.filename == "docProps/core.xml":
                 data = _ISO_STAMP.sub(stamp, data)
             zout.writestr(info, data)
-
-
-def catalog_frame(state: WriterState) -> pl.DataFrame:
-    return pl.DataFrame(state.catalog, schema=CATALOG_SCHEMA, orient="row").sort("path")
