@@ -32,6 +32,7 @@ from typing import Final, Literal, TypeAlias
 
 import polars as pl
 
+from scfeeds import _otif_report
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import MONEY, QTY
 
@@ -179,9 +180,7 @@ class Scorecard:
         --------
         >>> scfeeds.otif(po, receipts=rec).scorecard().to_html("scorecard.html")  # doctest: +SKIP
         """
-        from scfeeds._otif_report import write_html
-
-        return write_html(self, path, title=title)
+        return _otif_report.write_html(self, path, title=title)
 
     def to_excel(self, path: str | os.PathLike[str]) -> Path:
         """Write the workbook (sheets ``Scorecard`` and ``Trend``, each with an autofilter and
@@ -191,9 +190,7 @@ class Scorecard:
         --------
         >>> scfeeds.otif(po, receipts=rec).scorecard().to_excel("scorecard.xlsx")  # doctest: +SKIP
         """
-        from scfeeds._otif_report import write_excel
-
-        return write_excel(self, path)
+        return _otif_report.write_excel(self, path)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Final, Literal
 
 import polars as pl
 
+from scfeeds.exceptions import ConfigurationError
+
 TableName = Literal["po_lines", "asn_lines", "invoice_lines", "receipts", "po_acks"]
 # The tables the lake, validation and the portal know (every canonical table).
 TABLES: Final[tuple[TableName, ...]] = (
@@ -112,8 +114,6 @@ COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
 def schema(table: TableName) -> pl.Schema:
     """The full canonical schema of ``table``: provenance columns, then the table's own."""
     if table not in COLUMNS:
-        from scfeeds.exceptions import ConfigurationError
-
         raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
     return pl.Schema({**PROVENANCE, **COLUMNS[table]})
 

@@ -38,6 +38,7 @@ from typing import Any
 import memray
 import polars as pl
 
+from scfeeds._runner import run
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 
@@ -472,8 +473,6 @@ def _exec_cell(cell: str, namespace: dict[str, Any]) -> Any:
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     code = compile(cell, "<scfeeds_memray>", "exec", flags=flags)
     if code.co_flags & inspect.CO_COROUTINE:
-        from scfeeds._runner import run
-
         return run(eval(code, namespace))
     exec(code, namespace)
     return None
@@ -486,7 +485,6 @@ def load_ipython_extension(ipython: Any) -> None:
     :class:`MemoryProfile`; the profile is also stored as ``_scfeeds_memray`` in the user
     namespace.
     """
-    from scfeeds.notebook._format import show
 
     def scfeeds_memray(line: str, cell: str) -> None:
         label = line.strip() or "cell"
@@ -497,6 +495,6 @@ def load_ipython_extension(ipython: Any) -> None:
             _exec_cell(source, ipython.user_ns)
         profile = read_capture(path, label=label, top=profiler.top)
         ipython.user_ns["_scfeeds_memray"] = profile
-        show(profile)
+        fmt.show(profile)
 
     ipython.register_magic_function(scfeeds_memray, magic_kind="cell")
