@@ -14,7 +14,9 @@ import pytest
 import scfeeds
 from scfeeds import Reconciliation, reconcile, synth
 from scfeeds._report import exception_rows, money
+from scfeeds.exceptions import ConfigurationError, ExportError, X12Error, XMLError
 from scfeeds.notebook import ExceptionsExplorer
+from scfeeds.notebook._explorer import table_row, x12_context, xml_element
 from scfeeds.schemas import TableName
 
 
@@ -208,3 +210,27 @@ def test_xlsx_row_shows_that_rows_cells(world: World) -> None:
     ]
     assert detail.raw.splitlines() == expected
     assert any(row["po_number"] in line for line in expected)
+
+
+def test_raw_document_helpers_raise_scfeeds_errors_that_say_what_to_do(tmp_path: Path) -> None:
+    isa = (
+        "ISA*00*          *00*          *ZZ*BUYER          *ZZ*SUP            "
+        "*240101*1200*U*00401*000000001*0*P*>~"
+    )
+    text = isa + "GS*PO*BUYER*SUP*20240101*1200*1*X*004010~"
+    with pytest.raises(X12Error, match=r"not an X12 interchange.*ISA segment"):
+        x12_context("GS*PO~", 1)
+    with pytest.raises(X12Error, match=r"segment 9 is past the end.*read it again") as past:
+        x12_context(text, 9)
+    assert past.value.position == "segment 9"
+    doc = tmp_path / "doc.xml"
+    doc.write_text("<cXML><Header/></cXML>")
+    with pytest.raises(ConfigurationError, match="starts with /cXML"):
+        xml_element(doc, "/Other/Header")
+    with pytest.raises(XMLError, match=r"no element at /cXML/Request.*read it again"):
+        xml_element(doc, "/cXML/Request")
+    export = tmp_path / "export.csv"
+    export.write_text("PO,Line\nPO-1,1\n")
+    assert table_row(export, 1) == "PO: PO-1\nLine: 1"
+    with pytest.raises(ExportError, match=r"row 2 is past the end of export\.csv.*read it again"):
+        table_row(export, 2)

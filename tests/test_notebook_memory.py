@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import MemoryProfile, MemoryProfiler, compare_buffering, read_capture
 from scfeeds.notebook._memory import _native_site, rust_name
 from scfeeds.portal import serve_in_process
@@ -65,7 +66,7 @@ async def test_profile_of_a_coroutine_tracks_across_awaits(tmp_path: Path) -> No
     # A coroutine function is called for you; a sync call of a coroutine is refused.
     again = await MemoryProfiler(directory=tmp_path).arun(grow)
     assert again.peak_bytes >= 16 * MiB
-    with pytest.raises(TypeError, match="arun"):
+    with pytest.raises(ConfigurationError, match="arun"):
         MemoryProfiler(directory=tmp_path).run(grow)
 
 

@@ -80,7 +80,10 @@ def _x12(root: Path, rel: str, table: str, kind: str) -> tuple[bytes, str, int] 
         cut = st[1] + 2
         a, b = spans[cut]
         return data[: a + max((b - a) // 2, 4)], f"segment {cut + 1}", int(sets["len"][0])
-    raise AssertionError(kind)
+    raise ConfigurationError(
+        f"unknown X12 damage kind {kind!r}; expected one of "
+        f"{', '.join(k for k in DAMAGE_KINDS if k.startswith('x12_'))}"
+    )
 
 
 def make_damaged(

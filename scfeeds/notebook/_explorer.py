@@ -26,7 +26,13 @@ import ipywidgets as widgets
 import polars as pl
 
 from scfeeds._report import exception_rows, money, quantity
-from scfeeds.exceptions import ScfeedsError
+from scfeeds.exceptions import (
+    ConfigurationError,
+    ExportError,
+    ScfeedsError,
+    X12Error,
+    XMLError,
+)
 from scfeeds.notebook import _format as fmt
 
 if TYPE_CHECKING:
@@ -358,7 +364,12 @@ def x12_segments(text: str) -> list[str]:
     """The segments of an X12 file, in order (ISA = segment 1), without terminators."""
     body = text.lstrip()
     if not body.startswith("ISA") or len(body) < 106:
-        raise ValueError("not an X12 interchange (no ISA header)")
+        raise X12Error(
+            "not an X12 interchange (no ISA header): pass the text of an X12 file, which "
+            "starts with a 106-character ISA segment",
+            position="segment 1",
+            rule="ISA",
+        )
     terminator = body[105]
     return [s.strip("\r\n") for s in body.split(terminator) if s.strip()]
 
@@ -368,7 +379,12 @@ def x12_context(text: str, ordinal: int, context: int = _CONTEXT) -> str:
     ``ordinal``-th (1-based, ISA = 1) marked with ``>``."""
     segments = x12_segments(text)
     if not 1 <= ordinal <= len(segments):
-        raise ValueError(f"segment {ordinal} is past the end ({len(segments)} segments)")
+        raise X12Error(
+            f"segment {ordinal} is past the end ({len(segments)} segments): the file changed "
+            "since its rows were read; read it again, or pass an ordinal from 1 to "
+            f"{len(segments)}",
+            position=f"segment {ordinal}",
+        )
     lo, hi = max(1, ordinal - context), min(len(segments), ordinal + context)
     return "\n".join(
         f"{'>' if n == ordinal else ' '} {n:>5}  {segments[n - 1]}" for n in range(lo, hi + 1)
@@ -380,10 +396,18 @@ def xml_element(path: Path, xpath: str) -> str:
     root = ET.parse(path).getroot()
     steps = [s for s in xpath.split("/") if s]
     if not steps or steps[0].split("[")[0] != root.tag:
-        raise ValueError(f"{xpath} does not start at the root element <{root.tag}>")
+        raise ConfigurationError(
+            f"{xpath} does not start at the root element <{root.tag}>: pass an XPath that "
+            f"starts with /{root.tag}"
+        )
     element = root.find("/".join(steps[1:])) if len(steps) > 1 else root
     if element is None:
-        raise ValueError(f"no element at {xpath}")
+        raise XMLError(
+            f"no element at {xpath} in {path.name}: the file changed since its rows were "
+            "read; read it again",
+            source=str(path),
+            position=xpath,
+        )
     ET.indent(element)
     return ET.tostring(element, encoding="unicode").strip()
 
@@ -398,7 +422,10 @@ def table_row(path: Path, n: int) -> str:
 
         sheet = _read_sheet(path, path.name)
         if sheet.height == 0:
-            raise ValueError(f"{path.name} is empty")
+            raise ExportError(
+                f"{path.name} is empty: the file changed since its rows were read; read it again",
+                source=str(path),
+            )
         header = sheet.row(0)
         found = sheet.row(n) if n < sheet.height else None
     else:
@@ -415,5 +442,10 @@ def table_row(path: Path, n: int) -> str:
         header = next(reader)
         found = next(itertools.islice(reader, n - 1, None), None)
     if found is None:
-        raise ValueError(f"row {n} is past the end of {path.name}")
+        raise ExportError(
+            f"row {n} is past the end of {path.name}: the file changed since its rows were "
+            "read; read it again",
+            source=str(path),
+            position=f"row {n}",
+        )
     return "\n".join(f"{h}: {'' if v is None else v}" for h, v in zip(header, found, strict=False))

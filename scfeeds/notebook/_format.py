@@ -18,13 +18,11 @@ def size(n: float) -> str:
         return "?"
     sign = "-" if n < 0 else ""
     n = abs(n)
-    for unit in _UNITS:
-        if n < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{sign}{int(n)} B"
-            return f"{sign}{n:.1f} {unit}"
+    step = 0
+    while n >= 1024 and step < len(_UNITS) - 1:
         n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+        step += 1
+    return f"{sign}{int(n)} B" if step == 0 else f"{sign}{n:.1f} {_UNITS[step]}"
 
 
 def rate(bytes_per_second: float) -> str:

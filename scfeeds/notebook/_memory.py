@@ -39,6 +39,7 @@ import memray
 import polars as pl
 
 from scfeeds._runner import run
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 
@@ -433,7 +434,9 @@ class MemoryProfiler:
         tracking only the creation of a coroutine measures nothing).
         """
         if inspect.iscoroutinefunction(fn) or inspect.isawaitable(fn):
-            raise TypeError("MemoryProfiler.run() got a coroutine; use `await profiler.arun(...)`")
+            raise ConfigurationError(
+                "MemoryProfiler.run() got a coroutine: use `await profiler.arun(...)` instead"
+            )
         name = str(label or getattr(fn, "__name__", "run"))
         path = self._capture_path(name)
         with self._tracker(path):
@@ -454,7 +457,10 @@ class MemoryProfiler:
         """
         awaitable = work() if callable(work) and not inspect.isawaitable(work) else work
         if not inspect.isawaitable(awaitable):
-            raise TypeError(f"arun() needs a coroutine or awaitable, got {type(work).__name__}")
+            raise ConfigurationError(
+                f"arun() needs a coroutine or awaitable, got {type(work).__name__}: pass "
+                "`fn()` or `fn`, where fn is an async function, or use run() for a plain function"
+            )
         name = str(label or getattr(awaitable, "__name__", None) or "coroutine")
         path = self._capture_path(name)
         with self._tracker(path):
