@@ -32,7 +32,7 @@ from typing import Final, Literal, TypeAlias
 
 import polars as pl
 
-from scfeeds import _otif_report
+from scfeeds._otif_report import write_excel, write_html
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import MONEY, QTY
 
@@ -180,7 +180,7 @@ class Scorecard:
         --------
         >>> scfeeds.otif(po, receipts=rec).scorecard().to_html("scorecard.html")  # doctest: +SKIP
         """
-        return _otif_report.write_html(self, path, title=title)
+        return write_html(self, path, title=title)
 
     def to_excel(self, path: str | os.PathLike[str]) -> Path:
         """Write the workbook (sheets ``Scorecard`` and ``Trend``, each with an autofilter and
@@ -190,7 +190,7 @@ class Scorecard:
         --------
         >>> scfeeds.otif(po, receipts=rec).scorecard().to_excel("scorecard.xlsx")  # doctest: +SKIP
         """
-        return _otif_report.write_excel(self, path)
+        return write_excel(self, path)
 
 
 @dataclass(frozen=True)
