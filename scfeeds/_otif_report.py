@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 
 from scfeeds._cells import xlsx_workbook
-from scfeeds._report import _CSS, _e, _num_td, _sheet_frame, _table, money, percent, quantity
+from scfeeds._report import (
+    CSS,
+    esc,
+    html_table,
+    money,
+    num_td,
+    percent,
+    quantity,
+    sheet_frame,
+    write_table,
+)
 
 if TYPE_CHECKING:
     from scfeeds._otif import Scorecard
@@ -88,12 +98,12 @@ def _supplier_rows(frame: pl.DataFrame, columns: list[str], worst: float | None)
             kind = _KINDS[col]
             text = _cell(row[col], kind)
             if kind == "text":
-                cells.append(f"<td>{_e(text)}</td>")
+                cells.append(f"<td>{esc(text)}</td>")
             elif col == "score" and worst is not None and row[col] is not None:
                 cls = "n bad" if row[col] < worst else "n"
-                cells.append(f'<td class="{cls}">{_e(text)}</td>')
+                cells.append(f'<td class="{cls}">{esc(text)}</td>')
             else:
-                cells.append(_num_td(text))
+                cells.append(num_td(text))
         out.append(f"<tr>{''.join(cells)}</tr>")
     return out
 
@@ -109,17 +119,19 @@ def _trend_table(trend: pl.DataFrame, measure: str) -> str:
     suppliers = sorted({r["supplier_id"] for r in by.values()}, key=_sort_value)
     body: list[str] = []
     for sup in suppliers:
-        cells = [f"<td>{_e(sup)}</td>"]
+        cells = [f"<td>{esc(sup)}</td>"]
         for p in periods:
             r = by.get((sup, p))
             if r is None:
                 cells.append('<td class="n muted"></td>')
                 continue
             title = f"{r['lines']:,} line(s) due, {r['otif_lines']:,} OTIF"
-            cells.append(f'<td class="n" title="{_e(title)}">{_e(_cell(r[measure], "rate"))}</td>')
+            cells.append(
+                f'<td class="n" title="{esc(title)}">{esc(_cell(r[measure], "rate"))}</td>'
+            )
         body.append(f"<tr>{''.join(cells)}</tr>")
     headings = [("Supplier", False), *((str(p), True) for p in periods)]
-    return f'<div class="wrap">{_table(headings, body)}</div>'
+    return f'<div class="wrap">{html_table(headings, body)}</div>'
 
 
 def render_html(card: Scorecard, *, title: str | None = None) -> str:
@@ -145,7 +157,7 @@ def render_html(card: Scorecard, *, title: str | None = None) -> str:
         ]
         cards_html = (
             '<div class="cards">'
-            + "".join(f'<div class="card">{_e(k)}<b>{_e(v)}</b></div>' for k, v in cards)
+            + "".join(f'<div class="card">{esc(k)}<b>{esc(v)}</b></div>' for k, v in cards)
             + "</div>"
         )
     columns = [c for c, _, _ in _COLUMNS if c in sup.columns]
@@ -154,7 +166,7 @@ def render_html(card: Scorecard, *, title: str | None = None) -> str:
     mean = sup["score"].mean() if sup.height else None
     worst = float(mean) * 0.9 if isinstance(mean, int | float) else None
     headings = [(HEADINGS[c], _KINDS[c] != "text") for c in columns]
-    suppliers_html = _table(
+    suppliers_html = html_table(
         headings,
         _supplier_rows(ranked, columns, worst),
         attrs=' id="suppliers"',
@@ -164,16 +176,16 @@ def render_html(card: Scorecard, *, title: str | None = None) -> str:
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(page_title)}</title><style>{_CSS}{_PAGE_CSS}</style></head><body>"
-        f'<h1>{_e(page_title)}</h1><p class="meta">{_e(meta)}</p>'
+        f"<title>{esc(page_title)}</title><style>{CSS}{_PAGE_CSS}</style></head><body>"
+        f'<h1>{esc(page_title)}</h1><p class="meta">{esc(meta)}</p>'
         f"{cards_html}"
         f'<h2>Suppliers, lowest score first</h2><div class="wrap">{suppliers_html}</div>'
         '<p class="muted">Score: the weighted mean of the named rates. Red: a score more than '
         "10 % below the suppliers' mean. Value late: ordered quantity x PO price of the late "
         "lines, in the PO lines' currency.</p>"
-        f"<h2>OTIF rate per {_e(every)} the lines were due</h2>"
+        f"<h2>OTIF rate per {esc(every)} the lines were due</h2>"
         f"{_trend_table(card.trend, 'otif_rate')}"
         '<p class="muted">Hover a cell for its line count; an empty cell: nothing due.</p>'
         "</body></html>\n"
@@ -190,7 +202,7 @@ def write_html(card: Scorecard, path: str | os.PathLike[str], *, title: str | No
 
 def _sheet(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
     columns = [c for c, _, _ in _COLUMNS if c in frame.columns]
-    out, formats = _sheet_frame(frame.select(columns), HEADINGS)
+    out, formats = sheet_frame(frame.select(columns), HEADINGS)
     for col in columns:
         kind = _KINDS[col]
         if kind == "rate":
@@ -211,16 +223,7 @@ def write_excel(card: Scorecard, path: str | os.PathLike[str]) -> Path:
             ("Trend", card.trend.sort("supplier_id", "period")),
         )
         for name, part in sheets:
-            frame, formats = _sheet(part)
-            frame.write_excel(
-                wb,
-                worksheet=name,
-                column_formats=formats,  # type: ignore[arg-type]
-                table_style={"style": "Table Style Medium 2"},
-                autofilter=True,
-                freeze_panes=(1, 0),
-                autofit=True,
-            )
+            write_table(wb, name, *_sheet(part))
     finally:
         wb.close()
     return target

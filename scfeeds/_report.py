@@ -29,6 +29,8 @@ from scfeeds._cells import safe_frame, xlsx_workbook
 from scfeeds._reconcile._engine import PRECEDENCE
 
 if TYPE_CHECKING:
+    import xlsxwriter
+
     from scfeeds._reconcile._result import Reconciliation
 
 #: What each exception code means, one line each (shown in the report and the workbook).
@@ -232,7 +234,7 @@ def _cell(value: Any, kind: str, currency: str | None) -> str:
 
 # -- HTML ----------------------------------------------------------------------------------------
 
-_CSS: Final = """
+CSS: Final = """
 :root{--b:#d0d7de;--h:#f6f8fa;--t:#1f2328;--m:#59636e;--a:#0969da}
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;
@@ -365,21 +367,24 @@ def tolerance_text(tol: Any) -> str:
     return ", ".join(parts)
 
 
-def _e(value: Any) -> str:
+def esc(value: Any) -> str:
+    """``value`` as HTML text (quotes escaped; ``None`` is empty)."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _table(
+def html_table(
     headings: Iterable[tuple[str, bool]], body_rows: Iterable[str], *, attrs: str = ""
 ) -> str:
-    head = "".join(f'<th class="n">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>" for h, n in headings)
+    head = "".join(
+        f'<th class="n">{esc(h)}</th>' if n else f"<th>{esc(h)}</th>" for h, n in headings
+    )
     return (
         f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(body_rows)}</tbody></table>"
     )
 
 
-def _num_td(text: str) -> str:
-    return f'<td class="n">{_e(text)}</td>'
+def num_td(text: str) -> str:
+    return f'<td class="n">{esc(text)}</td>'
 
 
 def _merge_currencies(frame: pl.DataFrame, keys: list[str]) -> dict[tuple[Any, ...], Any]:
@@ -402,33 +407,33 @@ def _summary_html(rows: pl.DataFrame) -> str:
     for t in tot.iter_rows(named=True):
         label = f"Money at risk ({t['currency']})" if t["currency"] else "Money at risk"
         cards.append(
-            f'<div class="card">{_e(label)}<b>{_e(money(t["amount_at_risk"], t["currency"]))}</b>'
+            f'<div class="card">{esc(label)}<b>{esc(money(t["amount_at_risk"], t["currency"]))}</b>'
             f'<span class="muted">{t["exceptions"]:,} exceptions</span></div>'
         )
     parts.append(f'<div class="cards">{"".join(cards)}</div>')
 
     sup_rows = [
-        f'<tr class="pick" data-pick="f-supplier" data-value="{_e(key[0])}" '
-        f'title="show only this supplier"><td>{_e(key[0])}</td>'
-        + _num_td(f"{g['exceptions']:,}")
-        + _num_td(f"{g['po_lines']:,}")
-        + _num_td(f"{g['invoices']:,}")
-        + _num_td(" · ".join(g["money"]))
+        f'<tr class="pick" data-pick="f-supplier" data-value="{esc(key[0])}" '
+        f'title="show only this supplier"><td>{esc(key[0])}</td>'
+        + num_td(f"{g['exceptions']:,}")
+        + num_td(f"{g['po_lines']:,}")
+        + num_td(f"{g['invoices']:,}")
+        + num_td(" · ".join(g["money"]))
         + "</tr>"
         for key, g in _merge_currencies(by_supplier(rows), ["supplier_id"]).items()
     ]
     code_rows = [
-        f'<tr class="pick" data-pick="f-code" data-value="{_e(key[0])}" '
-        f'title="{_e(CODE_MEANING.get(str(key[0]), ""))}"><td>{_e(key[0])}</td>'
-        f"<td>{_e(key[1])}</td>"
-        + _num_td(f"{g['exceptions']:,}")
-        + _num_td(" · ".join(g["money"]))
+        f'<tr class="pick" data-pick="f-code" data-value="{esc(key[0])}" '
+        f'title="{esc(CODE_MEANING.get(str(key[0]), ""))}"><td>{esc(key[0])}</td>'
+        f"<td>{esc(key[1])}</td>"
+        + num_td(f"{g['exceptions']:,}")
+        + num_td(" · ".join(g["money"]))
         + "</tr>"
         for key, g in _merge_currencies(by_code(rows), ["code", "level"]).items()
     ]
     parts.append('<div class="grid"><section><h2>Money at risk by supplier</h2>')
     parts.append(
-        _table(
+        html_table(
             [
                 ("Supplier", False),
                 ("Exceptions", True),
@@ -445,7 +450,7 @@ def _summary_html(rows: pl.DataFrame) -> str:
     )
     parts.append("<section><h2>Money at risk by exception code</h2>")
     parts.append(
-        _table(
+        html_table(
             [("Code", False), ("Level", False), ("Exceptions", True), ("At risk", True)],
             code_rows,
         )
@@ -465,7 +470,7 @@ def _exceptions_html(rows: pl.DataFrame) -> str:
         cls = ' class="n"' if kind != "text" else ""
         sort = ' aria-sort="descending"' if col == "amount_at_risk" else ""
         heads.append(
-            f'<th{cls} data-kind="{kind}"{sort}><button type="button">{_e(heading)}</button></th>'
+            f'<th{cls} data-kind="{kind}"{sort}><button type="button">{esc(heading)}</button></th>'
         )
     body: list[str] = []
     for r in rows.iter_rows(named=True):
@@ -478,23 +483,23 @@ def _exceptions_html(rows: pl.DataFrame) -> str:
             value = r[col]
             if kind == "text":
                 if col == "document" and r["source"] is not None:
-                    cells.append(f'<td title="{_e(r["source"])}">{_e(value)}</td>')
+                    cells.append(f'<td title="{esc(r["source"])}">{esc(value)}</td>')
                 elif col == "position" and value is not None:
-                    cells.append(f'<td class="pos" title="{_e(value)}">{_e(value)}</td>')
+                    cells.append(f'<td class="pos" title="{esc(value)}">{esc(value)}</td>')
                 else:
-                    cells.append(f"<td>{_e(value)}</td>")
+                    cells.append(f"<td>{esc(value)}</td>")
             else:
                 v = "" if value is None else str(value)
-                cells.append(f'<td class="n" data-v="{_e(v)}">{_e(_cell(value, kind, cur))}</td>')
+                cells.append(f'<td class="n" data-v="{esc(v)}">{esc(_cell(value, kind, cur))}</td>')
         body.append(
-            f'<tr data-supplier="{_e(r["supplier_id"])}" data-code="{_e(r["code"])}" '
-            f'data-risk="{_e("" if risk is None else risk)}">{"".join(cells)}</tr>'
+            f'<tr data-supplier="{esc(r["supplier_id"])}" data-code="{esc(r["code"])}" '
+            f'data-risk="{esc("" if risk is None else risk)}">{"".join(cells)}</tr>'
         )
     return f"<thead><tr>{''.join(heads)}</tr></thead><tbody>{''.join(body)}</tbody>"
 
 
 def _options(values: Iterable[Any]) -> str:
-    return "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values if v is not None)
+    return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values if v is not None)
 
 
 def render_html(
@@ -533,10 +538,10 @@ def render_html(
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(page_title)}</title><style>{_CSS}</style></head><body>"
-        f'<h1>{_e(page_title)}</h1><p class="meta">{_e(meta)}</p>'
+        f"<title>{esc(page_title)}</title><style>{CSS}</style></head><body>"
+        f'<h1>{esc(page_title)}</h1><p class="meta">{esc(meta)}</p>'
         f"{_summary_html(rows)}"
         f"<h2>Exceptions</h2>{filters}"
         f'<div class="wrap" id="exc-wrap"><table id="exc">{_exceptions_html(rows)}</table></div>'
@@ -569,7 +574,7 @@ _KINDS: Final = {c: k for c, _, k in _COLUMNS}
 _BAD_SHEET_CHARS: Final = re.compile(r"[\[\]:*?/\\']")
 
 
-def _sheet_frame(
+def sheet_frame(
     frame: pl.DataFrame, headings: dict[str, str]
 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """Decimals as doubles (exact to the cent and far beyond for amounts below 1e11), text
@@ -598,6 +603,30 @@ def _sheet_frame(
     return out, formats
 
 
+def write_table(
+    wb: xlsxwriter.Workbook,
+    worksheet: str,
+    frame: pl.DataFrame,
+    formats: dict[str, str],
+    *,
+    position: tuple[int, int] | None = None,
+) -> None:
+    """``frame`` as a formatted table (house style, autofilter, autofit) on ``worksheet``: a
+    sheet of its own with a frozen header row, or at ``position`` on a shared sheet."""
+    placement: dict[str, Any] = (
+        {"freeze_panes": (1, 0)} if position is None else {"position": position}
+    )
+    frame.write_excel(
+        wb,
+        worksheet=worksheet,
+        column_formats=formats,  # type: ignore[arg-type]
+        table_style={"style": "Table Style Medium 2"},
+        autofilter=True,
+        autofit=True,
+        **placement,
+    )
+
+
 def _sheet_name(code: str, used: set[str]) -> str:
     base = _BAD_SHEET_CHARS.sub("_", code)[:31] or "sheet"
     name, n = base, 1
@@ -618,7 +647,6 @@ def write_excel(
     rows = exception_rows(rec, currency=currency)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    table_style = {"style": "Table Style Medium 2"}
     wb = xlsx_workbook(target)
     try:
         bold = wb.add_format({"bold": True, "font_size": 14})
@@ -653,16 +681,8 @@ def write_excel(
         }
         for label, block in blocks:
             ws.write_string(row, 0, label, wb.add_format({"bold": True}))
-            frame, formats = _sheet_frame(block, headings)
-            frame.write_excel(
-                wb,
-                worksheet="Summary",
-                position=(row + 1, 0),
-                column_formats=formats,  # type: ignore[arg-type]
-                table_style=table_style,
-                autofilter=True,
-                autofit=True,
-            )
+            frame, formats = sheet_frame(block, headings)
+            write_table(wb, "Summary", frame, formats, position=(row + 1, 0))
             row += frame.height + 4
         sheets: list[tuple[str, pl.DataFrame]] = [("Exceptions", rows)]
         used = {"summary", "exceptions"}
@@ -671,16 +691,7 @@ def write_excel(
             if part.height:
                 sheets.append((_sheet_name(code, used), part))
         for name, part in sheets:
-            frame, formats = _sheet_frame(part, _HEADINGS)
-            frame.write_excel(
-                wb,
-                worksheet=name,
-                column_formats=formats,  # type: ignore[arg-type]
-                table_style=table_style,
-                autofilter=True,
-                freeze_panes=(1, 0),
-                autofit=True,
-            )
+            write_table(wb, name, *sheet_frame(part, _HEADINGS))
     finally:
         wb.close()
     return target
