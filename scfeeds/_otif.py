@@ -34,7 +34,7 @@ import polars as pl
 
 from scfeeds._otif_report import write_excel, write_html
 from scfeeds.exceptions import ConfigurationError
-from scfeeds.schemas import MONEY, QTY
+from scfeeds.schemas import MONEY, QTY, columns
 
 Frame: TypeAlias = pl.DataFrame | pl.LazyFrame
 Basis: TypeAlias = Literal["requested", "promised"]
@@ -44,12 +44,10 @@ c = pl.col
 
 KEY: Final = ["po_number", "line_number"]
 LINE_COLUMNS: Final[dict[str, pl.DataType]] = {
-    "supplier_id": pl.String(),
-    "po_number": pl.String(),
-    "line_number": pl.String(),
-    "item_id": pl.String(),
-    "po_date": pl.Date(),
-    "requested_date": pl.Date(),
+    **columns(
+        "po_lines",
+        *("supplier_id", "po_number", "line_number", "item_id", "po_date", "requested_date"),
+    ),
     "first_promised_date": pl.Date(),
     "promised_date": pl.Date(),
     "target_date": pl.Date(),

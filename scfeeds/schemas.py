@@ -118,6 +118,13 @@ def schema(table: TableName) -> pl.Schema:
     return pl.Schema({**PROVENANCE, **COLUMNS[table]})
 
 
+def columns(table: TableName, *names: str) -> dict[str, pl.DataType]:
+    """The canonical dtypes of some columns of ``table``, in the order named (for the schemas
+    of frames derived from it, which then follow this one)."""
+    full = schema(table)
+    return {name: full[name] for name in names}
+
+
 def empty(table: TableName) -> pl.DataFrame:
     """An empty frame with the canonical schema of ``table``."""
     return pl.DataFrame(schema=schema(table))

@@ -34,7 +34,7 @@ import polars as pl
 from scfeeds._synth.config import BUYER_ISA, Supplier
 from scfeeds._synth.files import WriterState, record_file, write_file
 from scfeeds._synth.world import Batch
-from scfeeds.schemas import schema
+from scfeeds.schemas import columns, schema
 
 c = pl.col
 
@@ -46,12 +46,10 @@ LATE_RATE: Final = 0.05
 EARLY_RATE: Final = 0.05
 OTIF_TRUTH_SCHEMA: Final = pl.Schema(
     {
-        "supplier_id": pl.String(),
-        "po_number": pl.String(),
-        "line_number": pl.String(),
-        "item_id": pl.String(),
-        "po_date": pl.Date(),
-        "requested_date": pl.Date(),
+        **columns(
+            "po_lines",
+            *("supplier_id", "po_number", "line_number", "item_id", "po_date", "requested_date"),
+        ),
         "promised_date": pl.Date(),
         "ack_code": pl.String(),
         "qty_ordered": pl.Decimal(18, 4),
