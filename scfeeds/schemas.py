@@ -111,6 +111,20 @@ COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
 }
 
 
+#: The columns that say which exception a three-way match reports and on what: the first
+#: columns of the match's exception rows and of the synthetic worlds' answer key.
+EXCEPTION_KEY: Final[dict[str, pl.DataType]] = {
+    "code": pl.String(),
+    "level": pl.String(),
+    "supplier_id": pl.String(),
+    "po_number": pl.String(),
+    "line_number": pl.String(),
+    "item_id": pl.String(),
+    "invoice_number": pl.String(),
+    "shipment_id": pl.String(),
+}
+
+
 def schema(table: TableName) -> pl.Schema:
     """The full canonical schema of ``table``: provenance columns, then the table's own."""
     if table not in COLUMNS:

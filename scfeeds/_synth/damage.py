@@ -60,19 +60,12 @@ def _x12(root: Path, rel: str, table: str, kind: str) -> tuple[bytes, str, int] 
     if kind == "x12_bad_se_count":
         # SE01 of the first set one too high: that set is rejected, the others delivered
         se = ids.index("SE")
-        a, b = spans[se]
-        elems = data[a:b].decode().split(sep)
-        elems[1] = str(int(elems[1]) + 1)
-        new = data[:a] + sep.join(elems).encode() + data[b:]
+        new = _bump(data, spans[se], sep, 1)
         return new, f"segment {se + 1}", total - int(sets["len"][0])
     if kind == "x12_bad_ge_control":
         # GE02 differs from GS06: a group envelope error, the intact sets are still delivered
         ge = ids.index("GE")
-        a, b = spans[ge]
-        elems = data[a:b].decode().split(sep)
-        elems[2] = str(int(elems[2]) + 1)
-        new = data[:a] + sep.join(elems).encode() + data[b:]
-        return new, f"segment {ge + 1}", total
+        return _bump(data, spans[ge], sep, 2), f"segment {ge + 1}", total
     if kind == "x12_truncated":
         if len(st) < 2:
             return None
@@ -84,6 +77,14 @@ def _x12(root: Path, rel: str, table: str, kind: str) -> tuple[bytes, str, int] 
         f"unknown X12 damage kind {kind!r}; expected one of "
         f"{', '.join(k for k in DAMAGE_KINDS if k.startswith('x12_'))}"
     )
+
+
+def _bump(data: bytes, span: tuple[int, int], sep: str, element: int) -> bytes:
+    """``data`` with the numeric ``element`` of the segment at ``span`` one higher."""
+    a, b = span
+    elems = data[a:b].decode().split(sep)
+    elems[element] = str(int(elems[element]) + 1)
+    return data[:a] + sep.join(elems).encode() + data[b:]
 
 
 def make_damaged(

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import polars as pl
 
 from scfeeds._synth.config import DUPLICATE_FAULTS, FAULTS, LINE_FAULTS, Supplier, SynthConfig
+from scfeeds.schemas import EXCEPTION_KEY
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -54,6 +55,16 @@ _NOUN: Final = (
     "spring",
 )
 _EPOCH: Final = dt.date(1970, 1, 1)
+# The PO line columns an ASN or invoice line repeats (then its unit, and an invoice its currency)
+_LINE_COLUMNS: Final = (
+    "sup",
+    "supplier_id",
+    "po_number",
+    "line_number",
+    "item_id",
+    "vendor_part",
+    "description",
+)
 
 
 @dataclass
@@ -183,19 +194,7 @@ class Batch:
     truth: pl.DataFrame
 
 
-TRUTH_SCHEMA: Final = pl.Schema(
-    {
-        "fault": pl.String(),
-        "code": pl.String(),
-        "level": pl.String(),
-        "supplier_id": pl.String(),
-        "po_number": pl.String(),
-        "line_number": pl.String(),
-        "item_id": pl.String(),
-        "invoice_number": pl.String(),
-        "shipment_id": pl.String(),
-    }
-)
+TRUTH_SCHEMA: Final = pl.Schema({"fault": pl.String(), **EXCEPTION_KEY})
 
 
 def _uniform_int(rng: np.random.Generator, low: IntArray | int, high: IntArray) -> IntArray:
@@ -610,16 +609,7 @@ def _asn_frame(
 ) -> pl.DataFrame:
     line_cs = cs[al_line]
     qty = np.where(line_cs, al_qty // np.maximum(pack_size[al_line], 1), al_qty)
-    base = po_frame[al_line].select(
-        "sup",
-        "supplier_id",
-        "po_number",
-        "line_number",
-        "item_id",
-        "vendor_part",
-        "description",
-        "uom",
-    )
+    base = po_frame[al_line].select(*_LINE_COLUMNS, "uom")
     return base.with_columns(
         doc=pl.Series(al_ship),
         pack=pl.Series(al_pack),
@@ -663,17 +653,7 @@ def _invoice_frame(
     suppliers: tuple[Supplier, ...],
     catalog: ItemCatalog,
 ) -> pl.DataFrame:
-    base = po_frame[il_line].select(
-        "sup",
-        "supplier_id",
-        "po_number",
-        "line_number",
-        "item_id",
-        "vendor_part",
-        "description",
-        "currency",
-        "uom",
-    )
+    base = po_frame[il_line].select(*_LINE_COLUMNS, "currency", "uom")
     uom = (
         pl.when(pl.Series(cs[il_line]))
         .then(pl.lit("CS"))

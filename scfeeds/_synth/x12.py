@@ -327,24 +327,8 @@ def _header(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
 
 
 def _line_segments(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
-    pairs = _pairs(sup)
     if table == "po_lines":
-        return pl.concat_str(
-            [
-                _s(
-                    "PO1",
-                    _line_no(sup),
-                    pl.col("qty").cast(pl.String),
-                    pl.col("uom"),
-                    _money(pl.col("price_cents")),
-                    "",
-                    *pairs,
-                    sep=sep,
-                )
-                + t,
-                _s("PID", "F", "", "", "", pl.col("description"), sep=sep) + t,
-            ]
-        )
+        return _item_line("PO1", pl.col("qty"), sup, sep, t)
     if table == "asn_lines":
         pack = (
             _s("HL", pl.col("pack_hl").cast(pl.String), "2", "P", sep=sep)
@@ -363,21 +347,27 @@ def _line_segments(table: DocTable, sup: Supplier, sep: str, t: str) -> pl.Expr:
                 )
                 + t,
                 # LIN01 (assigned identification) carries the PO line number
-                _s("LIN", _line_no(sup), *pairs, sep=sep) + t,
+                _s("LIN", _line_no(sup), *_pairs(sup), sep=sep) + t,
                 _s("SN1", "", pl.col("qty").cast(pl.String), pl.col("uom"), sep=sep) + t,
             ]
         )
         return pl.when(pl.col("first_in_pack")).then(pack + item).otherwise(item)
+    # a credit memo's lines carry positive quantities (BIG07=CR says it is a credit)
+    return _item_line("IT1", pl.col("qty").abs(), sup, sep, t)
+
+
+def _item_line(segment: str, qty: pl.Expr, sup: Supplier, sep: str, t: str) -> pl.Expr:
+    """PO1 / IT1 (line number, quantity, unit, price, product ID pairs), then its PID."""
     return pl.concat_str(
         [
             _s(
-                "IT1",
+                segment,
                 _line_no(sup),
-                pl.col("qty").abs().cast(pl.String),
+                qty.cast(pl.String),
                 pl.col("uom"),
                 _money(pl.col("price_cents")),
                 "",
-                *pairs,
+                *_pairs(sup),
                 sep=sep,
             )
             + t,
