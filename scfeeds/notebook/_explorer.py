@@ -326,10 +326,8 @@ class ExceptionsExplorer:
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = self.box._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = f"ExceptionsExplorer({len(self.rows)} of {len(self.all_rows)} rows)"
-        bundle["text/html"] = self.static_html()
-        return bundle
+        plain = f"ExceptionsExplorer({len(self.rows)} of {len(self.all_rows)} rows)"
+        return fmt.mimebundle(self.box, plain, self.static_html(), **kwargs)
 
     def show(self) -> None:
         """Display the explorer; the output saved with the notebook follows its state."""

@@ -69,6 +69,16 @@ def static_html(inner_html: str) -> str:
     return f'<div class="{STATIC_CLASS}">{inner_html}</div><!--/{STATIC_CLASS}-->'
 
 
+def mimebundle(box: Any, plain: str, html: str, **kwargs: Any) -> dict[str, Any]:
+    """The display of a widget: the live ``box`` (``kwargs`` as Jupyter passed them), with
+    ``plain`` as its text and ``html`` (from :func:`static_html`) where the widget cannot
+    render."""
+    bundle: dict[str, Any] = box._repr_mimebundle_(**kwargs)
+    bundle["text/plain"] = plain
+    bundle["text/html"] = html
+    return bundle
+
+
 _SVG = re.compile(r"<svg\b[\s\S]*?</svg>")
 
 

@@ -96,7 +96,5 @@ class StepProgress:
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = self.box._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = f"{self.description}: {self.done}/{self.total}"
-        bundle["text/html"] = self.static_html()
-        return bundle
+        plain = f"{self.description}: {self.done}/{self.total}"
+        return fmt.mimebundle(self.box, plain, self.static_html(), **kwargs)
