@@ -10,6 +10,7 @@ Quantities are whole units; money is held as integer cents, so every sum is exac
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -203,6 +204,87 @@ def _uniform_int(rng: np.random.Generator, low: IntArray | int, high: IntArray) 
     return np.asarray(low + (rng.random(span.shape) * span).astype(np.int64), dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class _Draw:
+    """What every stage of :func:`make_batch` draws from and writes into."""
+
+    rng: np.random.Generator
+    batch: int
+    po_start: int
+    n_po: int
+    suppliers: tuple[Supplier, ...]
+    catalog: ItemCatalog
+    rates: Mapping[str, float]
+    config: SynthConfig
+    counters: Counters
+    start: int  # config.start_date as days since the epoch
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """The batch's POs (``po_*``: one entry per PO) and PO lines (the rest: one per line)."""
+
+    po_sup: IntArray
+    po_date: IntArray
+    line_po: IntArray
+    line_no: IntArray
+    sup: IntArray
+    item: IntArray
+    price: IntArray
+    pack_size: IntArray
+    qty: IntArray
+    fault: IntArray
+    faulted: BoolArray
+    cs: BoolArray  # ordered in cases (CS) of pack_size
+    shipped: IntArray
+    invoiced: IntArray
+    inv_price: IntArray
+    uom_bad: BoolArray
+    inv_qty_unit: IntArray
+    force_all: bool  # every fault at least once (the batch is big enough)
+
+
+@dataclass(frozen=True)
+class _Shipments:
+    """Shipment parts (one per shipment and PO line) and the shipments' POs and dates."""
+
+    part_line: IntArray
+    part_ship: IntArray
+    part_qty: IntArray
+    ship_po: IntArray
+    ship_date: IntArray
+
+
+@dataclass(frozen=True)
+class _Billing:
+    """Invoice lines of real POs (``il_*``), their invoices (``inv_*``), no-PO invoices
+    (``np_*``, one line each) and credit memos (``cm_*``, one line each), with the invoice
+    numbers of each (``*_seq``)."""
+
+    il_line: IntArray
+    il_inv: IntArray
+    il_qty: IntArray
+    inv_date: IntArray
+    inv_sup: IntArray
+    inv_clean: BoolArray
+    np_sup: IntArray
+    np_item: IntArray
+    np_po: IntArray
+    np_date: IntArray
+    np_qty: IntArray
+    cm_line: IntArray
+    cm_qty: IntArray
+    cm_date: IntArray
+    cm_sup: IntArray
+    inv_seq: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    np_seq: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cm_seq: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def n_inv(self) -> int:
+        return len(self.inv_date)
+
+
 def make_batch(
     *,
     seed: int,
@@ -217,14 +299,57 @@ def make_batch(
     counters: Counters,
     force_all: bool,
 ) -> Batch:
-    """Draw one batch of ``n_po`` POs (global index ``po_start`` ...)."""
-    rng = np.random.default_rng([seed, 1, batch])
-    n_sup = len(suppliers)
-    start = (config.start_date - _EPOCH).days
+    """Draw one batch of ``n_po`` POs (global index ``po_start`` ...).
 
+    The stages draw from one random stream in a fixed order (lines, shipments, receipts,
+    invoices, duplicates): reordering them changes every world.
+    """
+    d = _Draw(
+        rng=np.random.default_rng([seed, 1, batch]),
+        batch=batch,
+        po_start=po_start,
+        n_po=n_po,
+        suppliers=suppliers,
+        catalog=catalog,
+        rates=rates,
+        config=config,
+        counters=counters,
+        start=(config.start_date - _EPOCH).days,
+    )
+    lines = _draw_lines(d, lines_per_po, force_all)
+    po_frame = _po_frame(
+        po_start,
+        lines.po_sup,
+        lines.po_date,
+        lines.line_po,
+        lines.line_no,
+        lines.item,
+        lines.qty,
+        lines.price,
+        lines.fault,
+        suppliers,
+        catalog,
+    )
+    ships, asn_frame = _draw_shipments(d, lines, po_frame)
+    receipts = _draw_receipts(d, lines, ships, po_frame)
+    billing = _draw_billing(d, lines, ships)
+    invoice = _invoice_frame(d, lines, billing, po_frame)
+    invoice, dup_truth = _draw_duplicates(d, invoice, billing.inv_clean, lines.force_all)
+    return Batch(
+        po=po_frame,
+        asn=asn_frame,
+        invoice=invoice,
+        receipts=receipts,
+        truth=_batch_truth(po_frame, dup_truth, invoice),
+    )
+
+
+def _draw_lines(d: _Draw, lines_per_po: tuple[int, int], force_all: bool) -> _Lines:
+    """POs, their lines, each line's fault and what is shipped and invoiced for it."""
+    rng, n_po, catalog, rates, config = d.rng, d.n_po, d.catalog, d.rates, d.config
     # -- purchase orders ----------------------------------------------------------------
-    po_sup = rng.integers(0, n_sup, n_po)
-    po_date = start + rng.integers(0, config.days, n_po)
+    po_sup = rng.integers(0, len(d.suppliers), n_po)
+    po_date = d.start + rng.integers(0, config.days, n_po)
     n_lines = rng.integers(lines_per_po[0], lines_per_po[1] + 1, n_po)
     n_l = int(n_lines.sum())
     line_po = np.repeat(np.arange(n_po), n_lines)
@@ -276,13 +401,36 @@ def make_batch(
     inv_qty_unit = np.where(uom_bad, -(-invoiced // box), inv_qty_unit)
     inv_price = np.where(cs, price * pack_size, inv_price)
     inv_price = np.where(uom_bad, price * box, inv_price)
-
-    po_frame = _po_frame(
-        po_start, po_sup, po_date, line_po, line_no, item, qty, price, fault, suppliers, catalog
+    return _Lines(
+        po_sup=po_sup,
+        po_date=po_date,
+        line_po=line_po,
+        line_no=line_no,
+        sup=sup,
+        item=item,
+        price=price,
+        pack_size=pack_size,
+        qty=qty,
+        fault=fault,
+        faulted=faulted,
+        cs=cs,
+        shipped=shipped,
+        invoiced=invoiced,
+        inv_price=inv_price,
+        uom_bad=uom_bad,
+        inv_qty_unit=inv_qty_unit,
+        force_all=force_all,
     )
 
-    # -- shipments ------------------------------------------------------------------------
-    k_po = rng.choice(np.array([1, 2, 3]), size=n_po, p=[0.6, 0.3, 0.1])
+
+def _draw_shipments(
+    d: _Draw, lines: _Lines, po_frame: pl.DataFrame
+) -> tuple[_Shipments, pl.DataFrame]:
+    """Shipments (a PO line split over up to two), their packs, and the ASN lines."""
+    rng, config, counters = d.rng, d.config, d.counters
+    shipped, cs, line_po, po_date = lines.shipped, lines.cs, lines.line_po, lines.po_date
+    n_l = len(shipped)
+    k_po = rng.choice(np.array([1, 2, 3]), size=d.n_po, p=[0.6, 0.3, 0.1])
     k_line = k_po[line_po]
     has = shipped > 0
     split = has & (shipped >= 2) & (k_line >= 2) & ~cs & (rng.random(n_l) < config.ship_split)
@@ -337,34 +485,54 @@ def make_batch(
         carrier,
         tracking,
         cs,
-        pack_size,
+        lines.pack_size,
         po_frame,
-        po_sup,
+        lines.po_sup,
         line_po,
     )
+    ships = _Shipments(
+        part_line=part_line,
+        part_ship=part_ship,
+        part_qty=part_qty,
+        ship_po=ship_po,
+        ship_date=ship_date,
+    )
+    return ships, asn_frame
 
-    # -- receipts: one per (shipment, line), in the PO line's unit --------------------------
+
+def _draw_receipts(
+    d: _Draw, lines: _Lines, ships: _Shipments, po_frame: pl.DataFrame
+) -> pl.DataFrame:
+    """One receipt per (shipment, line), in the PO line's unit."""
+    part_line, part_ship = ships.part_line, ships.part_ship
     rc_order = np.lexsort((part_line, part_ship))
     rc_line = part_line[rc_order]
     rc_ship = part_ship[rc_order]
-    rc_date = ship_date[rc_ship] + rng.integers(1, 5, len(rc_order))
-    receipts = (
+    rc_date = ships.ship_date[rc_ship] + d.rng.integers(1, 5, len(rc_order))
+    return (
         po_frame[rc_line]
         .select("sup", "supplier_id", "po_number", "line_number", "item_id", "uom")
         .with_columns(
             doc=pl.Series(rc_ship),
-            qty_received=pl.Series(part_qty[rc_order]).cast(pl.String).cast(pl.Decimal(18, 4)),
+            qty_received=pl.Series(ships.part_qty[rc_order])
+            .cast(pl.String)
+            .cast(pl.Decimal(18, 4)),
             receipt_date=_dates(rc_date),
-            location=_supplier_col(sup[rc_line], suppliers, "location"),
+            location=_supplier_col(lines.sup[rc_line], d.suppliers, "location"),
         )
     )
 
-    # -- invoices -------------------------------------------------------------------------
-    last_ship = po_date + rng.integers(5, 15, n_po)
-    np.maximum.at(last_ship, ship_po, ship_date)
+
+def _draw_billing(d: _Draw, lines: _Lines, ships: _Shipments) -> _Billing:
+    """Invoices of the POs' lines, invoices without a PO, credit memos, and their numbers."""
+    rng, n_po, config, suppliers = d.rng, d.n_po, d.config, d.suppliers
+    line_po, invoiced, faulted = lines.line_po, lines.invoiced, lines.faulted
+    n_l = len(line_po)
+    last_ship = lines.po_date + rng.integers(5, 15, n_po)
+    np.maximum.at(last_ship, ships.ship_po, ships.ship_date)
     k_inv = np.where(rng.random(n_po) < config.invoice_split, 2, 1)
-    billable = (invoiced > 0) | uom_bad
-    fixed = faulted | cs
+    billable = (invoiced > 0) | lines.uom_bad
+    fixed = faulted | lines.cs
     kl = k_inv[line_po]
     i_a = np.where(fixed, 0, _uniform_int(rng, 0, kl))
     isplit = (
@@ -374,7 +542,7 @@ def make_batch(
         & (invoiced >= 2)
         & (rng.random(n_l) < config.invoice_line_split)
     )
-    iq_a = np.where(isplit, _uniform_int(rng, 1, invoiced), inv_qty_unit)
+    iq_a = np.where(isplit, _uniform_int(rng, 1, invoiced), lines.inv_qty_unit)
     il_line = np.concatenate([np.flatnonzero(billable), np.flatnonzero(isplit)])
     il_slot = np.concatenate([i_a[billable], (1 - i_a)[isplit]])
     il_qty = np.concatenate([iq_a[billable], (invoiced - iq_a)[isplit]])
@@ -383,7 +551,7 @@ def make_batch(
     il_line, il_inv, il_qty = il_line[order], il_inv[order], il_qty[order]
     n_inv = len(inv_key)
     inv_po = inv_key // 2
-    inv_sup = po_sup[inv_po]
+    inv_sup = lines.po_sup[inv_po]
     inv_date = _billing_run(
         last_ship[inv_po] + rng.integers(0, 10, n_inv) + (inv_key % 2) * rng.integers(1, 6, n_inv),
         inv_sup,
@@ -393,68 +561,76 @@ def make_batch(
     np.logical_and.at(inv_clean, il_inv, ~faulted[il_line])
 
     # no-PO invoices: one line, a PO number from a range no real PO uses
+    rates = d.rates
     n_nopo = int((rng.random(n_inv) < rates["no_po"]).sum())  # no libm: same on every CPU
-    if force_all and n_nopo == 0 and rates["no_po"] > 0 and n_inv:
+    if lines.force_all and n_nopo == 0 and rates["no_po"] > 0 and n_inv:
         n_nopo = 1
-    np_sup = rng.integers(0, n_sup, n_nopo)
-    np_item = np_sup * catalog.per_supplier + rng.integers(0, catalog.per_supplier, n_nopo)
-    np_po = 49_000_000 + rng.integers(0, 1_000_000, n_nopo) * 100 + batch % 100
-    np_date = _billing_run(start + rng.integers(10, config.days + 20, n_nopo), np_sup, suppliers)
+    np_sup = rng.integers(0, len(suppliers), n_nopo)
+    np_item = np_sup * d.catalog.per_supplier + rng.integers(0, d.catalog.per_supplier, n_nopo)
+    np_po = 49_000_000 + rng.integers(0, 1_000_000, n_nopo) * 100 + d.batch % 100
+    np_date = _billing_run(d.start + rng.integers(10, config.days + 20, n_nopo), np_sup, suppliers)
     np_qty = rng.integers(1, 61, n_nopo)
 
     # credit memos: one per credit_memo line, returning what was billed beyond the order
-    cm_line = np.flatnonzero(fault == _F["credit_memo"])
-    cm_qty = -(invoiced[cm_line] - qty[cm_line])
+    cm_line = np.flatnonzero(lines.fault == _F["credit_memo"])
+    cm_qty = -(invoiced[cm_line] - lines.qty[cm_line])
     # a credit_memo line is billed on one invoice (faulted lines are never split)
     inv_of_line = np.zeros(n_l, dtype=np.int64)
     inv_of_line[il_line] = il_inv
     cm_inv = inv_of_line[cm_line]
-    cm_sup = sup[cm_line]
+    cm_sup = lines.sup[cm_line]
     cm_date = _billing_run(inv_date[cm_inv] + rng.integers(3, 21, len(cm_line)), cm_sup, suppliers)
-
-    # Every supplier numbers its invoices and credit memos in one sequence, in date order
-    # (INV-000041, INV-000042, ...: many a day, one edit apart).
-    all_sup = np.concatenate([inv_sup, np_sup, cm_sup])
-    all_date = np.concatenate([inv_date, np_date, cm_date])
-    by_date = np.lexsort((np.arange(len(all_sup)), all_date))
-    all_seq = np.zeros(len(all_sup), dtype=np.int64)
-    all_seq[by_date] = _sequence(all_sup[by_date], counters, n_sup)
-    inv_seq, np_seq, cm_seq = np.split(all_seq, [n_inv, n_inv + n_nopo])
-
-    invoice = _invoice_frame(
+    billing = _Billing(
         il_line=il_line,
         il_inv=il_inv,
         il_qty=il_qty,
-        inv_seq=inv_seq,
         inv_date=inv_date,
-        inv_price=inv_price,
-        cs=cs,
-        uom_bad=uom_bad,
-        po_frame=po_frame,
+        inv_sup=inv_sup,
+        inv_clean=inv_clean,
         np_sup=np_sup,
         np_item=np_item,
         np_po=np_po,
         np_date=np_date,
         np_qty=np_qty,
-        np_seq=np_seq,
         cm_line=cm_line,
         cm_qty=cm_qty,
         cm_date=cm_date,
-        cm_seq=cm_seq,
-        n_inv=n_inv,
-        suppliers=suppliers,
-        catalog=catalog,
+        cm_sup=cm_sup,
     )
+    return _numbered(billing, d.counters, len(suppliers))
 
-    # duplicates: copies of clean invoices
-    dup_rates = np.array([rates[f] for f in DUPLICATE_FAULTS])
+
+def _numbered(billing: _Billing, counters: Counters, n_sup: int) -> _Billing:
+    """Every supplier numbers its invoices and credit memos in one sequence, in date order
+    (INV-000041, INV-000042, ...: many a day, one edit apart)."""
+    b = billing
+    all_sup = np.concatenate([b.inv_sup, b.np_sup, b.cm_sup])
+    all_date = np.concatenate([b.inv_date, b.np_date, b.cm_date])
+    by_date = np.lexsort((np.arange(len(all_sup)), all_date))
+    all_seq = np.zeros(len(all_sup), dtype=np.int64)
+    all_seq[by_date] = _sequence(all_sup[by_date], counters, n_sup)
+    inv_seq, np_seq, cm_seq = np.split(all_seq, [b.n_inv, b.n_inv + len(b.np_sup)])
+    return dataclasses.replace(b, inv_seq=inv_seq, np_seq=np_seq, cm_seq=cm_seq)
+
+
+def _draw_duplicates(
+    d: _Draw, invoice: pl.DataFrame, inv_clean: BoolArray, force_all: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Copies of clean invoices (resent, re-keyed, suspect); the invoices and their truth."""
+    rng, n_inv = d.rng, len(inv_clean)
+    dup_rates = np.array([d.rates[f] for f in DUPLICATE_FAULTS])
     dup = np.searchsorted(np.cumsum(dup_rates), rng.random(n_inv), side="right")
     dup = np.where(inv_clean & (dup < len(DUPLICATE_FAULTS)), dup, CLEAN)
     if force_all:
         _force_duplicates(rng, dup, inv_clean, dup_rates)
     shift = rng.integers(1, 4, n_inv)
-    invoice, dup_truth = _add_copies(invoice, dup, shift)
+    return _add_copies(invoice, dup, shift)
 
+
+def _batch_truth(
+    po_frame: pl.DataFrame, dup_truth: pl.DataFrame, invoice: pl.DataFrame
+) -> pl.DataFrame:
+    """The answer key of the batch: line faults, duplicates and invoices without a PO."""
     truth = pl.concat(
         [
             _line_truth(po_frame).select(TRUTH_SCHEMA.names()),
@@ -479,7 +655,7 @@ def make_batch(
         .select("po_number", "line_number", ev="invoice_number")
         .unique(["po_number", "line_number"], keep="first", maintain_order=True)
     )
-    truth = (
+    return (
         truth.join(evidence, on=["po_number", "line_number"], how="left", maintain_order="left")
         .with_columns(
             invoice_number=pl.when(pl.col("fault").is_in(["price_variance", "uom_mismatch"]))
@@ -487,13 +663,6 @@ def make_batch(
             .otherwise(pl.col("invoice_number"))
         )
         .drop("ev")
-    )
-    return Batch(
-        po=po_frame,
-        asn=asn_frame,
-        invoice=invoice,
-        receipts=receipts,
-        truth=truth,
     )
 
 
@@ -628,86 +797,28 @@ def _asn_frame(
     )
 
 
-def _invoice_frame(
-    *,
-    il_line: IntArray,
-    il_inv: IntArray,
-    il_qty: IntArray,
-    inv_seq: IntArray,
-    inv_date: IntArray,
-    inv_price: IntArray,
-    cs: BoolArray,
-    uom_bad: BoolArray,
-    po_frame: pl.DataFrame,
-    np_sup: IntArray,
-    np_item: IntArray,
-    np_po: IntArray,
-    np_date: IntArray,
-    np_qty: IntArray,
-    np_seq: IntArray,
-    cm_line: IntArray,
-    cm_qty: IntArray,
-    cm_date: IntArray,
-    cm_seq: IntArray,
-    n_inv: int,
-    suppliers: tuple[Supplier, ...],
-    catalog: ItemCatalog,
-) -> pl.DataFrame:
-    base = po_frame[il_line].select(*_LINE_COLUMNS, "currency", "uom")
-    uom = (
-        pl.when(pl.Series(cs[il_line]))
-        .then(pl.lit("CS"))
-        .when(pl.Series(uom_bad[il_line]))
-        .then(pl.lit("BX"))
-        .otherwise(pl.col("uom"))
-    )
-    lines = base.with_columns(
-        doc=pl.Series(il_inv),
-        seq=pl.Series(inv_seq[il_inv]),
-        invoice_date=_dates(inv_date[il_inv]),
-        qty=pl.Series(il_qty),
-        uom=uom,
-        price_cents=pl.Series(inv_price[il_line]),
-        no_po=pl.lit(False),
-    )
-    n_np = len(np_sup)
-    nopo = pl.DataFrame(
-        {
-            "sup": np_sup,
-            "supplier_id": _supplier_col(np_sup, suppliers, "supplier_id"),
-            "po_number": pl.Series(np_po).cast(pl.String),
-            "line_number": pl.Series(["1"] * n_np, dtype=pl.String),
-            "item_id": catalog.item_id.gather(np_item),
-            "vendor_part": catalog.vendor_part.gather(np_item),
-            "description": catalog.description.gather(np_item),
-            "currency": _supplier_col(np_sup, suppliers, "currency"),
-            "uom": catalog.uom.gather(np_item),
-            "doc": n_inv + np.arange(n_np),
-            "seq": np_seq,
-            "invoice_date": _dates(np_date),
-            "qty": np_qty,
-            "price_cents": catalog.price_cents[np_item],
-            "no_po": pl.Series([True] * n_np, dtype=pl.Boolean),
-        }
-    ).cast({"doc": pl.Int64, "seq": pl.Int64, "qty": pl.Int64, "price_cents": pl.Int64})
-    n_cm = len(cm_line)
+def _invoice_frame(d: _Draw, lines: _Lines, b: _Billing, po_frame: pl.DataFrame) -> pl.DataFrame:
+    """Every invoice line of the batch: of POs, without a PO, of credit memos."""
+    billed = _billed_lines(lines, b, po_frame)
+    nopo = _no_po_lines(d, b)
+    n_cm = len(b.cm_line)
     credit = (
-        po_frame[cm_line]
-        .select(base.columns)
+        po_frame[b.cm_line]
+        .select(*_LINE_COLUMNS, "currency", "uom")
         .with_columns(
-            doc=pl.Series(n_inv + n_np + np.arange(n_cm), dtype=pl.Int64),
-            seq=pl.Series(cm_seq, dtype=pl.Int64),
-            invoice_date=_dates(cm_date),
-            qty=pl.Series(cm_qty, dtype=pl.Int64),
-            price_cents=pl.Series(inv_price[cm_line], dtype=pl.Int64),
+            doc=pl.Series(b.n_inv + len(b.np_sup) + np.arange(n_cm), dtype=pl.Int64),
+            seq=pl.Series(b.cm_seq, dtype=pl.Int64),
+            invoice_date=_dates(b.cm_date),
+            qty=pl.Series(b.cm_qty, dtype=pl.Int64),
+            price_cents=pl.Series(lines.inv_price[b.cm_line], dtype=pl.Int64),
             no_po=pl.lit(False),
         )
     )
-    lines = pl.concat(
-        [lines.cast({"doc": pl.Int64, "seq": pl.Int64}), nopo, credit.select(nopo.columns)],
+    out = pl.concat(
+        [billed.cast({"doc": pl.Int64, "seq": pl.Int64}), nopo, credit.select(nopo.columns)],
         how="vertical",
     )
-    return lines.with_columns(
+    return out.with_columns(
         invoice_number=pl.format("INV-{}", pl.col("seq").cast(pl.String).str.zfill(6)),
         credit=pl.col("qty") < 0,
         copy_of=pl.lit(-1, pl.Int64),
@@ -715,6 +826,53 @@ def _invoice_frame(
         unit_price=_money(pl.col("price_cents")).cast(pl.Decimal(18, 4)),
         amount_cents=pl.col("qty") * pl.col("price_cents"),
     ).with_columns(line_amount=_money(pl.col("amount_cents")).cast(pl.Decimal(18, 4)))
+
+
+def _billed_lines(lines: _Lines, b: _Billing, po_frame: pl.DataFrame) -> pl.DataFrame:
+    """Invoice lines of the POs' lines: in cases, in boxes (a unit mismatch) or as ordered."""
+    il_line, il_inv = b.il_line, b.il_inv
+    base = po_frame[il_line].select(*_LINE_COLUMNS, "currency", "uom")
+    uom = (
+        pl.when(pl.Series(lines.cs[il_line]))
+        .then(pl.lit("CS"))
+        .when(pl.Series(lines.uom_bad[il_line]))
+        .then(pl.lit("BX"))
+        .otherwise(pl.col("uom"))
+    )
+    return base.with_columns(
+        doc=pl.Series(il_inv),
+        seq=pl.Series(b.inv_seq[il_inv]),
+        invoice_date=_dates(b.inv_date[il_inv]),
+        qty=pl.Series(b.il_qty),
+        uom=uom,
+        price_cents=pl.Series(lines.inv_price[il_line]),
+        no_po=pl.lit(False),
+    )
+
+
+def _no_po_lines(d: _Draw, b: _Billing) -> pl.DataFrame:
+    """The one line of each invoice without a PO, at the catalog price."""
+    np_sup, np_item, catalog = b.np_sup, b.np_item, d.catalog
+    n_np = len(np_sup)
+    return pl.DataFrame(
+        {
+            "sup": np_sup,
+            "supplier_id": _supplier_col(np_sup, d.suppliers, "supplier_id"),
+            "po_number": pl.Series(b.np_po).cast(pl.String),
+            "line_number": pl.Series(["1"] * n_np, dtype=pl.String),
+            "item_id": catalog.item_id.gather(np_item),
+            "vendor_part": catalog.vendor_part.gather(np_item),
+            "description": catalog.description.gather(np_item),
+            "currency": _supplier_col(np_sup, d.suppliers, "currency"),
+            "uom": catalog.uom.gather(np_item),
+            "doc": b.n_inv + np.arange(n_np),
+            "seq": b.np_seq,
+            "invoice_date": _dates(b.np_date),
+            "qty": b.np_qty,
+            "price_cents": catalog.price_cents[np_item],
+            "no_po": pl.Series([True] * n_np, dtype=pl.Boolean),
+        }
+    ).cast({"doc": pl.Int64, "seq": pl.Int64, "qty": pl.Int64, "price_cents": pl.Int64})
 
 
 def _add_copies(
