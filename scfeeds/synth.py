@@ -44,6 +44,7 @@ from scfeeds._synth.config import (
     FAULTS,
     FORMATS,
     Format,
+    Supplier,
     SynthConfig,
     default_formats,
     make_supplier,
@@ -52,7 +53,7 @@ from scfeeds._synth.config import (
 from scfeeds._synth.damage import make_damaged
 from scfeeds._synth.files import WriterState, catalog_frame
 from scfeeds._synth.store import load_damaged, load_truth, load_world
-from scfeeds._synth.world import TRUTH_SCHEMA, Counters, make_batch, make_catalog
+from scfeeds._synth.world import TRUTH_SCHEMA, Counters, ItemCatalog, make_batch, make_catalog
 from scfeeds._synth.writer import write_batch
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TABLES
@@ -241,9 +242,65 @@ def generate(
     >>> s.faults
     0
     """
+    # Long only by its docstring (every option documented); the body is stages, ~45 lines.
     t0 = time.perf_counter()
     cfg = config or SynthConfig()
-    fmts = tuple(formats)
+    ordered = _check_options(tuple(formats), seed=seed, suppliers=suppliers, pos=pos, layout=layout)
+    lo, hi = _lines_per_po(lines_per_po)
+    rates = resolve_faults(cfg.fault_rates if cfg.fault_rates is not None else faults)
+    kinds = _damage_kinds(damaged)
+
+    root = Path(dest)
+    _prepare(root)
+    sups = tuple(make_supplier(i) for i in range(suppliers))
+    catalog = make_catalog(seed, suppliers, cfg.items_per_supplier)
+    (root / "world").mkdir(parents=True, exist_ok=True)
+    catalog.conversions().write_parquet(root / "world" / "conversions.parquet")
+    run = _Run(
+        root=root,
+        seed=seed,
+        suppliers=sups,
+        catalog=catalog,
+        rates=rates,
+        lines_per_po=(lo, hi),
+        config=cfg,
+        writer=WriterState(
+            root=root,
+            seed=seed,
+            suppliers=sups,
+            formats=_supplier_formats(suppliers, ordered, cfg),
+            fallback=next((f for f in ordered if f != "xml"), None),
+            xlsx_fallback=next((f for f in ordered if f not in ("xml", "xlsx")), None),
+            config=cfg,
+            layout=layout,
+        ),
+    )
+    for b, start in enumerate(range(0, pos, cfg.batch_pos)):
+        force_all = b == 0 and faults == "default" and cfg.fault_rates is None
+        _write_one_batch(run, b, start, min(cfg.batch_pos, pos - start), force_all=force_all)
+        if progress is not None:
+            progress(min(start + cfg.batch_pos, pos), pos)
+    _write_truth(run)
+    cat = catalog_frame(run.writer)
+    cat.write_parquet(root / "catalog.parquet")
+
+    dmg = make_damaged(root, cat, kinds, sups, strict=damaged is not True)
+    if kinds:
+        dmg.write_parquet(root / "damaged.parquet")
+    return SynthSummary(
+        dest=root,
+        counts=MappingProxyType(run.counts),
+        files=cat.height,
+        faults=run.n_faults,
+        damaged=dmg.height,
+        elapsed=time.perf_counter() - t0,
+    )
+
+
+def _check_options(
+    fmts: tuple[str, ...], *, seed: object, suppliers: object, pos: object, layout: object
+) -> tuple[Format, ...]:
+    """The formats asked for, in order without repeats; a ConfigurationError for a bad option."""
     bad = [f for f in fmts if f not in FORMATS]
     if not fmts or bad:
         raise ConfigurationError(f"formats must be a non-empty subset of {FORMATS}, got {fmts!r}")
@@ -255,80 +312,70 @@ def generate(
         raise ConfigurationError(f"pos must be a positive int, got {pos!r}")
     if layout not in ("files", "documents"):
         raise ConfigurationError(f"layout must be 'files' or 'documents', got {layout!r}")
-    lo, hi = _lines_per_po(lines_per_po)
-    rates = resolve_faults(cfg.fault_rates if cfg.fault_rates is not None else faults)
-    kinds = _damage_kinds(damaged)
-    ordered: tuple[Format, ...] = tuple(dict.fromkeys(fmts))  # type: ignore[arg-type]
+    return tuple(dict.fromkeys(fmts))  # type: ignore[arg-type]
 
-    root = Path(dest)
-    _prepare(root)
-    sups = tuple(make_supplier(i) for i in range(suppliers))
-    catalog = make_catalog(seed, suppliers, cfg.items_per_supplier)
-    (root / "world").mkdir(parents=True, exist_ok=True)
-    catalog.conversions().write_parquet(root / "world" / "conversions.parquet")
-    state = WriterState(
-        root=root,
-        seed=seed,
-        suppliers=sups,
-        formats=_supplier_formats(suppliers, ordered, cfg),
-        fallback=next((f for f in ordered if f != "xml"), None),
-        xlsx_fallback=next((f for f in ordered if f not in ("xml", "xlsx")), None),
-        config=cfg,
-        layout=layout,
-    )
-    counters = Counters()
+
+@dataclass
+class _Run:
+    """One :func:`generate` call: what every batch draws from, and what they have written."""
+
+    root: Path
+    seed: int
+    suppliers: tuple[Supplier, ...]
+    catalog: ItemCatalog
+    rates: Mapping[str, float]
+    lines_per_po: tuple[int, int]
+    config: SynthConfig
+    writer: WriterState
+    counters: Counters = field(default_factory=Counters)
     # po_acks is counted only in a world that has 855s (performance=True)
-    counts: dict[str, int] = dict.fromkeys((t for t in TABLES if t != "po_acks"), 0)
-    truth_parts: list[Path] = []
-    n_faults = 0
-    tmp_truth = root / "world" / "_truth"
-    for b, start in enumerate(range(0, pos, cfg.batch_pos)):
-        batch = make_batch(
-            seed=seed,
-            batch=b,
-            po_start=start,
-            n_po=min(cfg.batch_pos, pos - start),
-            lines_per_po=(lo, hi),
-            suppliers=sups,
-            catalog=catalog,
-            rates=rates,
-            config=cfg,
-            counters=counters,
-            force_all=b == 0 and faults == "default" and cfg.fault_rates is None,
-        )
-        for table, rows in write_batch(state, batch, b).items():
-            part = root / "world" / table / f"part-{b:05d}.parquet"
-            part.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(part)
-            counts[table] = counts.get(table, 0) + rows.height
-        if batch.truth.height:
-            tmp_truth.mkdir(parents=True, exist_ok=True)
-            truth_parts.append(tmp_truth / f"part-{b:05d}.parquet")
-            batch.truth.write_parquet(truth_parts[-1])
-            n_faults += batch.truth.unique(
-                ["fault", "supplier_id", "po_number", "line_number", "invoice_number"]
-            ).height
-        if progress is not None:
-            progress(min(start + cfg.batch_pos, pos), pos)
-    if truth_parts:
-        pl.scan_parquet(truth_parts).sink_parquet(root / "truth.parquet")
-        shutil.rmtree(tmp_truth)
-    else:
-        pl.DataFrame(schema=TRUTH_SCHEMA).write_parquet(root / "truth.parquet")
-    cat = catalog_frame(state)
-    cat.write_parquet(root / "catalog.parquet")
-
-    dmg = make_damaged(root, cat, kinds, sups, strict=damaged is not True)
-    if kinds:
-        dmg.write_parquet(root / "damaged.parquet")
-    return SynthSummary(
-        dest=root,
-        counts=MappingProxyType(counts),
-        files=cat.height,
-        faults=n_faults,
-        damaged=dmg.height,
-        elapsed=time.perf_counter() - t0,
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((t for t in TABLES if t != "po_acks"), 0)
     )
+    truth_parts: list[Path] = field(default_factory=list)
+    n_faults: int = 0
+
+    @property
+    def tmp_truth(self) -> Path:
+        return self.root / "world" / "_truth"
+
+
+def _write_one_batch(run: _Run, b: int, start: int, n_po: int, *, force_all: bool) -> None:
+    """Draw batch ``b`` and write its feed files, world parts and answer-key part."""
+    batch = make_batch(
+        seed=run.seed,
+        batch=b,
+        po_start=start,
+        n_po=n_po,
+        lines_per_po=run.lines_per_po,
+        suppliers=run.suppliers,
+        catalog=run.catalog,
+        rates=run.rates,
+        config=run.config,
+        counters=run.counters,
+        force_all=force_all,
+    )
+    for table, rows in write_batch(run.writer, batch, b).items():
+        part = run.root / "world" / table / f"part-{b:05d}.parquet"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_parquet(part)
+        run.counts[table] = run.counts.get(table, 0) + rows.height
+    if batch.truth.height:
+        run.tmp_truth.mkdir(parents=True, exist_ok=True)
+        run.truth_parts.append(run.tmp_truth / f"part-{b:05d}.parquet")
+        batch.truth.write_parquet(run.truth_parts[-1])
+        run.n_faults += batch.truth.unique(
+            ["fault", "supplier_id", "po_number", "line_number", "invoice_number"]
+        ).height
+
+
+def _write_truth(run: _Run) -> None:
+    """``truth.parquet`` from the batches' parts (streamed), or empty."""
+    if run.truth_parts:
+        pl.scan_parquet(run.truth_parts).sink_parquet(run.root / "truth.parquet")
+        shutil.rmtree(run.tmp_truth)
+    else:
+        pl.DataFrame(schema=TRUTH_SCHEMA).write_parquet(run.root / "truth.parquet")
 
 
 def _lines_per_po(value: object) -> tuple[int, int]:
