@@ -83,27 +83,48 @@ def render(
     """
     sep = supplier.element
     t = supplier.terminator + supplier.suffix
+    frame = _numbered_rows(frame, table)
+    frame, docs = _documents(frame, table, supplier, sep, t)
+    provenance = _provenance(frame, docs, table, supplier, icn_start)
+    date_col = _DATE[table]
+    files: list[bytes] = []
+    for (f,), part in docs.partition_by(["_file"], as_dict=True, maintain_order=True).items():
+        n = icn_start + int(str(f))
+        day: dt.date = part[date_col].min()  # type: ignore[assignment]
+        files.append(
+            _envelope(part["text"].to_list(), part["g"].to_list(), table, supplier, n, day, sep, t)
+        )
+    return X12Files(files=files, provenance=provenance)
+
+
+def _numbered_rows(frame: pl.DataFrame, table: DocTable) -> pl.DataFrame:
+    """Each row's file (``_file``) and ordinal in its document (``r``); for 856s its HL numbers."""
     frame = frame.with_columns(
         _file=pl.col("_chunk").rank("dense").cast(pl.Int64) - 1,
         r=pl.int_range(pl.len()).over("doc"),
     )
-    if table == "asn_lines":
-        # HL numbering of the S/O/P/I tree: 1 = shipment, 2 = order, then each pack followed by
-        # its items. p = pack ordinal in the set, r = item ordinal in the set.
-        frame = (
-            frame.with_columns(
-                first_in_pack=(pl.col("pack") != pl.col("pack").shift(1).over("doc")).fill_null(
-                    True
-                ),
-            )
-            .with_columns(
-                p=pl.col("first_in_pack").cast(pl.Int64).cum_sum().over("doc") - 1,
-                i_in_pack=pl.int_range(pl.len()).over("doc", "pack"),
-            )
-            .with_columns(pack_hl=pl.col("p") + 3 + pl.col("r") - pl.col("i_in_pack"))
-            .with_columns(item_hl=pl.col("pack_hl") + 1 + pl.col("i_in_pack"))
+    if table != "asn_lines":
+        return frame
+    # HL numbering of the S/O/P/I tree: 1 = shipment, 2 = order, then each pack followed by
+    # its items. p = pack ordinal in the set, r = item ordinal in the set.
+    return (
+        frame.with_columns(
+            first_in_pack=(pl.col("pack") != pl.col("pack").shift(1).over("doc")).fill_null(True),
         )
+        .with_columns(
+            p=pl.col("first_in_pack").cast(pl.Int64).cum_sum().over("doc") - 1,
+            i_in_pack=pl.int_range(pl.len()).over("doc", "pack"),
+        )
+        .with_columns(pack_hl=pl.col("p") + 3 + pl.col("r") - pl.col("i_in_pack"))
+        .with_columns(item_hl=pl.col("pack_hl") + 1 + pl.col("i_in_pack"))
+    )
 
+
+def _documents(
+    frame: pl.DataFrame, table: DocTable, supplier: Supplier, sep: str, t: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows with their segment count (``_ls``), and one row per transaction set: its text,
+    group (``g``), control number (``ctl``) and the segments before its ST (``base``)."""
     line_text = _line_segments(table, supplier, sep, t)
     # segments per line item (asn_lines count theirs below): PO1 or IT1 and PID, and a
     # DTM*002 after an 850 line that has a requested date
@@ -148,8 +169,13 @@ def render(
             text=_header(table, supplier, sep, t) + pl.col("body") + _trailer(table, sep, t)
         )
     )
+    return frame, docs
 
-    # provenance per row
+
+def _provenance(
+    frame: pl.DataFrame, docs: pl.DataFrame, table: DocTable, supplier: Supplier, icn_start: int
+) -> pl.DataFrame:
+    """Per row: its segment number in the file and its interchange, group and set controls."""
     idx = pl.Series(np.searchsorted(docs["doc"].to_numpy(), frame["doc"].to_numpy()))
     per_row = docs.select("base", "ctl", "g")[idx]
     head = _header_count(table, supplier)
@@ -158,7 +184,7 @@ def render(
     else:
         offset = head + frame.select(pl.col("_ls").cum_sum().over("doc") - pl.col("_ls"))["_ls"]
     icn = frame["_file"] + icn_start
-    provenance = pl.DataFrame(
+    return pl.DataFrame(
         {
             "b": per_row["base"],
             "o": offset,
@@ -174,16 +200,6 @@ def render(
         set_control="set_control",
         _file="_file",
     )
-
-    date_col = _DATE[table]
-    files: list[bytes] = []
-    for (f,), part in docs.partition_by(["_file"], as_dict=True, maintain_order=True).items():
-        n = icn_start + int(str(f))
-        day: dt.date = part[date_col].min()  # type: ignore[assignment]
-        files.append(
-            _envelope(part["text"].to_list(), part["g"].to_list(), table, supplier, n, day, sep, t)
-        )
-    return X12Files(files=files, provenance=provenance)
 
 
 def _envelope(
