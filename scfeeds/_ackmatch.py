@@ -27,7 +27,7 @@ from typing import Final
 
 import polars as pl
 
-from scfeeds._otif import Frame, _lazy, _pct
+from scfeeds._otif import Frame, as_lazy, percent_option
 from scfeeds.schemas import MONEY, QTY
 
 c = pl.col
@@ -90,8 +90,9 @@ def ack_exceptions(
     >>> exc = ack_exceptions(po, res.po_acks, asn_lines=asn)  # doctest: +SKIP
     >>> exc.group_by("code").len()  # doctest: +SKIP
     """
-    q_tol, p_tol = _pct(qty_tolerance), _pct(price_tolerance)
-    po = _lazy(po_lines).select(
+    q_tol = percent_option(qty_tolerance)
+    p_tol = percent_option(price_tolerance, "price_tolerance")
+    po = as_lazy(po_lines).select(
         "supplier_id",
         *KEY,
         "item_id",
@@ -99,52 +100,16 @@ def ack_exceptions(
         c("unit_price").alias("po_price"),
         "requested_date",
     )
-    a = _lazy(acks)
-    last_day = a.group_by(KEY).agg(_last=c("ack_date").max())
-    last = (
-        a.join(last_day, on=KEY, how="inner")
-        .filter(c("ack_date").eq_missing(c("_last")))
-        .group_by(KEY)
-        .agg(
-            _rejected=(c("ack_status") == "rejected").all(),
-            qty_acked=c("qty_acked").filter(c("ack_status") != "rejected").sum().cast(QTY),
-            ack_price=c("unit_price").first().cast(MONEY),
-            _price_changed=c("unit_price").n_unique() > 1,
-            promised_date=c("promised_date").filter(c("ack_status") != "rejected").max(),
-            ack_codes=c("ack_code").drop_nulls().unique(maintain_order=True).str.join(","),
-            _ack_supplier=c("supplier_id").first(),
-            _ack_item=c("item_id").first(),
-        )
+    a = as_lazy(acks)
+    last = _last_confirmations(a)
+    lines = po.join(last, on=KEY, how="left").join(
+        _shipped(asn_lines, receipts), on=KEY, how="left"
     )
-    lines = po.join(last, on=KEY, how="left")
-    ship: pl.LazyFrame | None = None
-    if asn_lines is not None:
-        ship = _lazy(asn_lines).group_by(KEY).agg(qty_shipped=c("qty_shipped").sum().cast(QTY))
-    elif receipts is not None:
-        ship = _lazy(receipts).group_by(KEY).agg(qty_shipped=c("qty_received").sum().cast(QTY))
-    if ship is not None:
-        lines = lines.join(ship, on=KEY, how="left")
-    else:
-        lines = lines.with_columns(qty_shipped=pl.lit(None, dtype=QTY))
     acked = pl.when(c("_rejected")).then(pl.lit(Decimal(0), dtype=QTY)).otherwise(c("qty_acked"))
-    q_slack = c("qty_ordered").abs() * pl.lit(q_tol / 100, dtype=pl.Decimal(18, 8))
-    p_slack = c("po_price").abs() * pl.lit(p_tol / 100, dtype=pl.Decimal(18, 8))
-    has_ack = c("_rejected").is_not_null()
-    senders = a.select(c("supplier_id").unique())
-    checks = {
-        "ACK_REJECTED": c("_rejected").fill_null(False),
-        "ACK_QTY_CHANGED": has_ack
-        & ~c("_rejected").fill_null(False)
-        & ((c("qty_acked") - c("qty_ordered")).abs() > q_slack),
-        "ACK_PRICE_CHANGED": has_ack
-        & (((c("ack_price") - c("po_price")).abs() > p_slack) | c("_price_changed")),
-        "ACK_DATE_CHANGED": has_ack & (c("promised_date") > c("requested_date")),
-        "SHIPPED_BEYOND_ACK": has_ack & (c("qty_shipped").fill_null(0) - acked > q_slack),
-        "NOT_ACKNOWLEDGED": ~has_ack & c("supplier_id").is_in(senders.collect()["supplier_id"]),
-    }
+    senders = a.select(c("supplier_id").unique()).collect()["supplier_id"]
     out = [
         lines.filter(cond.fill_null(False)).with_columns(code=pl.lit(code), qty_acked=acked)
-        for code, cond in checks.items()
+        for code, cond in _checks(acked, senders, q_tol, p_tol).items()
     ]
     no_po = last.join(po.select(KEY), on=KEY, how="anti").with_columns(
         code=pl.lit("ACK_NO_PO"),
@@ -165,3 +130,52 @@ def ack_exceptions(
         .drop("_o")
         .collect()
     )
+
+
+def _last_confirmations(a: pl.LazyFrame) -> pl.LazyFrame:
+    """Per PO line, its last confirmation (the 855 rows of the latest ``ack_date``) summed."""
+    last_day = a.group_by(KEY).agg(_last=c("ack_date").max())
+    return (
+        a.join(last_day, on=KEY, how="inner")
+        .filter(c("ack_date").eq_missing(c("_last")))
+        .group_by(KEY)
+        .agg(
+            _rejected=(c("ack_status") == "rejected").all(),
+            qty_acked=c("qty_acked").filter(c("ack_status") != "rejected").sum().cast(QTY),
+            ack_price=c("unit_price").first().cast(MONEY),
+            _price_changed=c("unit_price").n_unique() > 1,
+            promised_date=c("promised_date").filter(c("ack_status") != "rejected").max(),
+            ack_codes=c("ack_code").drop_nulls().unique(maintain_order=True).str.join(","),
+            _ack_supplier=c("supplier_id").first(),
+            _ack_item=c("item_id").first(),
+        )
+    )
+
+
+def _shipped(asn_lines: Frame | None, receipts: Frame | None) -> pl.LazyFrame:
+    """``qty_shipped`` per PO line: from ASN lines, else receipts; neither: no rows."""
+    if asn_lines is not None:
+        return as_lazy(asn_lines).group_by(KEY).agg(qty_shipped=c("qty_shipped").sum().cast(QTY))
+    if receipts is not None:
+        return as_lazy(receipts).group_by(KEY).agg(qty_shipped=c("qty_received").sum().cast(QTY))
+    return pl.LazyFrame(schema={**dict.fromkeys(KEY, pl.String()), "qty_shipped": QTY})
+
+
+def _checks(
+    acked: pl.Expr, senders: pl.Series, q_tol: Decimal, p_tol: Decimal
+) -> dict[str, pl.Expr]:
+    """The condition of each line-level code (see the module docstring)."""
+    q_slack = c("qty_ordered").abs() * pl.lit(q_tol / 100, dtype=pl.Decimal(18, 8))
+    p_slack = c("po_price").abs() * pl.lit(p_tol / 100, dtype=pl.Decimal(18, 8))
+    has_ack = c("_rejected").is_not_null()
+    return {
+        "ACK_REJECTED": c("_rejected").fill_null(False),
+        "ACK_QTY_CHANGED": has_ack
+        & ~c("_rejected").fill_null(False)
+        & ((c("qty_acked") - c("qty_ordered")).abs() > q_slack),
+        "ACK_PRICE_CHANGED": has_ack
+        & (((c("ack_price") - c("po_price")).abs() > p_slack) | c("_price_changed")),
+        "ACK_DATE_CHANGED": has_ack & (c("promised_date") > c("requested_date")),
+        "SHIPPED_BEYOND_ACK": has_ack & (c("qty_shipped").fill_null(0) - acked > q_slack),
+        "NOT_ACKNOWLEDGED": ~has_ack & c("supplier_id").is_in(senders),
+    }

@@ -128,17 +128,19 @@ class OnTimeWindow:
         )
 
 
-def _pct(value: Decimal | int | float | str) -> Decimal:
+def percent_option(value: Decimal | int | float | str, name: str = "qty_tolerance") -> Decimal:
+    """A tolerance option in percent as a Decimal; a ConfigurationError naming ``name``."""
     try:
         out = Decimal(str(value))
     except ArithmeticError as exc:
-        raise ConfigurationError(f"qty_tolerance={value!r}: expected a percent, e.g. 2") from exc
+        raise ConfigurationError(f"{name}={value!r}: expected a percent, e.g. 2") from exc
     if not out.is_finite() or out < 0:
-        raise ConfigurationError(f"qty_tolerance={value!r}: expected a percent >= 0, e.g. 2")
+        raise ConfigurationError(f"{name}={value!r}: expected a percent >= 0, e.g. 2")
     return out
 
 
-def _lazy(frame: Frame) -> pl.LazyFrame:
+def as_lazy(frame: Frame) -> pl.LazyFrame:
+    """``frame`` as a LazyFrame (a DataFrame made lazy)."""
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
 
 
@@ -333,11 +335,11 @@ def _deliveries(
 ) -> pl.LazyFrame:
     """One row per delivery event: po_number, line_number, date, qty in the PO line's unit."""
     if receipts is not None:
-        ev = _lazy(receipts).select(
+        ev = as_lazy(receipts).select(
             *KEY, "item_id", "uom", date=c("receipt_date"), qty=c("qty_received")
         )
     elif asn_lines is not None:
-        ev = _lazy(asn_lines).select(
+        ev = as_lazy(asn_lines).select(
             *KEY, "item_id", "uom", date=c("ship_date"), qty=c("qty_shipped")
         )
     else:
@@ -350,7 +352,7 @@ def _deliveries(
     same = pl.when(c("uom") == c("_po_uom")).then(pl.lit(Decimal(1), dtype=QTY))
     factor: pl.Expr = same
     if conversions is not None:
-        conv = _lazy(conversions).select(
+        conv = as_lazy(conversions).select(
             c("item_id").alias("_po_item"),
             c("from_uom").alias("uom"),
             c("to_uom").alias("_po_uom"),
@@ -368,7 +370,7 @@ def _deliveries(
 def _promises(acks: Frame) -> pl.LazyFrame:
     """Per PO line: first and last confirmed date, and the acknowledged quantity of the last
     confirmation (rejected rows give no date and no quantity)."""
-    a = _lazy(acks).filter(c("ack_status").fill_null("") != "rejected")
+    a = as_lazy(acks).filter(c("ack_status").fill_null("") != "rejected")
     per_ack = a.group_by(*KEY, "ack_date").agg(
         _promised=c("promised_date").max(), _qty=c("qty_acked").sum()
     )
@@ -388,6 +390,76 @@ def _on_time(date: str, window: OnTimeWindow) -> pl.Expr:
         & (c("first_delivery") >= lo)
         & (c("last_delivery") <= hi)
     )
+
+
+def _delivered_lines(
+    po: pl.LazyFrame,
+    asn_lines: Frame | None,
+    receipts: Frame | None,
+    acks: Frame | None,
+    conversions: Frame | None,
+) -> pl.LazyFrame:
+    """Each PO line with what was delivered for it (quantity, count, first and last date)
+    and what the supplier promised (null without ``acks``)."""
+    ev = _deliveries(po, asn_lines, receipts, conversions)
+    got = ev.group_by(KEY).agg(
+        qty_delivered=c("qty").sum().cast(QTY),
+        deliveries=pl.len().cast(pl.UInt32),
+        first_delivery=c("date").min(),
+        last_delivery=c("date").max(),
+    )
+    lines = po.select(
+        "supplier_id",
+        *KEY,
+        "item_id",
+        "po_date",
+        "requested_date",
+        "qty_ordered",
+        "unit_price",
+    ).join(got, on=KEY, how="left", maintain_order="left")
+    if acks is not None:
+        return lines.join(_promises(acks), on=KEY, how="left", maintain_order="left")
+    return lines.with_columns(
+        first_promised_date=pl.lit(None, dtype=pl.Date),
+        promised_date=pl.lit(None, dtype=pl.Date),
+        qty_acked=pl.lit(None, dtype=QTY),
+    )
+
+
+def _measured(lines: pl.LazyFrame, basis: Basis, win: OnTimeWindow, tol: Decimal) -> pl.LazyFrame:
+    """Timing against the ``basis`` date within ``win``, in full within ``tol`` %, OTIF."""
+    target = "requested_date" if basis == "requested" else "promised_date"
+    ordered = c("qty_ordered")
+    delivered = c("qty_delivered").fill_null(Decimal(0)).cast(QTY)
+    slack = ordered * pl.lit(tol / 100, dtype=pl.Decimal(18, 8))
+    lines = lines.with_columns(
+        qty_delivered=delivered,
+        deliveries=c("deliveries").fill_null(0),
+        target_date=c(target),
+    ).with_columns(
+        days_late=(c("last_delivery") - c("target_date")).dt.total_days(),
+        timing=pl.when(c("first_delivery").is_null())
+        .then(pl.lit("not_delivered"))
+        .when(c("target_date").is_null())
+        .then(pl.lit("no_date"))
+        # late before early: a line that started early but was completed late is late
+        .when(c("last_delivery") > c("target_date") + pl.duration(days=win.late))
+        .then(pl.lit("late"))
+        .when(c("first_delivery") < c("target_date") - pl.duration(days=win.early))
+        .then(pl.lit("early"))
+        .otherwise(pl.lit("on_time")),
+        on_time_requested=_on_time("requested_date", win),
+        on_time_promised=_on_time("promised_date", win),
+        in_full=(c("qty_delivered") - ordered).abs() <= slack,
+        fill_rate=pl.when(ordered > 0).then(
+            pl.min_horizontal(c("qty_delivered"), ordered).cast(pl.Float64)
+            / ordered.cast(pl.Float64)
+        ),
+        lead_time_days=(c("last_delivery") - c("po_date")).dt.total_days(),
+    )
+    return lines.with_columns(
+        on_time=c("on_time_requested") if basis == "requested" else c("on_time_promised")
+    ).with_columns(otif=c("on_time") & c("in_full"))
 
 
 def otif(
@@ -444,63 +516,8 @@ def otif(
     if basis not in ("requested", "promised"):
         raise ConfigurationError(f"basis={basis!r}: expected 'requested' or 'promised'")
     win = OnTimeWindow.coerce(window)
-    tol = _pct(qty_tolerance)
-    po = _lazy(po_lines)
-    ev = _deliveries(po, asn_lines, receipts, conversions)
-    got = ev.group_by(KEY).agg(
-        qty_delivered=c("qty").sum().cast(QTY),
-        deliveries=pl.len().cast(pl.UInt32),
-        first_delivery=c("date").min(),
-        last_delivery=c("date").max(),
-    )
-    lines = po.select(
-        "supplier_id",
-        *KEY,
-        "item_id",
-        "po_date",
-        "requested_date",
-        "qty_ordered",
-        "unit_price",
-    ).join(got, on=KEY, how="left", maintain_order="left")
-    if acks is not None:
-        lines = lines.join(_promises(acks), on=KEY, how="left", maintain_order="left")
-    else:
-        lines = lines.with_columns(
-            first_promised_date=pl.lit(None, dtype=pl.Date),
-            promised_date=pl.lit(None, dtype=pl.Date),
-            qty_acked=pl.lit(None, dtype=QTY),
-        )
-    target = "requested_date" if basis == "requested" else "promised_date"
-    ordered = c("qty_ordered")
-    delivered = c("qty_delivered").fill_null(Decimal(0)).cast(QTY)
-    slack = ordered * pl.lit(tol / 100, dtype=pl.Decimal(18, 8))
-    lines = lines.with_columns(
-        qty_delivered=delivered,
-        deliveries=c("deliveries").fill_null(0),
-        target_date=c(target),
-    ).with_columns(
-        days_late=(c("last_delivery") - c("target_date")).dt.total_days(),
-        timing=pl.when(c("first_delivery").is_null())
-        .then(pl.lit("not_delivered"))
-        .when(c("target_date").is_null())
-        .then(pl.lit("no_date"))
-        # late before early: a line that started early but was completed late is late
-        .when(c("last_delivery") > c("target_date") + pl.duration(days=win.late))
-        .then(pl.lit("late"))
-        .when(c("first_delivery") < c("target_date") - pl.duration(days=win.early))
-        .then(pl.lit("early"))
-        .otherwise(pl.lit("on_time")),
-        on_time_requested=_on_time("requested_date", win),
-        on_time_promised=_on_time("promised_date", win),
-        in_full=(c("qty_delivered") - ordered).abs() <= slack,
-        fill_rate=pl.when(ordered > 0).then(
-            pl.min_horizontal(c("qty_delivered"), ordered).cast(pl.Float64)
-            / ordered.cast(pl.Float64)
-        ),
-        lead_time_days=(c("last_delivery") - c("po_date")).dt.total_days(),
-    )
-    lines = lines.with_columns(
-        on_time=c("on_time_requested") if basis == "requested" else c("on_time_promised")
-    ).with_columns(otif=c("on_time") & c("in_full"))
+    tol = percent_option(qty_tolerance)
+    lines = _delivered_lines(as_lazy(po_lines), asn_lines, receipts, acks, conversions)
+    lines = _measured(lines, basis, win, tol)
     out = lines.select(*(c(k).cast(v) for k, v in LINE_COLUMNS.items())).collect()
     return Otif(out, basis, win, tol)

@@ -83,8 +83,10 @@ def test_each_code_by_hand_with_the_last_confirmation_winning() -> None:
     assert "ACK_QTY_CHANGED" not in set(loose["code"])
     assert "SHIPPED_BEYOND_ACK" not in set(loose["code"])
     assert "ACK_PRICE_CHANGED" not in set(loose["code"])
-    with pytest.raises(scfeeds.ConfigurationError):
+    with pytest.raises(scfeeds.ConfigurationError, match=r"^qty_tolerance=-1: .* >= 0"):
         scfeeds.ack_exceptions(po, acks, qty_tolerance=-1)
+    with pytest.raises(scfeeds.ConfigurationError, match=r"^price_tolerance='x': .*percent"):
+        scfeeds.ack_exceptions(po, acks, price_tolerance="x")
 
 
 def test_on_synth_the_exceptions_equal_the_answer_key(tmp_path: Path) -> None:
