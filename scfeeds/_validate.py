@@ -43,7 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import Any, Final, Generic, Literal, NamedTuple, TypeVar, overload
+from typing import Any, Final, Generic, Literal, NamedTuple, TypeAlias, TypeVar, overload
 
 import dataframely as dy
 import polars as pl
@@ -158,10 +158,26 @@ def _blank(col: str) -> pl.Expr:
     return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
 
 
-def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, pl.Expr, pl.Expr]]:
-    """(rule column, rule code, valid expression, message expression) in reporting order."""
+#: (rule column, rule code, valid expression, message expression)
+_Rule: TypeAlias = tuple[str, str, pl.Expr, pl.Expr]
+
+
+def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[_Rule]:
+    """Every rule of ``table``, in reporting order."""
+    return [
+        *_presence_rules(table),
+        _quantity_rule(table),
+        *_code_rules(table),
+        _date_rule(table, lo, hi),
+        *_table_rules(table),
+        *_key_rules(table),
+    ]
+
+
+def _presence_rules(table: TableName) -> list[_Rule]:
+    """Required columns present (text not blank); a supplier id safe to use as data."""
     cols = COLUMNS[table]
-    out: list[tuple[str, str, pl.Expr, pl.Expr]] = []
+    out: list[_Rule] = []
     for col in REQUIRED[table]:
         missing = pl.col(col).is_null()
         if cols[col] == pl.String:
@@ -183,30 +199,36 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
                 ),
             )
         )
+    return out
+
+
+def _quantity_rule(table: TableName) -> _Rule:
+    """The quantity's sign: negative refused, zero allowed or refused as the table means."""
     qty = _QTY[table]
     value = pl.col(qty).cast(pl.String)
     if table in ("receipts", "po_acks"):
         # 0 received is a refused delivery; 0 acknowledged a rejected line: both allowed.
-        out.append(
-            (
-                "qty_negative",
-                "QTY_NEGATIVE",
-                pl.col(qty).is_null() | (pl.col(qty) >= 0),
-                pl.format(f"{qty} {{}} is negative", value),
-            )
+        return (
+            "qty_negative",
+            "QTY_NEGATIVE",
+            pl.col(qty).is_null() | (pl.col(qty) >= 0),
+            pl.format(f"{qty} {{}} is negative", value),
         )
-    elif table == "invoice_lines":
+    if table == "invoice_lines":
         # Credit memos (810 BIG07 = CR, cXML purpose="creditMemo") bill negative quantities.
-        out.append(("qty_zero", "QTY_ZERO", pl.col(qty) != 0, pl.format(f"{qty} {{}} is 0", value)))
-    else:
-        out.append(
-            (
-                "qty_not_positive",
-                "QTY_NOT_POSITIVE",
-                pl.col(qty) > 0,
-                pl.format(f"{qty} {{}} is not above 0", value),
-            )
-        )
+        return ("qty_zero", "QTY_ZERO", pl.col(qty) != 0, pl.format(f"{qty} {{}} is 0", value))
+    return (
+        "qty_not_positive",
+        "QTY_NOT_POSITIVE",
+        pl.col(qty) > 0,
+        pl.format(f"{qty} {{}} is not above 0", value),
+    )
+
+
+def _code_rules(table: TableName) -> list[_Rule]:
+    """Price not negative, a known unit, an ISO 4217 currency (where the table has them)."""
+    cols = COLUMNS[table]
+    out: list[_Rule] = []
     if "unit_price" in cols:
         out.append(
             (
@@ -234,15 +256,23 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
                 pl.format("currency '{}' is not an ISO 4217 code", pl.col("currency")),
             )
         )
+    return out
+
+
+def _date_rule(table: TableName, lo: dt.date, hi: dt.date) -> _Rule:
+    """The document date within ``lo .. hi``."""
     date = _DATE[table]
-    out.append(
-        (
-            "date_out_of_range",
-            "DATE_OUT_OF_RANGE",
-            pl.col(date).is_between(lo, hi),
-            pl.format(f"{date} {{}} is outside {lo} .. {hi}", pl.col(date).cast(pl.String)),
-        )
+    return (
+        "date_out_of_range",
+        "DATE_OUT_OF_RANGE",
+        pl.col(date).is_between(lo, hi),
+        pl.format(f"{date} {{}} is outside {lo} .. {hi}", pl.col(date).cast(pl.String)),
     )
+
+
+def _table_rules(table: TableName) -> list[_Rule]:
+    """Rules of one table: a known 855 status; an invoice line's amount = qty x price."""
+    out: list[_Rule] = []
     if table == "po_acks":
         status = pl.col("ack_status")
         out.append(
@@ -276,10 +306,15 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
                 ),
             )
         )
+    return out
+
+
+def _key_rules(table: TableName) -> list[_Rule]:
+    """No repeated primary key within a source (none for a table without one)."""
     if not PRIMARY_KEY[table]:
-        return out
+        return []
     keys = ["source", *PRIMARY_KEY[table]]
-    out.append(
+    return [
         (
             "duplicate_key",
             "DUPLICATE_KEY",
@@ -287,8 +322,7 @@ def _rules(table: TableName, lo: dt.date, hi: dt.date) -> list[tuple[str, str, p
             pl.struct(keys).is_first_distinct(),
             pl.lit(f"repeats the key ({', '.join(PRIMARY_KEY[table])}) of an earlier row"),
         )
-    )
-    return out
+    ]
 
 
 def _column(dtype: pl.DataType) -> dy.Column:
