@@ -218,33 +218,7 @@ def check_xlsx(
     try:
         with zipfile.ZipFile(Path(path)) as archive:
             infos = archive.infolist()
-            if len(infos) > lim.max_members:
-                raise _refuse(
-                    source,
-                    "file",
-                    "ARCHIVE_TOO_LARGE",
-                    f"{len(infos)} archive members (at most {lim.max_members})",
-                )
-            total = sum(i.file_size for i in infos)
-            if total > lim.max_unpacked:
-                biggest = max(infos, key=lambda i: i.file_size)
-                raise _refuse(
-                    source,
-                    f"member {biggest.filename}",
-                    "ARCHIVE_TOO_LARGE",
-                    f"unpacks to {total} bytes (at most {lim.max_unpacked}; "
-                    f"{biggest.filename} alone {biggest.file_size})",
-                )
-            for info in infos:
-                ratio = info.file_size / max(info.compress_size, 1)
-                if info.file_size > lim.ratio_floor and ratio > lim.max_ratio:
-                    raise _refuse(
-                        source,
-                        f"member {info.filename}",
-                        "ARCHIVE_RATIO",
-                        f"{info.filename} unpacks {ratio:.0f}:1 ({info.compress_size} -> "
-                        f"{info.file_size} bytes; at most {lim.max_ratio:g}:1)",
-                    )
+            _check_members(infos, source, lim)
             sizes: list[int] = []
             for info in infos:
                 if info.filename.lower() == "xl/sharedstrings.xml":
@@ -252,39 +226,8 @@ def check_xlsx(
                         sizes = _shared_sizes(stream)
             for info in infos:
                 name = info.filename
-                if not (name.startswith("xl/worksheets/") and name.endswith(".xml")):
-                    continue
-                if info.flag_bits & 0x1:
-                    raise _refuse(source, f"member {name}", "XLSX_SYNTAX", f"{name} is encrypted")
-                try:
-                    with archive.open(info) as stream:
-                        rows, cols, shared = _grid(stream, source, name)
-                    if rows * cols > lim.max_cells:
-                        raise _refuse(
-                            source,
-                            f"member {name}",
-                            "SHEET_TOO_LARGE",
-                            f"{name} spans {rows} rows x {cols} columns "
-                            f"(at most {lim.max_cells} cells)",
-                        )
-                    # calamine copies a shared string into every cell that refers to it (and
-                    # arrow's string offsets overflow past 2 GiB: a panic). Counted per string
-                    # only when the cheap bound (cells x longest string) is not enough.
-                    if shared * max(sizes, default=0) > lim.max_text:
-                        with archive.open(info) as stream:
-                            text = _shared_text(stream, source, name, sizes)
-                        if text > lim.max_text:
-                            raise _refuse(
-                                source,
-                                f"member {name}",
-                                "SHEET_TOO_LARGE",
-                                f"{name} repeats shared strings into {text} bytes of text "
-                                f"(at most {lim.max_text})",
-                            )
-                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                    raise _refuse(
-                        source, f"member {name}", "XLSX_SYNTAX", f"{name} is damaged ({exc})"
-                    ) from exc
+                if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+                    _check_sheet(archive, info, sizes, source, lim)
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -295,6 +238,79 @@ def check_xlsx(
         # NotImplementedError: a compression method zipfile lacks (calamine lacks it too)
         raise _refuse(
             source, "file", "XLSX_SYNTAX", f"not a readable xlsx archive ({exc})"
+        ) from exc
+
+
+def _check_members(infos: list[zipfile.ZipInfo], source: str, lim: ArchiveLimits) -> None:
+    """Member count, total unpacked size and each member's compression ratio, from the
+    central directory (nothing unpacked)."""
+    if len(infos) > lim.max_members:
+        raise _refuse(
+            source,
+            "file",
+            "ARCHIVE_TOO_LARGE",
+            f"{len(infos)} archive members (at most {lim.max_members})",
+        )
+    total = sum(i.file_size for i in infos)
+    if total > lim.max_unpacked:
+        biggest = max(infos, key=lambda i: i.file_size)
+        raise _refuse(
+            source,
+            f"member {biggest.filename}",
+            "ARCHIVE_TOO_LARGE",
+            f"unpacks to {total} bytes (at most {lim.max_unpacked}; "
+            f"{biggest.filename} alone {biggest.file_size})",
+        )
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > lim.ratio_floor and ratio > lim.max_ratio:
+            raise _refuse(
+                source,
+                f"member {info.filename}",
+                "ARCHIVE_RATIO",
+                f"{info.filename} unpacks {ratio:.0f}:1 ({info.compress_size} -> "
+                f"{info.file_size} bytes; at most {lim.max_ratio:g}:1)",
+            )
+
+
+def _check_sheet(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    sizes: list[int],
+    source: str,
+    lim: ArchiveLimits,
+) -> None:
+    """One worksheet: not encrypted, its cell grid and its shared-string text within limits."""
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise _refuse(source, f"member {name}", "XLSX_SYNTAX", f"{name} is encrypted")
+    try:
+        with archive.open(info) as stream:
+            rows, cols, shared = _grid(stream, source, name)
+        if rows * cols > lim.max_cells:
+            raise _refuse(
+                source,
+                f"member {name}",
+                "SHEET_TOO_LARGE",
+                f"{name} spans {rows} rows x {cols} columns (at most {lim.max_cells} cells)",
+            )
+        # calamine copies a shared string into every cell that refers to it (and arrow's
+        # string offsets overflow past 2 GiB: a panic). Counted per string only when the
+        # cheap bound (cells x longest string) is not enough.
+        if shared * max(sizes, default=0) > lim.max_text:
+            with archive.open(info) as stream:
+                text = _shared_text(stream, source, name, sizes)
+            if text > lim.max_text:
+                raise _refuse(
+                    source,
+                    f"member {name}",
+                    "SHEET_TOO_LARGE",
+                    f"{name} repeats shared strings into {text} bytes of text "
+                    f"(at most {lim.max_text})",
+                )
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise _refuse(
+            source, f"member {name}", "XLSX_SYNTAX", f"{name} is damaged ({exc})"
         ) from exc
 
 
