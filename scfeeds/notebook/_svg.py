@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 
 #: Colour-blind-safe palette (Okabe-Ito), one colour per series in order.
@@ -66,41 +67,88 @@ def line_chart(
     step
         Draw as a step function (the value holds until the next point), as for a limit.
     """
-    left, right, top, bottom = 44, 8, 30, 26
-    plot_w, plot_h = width - left - right, height - top - bottom
-    points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
-    xs = [p[0] for p in points] or [0.0, 1.0]
-    ys = [p[1] for p in points] or [0.0, 1.0]
-    x_lo, x_hi = min(xs), max(xs)
-    if x_hi <= x_lo:
-        x_hi = x_lo + 1.0
-    y_lo = min(ys) if y_min is None else min(y_min, min(ys))
-    y_ticks = nice_ticks(y_lo, max(ys), 4)
-    y_lo, y_hi = y_ticks[0], y_ticks[-1]
-    if y_hi <= y_lo:
-        y_hi = y_lo + 1.0
-
-    def sx(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
-
-    def sy(y: float) -> float:
-        return top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h
-
+    plot = _Plot.fit(series, width=width, height=height, y_min=y_min)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<text x="{left}" y="12" {_FONT} font-weight="bold">{escape(title)}</text>',
+        f'<text x="{plot.left}" y="12" {_FONT} font-weight="bold">{escape(title)}</text>',
+        *_axes(plot, y_format=y_format, x_label=x_label, y_label=y_label),
+        *_marks(plot, series, step=step, colors=colors or {}),
+        "</svg>",
     ]
-    for tick in y_ticks:
-        y = sy(tick)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """Where the plot area sits in the chart and the data ranges it spans."""
+
+    width: int
+    height: int
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    y_ticks: list[float]
+    left: int = 44
+    right: int = 8
+    top: int = 30
+    bottom: int = 26
+
+    @classmethod
+    def fit(
+        cls,
+        series: Mapping[str, Sequence[tuple[float, float]]],
+        *,
+        width: int,
+        height: int,
+        y_min: float | None,
+    ) -> _Plot:
+        """Ranges that hold every finite point (y from ``y_min`` if given) on round ticks."""
+        points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
+        xs = [p[0] for p in points] or [0.0, 1.0]
+        ys = [p[1] for p in points] or [0.0, 1.0]
+        x_lo, x_hi = min(xs), max(xs)
+        if x_hi <= x_lo:
+            x_hi = x_lo + 1.0
+        y_lo = min(ys) if y_min is None else min(y_min, min(ys))
+        y_ticks = nice_ticks(y_lo, max(ys), 4)
+        y_lo, y_hi = y_ticks[0], y_ticks[-1]
+        if y_hi <= y_lo:
+            y_hi = y_lo + 1.0
+        return cls(width, height, x_lo, x_hi, y_lo, y_hi, y_ticks)
+
+    @property
+    def plot_w(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_h(self) -> int:
+        return self.height - self.top - self.bottom
+
+    def sx(self, x: float) -> float:
+        return self.left + (x - self.x_lo) / (self.x_hi - self.x_lo) * self.plot_w
+
+    def sy(self, y: float) -> float:
+        return self.top + self.plot_h - (y - self.y_lo) / (self.y_hi - self.y_lo) * self.plot_h
+
+
+def _axes(
+    plot: _Plot, *, y_format: Callable[[float], str], x_label: str, y_label: str
+) -> list[str]:
+    """Grid lines and tick labels, the plot frame and the axis labels."""
+    left, top, plot_w, plot_h = plot.left, plot.top, plot.plot_w, plot.plot_h
+    out: list[str] = []
+    for tick in plot.y_ticks:
+        y = plot.sy(tick)
         out.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{left - 4}" y="{y + 3:.1f}" {_FONT} text-anchor="end">'
             f"{escape(y_format(tick))}</text>"
         )
-    for tick in nice_ticks(x_lo, x_hi, 4):
-        if x_lo <= tick <= x_hi:
-            x = sx(tick)
+    for tick in nice_ticks(plot.x_lo, plot.x_hi, 4):
+        if plot.x_lo <= tick <= plot.x_hi:
+            x = plot.sx(tick)
             out.append(
                 f'<text x="{x:.1f}" y="{top + plot_h + 12}" {_FONT} text-anchor="middle">'
                 f"{escape(_fmt_tick(tick))}</text>"
@@ -110,22 +158,35 @@ def line_chart(
     )
     if x_label:
         out.append(
-            f'<text x="{left + plot_w}" y="{height - 2}" {_FONT} text-anchor="end">'
+            f'<text x="{left + plot_w}" y="{plot.height - 2}" {_FONT} text-anchor="end">'
             f"{escape(x_label)}</text>"
         )
     if y_label:
         out.append(
-            f'<text x="{width - right}" y="12" {_FONT} text-anchor="end">{escape(y_label)}</text>'
+            f'<text x="{plot.width - plot.right}" y="12" {_FONT} text-anchor="end">'
+            f"{escape(y_label)}</text>"
         )
-    legend_x = float(left)
+    return out
+
+
+def _marks(
+    plot: _Plot,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    step: bool,
+    colors: Mapping[str, str],
+) -> list[str]:
+    """Each series as a line (a dot when it has one point) and its legend entry."""
+    out: list[str] = []
+    legend_x = float(plot.left)
     for i, (name, pts) in enumerate(series.items()):
-        color = (colors or {}).get(name, PALETTE[i % len(PALETTE)])
+        color = colors.get(name, PALETTE[i % len(PALETTE)])
         finite = [(x, y) for x, y in pts if math.isfinite(y)]
         coords: list[str] = []
         for j, (x, y) in enumerate(finite):
             if step and j:
-                coords.append(f"{sx(x):.1f},{sy(finite[j - 1][1]):.1f}")
-            coords.append(f"{sx(x):.1f},{sy(y):.1f}")
+                coords.append(f"{plot.sx(x):.1f},{plot.sy(finite[j - 1][1]):.1f}")
+            coords.append(f"{plot.sx(x):.1f},{plot.sy(y):.1f}")
         if len(coords) == 1:
             out.append(
                 f'<circle cx="{coords[0].split(",")[0]}" cy="{coords[0].split(",")[1]}" '
@@ -142,8 +203,7 @@ def line_chart(
             f'<text x="{legend_x + 8:.0f}" y="24" {_FONT}>{escape(name)}</text>'
         )
         legend_x += 16 + 6 * len(name)
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _blend(value: float) -> str:
