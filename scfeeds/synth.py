@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import polars as pl
+from tqdm import tqdm
 
 from scfeeds._synth.config import (
     DAMAGE_KINDS,
@@ -465,12 +467,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     A progress bar goes to stderr when it is a terminal; CI logs get the summary line only.
     """
-    import sys
-
     bar: Any = None
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar = tqdm(total=args.pos, unit="PO", desc="synth", file=sys.stderr)
 
     def step(done: int, total: int) -> None:

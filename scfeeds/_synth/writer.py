@@ -13,11 +13,13 @@ from typing import Final
 import numpy as np
 import polars as pl
 
+from scfeeds._exports import write_export
 from scfeeds._synth import x12
 from scfeeds._synth.acks import add_performance
 from scfeeds._synth.config import DOC_TABLES, DocTable, Supplier
 from scfeeds._synth.files import WriterState, record_file, write_file
 from scfeeds._synth.world import Batch
+from scfeeds._xml import cxml_positions, to_cxml
 from scfeeds.schemas import PROVENANCE, TableName, schema
 
 _PREFIX: Final[Mapping[tuple[str, str], str]] = {
@@ -217,8 +219,6 @@ def _write_xml(
     state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, b: int, resend: bool
 ) -> pl.DataFrame:
     """One cXML document per file (``_chunk`` = document)."""
-    from scfeeds._xml import cxml_positions, to_cxml
-
     # canonical columns once for the group, then one slice per document
     canonical = _canonical(
         rows.with_columns([pl.lit(None, d).alias(c) for c, d in PROVENANCE.items()]), table
@@ -252,8 +252,6 @@ def _write_exports(
     b: int,
     stem: str,
 ) -> list[pl.DataFrame]:
-    from scfeeds._exports import write_export
-
     out: list[pl.DataFrame] = []
     limit = state.config.export_rows_per_file
     for i, start in enumerate(range(0, rows.height, limit)):
