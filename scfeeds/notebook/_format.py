@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any
 
+from IPython.display import DisplayHandle
 from IPython.display import display as _display
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -48,10 +49,11 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def show(obj: object) -> Any:
+def show(obj: object) -> DisplayHandle | None:
     """Display ``obj`` in the current cell (IPython's ``display``, typed) and return its
     display handle, through which the output saved with the notebook can be updated."""
-    return _display(obj, display_id=True)  # type: ignore[no-untyped-call]
+    handle: DisplayHandle | None = _display(obj, display_id=True)  # type: ignore[no-untyped-call]
+    return handle
 
 
 #: Marks the static snapshot of a widget in its output (``.meta/nbval.ini`` masks it: the
@@ -90,7 +92,7 @@ def _svg_as_img(match: re.Match[str]) -> str:
     return f'<img alt="chart"{dims} src="data:image/svg+xml;base64,{data}">'
 
 
-def update_shown(handle: Any, obj: object) -> None:
+def update_shown(handle: DisplayHandle | None, obj: object) -> None:
     """Replace the output ``handle`` points at with ``obj``'s current display (so the output
     saved with the notebook holds the final state); nothing outside an IPython kernel."""
     if handle is None:
@@ -100,4 +102,4 @@ def update_shown(handle: Any, obj: object) -> None:
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
         return
-    handle.update(obj)
+    handle.update(obj)  # type: ignore[no-untyped-call]  # IPython's DisplayHandle is untyped

@@ -286,7 +286,7 @@ def _native_site(frames: Sequence[tuple[str, str, int]]) -> tuple[str, str, int]
 
 
 def read_capture(
-    capture: str | os.PathLike[str], *, label: str = "run", top: int = 10, result: Any = None
+    capture: str | os.PathLike[str], *, label: str = "run", top: int = 10, result: object = None
 ) -> MemoryProfile:
     """Build a :class:`MemoryProfile` from a memray capture file.
 
@@ -445,7 +445,7 @@ class MemoryProfiler:
 
     async def arun(
         self,
-        work: Awaitable[Any] | Callable[[], Awaitable[Any]],
+        work: Awaitable[object] | Callable[[], Awaitable[object]],
         /,
         *,
         label: str | None = None,
@@ -484,7 +484,7 @@ def _exec_cell(cell: str, namespace: dict[str, Any]) -> Any:
     return None
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: Any) -> None:  # IPython's shell API is untyped
     """``%load_ext scfeeds.notebook`` registers the ``%%scfeeds_memray`` cell magic.
 
     ``%%scfeeds_memray [label]`` runs the cell under ``memray.Tracker`` and displays its
