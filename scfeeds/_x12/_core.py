@@ -94,6 +94,9 @@ SET_SCHEMA: Final = pl.Schema(
         "declared_count": pl.Int64(),
     }
 )
+# Envelope elements kept for a whole source (GE01/GE02/IEA01/IEA02, GS06, ISA13); the rest
+# of each envelope segment is read within its piece.
+ENV_KEPT: Final = (1, 2, 6, 13)
 ENV_SCHEMA: Final = pl.Schema(
     {
         "pos": pl.Int64(),
@@ -101,7 +104,8 @@ ENV_SCHEMA: Final = pl.Schema(
         "interchange_index": pl.Int64(),
         "group_index": pl.Int64(),
         "set_index": pl.Int64(),
-        **{f"e{i:02d}": pl.String() for i in range(1, 17)},
+        # the elements the source-wide checks read: counts and control numbers
+        **{f"e{i:02d}": pl.String() for i in ENV_KEPT},
     }
 )
 
@@ -344,7 +348,7 @@ def process_piece(
         .collect(engine=ENGINE)
     )
     if keep_env:
-        st.env.append(env)
+        st.env.append(env.select(list(ENV_SCHEMA)))
     # Interchange and group headers (small).
     isa = env.lazy().filter(sid == "ISA")
     st.isa_info.append(
