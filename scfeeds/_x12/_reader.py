@@ -191,6 +191,7 @@ def expand_sources(source: X12Source) -> list[tuple[str, bytes | Path]]:
 
 
 def _open(data: bytes | Path) -> BinaryIO:
+    """The one place a source's bytes are opened (files are read only through it)."""
     if isinstance(data, bytes):
         return io.BytesIO(data)
     return open(data, "rb")
@@ -487,7 +488,8 @@ def iter_units(
         if isinstance(data, bytes):
             raw = data if len(data) <= small else None
         elif os.path.getsize(data) <= small:
-            raw = data.read_bytes()
+            with _open(data) as f:
+                raw = f.read()
         fit = small_source(raw) if raw is not None else None
         if fit is not None:
             if pending and size + len(fit[0]) > slice_bytes:
