@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias, TypeVar
 
 import polars as pl
 
+from scfeeds._x12._ack import Acknowledgment, ack_997
 from scfeeds._x12._batch import join_tokens, small_source
 from scfeeds._x12._codes import CODES
 from scfeeds._x12._core import (
@@ -43,8 +44,6 @@ from scfeeds.schemas import TableName, empty, schema
 
 if TYPE_CHECKING:
     from datetime import datetime
-
-    from scfeeds._x12._ack import Acknowledgment
 
 X12Source: TypeAlias = (
     bytes
@@ -153,8 +152,6 @@ class X12Result:
     ) -> Acknowledgment:
         """The 997 functional acknowledgment of every group read (see ``ack_997``): the text
         to send, with the verdicts as frames in ``.groups`` and ``.sets``."""
-        from scfeeds._x12._ack import ack_997
-
         return ack_997(self, control_number=control_number, now=now)
 
 
