@@ -600,6 +600,116 @@ def process_piece(
     return PieceOut(rows, sets, e)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    """An envelope pair checked over a whole source: a header (GS / ISA) and its trailer
+    (GE / IEA), whose 01 counts the units below (sets / groups) and whose 02 repeats the
+    header's control number (GS06 / ISA13)."""
+
+    head: str
+    tail: str
+    among: tuple[str, ...]  # the envelope segments that decide what follows a header
+    control: str  # the header's control-number element
+    counted: str  # index column of the units the trailer counts
+    units: str  # "sets in the group" / "groups in the interchange"
+    ids: tuple[str, ...]  # index columns of an error row
+    unclosed_by: tuple[str, ...]  # the next segment that shows the header was not closed
+    unclosed: str  # message of a header not closed (format: control, position, next ID)
+    orphan: str  # message of a trailer without a header
+
+
+_GROUP: Final = _Pair(
+    "GS",
+    "GE",
+    ("ISA", "GS", "GE", "IEA"),
+    "e06",
+    "set_index",
+    "sets in the group",
+    ("interchange_index", "group_index"),
+    ("GS", "ISA", "IEA"),
+    "group {} (GS at segment {}) is not closed by GE before {}",
+    "GE without an open GS",
+)
+_INTERCHANGE: Final = _Pair(
+    "ISA",
+    "IEA",
+    ("ISA", "IEA"),
+    "e13",
+    "group_index",
+    "groups in the interchange",
+    ("interchange_index",),
+    ("ISA",),
+    "interchange {} (ISA at segment {}) is not closed by IEA before the next {}",
+    "IEA without an open ISA",
+)
+
+
+def _pair_checks(env: pl.LazyFrame, pair: _Pair, prov: Prov) -> tuple[pl.LazyFrame, ...]:
+    """Count, control, unclosed-header and orphan-trailer error rows of ``pair``, and (last)
+    its header and trailer rows with what follows each."""
+    c, sid = pl.col, pl.col("sid")
+    t01, t02 = f"{pair.tail}01", f"{pair.tail}02"
+    rows = env.filter(sid.is_in(list(pair.among))).with_columns(
+        nxt_sid=sid.shift(-1),
+        nxt_pos=c("pos").shift(-1),
+        _t01=c("e01").shift(-1),
+        _t02=c("e02").shift(-1),
+        _nxt_n=c(pair.counted).shift(-1),
+        prv_sid=sid.shift(1),
+    )
+    head = rows.filter(sid == pair.head).with_columns(_n=c("_nxt_n") - c(pair.counted))
+    closed = c("nxt_sid") == pair.tail
+    ids = {k: c(k) for k in pair.ids}
+    control = f"{pair.head}{pair.control[1:]}"
+    return (
+        _err(
+            head.filter(
+                closed & (c("_t01").cast(pl.Int64, strict=False) != c("_n")).fill_null(True)
+            ),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(pair.tail),
+            element=pl.lit(t01),
+            code=f"{t01}_COUNT",
+            message=pl.format(
+                f"{t01} {{}} != {{}} {pair.units}", c("_t01").fill_null("(empty)"), c("_n")
+            ),
+        ),
+        _err(
+            head.filter(closed & ~ctl_eq(c("_t02"), c(pair.control))),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(pair.tail),
+            element=pl.lit(t02),
+            code=f"{t02}_CONTROL",
+            message=pl.format(
+                f"{t02} {{}} != {control} {{}}",
+                c("_t02").fill_null("(empty)"),
+                c(pair.control).fill_null("(empty)"),
+            ),
+        ),
+        _err(
+            head.filter(c("nxt_sid").is_in(list(pair.unclosed_by))),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=c("nxt_sid"),
+            code=f"{pair.tail}_MISSING",
+            message=pl.format(
+                pair.unclosed, c(pair.control), prov.local_pos(c("pos")), c("nxt_sid")
+            ),
+        ),
+        _err(
+            rows.filter((sid == pair.tail) & (c("prv_sid").fill_null("") != pair.head)),
+            **ids,
+            pos=c("pos"),
+            segment_id=pl.lit(pair.tail),
+            code=f"{pair.head}_MISSING",
+            message=pl.lit(pair.orphan),
+        ),
+        rows,
+    )
+
+
 def finish_source(st: SourceState) -> None:
     """Group and interchange checks over the envelope segments of a whole source."""
     if not st.env:
@@ -614,150 +724,32 @@ def finish_source(st: SourceState) -> None:
             )
         return
     env = pl.concat(st.env, how="vertical").lazy()
-    c = pl.col
-    here = st.prov.local_pos
-    sid = c("sid")
-    # Groups: the next GS/GE/ISA/IEA after a GS must be its GE.
-    g = env.filter(sid.is_in(["ISA", "GS", "GE", "IEA"])).with_columns(
-        nxt_sid=sid.shift(-1),
-        nxt_pos=c("pos").shift(-1),
-        ge01=c("e01").shift(-1),
-        ge02=c("e02").shift(-1),
-        nxt_st=c("set_index").shift(-1),
-        prv_sid=sid.shift(1),
-    )
-    gs = g.filter(sid == "GS").with_columns(n_sets=c("nxt_st") - c("set_index"))
-    grp = {"interchange_index": c("interchange_index"), "group_index": c("group_index")}
-    errs = [
-        _err(
-            gs.filter(
-                (c("nxt_sid") == "GE")
-                & (c("ge01").cast(pl.Int64, strict=False) != c("n_sets")).fill_null(True)
-            ),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("GE"),
-            element=pl.lit("GE01"),
-            code="GE01_COUNT",
-            message=pl.format(
-                "GE01 {} != {} sets in the group", c("ge01").fill_null("(empty)"), c("n_sets")
-            ),
-        ),
-        _err(
-            gs.filter((c("nxt_sid") == "GE") & ~ctl_eq(c("ge02"), c("e06"))),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("GE"),
-            element=pl.lit("GE02"),
-            code="GE02_CONTROL",
-            message=pl.format(
-                "GE02 {} != GS06 {}", c("ge02").fill_null("(empty)"), c("e06").fill_null("(empty)")
-            ),
-        ),
-        _err(
-            gs.filter(c("nxt_sid").is_in(["GS", "ISA", "IEA"])),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=c("nxt_sid"),
-            code="GE_MISSING",
-            message=pl.format(
-                "group {} (GS at segment {}) is not closed by GE before {}",
-                c("e06"),
-                here(c("pos")),
-                c("nxt_sid"),
-            ),
-        ),
-        _err(
-            g.filter((sid == "GE") & (c("prv_sid").fill_null("") != "GS")),
-            **grp,
-            pos=c("pos"),
-            segment_id=pl.lit("GE"),
-            code="GS_MISSING",
-            message=pl.lit("GE without an open GS"),
-        ),
-    ]
+    c, sid = pl.col, pl.col("sid")
+    *group_errs, _ = _pair_checks(env, _GROUP, st.prov)
+    *ic_errs, i = _pair_checks(env, _INTERCHANGE, st.prov)
     # ST outside a group: the last of GS/GE/ISA/IEA before it is not GS.
-    errs.append(
-        _err(
-            env.with_columns(
-                _g=pl.when(sid.is_in(["ISA", "GS", "GE", "IEA"])).then(sid).forward_fill()
-            ).filter((sid == "ST") & (c("_g").fill_null("") != "GS")),
-            interchange_index=c("interchange_index"),
-            set_index=c("set_index"),
-            pos=c("pos"),
-            segment_id=pl.lit("ST"),
-            code="GS_MISSING",
-            message=pl.lit("ST outside a functional group (no open GS)"),
-        )
+    outside = _err(
+        env.with_columns(_g=pl.when(sid.is_in(list(_GROUP.among))).then(sid).forward_fill()).filter(
+            (sid == "ST") & (c("_g").fill_null("") != "GS")
+        ),
+        interchange_index=c("interchange_index"),
+        set_index=c("set_index"),
+        pos=c("pos"),
+        segment_id=pl.lit("ST"),
+        code="GS_MISSING",
+        message=pl.lit("ST outside a functional group (no open GS)"),
     )
-    i = env.filter(sid.is_in(["ISA", "IEA"])).with_columns(
-        nxt_sid=sid.shift(-1),
-        nxt_pos=c("pos").shift(-1),
-        iea01=c("e01").shift(-1),
-        iea02=c("e02").shift(-1),
-        nxt_gs=c("group_index").shift(-1),
-        prv_sid=sid.shift(1),
-    )
-    isa = i.filter(sid == "ISA").with_columns(n_groups=c("nxt_gs") - c("group_index"))
-    ic = {"interchange_index": c("interchange_index")}
-    errs += [
-        _err(
-            isa.filter(
-                (c("nxt_sid") == "IEA")
-                & (c("iea01").cast(pl.Int64, strict=False) != c("n_groups")).fill_null(True)
-            ),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("IEA"),
-            element=pl.lit("IEA01"),
-            code="IEA01_COUNT",
-            message=pl.format(
-                "IEA01 {} != {} groups in the interchange",
-                c("iea01").fill_null("(empty)"),
-                c("n_groups"),
-            ),
-        ),
-        _err(
-            isa.filter((c("nxt_sid") == "IEA") & ~ctl_eq(c("iea02"), c("e13"))),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("IEA"),
-            element=pl.lit("IEA02"),
-            code="IEA02_CONTROL",
-            message=pl.format(
-                "IEA02 {} != ISA13 {}",
-                c("iea02").fill_null("(empty)"),
-                c("e13").fill_null("(empty)"),
-            ),
-        ),
-        _err(
-            isa.filter(c("nxt_sid") == "ISA"),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("ISA"),
-            code="IEA_MISSING",
-            message=pl.format(
-                "interchange {} (ISA at segment {}) is not closed by IEA before the next ISA",
-                c("e13"),
-                here(c("pos")),
-            ),
-        ),
-        _err(
-            i.filter((sid == "IEA") & (c("prv_sid").fill_null("") != "ISA")),
-            **ic,
-            pos=c("pos"),
-            segment_id=pl.lit("IEA"),
-            code="ISA_MISSING",
-            message=pl.lit("IEA without an open ISA"),
-        ),
-    ]
-    out = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
+    # An interchange still open at the end of input: TRUNCATED (once per source).
+    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last())
+    *found, last_df = pl.collect_all([*group_errs, outside, *ic_errs, last], engine=ENGINE)
+    out = pl.concat(found, how="vertical")
     if out.height:
         st.errors.append(out)
-    # An interchange still open at the end of input: TRUNCATED (once per source).
-    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect(
-        engine=ENGINE
-    )
+    _truncated_interchange(st, last_df)
+
+
+def _truncated_interchange(st: SourceState, last: pl.DataFrame) -> None:
+    """A TRUNCATED row when the source's last ISA is never closed and no set said so."""
     already = any(f.height and (f["code"] == "TRUNCATED").any() for f in st.errors)
     if last.height and last["sid"][0] == "ISA" and not already:
         where = "inside" if not st.ends_cleanly else "after"
