@@ -675,23 +675,37 @@ _INDEXES: Final = ("interchange_index", "group_index", "set_index")
 
 
 def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The envelopes (one row per set) and errors frames of ``states``."""
+    levels = pl.DataFrame({"code": list(CODES), "level": list(CODES.values())}).lazy()
     envs: list[pl.DataFrame] = []
     errs: list[pl.DataFrame] = []
-    c = pl.col
-    levels = pl.DataFrame({"code": list(CODES), "level": list(CODES.values())})
     for st in states:
-        where = st.prov
-        isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
-        gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical").lazy()
-        sets = pl.concat(
-            [_empty({**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets],
-            how="vertical",
+        env, err = _Assembly(st, levels).frames()
+        envs.append(env)
+        errs.append(err)
+    envelopes = pl.concat([_empty(ENVELOPES_SCHEMA), *envs], how="vertical")
+    errors = pl.concat([_empty(ERROR_SCHEMA), *errs], how="vertical")
+    return envelopes, errors
+
+
+class _Assembly:
+    """One source state's envelope headers, sets and raw error rows, as lazy frames."""
+
+    def __init__(self, st: SourceState, levels: pl.LazyFrame) -> None:
+        c = pl.col
+        self.where = st.prov
+        self.levels = levels
+        self.isa = pl.concat([_empty(ISA_SCHEMA), *st.isa_info], how="vertical").lazy()
+        self.gs = pl.concat([_empty(GS_SCHEMA), *st.gs_info], how="vertical").lazy()
+        self.sets = pl.concat(
+            [_empty({**SET_SCHEMA, "rejected": pl.Boolean()}), *st.sets], how="vertical"
         ).lazy()
+        self.env = pl.concat([_empty(ENV_SCHEMA), *st.env], how="vertical").lazy()
         raw = pl.concat([_empty(_RAW_ERROR), *st.errors], how="vertical").lazy()
         # Element errors know only their set: fill in its group and interchange.
-        raw = (
+        self.raw = (
             raw.join(
-                sets.select(
+                self.sets.select(
                     "set_index", c("interchange_index").alias("_i"), c("group_index").alias("_g")
                 ),
                 on="set_index",
@@ -703,15 +717,19 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             )
             .drop("_i", "_g")
         )
-        err = (
-            raw.join(
-                isa.select("interchange_index", "interchange_control"),
+
+    def errors(self) -> pl.LazyFrame:
+        """ERROR_SCHEMA rows: control numbers and level joined in, in position order."""
+        c, where = pl.col, self.where
+        return (
+            self.raw.join(
+                self.isa.select("interchange_index", "interchange_control"),
                 on="interchange_index",
                 how="left",
             )
-            .join(gs.select("group_index", "group_control"), on="group_index", how="left")
-            .join(sets.select("set_index", "set_control"), on="set_index", how="left")
-            .join(levels.lazy(), on="code", how="left")
+            .join(self.gs.select("group_index", "group_control"), on="group_index", how="left")
+            .join(self.sets.select("set_index", "set_control"), on="set_index", how="left")
+            .join(self.levels, on="code", how="left")
             .sort("pos", maintain_order=True)
             .with_columns(
                 source=where.source(c("pos")),
@@ -720,7 +738,12 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             )
             .select(list(ERROR_SCHEMA))
         )
-        bad = raw.join(levels.lazy(), on="code", how="left")
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(envelopes, errors) of the source; one query for the three small lists of bad
+        sets, groups and interchanges that the envelope flags need, and the errors."""
+        c, where = pl.col, self.where
+        bad = self.raw.join(self.levels, on="code", how="left")
         set_bad = (
             bad.filter(
                 c("set_index").is_not_null() & c("level").is_in(["set", "segment", "element"])
@@ -731,17 +754,17 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
         )
         grp_bad = bad.filter(c("level") == "group").select("group_index").unique()
         ic_bad = bad.filter(c("level") == "interchange").select("interchange_index").unique()
-        ge = pl.concat([_empty(ENV_SCHEMA), *st.env], how="vertical").lazy()
         ge = (
-            ge.filter(c("sid") == "GE")
+            self.env.filter(c("sid") == "GE")
             .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
             .unique("group_index", keep="first")
         )
-        # one query for the three small lists the envelope flags need, and the errors
-        s_bad, g_bad, i_bad, e_err = pl.collect_all([set_bad, grp_bad, ic_bad, err], engine=ENGINE)
+        s_bad, g_bad, i_bad, err = pl.collect_all(
+            [set_bad, grp_bad, ic_bad, self.errors()], engine=ENGINE
+        )
         env = (
-            sets.join(isa, on="interchange_index", how="left")
-            .join(gs, on="group_index", how="left")
+            self.sets.join(self.isa, on="interchange_index", how="left")
+            .join(self.gs, on="group_index", how="left")
             .join(ge, on="group_index", how="left")
             .with_columns(
                 source=where.source(c("st_pos")),
@@ -756,9 +779,4 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
             .with_columns(**{k: where.local_index(k, c("st_pos")) for k in _INDEXES})
             .select(list(ENVELOPES_SCHEMA))
         )
-        e_env = env.collect(engine=ENGINE)
-        envs.append(e_env)
-        errs.append(e_err)
-    envelopes = pl.concat([_empty(ENVELOPES_SCHEMA), *envs], how="vertical")
-    errors = pl.concat([_empty(ERROR_SCHEMA), *errs], how="vertical")
-    return envelopes, errors
+        return env.collect(engine=ENGINE), err
