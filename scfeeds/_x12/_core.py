@@ -456,35 +456,12 @@ class _Checked:
         """SE01 count, SE02 control, SE missing before the next envelope, SE without ST."""
         c, sts, here = pl.col, self.sts, self.st.prov.local_pos
         return [
-            _err(
-                sts.filter(
-                    c("closed")
-                    & (c("se01").cast(pl.Int64, strict=False) != c("count")).fill_null(True)
-                ),
-                **_IDS,
-                pos=c("nxt_pos"),
-                segment_id=pl.lit("SE"),
-                element=pl.lit("SE01"),
-                code="SE01_COUNT",
-                message=pl.format(
-                    "SE01 {} != {} segments counted from ST (segment {}) to SE",
-                    c("se01").fill_null("(empty)"),
-                    c("count"),
-                    here(c("pos")),
-                ),
-            ),
-            _err(
-                sts.filter(c("closed") & ~ctl_eq(c("se02"), c("e02"))),
-                **_IDS,
-                pos=c("nxt_pos"),
-                segment_id=pl.lit("SE"),
-                element=pl.lit("SE02"),
-                code="SE02_CONTROL",
-                message=pl.format(
-                    "SE02 {} != ST02 {}",
-                    c("se02").fill_null("(empty)"),
-                    c("e02").fill_null("(empty)"),
-                ),
+            *_trailer_errors(
+                sts.filter(c("closed")),
+                _IDS,
+                ("SE", c("se01"), c("se02")),
+                (c("count"), "segments counted from ST (segment {}) to SE", [here(c("pos"))]),
+                (c("e02"), "ST02"),
             ),
             _err(
                 sts.filter(~c("closed").fill_null(False) & c("nxt_sid").is_not_null()),
@@ -652,6 +629,49 @@ class _Checked:
         st.ends_cleanly = self.tok.ends_cleanly
 
 
+def _trailer_errors(
+    closed: pl.LazyFrame,
+    ids: dict[str, pl.Expr],
+    trailer: tuple[str, pl.Expr, pl.Expr],
+    count: tuple[pl.Expr, str, list[pl.Expr]],
+    control: tuple[pl.Expr, str],
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Count and control-number errors of closed headers (ST, GS, ISA): ``trailer`` is the
+    trailer's ID and its 01 / 02 elements, ``count`` what 01 must equal with the words (and
+    their arguments) after it in the message, ``control`` the header's control number and
+    its element name."""
+    tail, t01, t02 = trailer
+    counted, units, args = count
+    ctl, ctl_name = control
+    c = pl.col
+    return (
+        _err(
+            closed.filter((t01.cast(pl.Int64, strict=False) != counted).fill_null(True)),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(tail),
+            element=pl.lit(f"{tail}01"),
+            code=f"{tail}01_COUNT",
+            message=pl.format(
+                f"{tail}01 {{}} != {{}} {units}", t01.fill_null("(empty)"), counted, *args
+            ),
+        ),
+        _err(
+            closed.filter(~ctl_eq(t02, ctl)),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(tail),
+            element=pl.lit(f"{tail}02"),
+            code=f"{tail}02_CONTROL",
+            message=pl.format(
+                f"{tail}02 {{}} != {ctl_name} {{}}",
+                t02.fill_null("(empty)"),
+                ctl.fill_null("(empty)"),
+            ),
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pair:
     """An envelope pair checked over a whole source: a header (GS / ISA) and its trailer
@@ -700,7 +720,6 @@ def _pair_checks(env: pl.LazyFrame, pair: _Pair, prov: Prov) -> tuple[pl.LazyFra
     """Count, control, unclosed-header and orphan-trailer error rows of ``pair``, and (last)
     its header and trailer rows with what follows each."""
     c, sid = pl.col, pl.col("sid")
-    t01, t02 = f"{pair.tail}01", f"{pair.tail}02"
     rows = env.filter(sid.is_in(list(pair.among))).with_columns(
         nxt_sid=sid.shift(-1),
         nxt_pos=c("pos").shift(-1),
@@ -714,31 +733,12 @@ def _pair_checks(env: pl.LazyFrame, pair: _Pair, prov: Prov) -> tuple[pl.LazyFra
     ids = {k: c(k) for k in pair.ids}
     control = f"{pair.head}{pair.control[1:]}"
     return (
-        _err(
-            head.filter(
-                closed & (c("_t01").cast(pl.Int64, strict=False) != c("_n")).fill_null(True)
-            ),
-            **ids,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit(pair.tail),
-            element=pl.lit(t01),
-            code=f"{t01}_COUNT",
-            message=pl.format(
-                f"{t01} {{}} != {{}} {pair.units}", c("_t01").fill_null("(empty)"), c("_n")
-            ),
-        ),
-        _err(
-            head.filter(closed & ~ctl_eq(c("_t02"), c(pair.control))),
-            **ids,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit(pair.tail),
-            element=pl.lit(t02),
-            code=f"{t02}_CONTROL",
-            message=pl.format(
-                f"{t02} {{}} != {control} {{}}",
-                c("_t02").fill_null("(empty)"),
-                c(pair.control).fill_null("(empty)"),
-            ),
+        *_trailer_errors(
+            head.filter(closed),
+            ids,
+            (pair.tail, c("_t01"), c("_t02")),
+            (c("_n"), pair.units, []),
+            (c(pair.control), control),
         ),
         _err(
             head.filter(c("nxt_sid").is_in(list(pair.unclosed_by))),

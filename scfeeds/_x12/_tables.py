@@ -258,19 +258,8 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     p.per_set(
         beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date"))
     )
-    qty, price = _number(c("PO102")), _number(c("PO104"))
-    lines = po1.select(
-        "set_index",
-        "pos",
-        line_number=_line_number(c("PO101")),
-        qty_ordered=qty,
-        uom=c("PO103"),
-        unit_price=price,
-        item_id=_item("PO1", 6, 25),
-    )
-    errors = [
-        _bad(po1, "PO102", qty, "BAD_NUMBER"),
-        _bad(po1, "PO104", price, "BAD_NUMBER"),
+    lines, errors = _item_lines(po1, "PO1", "qty_ordered")
+    errors += [
         _bad(beg, "BEG05", _date(c("BEG05")), "BAD_DATE"),
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
@@ -284,6 +273,30 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     if desc is None:
         return out, errors
     return out.hstack(desc.result()).rechunk(), errors
+
+
+def _item_lines(
+    seg: pl.LazyFrame, sid: str, qty_name: str, qty: pl.Expr | None = None
+) -> tuple[pl.LazyFrame, list[pl.LazyFrame]]:
+    """Line rows of PO1 / IT1 segments (``sid`` 01-04 and the product-ID pairs from 06 on:
+    line number, quantity as ``qty_name``, unit, price, item_id), and their number errors.
+    ``qty`` replaces the plain quantity (credit memos)."""
+    parsed = _number(c(f"{sid}02"))
+    price = _number(c(f"{sid}04"))
+    lines = seg.select(
+        "set_index",
+        "pos",
+        line_number=_line_number(c(f"{sid}01")),
+        **{qty_name: parsed if qty is None else qty},
+        uom=c(f"{sid}03"),
+        unit_price=price,
+        item_id=_item(sid, 6, 25),
+    )
+    errors = [
+        _bad(seg, f"{sid}02", parsed, "BAD_NUMBER"),
+        _bad(seg, f"{sid}04", price, "BAD_NUMBER"),
+    ]
+    return lines, errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
@@ -301,22 +314,12 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
     )
     # Credit memos (BIG07 = CR) carry negative quantities, whatever sign IT102 was sent with.
     credit = big_df.filter(c("BIG07").str.strip_chars() == CREDIT_MEMO)["set_index"]
-    qty, price = _number(c("IT102")), _number(c("IT104"))
+    qty = _number(c("IT102"))
     if credit.len():
         qty = pl.when(c("set_index").is_in(credit.implode())).then(-qty.abs()).otherwise(qty)
-    lines = it1.select(
-        "set_index",
-        "pos",
-        line_number=_line_number(c("IT101")),
-        qty_invoiced=qty,
-        uom=c("IT103"),
-        unit_price=price,
-        line_amount=(qty * price).cast(QTY),
-        item_id=_item("IT1", 6, 25),
-    )
-    errors = [
-        _bad(it1, "IT102", qty, "BAD_NUMBER"),
-        _bad(it1, "IT104", price, "BAD_NUMBER"),
+    lines, errors = _item_lines(it1, "IT1", "qty_invoiced", qty)
+    lines = lines.with_columns(line_amount=(c("qty_invoiced") * c("unit_price")).cast(QTY))
+    errors += [
         _bad(big, "BIG01", _date(c("BIG01")), "BAD_DATE"),
         _missing(big, "BIG01"),
         _missing(big, "BIG02"),
