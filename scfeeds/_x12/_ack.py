@@ -273,32 +273,20 @@ AK403_REASONS: Final[dict[str, str]] = {
     "10": "exclusion condition violated",
 }
 
+# Columns of the verdict frames: the group a verdict is about, then the verdict's own.
+_TEXT: Final = pl.String()
+_TEXTS: Final = pl.List(pl.String())
+_GROUP_KEY: Final = dict.fromkeys(("interchange_control", "functional_id", "group_control"), _TEXT)
 SETS_SCHEMA: Final = pl.Schema(
-    {
-        "interchange_control": pl.String(),
-        "functional_id": pl.String(),
-        "group_control": pl.String(),
-        "set_id": pl.String(),
-        "set_control": pl.String(),
-        "verdict": pl.String(),
-        "ak501": pl.String(),
-        "reasons": pl.List(pl.String()),
-        "errors": pl.List(pl.String()),
-    }
+    _GROUP_KEY
+    | dict.fromkeys(("set_id", "set_control", "verdict", "ak501"), _TEXT)
+    | {"reasons": _TEXTS, "errors": _TEXTS}
 )
 GROUPS_SCHEMA: Final = pl.Schema(
-    {
-        "interchange_control": pl.String(),
-        "functional_id": pl.String(),
-        "group_control": pl.String(),
-        "verdict": pl.String(),
-        "ak901": pl.String(),
-        "sets_included": pl.Int64(),
-        "sets_received": pl.Int64(),
-        "sets_accepted": pl.Int64(),
-        "reasons": pl.List(pl.String()),
-        "rejected_sets": pl.List(pl.String()),
-    }
+    _GROUP_KEY
+    | {"verdict": _TEXT, "ak901": _TEXT}
+    | dict.fromkeys(("sets_included", "sets_received", "sets_accepted"), pl.Int64())
+    | {"reasons": _TEXTS, "rejected_sets": _TEXTS}
 )
 
 

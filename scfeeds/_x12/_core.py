@@ -363,6 +363,38 @@ def _counted(st: SourceState, tokens: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# Header columns from ISA / GS elements (``!``: spaces trimmed, fixed-width ISA IDs).
+_ISA_FIELDS: Final = {
+    "interchange_index": "",
+    "interchange_control": "e13",
+    "sender_qualifier": "!e05",
+    "sender_id": "!e06",
+    "receiver_qualifier": "!e07",
+    "receiver_id": "!e08",
+    "isa_version": "e12",
+    "isa_date": "e09",
+    "isa_time": "e10",
+    "usage": "e15",
+}
+_GS_FIELDS: Final = {
+    "group_index": "",
+    "functional_id": "e01",
+    "app_sender": "e02",
+    "app_receiver": "e03",
+    "group_control": "e06",
+    "version": "e08",
+}
+
+
+def _fields(spec: dict[str, str]) -> list[pl.Expr]:
+    """Columns named by ``spec``'s keys from its elements (an empty element: the key itself)."""
+    out = []
+    for name, src in spec.items():
+        x = pl.col(src.lstrip("!") or name)
+        out.append((x.str.strip_chars() if src.startswith("!") else x).alias(name))
+    return out
+
+
 _IDS: Final = {k: pl.col(k) for k in ("interchange_index", "group_index", "set_index")}
 
 
@@ -394,41 +426,21 @@ class _Checked:
         st, d, env, c, sid = self.st, self.d, self.env, pl.col, pl.col("sid")
         if keep_env:
             st.env.append(env.select(list(ENV_SCHEMA)))
-        delim = st.prov.delimiter
-        st.isa_info.append(
-            env.lazy()
-            .filter(sid == "ISA")
-            .select(
-                c("interchange_index"),
-                c("e13").alias("interchange_control"),
-                c("e05").str.strip_chars().alias("sender_qualifier"),
-                c("e06").str.strip_chars().alias("sender_id"),
-                c("e07").str.strip_chars().alias("receiver_qualifier"),
-                c("e08").str.strip_chars().alias("receiver_id"),
-                c("e12").alias("isa_version"),
-                c("e09").alias("isa_date"),
-                c("e10").alias("isa_time"),
-                c("e15").alias("usage"),
-                delim("element", d.element, c("pos")).alias("element_separator"),
-                delim("component", d.component, c("pos")).alias("component_separator"),
-                delim("repetition", d.repetition, c("pos")).alias("repetition_separator"),
-                delim("segment", d.segment, c("pos")).alias("segment_terminator"),
+        delim, pos = st.prov.delimiter, c("pos")
+        separators = [
+            delim(kind, default, pos).alias(f"{kind}_{word}")
+            for kind, default, word in (
+                ("element", d.element, "separator"),
+                ("component", d.component, "separator"),
+                ("repetition", d.repetition, "separator"),
+                ("segment", d.segment, "terminator"),
             )
-            .collect(engine=ENGINE)
-        )
-        st.gs_info.append(
-            env.lazy()
-            .filter(sid == "GS")
-            .select(
-                c("group_index"),
-                c("e01").alias("functional_id"),
-                c("e02").alias("app_sender"),
-                c("e03").alias("app_receiver"),
-                c("e06").alias("group_control"),
-                c("e08").alias("version"),
-            )
-            .collect(engine=ENGINE)
-        )
+        ]
+        isa = env.lazy().filter(sid == "ISA").select(*_fields(_ISA_FIELDS), *separators)
+        gs = env.lazy().filter(sid == "GS").select(*_fields(_GS_FIELDS))
+        isa_df, gs_df = pl.collect_all([isa, gs], engine=ENGINE)
+        st.isa_info.append(isa_df)
+        st.gs_info.append(gs_df)
         # Collected once: the checks and the set list all read these two frames.
         self.shifted = (
             env.lazy()
