@@ -688,6 +688,12 @@ def _assemble(states: list[SourceState]) -> tuple[pl.DataFrame, pl.DataFrame]:
     return envelopes, errors
 
 
+def _rows_of(keys: pl.Series, table_keys: pl.Series) -> pl.Series:
+    """Row number in ``table_keys`` (unique) of each of ``keys``; null where it has none."""
+    index = table_keys.rename("k").to_frame().with_row_index("_r")
+    return keys.rename("k").to_frame().join(index, on="k", how="left", maintain_order="left")["_r"]
+
+
 class _Assembly:
     """One source state's envelope headers, sets and raw error rows, as lazy frames."""
 
@@ -759,13 +765,21 @@ class _Assembly:
             .select("group_index", c("e01").cast(pl.Int64, strict=False).alias("declared_sets"))
             .unique("group_index", keep="first")
         )
-        s_bad, g_bad, i_bad, err = pl.collect_all(
-            [set_bad, grp_bad, ic_bad, self.errors()], engine=ENGINE
+        s_bad, g_bad, i_bad, err, sets, isa, gs, ge_df = pl.collect_all(
+            [set_bad, grp_bad, ic_bad, self.errors(), self.sets, self.isa, self.gs, ge],
+            engine=ENGINE,
         )
+        if not sets["set_index"].is_sorted():
+            sets = sets.sort("set_index")
+        # The headers' columns gathered onto the sets by row number: a left join would copy
+        # every column of the (wide) frame once per header table.
+        cols = {n: sets[n] for n in sets.columns}
+        for table, key in ((isa, "interchange_index"), (gs, "group_index"), (ge_df, "group_index")):
+            rows = _rows_of(sets[key], table[key])
+            cols.update((n, table[n].gather(rows)) for n in table.columns if n != key)
         env = (
-            self.sets.join(self.isa, on="interchange_index", how="left")
-            .join(self.gs, on="group_index", how="left")
-            .join(ge, on="group_index", how="left")
+            pl.DataFrame(cols)
+            .lazy()
             .with_columns(
                 source=where.source(c("st_pos")),
                 position=where.position(c("st_pos")),
@@ -774,9 +788,8 @@ class _Assembly:
                 interchange_valid=~c("interchange_index").is_in(
                     i_bad["interchange_index"].implode()
                 ),
+                **{k: where.local_index(k, c("st_pos")) for k in _INDEXES},
             )
-            .sort("set_index")
-            .with_columns(**{k: where.local_index(k, c("st_pos")) for k in _INDEXES})
             .select(list(ENVELOPES_SCHEMA))
         )
         return env.collect(engine=ENGINE), err
