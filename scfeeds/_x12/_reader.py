@@ -279,10 +279,18 @@ class _Inline:
 
 
 def _pool(data: bytes | Path, slice_bytes: int) -> ThreadPoolExecutor | _Inline:
+    """Overlapping pieces (about three in flight) for a source of several slices of at most
+    ``_OVERLAP_MAX``; larger slices run one at a time, so that the bytes in flight, and with
+    them peak memory, do not grow with the slice size (measured on 110 MB of 850s: 16 MiB
+    slices 737 MB above the import baseline overlapped, 616 MB one at a time; 4 MiB slices
+    overlapped 538 MB)."""
     size = len(data) if isinstance(data, bytes) else os.path.getsize(data)
-    if size <= slice_bytes:
+    if size <= slice_bytes or slice_bytes > _OVERLAP_MAX:
         return _Inline()
     return ThreadPoolExecutor(2, thread_name_prefix="x12")
+
+
+_OVERLAP_MAX: Final = DEFAULT_SLICE
 
 
 # Pieces tokenized ahead / built behind the sequential envelope pass. polars releases the
