@@ -1,8 +1,17 @@
 """X12 reader benchmark: scfeeds vs pyx12, a naive Python split loop and polars.read_csv.
 
-Run: ``.venv/bin/python bench/x12.py`` (``--pos 60000`` for about 30 MB of 850s; ``--quick``
+Run: ``.venv/bin/python bench/x12.py`` (``--pos 60000``, the default, writes about 28 MB of
+850s, 43 MB of 856s, 34 MB of 810s and a 110 MB file of four copies of the 850s; ``--quick``
 for a smoke run). The input is written by ``scfeeds.synth`` (one supplier, so every tool reads
 the same single-dialect bytes), its 850 / 856 / 810 files concatenated into one file each.
+
+For each of 850, 856 and 810, in the same run: ``read_x12`` (every table, envelopes and
+errors: all envelope checks; no long segments frame), ``scan_x12`` of its table, the naive
+Python split loop, and ``polars.read_csv`` of the same X12 bytes (separator and line
+terminator set to the file's delimiters, one column per element of the widest segment).
+Then read_x12 with the segments frame, pyx12, polars.read_csv of the 850 line items written
+as canonical CSV, and peak RSS of read_x12 over the 110 MB file at two slice sizes.
+
 Every measurement runs in a fresh subprocess so that its peak RSS is its own; times are the
 best of ``--repeat`` runs. pyx12 is time-capped and its throughput extrapolated from the share
 of segments it got through.
@@ -54,26 +63,30 @@ def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def measure(name: str, path: str, repeat: int, extra: str) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
-    import polars as pl
-
     from scfeeds._x12 import read_x12, scan_x12
 
     base = _rss_mb()
     size = os.path.getsize(path)
     rows: int
-    if name == "scfeeds_po_lines":
-        secs, df = _best(lambda: scan_x12(path, table="po_lines").collect(), repeat)
-        rows = df.height
-    elif name == "scfeeds_read_x12":
-        secs, res = _best(lambda: read_x12(path), repeat)
-        rows = res.po_lines.height
-    elif name in ("scfeeds_asn_lines", "scfeeds_invoice_lines"):
+    if name in ("scfeeds_po_lines", "scfeeds_asn_lines", "scfeeds_invoice_lines"):
         table = name.removeprefix("scfeeds_")
         secs, df = _best(lambda: scan_x12(path, table=table).collect(), repeat)  # type: ignore[arg-type]
         rows = df.height
+    elif name == "scfeeds_read_x12":
+        # every table, envelopes and errors (all envelope checks); ``extra`` = "segments"
+        # also builds the long segments frame, else a slice size in bytes (or empty)
+        kw: dict[str, Any] = {"segments": extra == "segments"}
+        if extra.isdigit():
+            kw["slice_bytes"] = int(extra)
+        secs, res = _best(lambda: read_x12(path, **kw), repeat)
+        rows = sum(res.table(t).height for t in ("po_lines", "asn_lines", "invoice_lines"))
     elif name == "naive_split":
-        secs, rows = _best(lambda: _naive(path), repeat)
+        secs, rows = _best(lambda: _naive(path, extra), repeat)
+    elif name == "read_csv_x12":
+        secs, rows = _best(lambda: _read_csv_x12(path, int(extra)), repeat)
     elif name == "read_csv":
+        import polars as pl
+
         from scfeeds.schemas import schema
 
         sch = schema("po_lines")
@@ -94,20 +107,60 @@ def measure(name: str, path: str, repeat: int, extra: str) -> dict[str, Any]:
     }
 
 
-def _naive(path: str) -> int:
+# The line-item segment of each set and the fields a naive reader takes from it (plus the
+# document number from the set's header segment).
+_NAIVE: dict[str, tuple[str, int, str]] = {
+    "850": ("BEG", 3, "PO1"),
+    "856": ("BSN", 2, "SN1"),
+    "810": ("BIG", 2, "IT1"),
+}
+
+
+def _naive(path: str, set_id: str) -> int:
     """What most people write first: split on the terminator, then on the separator."""
+    head_id, head_el, line_id = _NAIVE[set_id]
     text = Path(path).read_text("latin-1")
     e, t = text[3], text[105]
     rows = []
-    po = None
+    doc = None
     for seg in text.split(t):
         el = seg.strip().split(e)
         sid = el[0]
-        if sid == "BEG":
-            po = el[3]
-        elif sid == "PO1":
-            rows.append((po, el[1], el[2], el[3], el[4], el[7] if len(el) > 7 else None))
+        if sid == head_id:
+            doc = el[head_el]
+        elif sid == line_id:
+            rows.append((doc, el[1], el[2], el[3], el[4] if len(el) > 4 else None))
     return len(rows)
+
+
+def _read_csv_x12(path: str, width: int) -> int:
+    """polars.read_csv of the X12 file itself: the element separator as ``separator``, the
+    segment terminator as ``eol_char``, one string column per element of the widest
+    segment (ragged rows padded with nulls). Tokenizing only: no segment is interpreted."""
+    import polars as pl
+
+    with open(path, "rb") as f:
+        isa = f.read(106)
+    e, t = chr(isa[3]), chr(isa[105])
+    df = pl.read_csv(
+        path,
+        has_header=False,
+        separator=e,
+        eol_char=t,
+        quote_char=None,
+        schema={f"e{i:02d}": pl.String() for i in range(width)},
+        truncate_ragged_lines=True,
+        missing_columns="insert",
+        raise_if_empty=False,
+    )
+    return df.height
+
+
+def _width(path: Path) -> int:
+    """Elements of the widest segment of ``path`` plus its ID (the read_csv column count)."""
+    data = path.read_bytes()
+    e, t = data[3:4], data[105:106]
+    return max(seg.count(e) for seg in data.split(t)) + 1
 
 
 def _pyx12(path: str, cap: float) -> tuple[float, int, int]:
@@ -179,7 +232,7 @@ def _inputs(dest: Path, pos: int) -> dict[str, Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pos", type=int, default=60_000, help="purchase orders to synthesise")
-    ap.add_argument("--repeat", type=int, default=5, help="best of this many runs")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     ap.add_argument("--pyx12-seconds", type=float, default=8.0)
     ap.add_argument("--quick", action="store_true", help="small input, one repeat")
     ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
@@ -193,64 +246,100 @@ def main() -> None:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scfeeds-bench-x12-") as tmp:
         inputs = _inputs(Path(tmp), args.pos)
-        po = inputs["po_lines"]
-        mb = po.stat().st_size / 1e6
-        print(
-            f"input: {po.name} {mb:.1f} MB; 856 {inputs['asn_lines'].stat().st_size / 1e6:.1f} MB; "
-            f"810 {inputs['invoice_lines'].stat().st_size / 1e6:.1f} MB",
-            flush=True,
+        sizes = "; ".join(
+            f"{stem} {inputs[t].stat().st_size / 1e6:.1f} MB" for t, stem in _STEMS.items()
         )
-        runs = [
+        big = inputs["po_lines_x4"]
+        print(f"input: {sizes}; 850 x4 {big.stat().st_size / 1e6:.1f} MB", flush=True)
+        rep = args.repeat
+        per_set: dict[str, dict[str, dict[str, Any]]] = {}
+        for table, stem in _STEMS.items():
+            path = inputs[table]
+            print(f"measuring {stem} ...", flush=True)
+            per_set[stem] = {
+                "read_x12": _run("scfeeds_read_x12", path, rep),
+                "scan": _run(f"scfeeds_{table}", path, rep),
+                "naive": _run("naive_split", path, rep, stem),
+                "read_csv": _run("read_csv_x12", path, rep, str(_width(path))),
+            }
+        po = inputs["po_lines"]
+        print("measuring the rest ...", flush=True)
+        more = [
+            ("850 read_x12 with the segments frame", _run("scfeeds_read_x12", po, rep, "segments")),
+            ("850 pyx12 X12Reader (segments only)", _run("pyx12", po, 1, str(args.pyx12_seconds))),
             (
-                "scfeeds scan_x12 -> po_lines (envelope checks on)",
-                _run("scfeeds_po_lines", po, args.repeat),
-            ),
-            (
-                "scfeeds scan_x12 -> po_lines, input x4",
-                _run("scfeeds_po_lines", inputs["po_lines_x4"], max(1, args.repeat // 2)),
-            ),
-            ("scfeeds read_x12 (all frames + segments)", _run("scfeeds_read_x12", po, args.repeat)),
-            (
-                "scfeeds scan_x12 -> asn_lines (856)",
-                _run("scfeeds_asn_lines", inputs["asn_lines"], args.repeat),
-            ),
-            (
-                "scfeeds scan_x12 -> invoice_lines (810)",
-                _run("scfeeds_invoice_lines", inputs["invoice_lines"], args.repeat),
-            ),
-            ("naive Python split loop -> PO1 tuples", _run("naive_split", po, args.repeat)),
-            ("pyx12 X12Reader (segments only)", _run("pyx12", po, 1, str(args.pyx12_seconds))),
-            (
-                "polars.read_csv of the same po_lines (CSV)",
-                _run("read_csv", inputs["csv"], args.repeat),
+                "850 po_lines as canonical CSV, polars.read_csv",
+                _run("read_csv", inputs["csv"], rep),
             ),
         ]
-        ref = runs[0][1]["bytes"] / runs[0][1]["seconds"] / 1e6
-        rate_of = {r["name"]: r["bytes"] / r["seconds"] / 1e6 for _, r in runs}
-        print()
-        head = f"{'what':52s} {'MB/s':>7s} {'x scfeeds':>9s} {'MB/cpu-s':>8s} {'rows':>8s}"
-        print(f"{head} {'peak RSS':>9s} {'RSS/MB in':>9s}")
-        for label, r in runs:
-            rate = r["bytes"] / r["seconds"] / 1e6
-            cpu_rate = r["bytes"] / r["cpu_seconds"] / 1e6
-            in_mb = r["bytes"] / 1e6
-            per = (r["peak_rss_mb"] - r["base_rss_mb"]) / in_mb if in_mb else 0.0
-            print(
-                f"{label:52s} {rate:7.1f} {rate / ref:9.2f} {cpu_rate:8.1f} {r['rows']:8d} "
-                f"{r['peak_rss_mb']:7.0f}MB {per:9.2f}"
+        slices = [
+            (
+                f"850 x4 read_x12, slices of {mib} MiB",
+                _run("scfeeds_read_x12", big, 1, str(mib << 20)),
             )
-        print()
+            for mib in _BIG_SLICES_MIB
+        ]
+        _report(per_set, more, slices)
         print(
-            "ratios: scfeeds po_lines is "
-            f"{ref / rate_of['naive_split']:.1f}x the naive loop, "
-            f"{ref / rate_of['pyx12']:.0f}x pyx12, "
-            f"{ref / rate_of['read_csv']:.2f}x polars.read_csv"
-        )
-        print(
-            "MB/cpu-s = MB per CPU-second of all threads; RSS/MB in = (peak RSS - RSS after "
-            f"imports) / MB of input; cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f}, "
+            "MB/cpu-s = MB per CPU-second of all threads; RSS/MB = (peak RSS - RSS after imports) "
+            f"/ MB of input; cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f} (1 min), "
             f"total {time.perf_counter() - t_start:.0f} s"
         )
+
+
+_STEMS: dict[str, str] = {"po_lines": "850", "asn_lines": "856", "invoice_lines": "810"}
+# Slice sizes compared on the input of over 100 MB (memory must not follow the slice size).
+_BIG_SLICES_MIB = (4, 16)
+
+
+def _line(label: str, r: dict[str, Any]) -> str:
+    rate = r["bytes"] / r["seconds"] / 1e6
+    cpu_rate = r["bytes"] / r["cpu_seconds"] / 1e6
+    in_mb = r["bytes"] / 1e6
+    per = (r["peak_rss_mb"] - r["base_rss_mb"]) / in_mb if in_mb else 0.0
+    return (
+        f"{label:50s} {rate:7.1f} {cpu_rate:8.1f} {r['rows']:8d} "
+        f"{r['peak_rss_mb']:7.0f}MB {per:7.2f}"
+    )
+
+
+def _report(
+    per_set: dict[str, dict[str, dict[str, Any]]],
+    more: list[tuple[str, dict[str, Any]]],
+    slices: list[tuple[str, dict[str, Any]]],
+) -> None:
+    print()
+    print(
+        f"{'what':50s} {'MB/s':>7s} {'MB/cpu-s':>8s} {'rows':>8s} {'peak RSS':>9s} {'RSS/MB':>7s}"
+    )
+    labels = {
+        "read_x12": "read_x12 (tables, envelope checks, errors)",
+        "scan": "scan_x12 -> its table",
+        "naive": "naive Python split loop",
+        "read_csv": "polars.read_csv of the same X12 bytes",
+    }
+    for stem, runs in per_set.items():
+        for key, label in labels.items():
+            print(_line(f"{stem} {label}", runs[key]))
+    for label, r in [*more, *slices]:
+        print(_line(label, r))
+    print()
+
+    def rate(r: dict[str, Any]) -> float:
+        return float(r["bytes"] / r["seconds"])
+
+    for stem, runs in per_set.items():
+        mine = rate(runs["read_x12"])
+        print(
+            f"{stem}: read_x12 is {mine / rate(runs['naive']):.1f}x the naive loop (target 5x), "
+            f"{mine / rate(runs['read_csv']):.2f}x polars.read_csv of the same bytes (target "
+            f"0.3x); scan_x12 {rate(runs['scan']) / rate(runs['naive']):.1f}x the naive loop"
+        )
+    rss = ", ".join(
+        f"{mib} MiB: {r['peak_rss_mb'] - r['base_rss_mb']:.0f} MB above imports"
+        for mib, (_, r) in zip(_BIG_SLICES_MIB, slices, strict=True)
+    )
+    print(f"850 x4 ({slices[0][1]['bytes'] / 1e6:.0f} MB) by slice size: {rss}")
 
 
 if __name__ == "__main__":

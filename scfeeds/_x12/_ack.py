@@ -13,14 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import polars as pl
 
 from scfeeds._x12._codes import AK3_CODES, AK4_CODES, AK5_CODES, AK9_CODES
 
-if TYPE_CHECKING:
-    from scfeeds._x12._reader import X12Result
+
+class Verdicts(Protocol):
+    """What a 997 is written from: the ``envelopes`` and ``errors`` frames of a read
+    (``X12Result`` has them)."""
+
+    @property
+    def envelopes(self) -> pl.DataFrame: ...
+
+    @property
+    def errors(self) -> pl.DataFrame: ...
 
 
 def _num(position: str | None) -> int | None:
@@ -30,14 +38,14 @@ def _num(position: str | None) -> int | None:
 
 
 def ack_997(
-    result: X12Result, *, control_number: int = 1, now: datetime | None = None
+    result: Verdicts, *, control_number: int = 1, now: datetime | None = None
 ) -> Acknowledgment:
     """The 997 acknowledgment text for every functional group in ``result``.
 
     Parameters
     ----------
     result
-        What ``read_x12`` returned.
+        What ``read_x12`` returned (an ``X12Result``: its envelopes and errors are read).
     control_number
         ISA13 / GS06 of the first 997 interchange; each further interchange adds one.
     now
@@ -265,32 +273,20 @@ AK403_REASONS: Final[dict[str, str]] = {
     "10": "exclusion condition violated",
 }
 
+# Columns of the verdict frames: the group a verdict is about, then the verdict's own.
+_TEXT: Final = pl.String()
+_TEXTS: Final = pl.List(pl.String())
+_GROUP_KEY: Final = dict.fromkeys(("interchange_control", "functional_id", "group_control"), _TEXT)
 SETS_SCHEMA: Final = pl.Schema(
-    {
-        "interchange_control": pl.String(),
-        "functional_id": pl.String(),
-        "group_control": pl.String(),
-        "set_id": pl.String(),
-        "set_control": pl.String(),
-        "verdict": pl.String(),
-        "ak501": pl.String(),
-        "reasons": pl.List(pl.String()),
-        "errors": pl.List(pl.String()),
-    }
+    _GROUP_KEY
+    | dict.fromkeys(("set_id", "set_control", "verdict", "ak501"), _TEXT)
+    | {"reasons": _TEXTS, "errors": _TEXTS}
 )
 GROUPS_SCHEMA: Final = pl.Schema(
-    {
-        "interchange_control": pl.String(),
-        "functional_id": pl.String(),
-        "group_control": pl.String(),
-        "verdict": pl.String(),
-        "ak901": pl.String(),
-        "sets_included": pl.Int64(),
-        "sets_received": pl.Int64(),
-        "sets_accepted": pl.Int64(),
-        "reasons": pl.List(pl.String()),
-        "rejected_sets": pl.List(pl.String()),
-    }
+    _GROUP_KEY
+    | {"verdict": _TEXT, "ak901": _TEXT}
+    | dict.fromkeys(("sets_included", "sets_received", "sets_accepted"), pl.Int64())
+    | {"reasons": _TEXTS, "rejected_sets": _TEXTS}
 )
 
 

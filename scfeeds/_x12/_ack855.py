@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import polars as pl
 
+from scfeeds._x12._fields import _bad, _date, _first, _item, _line_number, _missing, _number
 from scfeeds._x12._tokenize import ENGINE, split_elements
 
 if TYPE_CHECKING:
@@ -85,8 +86,6 @@ def _owned(p: _Piece, sids: list[str], opener: str) -> pl.LazyFrame:
 def requested_dates(p: _Piece) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """``pos`` of each PO1 and its ``requested_date``: the first DTM*002 in its loop, else the
     first DTM*002 at header level of its set; and error rows for DTM02 that are not dates."""
-    from scfeeds._x12._tables import _bad, _date
-
     rows = _owned(p, ["PO1", "DTM"], "PO1")
     raw = (
         rows.filter(c("sid") == "DTM")
@@ -118,21 +117,9 @@ def requested_dates(p: _Piece) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return dates, bad
 
 
-def ack_lines(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
-    """``po_acks`` line rows of the 855 sets of a piece, and element error rows."""
-    del want
-    from scfeeds._x12._tables import _bad, _date, _first, _item, _line_number, _missing, _number
-
-    bak = _first(p.seg("BAK", ["set_index", "pos"], 9), "set_index").collect(engine=ENGINE).lazy()
-    ack_date = _date(pl.coalesce(c("BAK09"), c("BAK04")))
-    p.per_set(
-        bak.select(
-            "set_index",
-            c("BAK03").alias("po_number"),
-            ack_date.alias("ack_date"),
-            c("BAK02").alias("_bak02"),
-        )
-    )
+def _ack_and_dtm(p: _Piece) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """ACK segments (by their PO1, ``owner``) and DTM segments (by PO1 and by the ACK they
+    follow, ``ack``), split into elements."""
     rows = _owned(p, ["PO1", "ACK", "DTM"], "PO1").with_columns(
         # the ACK a DTM follows within its PO1 loop (-1: before the loop's first ACK)
         ack=pl.when(c("sid") == "PO1")
@@ -143,7 +130,6 @@ def ack_lines(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFram
     )
     rows = rows.with_columns(ack=pl.when(c("owner").is_not_null()).then(c("ack")))
     rows = rows.collect(engine=ENGINE).lazy()
-    po1 = p.seg("PO1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
     ack = (
         rows.filter(c("sid") == "ACK")
         .pipe(split_elements, ["set_index", "owner", c("pos").alias("ack_pos")], p.e, 28, "ACK")
@@ -158,6 +144,12 @@ def ack_lines(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFram
         .collect(engine=ENGINE)
         .lazy()
     )
+    return ack, dtm
+
+
+def _promises(p: _Piece, dtm: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Promised dates (DTM*067 / 068) by the ACK they follow and by the PO1 loop they sit in
+    before its first ACK; header-level ones go to the per-set header."""
     promise = dtm.filter(c("DTM01").is_in(PROMISE_QUALIFIERS)).with_columns(d=_date(c("DTM02")))
     by_ack = _first(
         promise.filter(c("ack") >= 0).select(
@@ -176,6 +168,25 @@ def ack_lines(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFram
             "set_index", c("d").alias("_d_head"), c("DTM01").alias("_q_head")
         )
     )
+    return by_ack, by_line
+
+
+def ack_lines(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
+    """``po_acks`` line rows of the 855 sets of a piece, and element error rows."""
+    del want
+    bak = _first(p.seg("BAK", ["set_index", "pos"], 9), "set_index").collect(engine=ENGINE).lazy()
+    ack_date = _date(pl.coalesce(c("BAK09"), c("BAK04")))
+    p.per_set(
+        bak.select(
+            "set_index",
+            c("BAK03").alias("po_number"),
+            ack_date.alias("ack_date"),
+            c("BAK02").alias("_bak02"),
+        )
+    )
+    po1 = p.seg("PO1", ["set_index", "pos"], 25).collect(engine=ENGINE).lazy()
+    ack, dtm = _ack_and_dtm(p)
+    by_ack, by_line = _promises(p, dtm)
     in_ack = c("ACK04").is_in(PROMISE_QUALIFIERS)
     qty, price = _number(c("PO102")), _number(c("PO104"))
     ack_qty = _number(c("ACK02"))

@@ -74,16 +74,16 @@ CODES: Final[dict[str, Level]] = {
     "BAD_DATE": "element",
 }
 
+# The element-level rules (an AK3 segment note with an AK4 element note in a 997).
+_ELEMENT_CODES: Final = ("MISSING_ELEMENT", "BAD_NUMBER", "BAD_DATE")
 # 997 AK502 transaction set syntax error codes (X12.6 / 997 implementation guides).
 AK5_CODES: Final[dict[str, str]] = {
     "TRUNCATED": "2",  # Transaction Set Trailer Missing
     "SE_MISSING": "2",
     "SE02_CONTROL": "3",  # Control Number in Header and Trailer Do Not Match
     "SE01_COUNT": "4",  # Number of Included Segments Does Not Match Actual Count
-    "SEGMENT_ID": "5",  # One or More Segments in Error
-    "MISSING_ELEMENT": "5",
-    "BAD_NUMBER": "5",
-    "BAD_DATE": "5",
+    # One or More Segments in Error
+    **dict.fromkeys(("SEGMENT_ID", *_ELEMENT_CODES), "5"),
 }
 # 997 AK905 functional group syntax error codes.
 AK9_CODES: Final[dict[str, str]] = {
@@ -93,10 +93,5 @@ AK9_CODES: Final[dict[str, str]] = {
     "GE01_COUNT": "5",  # Number of Included Transaction Sets Does Not Match Actual Count
 }
 # 997 AK304 segment syntax error code and AK403 element syntax error codes.
-AK3_CODES: Final[dict[str, str]] = {
-    "SEGMENT_ID": "1",
-    "MISSING_ELEMENT": "8",
-    "BAD_NUMBER": "8",
-    "BAD_DATE": "8",
-}
+AK3_CODES: Final[dict[str, str]] = {"SEGMENT_ID": "1", **dict.fromkeys(_ELEMENT_CODES, "8")}
 AK4_CODES: Final[dict[str, str]] = {"MISSING_ELEMENT": "1", "BAD_NUMBER": "6", "BAD_DATE": "8"}

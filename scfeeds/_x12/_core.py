@@ -94,6 +94,9 @@ SET_SCHEMA: Final = pl.Schema(
         "declared_count": pl.Int64(),
     }
 )
+# Envelope elements kept for a whole source (GE01/GE02/IEA01/IEA02, GS06, ISA13); the rest
+# of each envelope segment is read within its piece.
+ENV_KEPT: Final = (1, 2, 6, 13)
 ENV_SCHEMA: Final = pl.Schema(
     {
         "pos": pl.Int64(),
@@ -101,7 +104,8 @@ ENV_SCHEMA: Final = pl.Schema(
         "interchange_index": pl.Int64(),
         "group_index": pl.Int64(),
         "set_index": pl.Int64(),
-        **{f"e{i:02d}": pl.String() for i in range(1, 17)},
+        # the elements the source-wide checks read: counts and control numbers
+        **{f"e{i:02d}": pl.String() for i in ENV_KEPT},
     }
 )
 
@@ -288,34 +292,62 @@ def process_piece(
     """Tokenize one piece (unless ``tokens`` has it already), check its sets and return its
     in-set rows."""
     if piece.delimiters is None:
-        st.pos += 1
-        preview = piece.data[:24]
-        kind = "EMPTY" if not piece.data.strip() else "BAD_ISA"
-        msg = (
-            "no X12 data"
-            if kind == "EMPTY"
-            else f"expected an ISA header, found {preview!r}: not X12 or a damaged ISA"
-        )
-        st.errors.append(
-            _err(
-                pl.LazyFrame({"_": [0]}),
-                pos=pl.lit(st.pos),
-                segment_id=None,
-                code=kind,
-                message=pl.lit(msg),
-            ).collect(engine=ENGINE)
-        )
+        _not_x12(st, piece)
         return None
     d = piece.delimiters
     st.delimiters = d
     tok = tokens if tokens is not None else tokenize(piece.data, d)
-    n = tok.frame.height
-    sid = pl.col("sid")
-    code = _ENV_CODE_EXPR
+    pc = _Checked(st, d, tok, _counted(st, tok.frame))
+    pc.envelopes(keep_env)
+    errs = [
+        *pc.set_errors(),
+        pc.open_at_end(piece.at_eof),
+        *pc.stray_errors(),
+        *pc.encoding_error(),
+    ]
+    err_frame = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
+    if err_frame.height:
+        st.errors.append(err_frame)
+    sets = pc.set_table(err_frame)
+    st.sets.append(sets)
+    if keep_segments:
+        st.segments.append(pc.segments())
+    pc.carry()
+    # Lazy: each builder's own filter (segment types, set range) joins this one, so the
+    # piece's rows are copied once, not twice.
+    rows = pc.frame.lazy().filter(pl.col("inset")).select("pos", "raw", "sid", "set_index")
+    return PieceOut(rows, sets, d.element)
+
+
+def _not_x12(st: SourceState, piece: Piece) -> None:
+    """The error row of bytes where an ISA must be (or of no data at all)."""
+    st.pos += 1
+    preview = piece.data[:24]
+    kind = "EMPTY" if not piece.data.strip() else "BAD_ISA"
+    msg = (
+        "no X12 data"
+        if kind == "EMPTY"
+        else f"expected an ISA header, found {preview!r}: not X12 or a damaged ISA"
+    )
+    st.errors.append(
+        _err(
+            pl.LazyFrame({"_": [0]}),
+            pos=pl.lit(st.pos),
+            segment_id=None,
+            code=kind,
+            message=pl.lit(msg),
+        ).collect(engine=ENGINE)
+    )
+
+
+def _counted(st: SourceState, tokens: pl.DataFrame) -> pl.DataFrame:
+    """The piece's segments with their envelope code, position, envelope indices (carried
+    on from the pieces before), the last envelope segment at or before each and ``inset``."""
+    n = tokens.height
     carry = ENV_CODE.get(st.last_env or "", 0)
-    frame = (
-        tok.frame.lazy()
-        .with_columns(code=code)
+    return (
+        tokens.lazy()
+        .with_columns(code=_ENV_CODE_EXPR)
         .with_columns(
             pos=pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos,
             interchange_index=(pl.col("code") == 1).cum_sum().cast(pl.Int64) + st.isa,
@@ -329,143 +361,156 @@ def process_piece(
         .with_columns(inset=(pl.col("last_code") == 3) & (pl.col("code") == 0))
         .collect(engine=ENGINE)
     )
-    is_env = pl.col("code") > 0
-    e = d.element
-    env = (
-        frame.lazy()
-        .filter(is_env)
-        .pipe(
-            split_elements,
-            ["pos", "sid", "interchange_index", "group_index", "set_index"],
-            e,
-            16,
-            "e",
+
+
+# Header columns from ISA / GS elements (``!``: spaces trimmed, fixed-width ISA IDs).
+_ISA_FIELDS: Final = {
+    "interchange_index": "",
+    "interchange_control": "e13",
+    "sender_qualifier": "!e05",
+    "sender_id": "!e06",
+    "receiver_qualifier": "!e07",
+    "receiver_id": "!e08",
+    "isa_version": "e12",
+    "isa_date": "e09",
+    "isa_time": "e10",
+    "usage": "e15",
+}
+_GS_FIELDS: Final = {
+    "group_index": "",
+    "functional_id": "e01",
+    "app_sender": "e02",
+    "app_receiver": "e03",
+    "group_control": "e06",
+    "version": "e08",
+}
+
+
+def _fields(spec: dict[str, str]) -> list[pl.Expr]:
+    """Columns named by ``spec``'s keys from its elements (an empty element: the key itself)."""
+    out = []
+    for name, src in spec.items():
+        x = pl.col(src.lstrip("!") or name)
+        out.append((x.str.strip_chars() if src.startswith("!") else x).alias(name))
+    return out
+
+
+_IDS: Final = {k: pl.col(k) for k in ("interchange_index", "group_index", "set_index")}
+
+
+class _Checked:
+    """The stages of checking one piece, over its counted segments (``frame``) and its
+    envelope segments split into elements (``env``, then ``shifted`` and ``sts``)."""
+
+    def __init__(self, st: SourceState, d: Delimiters, tok: Tokens, frame: pl.DataFrame) -> None:
+        self.st, self.d, self.tok, self.frame = st, d, tok, frame
+        self.n = frame.height
+        self.last_pos = st.pos + self.n
+        self.env = (
+            frame.lazy()
+            .filter(pl.col("code") > 0)
+            .pipe(
+                split_elements,
+                ["pos", "sid", "interchange_index", "group_index", "set_index"],
+                d.element,
+                16,
+                "e",
+            )
+            .collect(engine=ENGINE)
         )
-        .collect(engine=ENGINE)
-    )
-    if keep_env:
-        st.env.append(env)
-    # Interchange and group headers (small).
-    isa = env.lazy().filter(sid == "ISA")
-    st.isa_info.append(
-        isa.select(
-            pl.col("interchange_index"),
-            pl.col("e13").alias("interchange_control"),
-            pl.col("e05").str.strip_chars().alias("sender_qualifier"),
-            pl.col("e06").str.strip_chars().alias("sender_id"),
-            pl.col("e07").str.strip_chars().alias("receiver_qualifier"),
-            pl.col("e08").str.strip_chars().alias("receiver_id"),
-            pl.col("e12").alias("isa_version"),
-            pl.col("e09").alias("isa_date"),
-            pl.col("e10").alias("isa_time"),
-            pl.col("e15").alias("usage"),
-            st.prov.delimiter("element", d.element, pl.col("pos")).alias("element_separator"),
-            st.prov.delimiter("component", d.component, pl.col("pos")).alias("component_separator"),
-            st.prov.delimiter("repetition", d.repetition, pl.col("pos")).alias(
-                "repetition_separator"
-            ),
-            st.prov.delimiter("segment", d.segment, pl.col("pos")).alias("segment_terminator"),
-        ).collect(engine=ENGINE)
-    )
-    st.gs_info.append(
-        env.lazy()
-        .filter(sid == "GS")
-        .select(
-            pl.col("group_index"),
-            pl.col("e01").alias("functional_id"),
-            pl.col("e02").alias("app_sender"),
-            pl.col("e03").alias("app_receiver"),
-            pl.col("e06").alias("group_control"),
-            pl.col("e08").alias("version"),
+        self.shifted = pl.LazyFrame()
+        self.sts = pl.LazyFrame()
+
+    def envelopes(self, keep_env: bool) -> None:
+        """Interchange and group headers (small), each ST with what follows it."""
+        st, d, env, c, sid = self.st, self.d, self.env, pl.col, pl.col("sid")
+        if keep_env:
+            st.env.append(env.select(list(ENV_SCHEMA)))
+        delim, pos = st.prov.delimiter, c("pos")
+        separators = [
+            delim(kind, default, pos).alias(f"{kind}_{word}")
+            for kind, default, word in (
+                ("element", d.element, "separator"),
+                ("component", d.component, "separator"),
+                ("repetition", d.repetition, "separator"),
+                ("segment", d.segment, "terminator"),
+            )
+        ]
+        isa = env.lazy().filter(sid == "ISA").select(*_fields(_ISA_FIELDS), *separators)
+        gs = env.lazy().filter(sid == "GS").select(*_fields(_GS_FIELDS))
+        isa_df, gs_df = pl.collect_all([isa, gs], engine=ENGINE)
+        st.isa_info.append(isa_df)
+        st.gs_info.append(gs_df)
+        # Collected once: the checks and the set list all read these two frames.
+        self.shifted = (
+            env.lazy()
+            .with_columns(
+                nxt_sid=sid.shift(-1),
+                nxt_pos=c("pos").shift(-1),
+                se01=c("e01").shift(-1),
+                se02=c("e02").shift(-1),
+                prv_sid=sid.shift(1).fill_null(pl.lit(st.last_env)),
+            )
+            .collect(engine=ENGINE)
+            .lazy()
         )
-        .collect(engine=ENGINE)
-    )
-    last_pos = st.pos + n
-    here = st.prov.local_pos  # positions quoted in messages are the source's own
-    shifted = env.lazy().with_columns(
-        nxt_sid=sid.shift(-1),
-        nxt_pos=pl.col("pos").shift(-1),
-        se01=pl.col("e01").shift(-1),
-        se02=pl.col("e02").shift(-1),
-        prv_sid=sid.shift(1).fill_null(pl.lit(st.last_env)),
-    )
-    # Collected once: the checks below and the set list all read these two frames.
-    shifted = shifted.collect(engine=ENGINE).lazy()
-    sts = (
-        shifted.filter(sid == "ST")
-        .with_columns(
-            closed=pl.col("nxt_sid") == "SE",
-            count=pl.col("nxt_pos") - pl.col("pos") + 1,
+        self.sts = (
+            self.shifted.filter(sid == "ST")
+            .with_columns(
+                closed=c("nxt_sid") == "SE",
+                count=c("nxt_pos") - c("pos") + 1,
+            )
+            .collect(engine=ENGINE)
+            .lazy()
         )
-        .collect(engine=ENGINE)
-        .lazy()
-    )
-    ids = {
-        "interchange_index": pl.col("interchange_index"),
-        "group_index": pl.col("group_index"),
-        "set_index": pl.col("set_index"),
-    }
-    c = pl.col
-    errs: list[pl.LazyFrame] = [
-        _err(
-            sts.filter(
-                c("closed") & (c("se01").cast(pl.Int64, strict=False) != c("count")).fill_null(True)
+
+    def set_errors(self) -> list[pl.LazyFrame]:
+        """SE01 count, SE02 control, SE missing before the next envelope, SE without ST."""
+        c, sts, here = pl.col, self.sts, self.st.prov.local_pos
+        return [
+            *_trailer_errors(
+                sts.filter(c("closed")),
+                _IDS,
+                ("SE", c("se01"), c("se02")),
+                (c("count"), "segments counted from ST (segment {}) to SE", [here(c("pos"))]),
+                (c("e02"), "ST02"),
             ),
-            **ids,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("SE"),
-            element=pl.lit("SE01"),
-            code="SE01_COUNT",
-            message=pl.format(
-                "SE01 {} != {} segments counted from ST (segment {}) to SE",
-                c("se01").fill_null("(empty)"),
-                c("count"),
-                here(c("pos")),
-            ),
-        ),
-        _err(
-            sts.filter(c("closed") & ~ctl_eq(c("se02"), c("e02"))),
-            **ids,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("SE"),
-            element=pl.lit("SE02"),
-            code="SE02_CONTROL",
-            message=pl.format(
-                "SE02 {} != ST02 {}", c("se02").fill_null("(empty)"), c("e02").fill_null("(empty)")
-            ),
-        ),
-        _err(
-            sts.filter(~c("closed").fill_null(False) & c("nxt_sid").is_not_null()),
-            **ids,
-            pos=c("nxt_pos"),
-            segment_id=c("nxt_sid"),
-            code="SE_MISSING",
-            message=pl.format(
-                "set {} (ST at segment {}) is not closed by SE before {} at segment {}",
-                c("e02"),
-                here(c("pos")),
-                c("nxt_sid"),
-                here(c("nxt_pos")),
-            ),
-        ),
-        _err(
-            shifted.filter((sid == "SE") & (c("prv_sid").fill_null("") != "ST")),
-            **ids,
-            pos=c("pos"),
-            segment_id=pl.lit("SE"),
-            code="ST_MISSING",
-            message=pl.format("SE {} without an open ST", c("e02").fill_null("(empty)")),
-        ),
-    ]
-    open_last = sts.filter(c("nxt_sid").is_null())
-    if piece.at_eof:
-        where = "inside" if not tok.ends_cleanly else "after"
-        errs.append(
             _err(
+                sts.filter(~c("closed").fill_null(False) & c("nxt_sid").is_not_null()),
+                **_IDS,
+                pos=c("nxt_pos"),
+                segment_id=c("nxt_sid"),
+                code="SE_MISSING",
+                message=pl.format(
+                    "set {} (ST at segment {}) is not closed by SE before {} at segment {}",
+                    c("e02"),
+                    here(c("pos")),
+                    c("nxt_sid"),
+                    here(c("nxt_pos")),
+                ),
+            ),
+            _err(
+                self.shifted.filter((c("sid") == "SE") & (c("prv_sid").fill_null("") != "ST")),
+                **_IDS,
+                pos=c("pos"),
+                segment_id=pl.lit("SE"),
+                code="ST_MISSING",
+                message=pl.format("SE {} without an open ST", c("e02").fill_null("(empty)")),
+            ),
+        ]
+
+    def open_at_end(self, at_eof: bool) -> pl.LazyFrame:
+        """The set still open at the end of the piece: TRUNCATED at the end of input, else
+        not closed before the next piece (which starts with an ST or ISA)."""
+        c, last_pos = pl.col, self.last_pos
+        open_last = self.sts.filter(c("nxt_sid").is_null())
+        if at_eof:
+            where = "inside" if not self.tok.ends_cleanly else "after"
+            return _err(
                 open_last,
-                **ids,
+                **_IDS,
                 pos=pl.lit(last_pos),
-                segment_id=pl.lit(frame["sid"][-1] if n else None, dtype=pl.String),
+                segment_id=pl.lit(self.frame["sid"][-1] if self.n else None, dtype=pl.String),
                 code="TRUNCATED",
                 message=pl.format(
                     "input ends {} segment {} before SE of set {} (ST at segment {})",
@@ -475,125 +520,258 @@ def process_piece(
                     c("pos"),
                 ),
             )
+        return _err(
+            open_last,
+            **_IDS,
+            pos=pl.lit(last_pos + 1),
+            code="SE_MISSING",
+            message=pl.format(
+                "set {} (ST at segment {}) is not closed by SE before segment {}",
+                c("e02"),
+                c("pos"),
+                pl.lit(last_pos + 1),
+            ),
         )
-    else:
-        errs.append(
+
+    def stray_errors(self) -> list[pl.LazyFrame]:
+        """Segments without an ID inside sets, and data segments outside any set."""
+        c, sid, raw_text = pl.col, pl.col("sid"), self.st.prov.raw_text
+        outside = ~c("inset") & (c("code") == 0)
+        # One pass over the piece for both kinds of stray segment (tiny result).
+        stray = (
+            self.frame.lazy()
+            .with_columns(_o=outside)
+            .filter((c("inset") & sid.is_null()) | (c("_o") & ~c("_o").shift(1).fill_null(False)))
+            .collect(engine=ENGINE)
+            .lazy()
+        )
+        in_group = c("last_code").is_in([2, 4])
+        return [
             _err(
-                open_last,
-                **ids,
-                pos=pl.lit(last_pos + 1),
-                code="SE_MISSING",
+                stray.filter(c("inset")),
+                **_IDS,
+                pos=c("pos"),
+                segment_id=raw_text(c("raw").str.slice(0, 3), c("pos")),
+                code="SEGMENT_ID",
                 message=pl.format(
-                    "set {} (ST at segment {}) is not closed by SE before segment {}",
-                    c("e02"),
-                    c("pos"),
-                    pl.lit(last_pos + 1),
+                    "not a segment ID at the start of {}",
+                    raw_text(c("raw").str.slice(0, 30), c("pos")),
                 ),
-            )
-        )
-    outside = ~c("inset") & ~is_env
-    # One pass over the piece for both kinds of stray segment (tiny result).
-    stray = (
-        frame.lazy()
-        .with_columns(_o=outside)
-        .filter((c("inset") & sid.is_null()) | (c("_o") & ~c("_o").shift(1).fill_null(False)))
-        .collect(engine=ENGINE)
-        .lazy()
-    )
-    in_group = c("last_code").is_in([2, 4])
-    errs.append(
-        _err(
-            stray.filter(c("inset")),
-            **ids,
-            pos=c("pos"),
-            segment_id=st.prov.raw_text(c("raw").str.slice(0, 3), c("pos")),
-            code="SEGMENT_ID",
-            message=pl.format(
-                "not a segment ID at the start of {}",
-                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
             ),
-        )
-    )
-    errs.append(
-        _err(
-            stray.filter(c("_o")).with_columns(
-                _code=pl.when(in_group)
-                .then(pl.lit("ST_MISSING"))
-                .otherwise(pl.lit("UNEXPECTED_DATA"))
+            _err(
+                stray.filter(c("_o")).with_columns(
+                    _code=pl.when(in_group)
+                    .then(pl.lit("ST_MISSING"))
+                    .otherwise(pl.lit("UNEXPECTED_DATA"))
+                ),
+                interchange_index=c("interchange_index"),
+                group_index=pl.when(in_group).then(c("group_index")),
+                pos=c("pos"),
+                segment_id=sid,
+                code=c("_code"),
+                message=pl.format(
+                    "segment outside any transaction set: {}",
+                    raw_text(c("raw").str.slice(0, 30), c("pos")),
+                ),
             ),
-            interchange_index=c("interchange_index"),
-            group_index=pl.when(in_group).then(c("group_index")),
-            pos=c("pos"),
-            segment_id=sid,
-            code=c("_code"),
-            message=pl.format(
-                "segment outside any transaction set: {}",
-                st.prov.raw_text(c("raw").str.slice(0, 30), c("pos")),
-            ),
-        )
-    )
-    if tok.encoding_error is not None:
-        errs.append(
+        ]
+
+    def encoding_error(self) -> list[pl.LazyFrame]:
+        """The ENCODING row of a piece that is not UTF-8 (read as Latin-1)."""
+        bad = self.tok.encoding_error
+        if bad is None:
+            return []
+        at = self.st.pos + bad
+        return [
             _err(
                 pl.LazyFrame({"_": [0]}),
-                pos=pl.lit(st.pos + tok.encoding_error),
+                pos=pl.lit(at),
                 code="ENCODING",
-                message=pl.lit(
-                    f"bytes in segment {st.pos + tok.encoding_error} are not UTF-8; read as Latin-1"
-                ),
+                message=pl.lit(f"bytes in segment {at} are not UTF-8; read as Latin-1"),
             )
-        )
-    err_frame = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
-    if err_frame.height:
-        st.errors.append(err_frame)
-    rejected = err_frame.filter(c("code").is_in(list(REJECTING)) & c("set_index").is_not_null())[
-        "set_index"
-    ].unique()
-    sets = (
-        sts.select(
-            c("set_index"),
-            c("interchange_index"),
-            c("group_index"),
-            c("pos").alias("st_pos"),
-            c("e01").alias("set_id"),
-            c("e02").alias("set_control"),
-            pl.when(c("closed")).then(c("count")).alias("segment_count"),
-            pl.when(c("closed"))
-            .then(c("se01").cast(pl.Int64, strict=False))
-            .alias("declared_count"),
-        )
-        .with_columns(rejected=c("set_index").is_in(rejected.implode()))
-        .collect(engine=ENGINE)
-    )
-    st.sets.append(sets)
-    if keep_segments:
-        st.segments.append(
-            frame.select(
-                pl.lit(st.source).alias("source"),
+        ]
+
+    def set_table(self, errors: pl.DataFrame) -> pl.DataFrame:
+        """One row per set of the piece (SET_SCHEMA) and whether an error rejected it."""
+        c = pl.col
+        rejected = errors.filter(c("code").is_in(list(REJECTING)) & c("set_index").is_not_null())[
+            "set_index"
+        ].unique()
+        return (
+            self.sts.select(
+                c("set_index"),
                 c("interchange_index"),
-                pl.when(~c("last_code").is_in([5, 6]) & (c("code") != 1))
-                .then(c("group_index"))
-                .alias("group_index"),
-                pl.when(c("inset") | sid.is_in(["ST", "SE"]))
-                .then(c("set_index"))
-                .alias("set_index"),
-                c("pos").alias("segment"),
-                sid.alias("segment_id"),
-                c("raw").str.split(e).list.slice(1).alias("elements"),
+                c("group_index"),
+                c("pos").alias("st_pos"),
+                c("e01").alias("set_id"),
+                c("e02").alias("set_control"),
+                pl.when(c("closed")).then(c("count")).alias("segment_count"),
+                pl.when(c("closed"))
+                .then(c("se01").cast(pl.Int64, strict=False))
+                .alias("declared_count"),
             )
+            .with_columns(rejected=c("set_index").is_in(rejected.implode()))
+            .collect(engine=ENGINE)
         )
-    # carry counters
-    if n:
-        st.pos = last_pos
-        st.isa = int(frame["interchange_index"][-1])
-        st.gs = int(frame["group_index"][-1])
-        st.st = int(frame["set_index"][-1])
-        st.last_env = ENV_NAME.get(int(frame["last_code"][-1]))
-    st.ends_cleanly = tok.ends_cleanly
-    # Lazy: each builder's own filter (segment types, set range) joins this one, so the
-    # piece's rows are copied once, not twice.
-    rows = frame.lazy().filter(c("inset")).select("pos", "raw", "sid", "set_index")
-    return PieceOut(rows, sets, e)
+
+    def segments(self) -> pl.DataFrame:
+        """Every segment of the piece in long form (SEGMENTS_SCHEMA of the reader)."""
+        c, sid = pl.col, pl.col("sid")
+        return self.frame.select(
+            pl.lit(self.st.source).alias("source"),
+            c("interchange_index"),
+            pl.when(~c("last_code").is_in([5, 6]) & (c("code") != 1))
+            .then(c("group_index"))
+            .alias("group_index"),
+            pl.when(c("inset") | sid.is_in(["ST", "SE"])).then(c("set_index")).alias("set_index"),
+            c("pos").alias("segment"),
+            sid.alias("segment_id"),
+            c("raw").str.split(self.d.element).list.slice(1).alias("elements"),
+        )
+
+    def carry(self) -> None:
+        """Counters on to the next piece of the source."""
+        st, frame = self.st, self.frame
+        if self.n:
+            st.pos = self.last_pos
+            st.isa = int(frame["interchange_index"][-1])
+            st.gs = int(frame["group_index"][-1])
+            st.st = int(frame["set_index"][-1])
+            st.last_env = ENV_NAME.get(int(frame["last_code"][-1]))
+        st.ends_cleanly = self.tok.ends_cleanly
+
+
+def _trailer_errors(
+    closed: pl.LazyFrame,
+    ids: dict[str, pl.Expr],
+    trailer: tuple[str, pl.Expr, pl.Expr],
+    count: tuple[pl.Expr, str, list[pl.Expr]],
+    control: tuple[pl.Expr, str],
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Count and control-number errors of closed headers (ST, GS, ISA): ``trailer`` is the
+    trailer's ID and its 01 / 02 elements, ``count`` what 01 must equal with the words (and
+    their arguments) after it in the message, ``control`` the header's control number and
+    its element name."""
+    tail, t01, t02 = trailer
+    counted, units, args = count
+    ctl, ctl_name = control
+    c = pl.col
+    return (
+        _err(
+            closed.filter((t01.cast(pl.Int64, strict=False) != counted).fill_null(True)),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(tail),
+            element=pl.lit(f"{tail}01"),
+            code=f"{tail}01_COUNT",
+            message=pl.format(
+                f"{tail}01 {{}} != {{}} {units}", t01.fill_null("(empty)"), counted, *args
+            ),
+        ),
+        _err(
+            closed.filter(~ctl_eq(t02, ctl)),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=pl.lit(tail),
+            element=pl.lit(f"{tail}02"),
+            code=f"{tail}02_CONTROL",
+            message=pl.format(
+                f"{tail}02 {{}} != {ctl_name} {{}}",
+                t02.fill_null("(empty)"),
+                ctl.fill_null("(empty)"),
+            ),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    """An envelope pair checked over a whole source: a header (GS / ISA) and its trailer
+    (GE / IEA), whose 01 counts the units below (sets / groups) and whose 02 repeats the
+    header's control number (GS06 / ISA13)."""
+
+    head: str
+    tail: str
+    among: tuple[str, ...]  # the envelope segments that decide what follows a header
+    control: str  # the header's control-number element
+    counted: str  # index column of the units the trailer counts
+    units: str  # "sets in the group" / "groups in the interchange"
+    ids: tuple[str, ...]  # index columns of an error row
+    unclosed_by: tuple[str, ...]  # the next segment that shows the header was not closed
+    unclosed: str  # message of a header not closed (format: control, position, next ID)
+    orphan: str  # message of a trailer without a header
+
+
+_GROUP: Final = _Pair(
+    "GS",
+    "GE",
+    ("ISA", "GS", "GE", "IEA"),
+    "e06",
+    "set_index",
+    "sets in the group",
+    ("interchange_index", "group_index"),
+    ("GS", "ISA", "IEA"),
+    "group {} (GS at segment {}) is not closed by GE before {}",
+    "GE without an open GS",
+)
+_INTERCHANGE: Final = _Pair(
+    "ISA",
+    "IEA",
+    ("ISA", "IEA"),
+    "e13",
+    "group_index",
+    "groups in the interchange",
+    ("interchange_index",),
+    ("ISA",),
+    "interchange {} (ISA at segment {}) is not closed by IEA before the next {}",
+    "IEA without an open ISA",
+)
+
+
+def _pair_checks(env: pl.LazyFrame, pair: _Pair, prov: Prov) -> tuple[pl.LazyFrame, ...]:
+    """Count, control, unclosed-header and orphan-trailer error rows of ``pair``, and (last)
+    its header and trailer rows with what follows each."""
+    c, sid = pl.col, pl.col("sid")
+    rows = env.filter(sid.is_in(list(pair.among))).with_columns(
+        nxt_sid=sid.shift(-1),
+        nxt_pos=c("pos").shift(-1),
+        _t01=c("e01").shift(-1),
+        _t02=c("e02").shift(-1),
+        _nxt_n=c(pair.counted).shift(-1),
+        prv_sid=sid.shift(1),
+    )
+    head = rows.filter(sid == pair.head).with_columns(_n=c("_nxt_n") - c(pair.counted))
+    closed = c("nxt_sid") == pair.tail
+    ids = {k: c(k) for k in pair.ids}
+    control = f"{pair.head}{pair.control[1:]}"
+    return (
+        *_trailer_errors(
+            head.filter(closed),
+            ids,
+            (pair.tail, c("_t01"), c("_t02")),
+            (c("_n"), pair.units, []),
+            (c(pair.control), control),
+        ),
+        _err(
+            head.filter(c("nxt_sid").is_in(list(pair.unclosed_by))),
+            **ids,
+            pos=c("nxt_pos"),
+            segment_id=c("nxt_sid"),
+            code=f"{pair.tail}_MISSING",
+            message=pl.format(
+                pair.unclosed, c(pair.control), prov.local_pos(c("pos")), c("nxt_sid")
+            ),
+        ),
+        _err(
+            rows.filter((sid == pair.tail) & (c("prv_sid").fill_null("") != pair.head)),
+            **ids,
+            pos=c("pos"),
+            segment_id=pl.lit(pair.tail),
+            code=f"{pair.head}_MISSING",
+            message=pl.lit(pair.orphan),
+        ),
+        rows,
+    )
 
 
 def finish_source(st: SourceState) -> None:
@@ -610,150 +788,32 @@ def finish_source(st: SourceState) -> None:
             )
         return
     env = pl.concat(st.env, how="vertical").lazy()
-    c = pl.col
-    here = st.prov.local_pos
-    sid = c("sid")
-    # Groups: the next GS/GE/ISA/IEA after a GS must be its GE.
-    g = env.filter(sid.is_in(["ISA", "GS", "GE", "IEA"])).with_columns(
-        nxt_sid=sid.shift(-1),
-        nxt_pos=c("pos").shift(-1),
-        ge01=c("e01").shift(-1),
-        ge02=c("e02").shift(-1),
-        nxt_st=c("set_index").shift(-1),
-        prv_sid=sid.shift(1),
-    )
-    gs = g.filter(sid == "GS").with_columns(n_sets=c("nxt_st") - c("set_index"))
-    grp = {"interchange_index": c("interchange_index"), "group_index": c("group_index")}
-    errs = [
-        _err(
-            gs.filter(
-                (c("nxt_sid") == "GE")
-                & (c("ge01").cast(pl.Int64, strict=False) != c("n_sets")).fill_null(True)
-            ),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("GE"),
-            element=pl.lit("GE01"),
-            code="GE01_COUNT",
-            message=pl.format(
-                "GE01 {} != {} sets in the group", c("ge01").fill_null("(empty)"), c("n_sets")
-            ),
-        ),
-        _err(
-            gs.filter((c("nxt_sid") == "GE") & ~ctl_eq(c("ge02"), c("e06"))),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("GE"),
-            element=pl.lit("GE02"),
-            code="GE02_CONTROL",
-            message=pl.format(
-                "GE02 {} != GS06 {}", c("ge02").fill_null("(empty)"), c("e06").fill_null("(empty)")
-            ),
-        ),
-        _err(
-            gs.filter(c("nxt_sid").is_in(["GS", "ISA", "IEA"])),
-            **grp,
-            pos=c("nxt_pos"),
-            segment_id=c("nxt_sid"),
-            code="GE_MISSING",
-            message=pl.format(
-                "group {} (GS at segment {}) is not closed by GE before {}",
-                c("e06"),
-                here(c("pos")),
-                c("nxt_sid"),
-            ),
-        ),
-        _err(
-            g.filter((sid == "GE") & (c("prv_sid").fill_null("") != "GS")),
-            **grp,
-            pos=c("pos"),
-            segment_id=pl.lit("GE"),
-            code="GS_MISSING",
-            message=pl.lit("GE without an open GS"),
-        ),
-    ]
+    c, sid = pl.col, pl.col("sid")
+    *group_errs, _ = _pair_checks(env, _GROUP, st.prov)
+    *ic_errs, i = _pair_checks(env, _INTERCHANGE, st.prov)
     # ST outside a group: the last of GS/GE/ISA/IEA before it is not GS.
-    errs.append(
-        _err(
-            env.with_columns(
-                _g=pl.when(sid.is_in(["ISA", "GS", "GE", "IEA"])).then(sid).forward_fill()
-            ).filter((sid == "ST") & (c("_g").fill_null("") != "GS")),
-            interchange_index=c("interchange_index"),
-            set_index=c("set_index"),
-            pos=c("pos"),
-            segment_id=pl.lit("ST"),
-            code="GS_MISSING",
-            message=pl.lit("ST outside a functional group (no open GS)"),
-        )
+    outside = _err(
+        env.with_columns(_g=pl.when(sid.is_in(list(_GROUP.among))).then(sid).forward_fill()).filter(
+            (sid == "ST") & (c("_g").fill_null("") != "GS")
+        ),
+        interchange_index=c("interchange_index"),
+        set_index=c("set_index"),
+        pos=c("pos"),
+        segment_id=pl.lit("ST"),
+        code="GS_MISSING",
+        message=pl.lit("ST outside a functional group (no open GS)"),
     )
-    i = env.filter(sid.is_in(["ISA", "IEA"])).with_columns(
-        nxt_sid=sid.shift(-1),
-        nxt_pos=c("pos").shift(-1),
-        iea01=c("e01").shift(-1),
-        iea02=c("e02").shift(-1),
-        nxt_gs=c("group_index").shift(-1),
-        prv_sid=sid.shift(1),
-    )
-    isa = i.filter(sid == "ISA").with_columns(n_groups=c("nxt_gs") - c("group_index"))
-    ic = {"interchange_index": c("interchange_index")}
-    errs += [
-        _err(
-            isa.filter(
-                (c("nxt_sid") == "IEA")
-                & (c("iea01").cast(pl.Int64, strict=False) != c("n_groups")).fill_null(True)
-            ),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("IEA"),
-            element=pl.lit("IEA01"),
-            code="IEA01_COUNT",
-            message=pl.format(
-                "IEA01 {} != {} groups in the interchange",
-                c("iea01").fill_null("(empty)"),
-                c("n_groups"),
-            ),
-        ),
-        _err(
-            isa.filter((c("nxt_sid") == "IEA") & ~ctl_eq(c("iea02"), c("e13"))),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("IEA"),
-            element=pl.lit("IEA02"),
-            code="IEA02_CONTROL",
-            message=pl.format(
-                "IEA02 {} != ISA13 {}",
-                c("iea02").fill_null("(empty)"),
-                c("e13").fill_null("(empty)"),
-            ),
-        ),
-        _err(
-            isa.filter(c("nxt_sid") == "ISA"),
-            **ic,
-            pos=c("nxt_pos"),
-            segment_id=pl.lit("ISA"),
-            code="IEA_MISSING",
-            message=pl.format(
-                "interchange {} (ISA at segment {}) is not closed by IEA before the next ISA",
-                c("e13"),
-                here(c("pos")),
-            ),
-        ),
-        _err(
-            i.filter((sid == "IEA") & (c("prv_sid").fill_null("") != "ISA")),
-            **ic,
-            pos=c("pos"),
-            segment_id=pl.lit("IEA"),
-            code="ISA_MISSING",
-            message=pl.lit("IEA without an open ISA"),
-        ),
-    ]
-    out = pl.concat(pl.collect_all(errs, engine=ENGINE), how="vertical")
+    # An interchange still open at the end of input: TRUNCATED (once per source).
+    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last())
+    *found, last_df = pl.collect_all([*group_errs, outside, *ic_errs, last], engine=ENGINE)
+    out = pl.concat(found, how="vertical")
     if out.height:
         st.errors.append(out)
-    # An interchange still open at the end of input: TRUNCATED (once per source).
-    last = i.select(sid.last(), c("interchange_index").last(), c("e13").last()).collect(
-        engine=ENGINE
-    )
+    _truncated_interchange(st, last_df)
+
+
+def _truncated_interchange(st: SourceState, last: pl.DataFrame) -> None:
+    """A TRUNCATED row when the source's last ISA is never closed and no set said so."""
     already = any(f.height and (f["code"] == "TRUNCATED").any() for f in st.errors)
     if last.height and last["sid"][0] == "ISA" and not already:
         where = "inside" if not st.ends_cleanly else "after"

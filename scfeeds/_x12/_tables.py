@@ -20,7 +20,17 @@ from typing import Final
 
 import polars as pl
 
+from scfeeds._x12._ack855 import ack_lines, finish_acks, requested_dates
 from scfeeds._x12._core import _RAW_ERROR, Prov
+from scfeeds._x12._fields import (
+    _bad,
+    _date,
+    _first,
+    _item,
+    _line_number,
+    _missing,
+    _number,
+)
 from scfeeds._x12._tokenize import ENGINE, split_elements
 from scfeeds.schemas import MONEY, QTY, TableName, schema
 
@@ -30,9 +40,6 @@ SET_OF: Final[dict[TableName, str]] = {
     "invoice_lines": "810",
     "po_acks": "855",
 }
-# Product/service ID qualifiers (X12 element 235) in order of preference for item_id: the
-# buyer's part number first (the key the buyer's receipts and catalogue use), then the
-# vendor's, then GTIN-like codes. Without any of them, the first pair wins.
 SET_OF_ID: Final[dict[str, TableName]] = {v: k for k, v in SET_OF.items()}
 # The segments each builder reads (everything else in a set is skipped before splitting).
 _NEEDED: Final[dict[TableName, list[str]]] = {
@@ -41,7 +48,6 @@ _NEEDED: Final[dict[TableName, list[str]]] = {
     "invoice_lines": ["BIG", "CUR", "N1", "IT1"],
     "asn_lines": ["BSN", "CUR", "N1", "TD5", "REF", "HL", "PRF", "MAN", "LIN", "SN1"],
 }
-ITEM_QUALIFIERS: Final = ("BP", "IN", "VP", "VN")
 SUPPLIER_ENTITIES: Final = ("SU", "SE", "VN")
 #: Which side of the interchange the supplier is on, per transaction set (who sends it):
 #: the buyer sends purchase orders (850) and their changes (860); the supplier sends the
@@ -60,82 +66,6 @@ _HL_DEPTH: Final = 8
 _SIDE: Final = ThreadPoolExecutor(2, thread_name_prefix="x12-side")
 
 c = pl.col
-
-
-def _first(frame: pl.LazyFrame, key: str | list[str]) -> pl.LazyFrame:
-    return frame.unique(subset=key, keep="first", maintain_order=True)
-
-
-def _line_number(x: pl.Expr) -> pl.Expr:
-    """CONTRACTS: no surrounding spaces, no leading zeros ("0010" -> "10", "000" -> "0")."""
-    s = x.str.strip_chars()
-    z = s.str.strip_chars_start("0")
-    fixed = pl.when(s == "").then(None).when(z == "").then(pl.lit("0")).otherwise(z)
-    # Most line numbers are already clean: keep them as they are (a quarter of the cost).
-    clean = ~x.str.starts_with("0") & (s == x) & (x != "")
-    return pl.when(clean).then(x).otherwise(fixed)
-
-
-def _date(x: pl.Expr) -> pl.Expr:
-    """DT elements: CCYYMMDD, or YYMMDD in versions before 004010."""
-    return (
-        pl.when(x.str.len_chars() == 8)
-        .then(x.str.to_date("%Y%m%d", strict=False))
-        .when(x.str.len_chars() == 6)
-        .then(x.str.to_date("%y%m%d", strict=False))
-    )
-
-
-def _item(prefix: str, first: int, last: int) -> pl.Expr:
-    """item_id from qualifier/ID pairs (``prefix`` first..last, qualifier at odd offsets):
-    the first pair whose qualifier comes earliest in ITEM_QUALIFIERS, else the first ID."""
-    pairs = [(c(f"{prefix}{i:02d}"), c(f"{prefix}{i + 1:02d}")) for i in range(first, last, 2)]
-    return pl.coalesce(
-        [
-            *(pl.when(q == qual).then(v) for qual in ITEM_QUALIFIERS for q, v in pairs),
-            *(v for _, v in pairs),
-        ]
-    )
-
-
-def _number(x: pl.Expr) -> pl.Expr:
-    # X12 R/N elements carry no spaces: anything unparsable is reported as BAD_NUMBER.
-    return x.cast(QTY, strict=False)
-
-
-def _bad(
-    frame: pl.LazyFrame, col: str, parsed: pl.Expr, code: str, pos: str = "pos"
-) -> pl.LazyFrame:
-    """Error rows where element ``col`` is present but ``parsed`` is null."""
-    sid = col[:-2]
-    return frame.filter(c(col).is_not_null() & parsed.is_null()).select(
-        pl.lit(None, dtype=pl.Int64).alias("interchange_index"),
-        pl.lit(None, dtype=pl.Int64).alias("group_index"),
-        c("set_index"),
-        c(pos).alias("pos"),
-        pl.lit(sid).alias("segment_id"),
-        pl.lit(col).alias("element"),
-        pl.lit(code).alias("code"),
-        pl.format(
-            "{} '{}' is not a {}",
-            pl.lit(col),
-            c(col),
-            pl.lit("number" if code == "BAD_NUMBER" else "date (CCYYMMDD)"),
-        ).alias("message"),
-    )
-
-
-def _missing(frame: pl.LazyFrame, col: str, pos: str = "pos") -> pl.LazyFrame:
-    return frame.filter(c(col).is_null()).select(
-        pl.lit(None, dtype=pl.Int64).alias("interchange_index"),
-        pl.lit(None, dtype=pl.Int64).alias("group_index"),
-        c("set_index"),
-        c(pos).alias("pos"),
-        pl.lit(col[:-2]).alias("segment_id"),
-        pl.lit(col).alias("element"),
-        pl.lit("MISSING_ELEMENT").alias("code"),
-        pl.lit(f"mandatory element {col} is empty").alias("message"),
-    )
 
 
 class _Piece:
@@ -225,8 +155,6 @@ class _Piece:
         # whose string columns were gathered / hstacked with different chunk layouts.
         out = lines.with_columns(**extra).rechunk()
         if table == "po_acks":
-            from scfeeds._x12._ack855 import finish_acks
-
             out = finish_acks(out)
         if "n1_supplier" not in out.columns:
             out = out.with_columns(n1_supplier=pl.lit(None, dtype=pl.String))
@@ -319,8 +247,6 @@ def _lines(table: TableName, p: _Piece, want: set[str]) -> tuple[pl.DataFrame, l
     if table == "invoice_lines":
         return _invoice(p, want)
     if table == "po_acks":
-        from scfeeds._x12._ack855 import ack_lines
-
         return ack_lines(p, want)
     return _asn(p, want)
 
@@ -332,25 +258,12 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     p.per_set(
         beg.select("set_index", c("BEG03").alias("po_number"), _date(c("BEG05")).alias("po_date"))
     )
-    qty, price = _number(c("PO102")), _number(c("PO104"))
-    lines = po1.select(
-        "set_index",
-        "pos",
-        line_number=_line_number(c("PO101")),
-        qty_ordered=qty,
-        uom=c("PO103"),
-        unit_price=price,
-        item_id=_item("PO1", 6, 25),
-    )
-    errors = [
-        _bad(po1, "PO102", qty, "BAD_NUMBER"),
-        _bad(po1, "PO104", price, "BAD_NUMBER"),
+    lines, errors = _item_lines(po1, "PO1", "qty_ordered")
+    errors += [
         _bad(beg, "BEG05", _date(c("BEG05")), "BAD_DATE"),
         _missing(beg, "BEG03"),
         _missing(beg, "BEG05"),
     ]
-    from scfeeds._x12._ack855 import requested_dates
-
     # a bad DTM*002 withholds its set whatever the projection (as a bad BEG05 does)
     dates, bad_dates = requested_dates(p)
     errors.append(bad_dates)
@@ -360,6 +273,30 @@ def _po(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     if desc is None:
         return out, errors
     return out.hstack(desc.result()).rechunk(), errors
+
+
+def _item_lines(
+    seg: pl.LazyFrame, sid: str, qty_name: str, qty: pl.Expr | None = None
+) -> tuple[pl.LazyFrame, list[pl.LazyFrame]]:
+    """Line rows of PO1 / IT1 segments (``sid`` 01-04 and the product-ID pairs from 06 on:
+    line number, quantity as ``qty_name``, unit, price, item_id), and their number errors.
+    ``qty`` replaces the plain quantity (credit memos)."""
+    parsed = _number(c(f"{sid}02"))
+    price = _number(c(f"{sid}04"))
+    lines = seg.select(
+        "set_index",
+        "pos",
+        line_number=_line_number(c(f"{sid}01")),
+        **{qty_name: parsed if qty is None else qty},
+        uom=c(f"{sid}03"),
+        unit_price=price,
+        item_id=_item(sid, 6, 25),
+    )
+    errors = [
+        _bad(seg, f"{sid}02", parsed, "BAD_NUMBER"),
+        _bad(seg, f"{sid}04", price, "BAD_NUMBER"),
+    ]
+    return lines, errors
 
 
 def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
@@ -377,22 +314,12 @@ def _invoice(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame
     )
     # Credit memos (BIG07 = CR) carry negative quantities, whatever sign IT102 was sent with.
     credit = big_df.filter(c("BIG07").str.strip_chars() == CREDIT_MEMO)["set_index"]
-    qty, price = _number(c("IT102")), _number(c("IT104"))
+    qty = _number(c("IT102"))
     if credit.len():
         qty = pl.when(c("set_index").is_in(credit.implode())).then(-qty.abs()).otherwise(qty)
-    lines = it1.select(
-        "set_index",
-        "pos",
-        line_number=_line_number(c("IT101")),
-        qty_invoiced=qty,
-        uom=c("IT103"),
-        unit_price=price,
-        line_amount=(qty * price).cast(QTY),
-        item_id=_item("IT1", 6, 25),
-    )
-    errors = [
-        _bad(it1, "IT102", qty, "BAD_NUMBER"),
-        _bad(it1, "IT104", price, "BAD_NUMBER"),
+    lines, errors = _item_lines(it1, "IT1", "qty_invoiced", qty)
+    lines = lines.with_columns(line_amount=(c("qty_invoiced") * c("unit_price")).cast(QTY))
+    errors += [
         _bad(big, "BIG01", _date(c("BIG01")), "BAD_DATE"),
         _missing(big, "BIG01"),
         _missing(big, "BIG02"),
@@ -459,6 +386,54 @@ def _hl_parents(hl: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _per_hl(
+    tagged: pl.LazyFrame, e: str, sid: str, n: int, value: pl.Expr, name: str
+) -> pl.LazyFrame:
+    """The first non-empty ``value`` of ``sid`` segments under each HL, by HL position."""
+    f = tagged.filter(c("sid") == sid).pipe(split_elements, ["hl_pos"], e, n, sid)
+    return _first(
+        f.select(c("hl_pos").alias("pos"), value.alias(name)).filter(c(name).is_not_null()),
+        "pos",
+    )
+
+
+def _hl_walk(tagged: pl.LazyFrame, e: str) -> pl.DataFrame:
+    """Per HL (``pos``): the PO number and pack of its item.
+
+    The HL tree as row numbers: an HL's parent is the first HL of its set whose HL01 is its
+    HL02. An item's PO number (PRF) and pack (MAN) are those of its nearest ancestor-or-self
+    that has one, at most _HL_DEPTH - 1 levels up; missing levels (S/O/I without P) leave
+    pack_id null. Found by pointer jumping: each round looks twice as far up, by gathers on
+    row numbers (3 rounds for 8 levels) instead of three joins per level.
+    """
+    hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 2, "HL")
+    node = (
+        _hl_parents(hl)
+        .join(
+            _per_hl(tagged, e, "PRF", 1, c("PRF01"), "po_number"),
+            on="pos",
+            how="left",
+            maintain_order="left",
+        )
+        .join(
+            _per_hl(tagged, e, "MAN", 2, c("MAN02"), "pack_id"),
+            on="pos",
+            how="left",
+            maintain_order="left",
+        )
+        .select("pos", "_up", "po_number", "pack_id")
+        .collect(engine=ENGINE)
+    )
+    up, po, pack = c("_up"), c("po_number"), c("pack_id")
+    for _ in range((_HL_DEPTH - 1).bit_length()):
+        node = node.with_columns(
+            po_number=pl.coalesce(po, po.gather(up)),
+            pack_id=pl.coalesce(pack, pack.gather(up)),
+            _up=up.gather(up),
+        )
+    return node
+
+
 def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
     del want
     e = p.e
@@ -491,46 +466,8 @@ def _asn(p: _Piece, want: set[str]) -> tuple[pl.DataFrame, list[pl.LazyFrame]]:
         .lazy()
     )
 
-    def per_hl(sid: str, n: int, value: pl.Expr, name: str) -> pl.LazyFrame:
-        """The first non-empty ``value`` of ``sid`` segments under each HL, by HL position."""
-        f = tagged.filter(c("sid") == sid).pipe(split_elements, ["hl_pos"], e, n, sid)
-        return _first(
-            f.select(c("hl_pos").alias("pos"), value.alias(name)).filter(c(name).is_not_null()),
-            "pos",
-        )
-
-    def walk() -> pl.DataFrame:
-        # The HL tree as row numbers: an HL's parent is the first HL of its set whose HL01 is its
-        # HL02. An item's PO number (PRF) and pack (MAN) are those of its nearest ancestor-or-self
-        # that has one, at most _HL_DEPTH - 1 levels up; missing levels (S/O/I without P) leave
-        # pack_id null. Found by pointer jumping: each round looks twice as far up, by gathers on
-        # row numbers (3 rounds for 8 levels) instead of three joins per level.
-        hl = tagged.filter(c("sid") == "HL").pipe(split_elements, ["set_index", "pos"], e, 2, "HL")
-        node = (
-            _hl_parents(hl)
-            .join(
-                per_hl("PRF", 1, c("PRF01"), "po_number"),
-                on="pos",
-                how="left",
-                maintain_order="left",
-            )
-            .join(
-                per_hl("MAN", 2, c("MAN02"), "pack_id"), on="pos", how="left", maintain_order="left"
-            )
-            .select("pos", "_up", "po_number", "pack_id")
-            .collect(engine=ENGINE)
-        )
-        up, po, pack = c("_up"), c("po_number"), c("pack_id")
-        for _ in range((_HL_DEPTH - 1).bit_length()):
-            node = node.with_columns(
-                po_number=pl.coalesce(po, po.gather(up)),
-                pack_id=pl.coalesce(pack, pack.gather(up)),
-                _up=up.gather(up),
-            )
-        return node
-
     # the tree walk runs in a side thread while this one splits LIN and SN1
-    tree = _SIDE.submit(walk)
+    tree = _SIDE.submit(_hl_walk, tagged, e)
     # (an HL's position is unique in the piece: it keys its set too)
     lin = _first(
         tagged.filter(c("sid") == "LIN").pipe(
