@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from scfeeds import _exports, synth
+from scfeeds._exports import _batch
 from scfeeds._parse import Job, parse_batch, parse_file
 
 
@@ -110,7 +111,7 @@ def test_one_plan_and_one_query_per_layout(
     exports: list[tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plans = [0]
-    real = _exports._plan_csv
+    real = _batch._plan_csv
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         plans[0] += 1
@@ -123,7 +124,7 @@ def test_one_plan_and_one_query_per_layout(
         reads[0] += 1
         return read_csv(*args, **kwargs)
 
-    monkeypatch.setattr(_exports, "_plan_csv", counted)
+    monkeypatch.setattr(_batch, "_plan_csv", counted)
     monkeypatch.setattr(pl, "read_csv", read)
     got = _exports.read_export_batch([(p, str(p), t) for p, t in exports])  # type: ignore[misc]
     assert got.declined == []
