@@ -201,7 +201,7 @@ def write_export(
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "po.csv"
     >>> write_export(po, out, table="po_lines", preset="globex", fmt="csv")
     >>> print(out.read_bytes().decode("latin-1").splitlines()[1])
-    SUP001;4500001;15.01.2026;1;SKU-1;Widget;1.200;EA;2,50;EUR
+    SUP001;4500001;15.01.2026;1;SKU-1;Widget;1.200;EA;2,50;EUR;
     """
     chosen = _resolve_preset(preset)
     header = _canonical_export_columns(frame, table, chosen)
