@@ -8,12 +8,12 @@ they read.
 Plain helpers (no fixture) live in support modules, imported as ``tests.<module>``:
 ``tests.lake_support`` (the S3 server, small 850s), ``tests.service_support`` (redis, worker
 threads, the slow runner), ``tests.web_support`` (an aiohttp app on loopback),
-``tests.progress_support`` (a recording progress sink, progress events).
+``tests.progress_support`` (a recording progress sink, progress events),
+``tests.synth_support`` (the match of a generated world).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,24 +27,19 @@ from tests.service_support import redis_server
 def make_world(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``make_world(**params)``: the folder of ``synth.generate(folder, **params)``.
 
-    Generated once per distinct ``params`` in a session and shared: a test must not change
-    it. ``copy=True`` gives a private copy (in a new temporary folder) to change at will.
+    Generated once per distinct ``params`` in a session and shared by every test that asks:
+    a test writes its own files elsewhere (``tmp_path``), never into a world.
     """
     from scfeeds import synth
 
     made: dict[str, Path] = {}
 
-    def make(*, copy: bool = False, **params: object) -> Path:
+    def make(**params: object) -> Path:
         key = repr(sorted(params.items()))
         if key not in made:
-            dest = tmp_path_factory.mktemp("world")
-            synth.generate(dest, **params)
-            made[key] = dest
-        if not copy:
-            return made[key]
-        private = tmp_path_factory.mktemp("world-copy") / "world"
-        shutil.copytree(made[key], private)
-        return private
+            made[key] = tmp_path_factory.mktemp("world")
+            synth.generate(made[key], **params)
+        return made[key]
 
     return make
 
