@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import scfeeds
 from scfeeds import portal, synth
 from scfeeds._lake import read_ledger, scan_lake
 from tests.lake_support import S3
+from tests.web_support import listing
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -55,12 +54,6 @@ def client() -> Iterator[Any]:
     finally:
         c.close()
         cluster.close()
-
-
-def listing(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{url}/v1/feeds", timeout=30) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
 
 
 @pytest.fixture(params=["local", "s3"])

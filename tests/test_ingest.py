@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from scfeeds import portal, synth
 from scfeeds._ingest import ingest
 from scfeeds._lake import compact_lake, read_ledger, scan_lake
 from tests.lake_support import S3, write_850s, x12_850
+from tests.web_support import listing
 
 TABLES = ("po_lines", "asn_lines", "invoice_lines", "receipts")
 # Business columns: `source` differs on purpose (the lake records the URL, the world a path).
@@ -38,15 +38,6 @@ def world(make_world: Callable[..., Path]) -> Path:
 def served(world: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     with portal.serve_in_thread(world, latency=0.005, seed=1, access_log=False) as server:
         yield server.url, listing(server.url)
-
-
-def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
-    req = urllib.request.Request(f"{url}/v1/feeds")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
 
 
 def ledger_size(lake: Path) -> int:

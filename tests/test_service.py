@@ -39,6 +39,7 @@ from tests.service_support import (
     ThreadWorker,
     wait_until,
 )
+from tests.web_support import listing
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = "tests.service_support"
@@ -50,15 +51,6 @@ SUPPORT = "tests.service_support"
 @pytest.fixture(scope="module")
 def world(make_world: Callable[..., Path]) -> Path:
     return make_world(seed=11, suppliers=2, pos=12, formats=("csv", "x12"))
-
-
-def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
-    req = urllib.request.Request(
-        f"{url}/v1/feeds", headers={"Authorization": f"Bearer {token}"} if token else {}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
 
 
 def run(coro: Any) -> Any:

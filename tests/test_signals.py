@@ -19,7 +19,8 @@ import pytest
 from scfeeds._service._job import Job
 from scfeeds.portal import serve_in_thread
 from tests.service_support import wait_until
-from tests.test_service import assert_lake_exactly_once, enqueue, listing, stats, stream_name
+from tests.test_service import assert_lake_exactly_once, enqueue, stats, stream_name
+from tests.web_support import listing
 
 ROOT = Path(__file__).resolve().parents[1]
 

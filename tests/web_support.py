@@ -1,10 +1,14 @@
-"""An aiohttp application served in-process on loopback, for the tests of anything on the wire."""
+"""Helpers for tests on the wire: an aiohttp application served in-process on loopback, a free
+port, and the listing of a (simulated) supplier portal."""
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 
@@ -28,3 +32,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The feeds a portal at ``url`` lists (``GET /v1/feeds``, with ``token`` as bearer)."""
+    req = urllib.request.Request(f"{url}/v1/feeds")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
+    return feeds
