@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,8 @@ from polars.testing import assert_frame_equal
 import scfeeds
 from scfeeds import portal, synth
 from scfeeds._lake import read_ledger, scan_lake
-from tests.lake_support import S3, s3_server
+from tests.lake_support import S3
+from tests.web_support import listing
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -35,10 +34,8 @@ TABLES = ("po_lines", "asn_lines", "invoice_lines", "receipts")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=5, pos=48, suppliers=4)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=5, pos=48, suppliers=4)
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +54,6 @@ def client() -> Iterator[Any]:
     finally:
         c.close()
         cluster.close()
-
-
-def listing(url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{url}/v1/feeds", timeout=30) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    with s3_server() as server:
-        yield server
 
 
 @pytest.fixture(params=["local", "s3"])

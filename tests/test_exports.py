@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -318,39 +319,6 @@ def test_accounting_negatives_currency_symbols_and_date_spellings() -> None:
     assert rows["currency"].to_list() == ["USD"] * 3
 
 
-def test_explicit_columns_mapping_with_a_preset_dialect() -> None:
-    rows = read_export(
-        FIXTURES / "custom_tab_separated_receipts.tsv",
-        table="receipts",
-        preset="globex",  # decimal comma, dd.mm.yyyy
-        columns={
-            "location": "Warehouse",
-            "po_number": "PO",
-            "line_number": "PO Line",
-            "item_id": "Material",
-            "qty_received": "Received Qty",
-            "uom": "Unit",
-            "receipt_date": "GR Date",
-        },
-        fmt="csv",
-    )
-    assert rows.row(0, named=True) | {"source": None} == {
-        "source": None,
-        "position": "row 1",
-        "interchange_control": None,
-        "group_control": None,
-        "set_control": None,
-        "supplier_id": None,  # not in the file: null
-        "po_number": "4500001",
-        "line_number": "10",
-        "item_id": "SKU-1",
-        "qty_received": Decimal("1200.5"),
-        "uom": "EA",
-        "receipt_date": dt.date(2026, 1, 15),
-        "location": "DC-EAST",
-    }
-
-
 def test_latin1_byte_after_the_first_64k_is_still_decoded(tmp_path: Path) -> None:
     # The encoding is decided over the whole file, not the sniffed head: a portal that writes
     # an umlaut on row 2,000 must not crash the read or turn it into mojibake.
@@ -454,12 +422,8 @@ def test_totals_word_only_counts_where_the_document_key_belongs(tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scfeeds import synth
-
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=11, suppliers=6, pos=60, formats=("csv", "xlsx"), damaged=True)
-    return dest
+def synth_world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=11, suppliers=6, pos=60, formats=("csv", "xlsx"), damaged=True)
 
 
 def test_every_synth_export_reads_back_as_the_world(

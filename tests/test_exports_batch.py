@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +10,19 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _exports, synth
+from scfeeds import _exports
+from scfeeds._exports import _batch
 from scfeeds._parse import Job, parse_batch, parse_file
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
+def exports(
+    make_world: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[tuple[Path, str]]:
     """Daily exports cut from three suppliers' files (three presets, latin-1 among them):
     each keeps its supplier's header and gets two to five records."""
-    world = tmp_path_factory.mktemp("exportsbatch")
-    synth.generate(world, seed=5, suppliers=3, pos=40, formats=("csv",), faults="none")
-    dest = world / "daily"
-    dest.mkdir()
+    world = make_world(seed=5, suppliers=3, pos=40, formats=("csv",), faults="none")
+    dest = tmp_path_factory.mktemp("daily")
     out: list[tuple[Path, str]] = []
     for table in ("po_lines", "invoice_lines"):
         for big in sorted((world / "feeds").glob(f"*/{table}/*.csv")):
@@ -110,7 +112,7 @@ def test_one_plan_and_one_query_per_layout(
     exports: list[tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plans = [0]
-    real = _exports._plan_csv
+    real = _batch._plan_csv
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         plans[0] += 1
@@ -123,7 +125,7 @@ def test_one_plan_and_one_query_per_layout(
         reads[0] += 1
         return read_csv(*args, **kwargs)
 
-    monkeypatch.setattr(_exports, "_plan_csv", counted)
+    monkeypatch.setattr(_batch, "_plan_csv", counted)
     monkeypatch.setattr(pl, "read_csv", read)
     got = _exports.read_export_batch([(p, str(p), t) for p, t in exports])  # type: ignore[misc]
     assert got.declined == []

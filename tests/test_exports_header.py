@@ -3,7 +3,9 @@ accepted either way round (canonical -> header, or header -> canonical as polars
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -115,3 +117,28 @@ def test_columns_that_cannot_be_oriented_are_a_clear_error(
     if says == "neither side":
         assert "PO, Material" in str(info.value)  # the keys that are not canonical
         assert "item id" in str(info.value)  # and the values
+
+
+def test_explicit_columns_mapping_with_a_preset_dialect() -> None:
+    rows = read_export(
+        RECEIPTS_TSV,
+        table="receipts",
+        preset="globex",  # decimal comma, dd.mm.yyyy
+        columns=RECEIPTS_HEADERS,
+        fmt="csv",
+    )
+    assert rows.row(0, named=True) | {"source": None} == {
+        "source": None,
+        "position": "row 1",
+        "interchange_control": None,
+        "group_control": None,
+        "set_control": None,
+        "supplier_id": None,  # not in the file: null
+        "po_number": "4500001",
+        "line_number": "10",
+        "item_id": "SKU-1",
+        "qty_received": Decimal("1200.5"),
+        "uom": "EA",
+        "receipt_date": dt.date(2026, 1, 15),
+        "location": "DC-EAST",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +10,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import synth
 from scfeeds._exports import read_export, scan_export
 
 
 @pytest.fixture(scope="module")
-def csvs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    dest = tmp_path_factory.mktemp("smallcsv")
-    synth.generate(dest, seed=2, suppliers=3, pos=20, formats=("csv",), faults="none")
+def csvs(make_world: Callable[..., Path]) -> list[Path]:
+    dest = make_world(seed=2, suppliers=3, pos=20, formats=("csv",), faults="none")
     return sorted((dest / "feeds").glob("*/po_lines/*.csv"))
 
 

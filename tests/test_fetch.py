@@ -12,7 +12,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_fetch_app import SECRET, Server, body, serve, sha
 
 from scfeeds._config import Limits, Retry, Timeout
 from scfeeds._fetch import (
@@ -26,6 +25,7 @@ from scfeeds._fetch import (
     plan_chunks,
 )
 from scfeeds.exceptions import ConfigurationError, FetchFailures
+from tests.test_fetch_app import SECRET, Server, body, serve, sha
 
 FAST = Retry(4, backoff=0.01, max_backoff=0.05)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.web_support import serve_app
+
 SECRET = "Bearer s3cret-token-value"
 
 
@@ -209,13 +211,5 @@ class Server:
 @asynccontextmanager
 async def serve() -> AsyncIterator[Server]:
     app = make_app()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1]
-    try:
-        yield Server(f"http://127.0.0.1:{port}", app[STATE])
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield Server(url, app[STATE])

@@ -7,21 +7,10 @@ from pathlib import Path
 import pytest
 
 from scfeeds._fetch import fetch
-from scfeeds._fetch._report import ProgressEvent
 from scfeeds.portal import blob_sha256, serve_in_thread
+from tests.progress_support import Events, progress_event
 
 SIZE = 3 * 2**20
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[ProgressEvent] = []
-
-    def update(self, event: ProgressEvent) -> None:
-        self.seen.append(event)
-
-    def close(self, event: ProgressEvent) -> None:
-        self.seen.append(event)
 
 
 async def test_bytes_move_before_the_first_item_is_done(tmp_path: Path) -> None:
@@ -85,20 +74,13 @@ def test_the_widget_bar_follows_bytes_when_they_are_known() -> None:
 
     progress = FetchProgress(total=8, show=False)
     progress.update(
-        ProgressEvent(
+        progress_event(
             total=8,
-            done=0,
-            succeeded=0,
-            failed=0,
-            unchanged=0,
-            retried=0,
-            throttled=0,
             bytes=30 * 2**20,
             elapsed=3.0,
             throughput_bps=10 * 2**20,
             concurrency=8,
             in_flight=8,
-            finished=False,
             bytes_present=30 * 2**20,
             bytes_total=32 * 2**20,
         )

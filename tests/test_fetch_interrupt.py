@@ -11,21 +11,10 @@ from typing import Any
 import pytest
 
 from scfeeds._fetch import fetch
-from scfeeds._fetch._report import ProgressEvent
 from scfeeds.portal import blob_sha256, serve_in_thread
+from tests.progress_support import Events, progress_event
 
 SIZE = 4 * 2**20  # above RESUME_MIN_BYTES: resumable across runs
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[ProgressEvent] = []
-
-    def update(self, event: ProgressEvent) -> None:
-        self.seen.append(event)
-
-    def close(self, event: ProgressEvent) -> None:
-        self.seen.append(event)
 
 
 def partials(dest: Path) -> dict[str, int]:
@@ -114,19 +103,14 @@ def test_the_progress_widget_shows_interrupted_not_failed() -> None:
 
     progress = FetchProgress(total=8, show=False)
     progress.close(
-        ProgressEvent(
+        progress_event(
             total=8,
             done=5,
             succeeded=5,
-            failed=0,
-            unchanged=0,
-            retried=0,
-            throttled=0,
             bytes=30 * 2**20,
             elapsed=2.0,
             throughput_bps=15e6,
             concurrency=8,
-            in_flight=0,
             finished=True,
             interrupted=3,
         )

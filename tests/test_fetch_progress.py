@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_fetch_app import serve
 
 from scfeeds._fetch import fetch
+from tests.test_fetch_app import serve
 
 
 async def test_auto_without_a_terminal_logs_one_summary_line(

@@ -10,9 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from test_fetch_app import Server, serve, sha
-
 from scfeeds._fetch import fetch
+from tests.test_fetch_app import Server, serve, sha
 
 CHILD = """
 import asyncio, sys

@@ -83,12 +83,8 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scfeeds import synth
-
-    dest = tmp_path_factory.mktemp("fuzz-world")
-    synth.generate(dest, seed=17, suppliers=1, pos=4, formats=("csv", "xlsx", "xml"))
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=17, suppliers=1, pos=4, formats=("csv", "xlsx", "xml"))
 
 
 def seeds(world: Path, fmt: str) -> list[tuple[TableName, bytes]]:

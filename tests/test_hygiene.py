@@ -290,8 +290,8 @@ def test_dev_test_of_a_chosen_subset_only_notes_what_is_missing(tmp_path: Path) 
 
 def test_dev_and_the_tests_look_for_the_same_pieces() -> None:
     dev = (ROOT / "dev").read_text()
-    browser = (ROOT / "tests" / "browser" / "test_jupyterlab.py").read_text()
-    service = (ROOT / "tests" / "test_service_support.py").read_text()
+    browser = (ROOT / "tests" / "browser" / "lab.py").read_text()
+    service = (ROOT / "tests" / "service_support.py").read_text()
     assert "SCFEEDS_CHROMIUM:-/usr/bin/chromium" in dev
     assert 'os.environ.get("SCFEEDS_CHROMIUM") or "/usr/bin/chromium"' in browser
     assert "command -v redis-server" in dev

@@ -9,8 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import scfeeds
 from scfeeds import portal, synth
 from scfeeds._ingest import ingest
 from scfeeds._lake import compact_lake, read_ledger, scan_lake
-from tests.lake_support import S3, s3_server, write_850s, x12_850
+from tests.lake_support import S3, write_850s, x12_850
+from tests.web_support import listing
 
 TABLES = ("po_lines", "asn_lines", "invoice_lines", "receipts")
 # Business columns: `source` differs on purpose (the lake records the URL, the world a path).
@@ -30,25 +30,14 @@ NOT_COMPARED = ("source",)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=11, pos=40, suppliers=3, damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=11, pos=40, suppliers=3, damaged=True)
 
 
 @pytest.fixture(scope="module")
 def served(world: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     with portal.serve_in_thread(world, latency=0.005, seed=1, access_log=False) as server:
         yield server.url, listing(server.url)
-
-
-def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
-    req = urllib.request.Request(f"{url}/v1/feeds")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
 
 
 def ledger_size(lake: Path) -> int:
@@ -355,12 +344,6 @@ def test_concurrent_ingests_into_one_local_lake_are_exact(tmp_path: Path, n: int
     assert sum(o["committed"] for o in outs) == 24  # each document committed by one writer
     assert sum(o["rows"] for o in outs) == lines
     assert_exact(lake, lines, 24, None)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    with s3_server() as server:
-        yield server
 
 
 @pytest.mark.slow

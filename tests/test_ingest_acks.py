@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,8 @@ c = pl.col
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("perf-world")
-    synth.generate(dest, seed=5, pos=60, suppliers=3, config=SynthConfig(performance=True))
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=5, pos=60, suppliers=3, config=SynthConfig(performance=True))
 
 
 def _canonical(frame: pl.DataFrame) -> pl.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from scfeeds._lake import (
 )
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import schema
-from tests.lake_support import S3, s3_server
+from tests.lake_support import S3
 
 
 def po_rows(n: int, *, supplier: str | None = "SUP001", source: str = "feed.csv") -> pl.DataFrame:
@@ -254,12 +253,6 @@ def test_disk_full_during_a_commit_is_one_clear_error(
         commit(tmp_path, "b1", po_rows(2))
     assert info.value.errno == errno.ENOSPC
     assert str(tmp_path) in str(info.value)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    with s3_server() as server:
-        yield server
 
 
 def test_a_lake_on_s3_commits_reads_travels_and_compacts(s3: S3) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +23,6 @@ from IPython.lib.pretty import pretty
 
 from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._plan import ChunkRequest, plan_chunks
-from scfeeds._fetch._report import ProgressEvent
 from scfeeds._runner import run
 from scfeeds.notebook import (
     ConcurrencyTuner,
@@ -39,25 +38,7 @@ from scfeeds.notebook import (
 from scfeeds.notebook._driver import page_request
 from scfeeds.notebook._progress import eta_seconds
 from scfeeds.portal import serve_in_thread
-
-
-def event(**changes: object) -> ProgressEvent:
-    base = ProgressEvent(
-        total=100,
-        done=0,
-        succeeded=0,
-        failed=0,
-        unchanged=0,
-        retried=0,
-        throttled=0,
-        bytes=0,
-        elapsed=0.0,
-        throughput_bps=0.0,
-        concurrency=4,
-        in_flight=0,
-        finished=False,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+from tests.progress_support import progress_event as event
 
 
 @pytest.fixture(scope="module")

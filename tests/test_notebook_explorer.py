@@ -4,6 +4,7 @@ raw document behind a row, on a synthetic world's files on disk."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("world")
-    synth.generate(root, seed=11, pos=20, suppliers=2)
-    return World(root)
+def world(make_world: Callable[..., Path]) -> World:
+    return World(make_world(seed=11, pos=20, suppliers=2))
 
 
 def select_where(ex: ExceptionsExplorer, predicate: pl.Expr) -> tuple[dict[str, Any], Any]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from test_notebook import FakeDriver
 
 from scfeeds._fetch._report import ProgressEvent
 from scfeeds.notebook import ConcurrencyTuner, FetchProgress
+from tests.test_notebook import FakeDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 

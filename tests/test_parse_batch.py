@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _parse, synth
+from scfeeds import _parse
 from scfeeds._parse import Job, parse_batch, parse_file
 from scfeeds.schemas import ERRORS, schema
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("parsebatch")
-    synth.generate(dest, seed=4, suppliers=3, pos=30, formats=("x12", "xml", "csv"), damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=4, suppliers=3, pos=30, formats=("x12", "xml", "csv"), damaged=True)
 
 
 def _jobs(world: Path) -> list[Job]:

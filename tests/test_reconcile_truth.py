@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -9,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from scfeeds._reconcile import ReconcileWarning, reconcile, reconcile_partitioned
-from scfeeds.synth import generate, load_truth, load_world
+from scfeeds.synth import load_truth, load_world
 
 KEYS = [
     "code",
@@ -24,10 +25,8 @@ KEYS = [
 
 
 @pytest.fixture(scope="module", params=[11, 2026])
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp(f"synth{request.param}")
-    generate(dest, seed=request.param, pos=150)
-    return dest
+def world(request: pytest.FixtureRequest, make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=request.param, pos=150)
 
 
 def _frames(dest: Path) -> dict[str, pl.LazyFrame]:

@@ -9,7 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,12 +19,12 @@ import openpyxl
 import polars as pl
 import pytest
 
-from scfeeds import synth
 from scfeeds._cells import FORMULA_START, safe_frame, safe_text
 from scfeeds._exports import read_export, write_export
 from scfeeds._reconcile import PRECEDENCE, Reconciliation, reconcile
 from scfeeds._report import display_source, document_name, money, quantity
 from scfeeds.schemas import TableName, schema
+from tests.synth_support import reconcile_world
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE_NUMBERS = (
@@ -99,20 +99,8 @@ def hostile() -> Reconciliation:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Reconciliation:
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=11, pos=50, suppliers=3)
-
-    def load(table: TableName) -> pl.LazyFrame:
-        return synth.load_world(dest, table)
-
-    return reconcile(
-        load("po_lines"),
-        load("asn_lines"),
-        load("invoice_lines"),
-        receipts=load("receipts"),
-        conversions=pl.read_parquet(dest / "world" / "conversions.parquet"),  # pack sizes
-    ).collect()
+def world(make_world: Callable[..., Path]) -> Reconciliation:
+    return reconcile_world(make_world(seed=11, pos=50, suppliers=3))
 
 
 class Page(HTMLParser):

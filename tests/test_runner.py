@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from test_fetch_app import serve, sha
 
 from scfeeds._runner import run
+from tests.test_fetch_app import serve, sha
 
 
 async def answer() -> int:

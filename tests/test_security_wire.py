@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from scfeeds import portal, synth
+from scfeeds import portal
 from scfeeds._config import Retry
 from scfeeds._fetch import fetch, redact_url
 from scfeeds._fetch._plan import url_key
@@ -30,6 +30,7 @@ from scfeeds._ingest import ingest
 from scfeeds._lake import scan_lake
 from scfeeds.cli import main as cli_main
 from scfeeds.exceptions import StorageError
+from tests.web_support import serve_app
 
 FAST = Retry(3, backoff=0.01, max_backoff=0.02)
 REPO = Path(__file__).resolve().parents[1]
@@ -46,10 +47,9 @@ SECRET_HEADERS = {
 
 
 @pytest.fixture(scope="module")
-def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def docs(make_world: Callable[..., Path]) -> dict[str, bytes]:
     """Two small real X12 documents: an 850 (po_lines) and an 810 (invoice_lines)."""
-    world = tmp_path_factory.mktemp("world")
-    synth.generate(world, seed=3, pos=6, suppliers=2)
+    world = make_world(seed=3, pos=6, suppliers=2)
     files = sorted((world / "feeds").rglob("*.x12"))
     po = next(p for p in files if p.name.startswith("850_"))
     inv = next(p for p in files if p.name.startswith("810_"))
@@ -126,15 +126,9 @@ class Origin:
 @contextlib.asynccontextmanager
 async def serve_origin(docs: dict[str, bytes], token: str | None = None) -> AsyncIterator[Origin]:
     origin = Origin(docs=docs, token=token)
-    runner = web.AppRunner(origin.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    origin.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_app(origin.app()) as url:
+        origin.url = url
         yield origin
-    finally:
-        await runner.cleanup()
 
 
 def written_text(dest: Path) -> str:

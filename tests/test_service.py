@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +35,22 @@ from scfeeds._service._secrets import Secrets
 from scfeeds._service._tracing import Tracing, inject_current
 from scfeeds._service._worker import JobContext, JobResult, Worker
 from scfeeds.portal import serve_in_thread
-from tests.test_service_support import (
+from tests.service_support import (
     ThreadWorker,
-    redis_server,
     wait_until,
 )
+from tests.web_support import listing
 
 ROOT = Path(__file__).resolve().parents[1]
-SUPPORT = "tests.test_service_support"
+SUPPORT = "tests.service_support"
 
 
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scfeeds import synth
-
-    dest = tmp_path_factory.mktemp("service") / "world"
-    synth.generate(dest, seed=11, suppliers=2, pos=12, formats=("csv", "x12"))
-    return dest
-
-
-def listing(url: str, token: str | None = None) -> list[dict[str, Any]]:
-    req = urllib.request.Request(
-        f"{url}/v1/feeds", headers={"Authorization": f"Bearer {token}"} if token else {}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        feeds: list[dict[str, Any]] = json.load(resp)["feeds"]
-    return feeds
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=11, suppliers=2, pos=12, formats=("csv", "x12"))
 
 
 def run(coro: Any) -> Any:
@@ -810,7 +791,7 @@ def test_cli_enqueue_expands_a_portal_and_splits_jobs(
 
 
 def test_worker_without_redis_is_alive_but_not_ready(tmp_path: Path) -> None:
-    from tests.test_service_support import free_port
+    from tests.service_support import free_port
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     w = ThreadWorker(worker_factory(nowhere, "s", tmp_path))

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -18,8 +18,9 @@ import pytest
 
 from scfeeds._service._job import Job
 from scfeeds.portal import serve_in_thread
-from tests.test_service import assert_lake_exactly_once, enqueue, listing, stats, stream_name
-from tests.test_service_support import redis_server, wait_until
+from tests.service_support import wait_until
+from tests.test_service import assert_lake_exactly_once, enqueue, stats, stream_name
+from tests.web_support import listing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,12 +165,8 @@ if __name__ == "__main__":
 
 
 @pytest.fixture(scope="module")
-def xml_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scfeeds import synth
-
-    dest = tmp_path_factory.mktemp("signals") / "world"
-    synth.generate(dest, seed=5, suppliers=2, pos=16, formats=("xml",))
-    return dest
+def xml_world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=5, suppliers=2, pos=16, formats=("xml",))
 
 
 def _parse_children(pid: int) -> list[psutil.Process]:
@@ -230,12 +227,6 @@ def listing_of(world: Path) -> list[str]:
 
 
 # -- the service worker, SIGTERM to its process group ---------------------------------------
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as url:
-        yield url
 
 
 @pytest.mark.slow

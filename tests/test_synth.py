@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,10 +106,8 @@ def check_x12(data: bytes) -> X12Check:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=11, pos=240, damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=11, pos=240, damaged=True)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ send them; the lake of that world equals the answer key and the lake of the defa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -21,13 +22,8 @@ WORLD = {"seed": 5, "pos": 120, "suppliers": 4}
 
 
 @pytest.fixture(scope="module")
-def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
-    for layout in ("files", "documents"):
-        dest = tmp_path_factory.mktemp(layout)
-        synth.generate(dest, layout=layout, **WORLD)  # type: ignore[arg-type]
-        out[layout] = dest
-    return out
+def worlds(make_world: Callable[..., Path]) -> dict[str, Path]:
+    return {layout: make_world(layout=layout, **WORLD) for layout in ("files", "documents")}
 
 
 def _business(frame: pl.DataFrame, table: str) -> pl.DataFrame:

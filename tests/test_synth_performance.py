@@ -4,6 +4,7 @@ OTIF and the scorecard on the world equal the answer key exactly."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -19,12 +20,9 @@ c = pl.col
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("perf")
-    generate(
-        root, seed=11, suppliers=4, pos=400, config=SynthConfig(performance=True, batch_pos=150)
-    )
-    return root
+def world(make_world: Callable[..., Path]) -> Path:
+    config = SynthConfig(performance=True, batch_pos=150)
+    return make_world(seed=11, suppliers=4, pos=400, config=config)
 
 
 def _truth(root: Path) -> pl.DataFrame:

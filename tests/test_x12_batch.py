@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from scfeeds import synth
 from scfeeds._x12 import _reader, read_x12, scan_x12
 from scfeeds._x12._reader import X12Result
 
@@ -99,10 +98,8 @@ def test_corpus_scan_many_equals_scan_each() -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("x12batch")
-    synth.generate(dest, seed=5, suppliers=4, pos=60, formats=("x12",), damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=5, suppliers=4, pos=60, formats=("x12",), damaged=True)
 
 
 def test_synth_many_sources_equal_one_call_per_source(world: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -19,10 +20,8 @@ KEY = ["source", "position"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("x12world")
-    synth.generate(dest, seed=11, suppliers=4, pos=80, formats=("x12",), damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=11, suppliers=4, pos=80, formats=("x12",), damaged=True)
 
 
 def _x12_files(dest: Path, table: str) -> list[str]:

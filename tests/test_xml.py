@@ -413,12 +413,8 @@ def test_streaming_memory_does_not_grow_with_document_size(
 
 
 @pytest.fixture(scope="module")
-def synth_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scfeeds import synth
-
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=5, suppliers=4, pos=40, formats=("xml",), damaged=["xml_malformed"])
-    return dest
+def synth_world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=5, suppliers=4, pos=40, formats=("xml",), damaged=["xml_malformed"])
 
 
 def test_every_synth_cxml_feed_reads_back_as_the_world(

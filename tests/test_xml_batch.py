@@ -13,15 +13,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _xml, synth
+from scfeeds import _xml
 from scfeeds._xml import read_xml, scan_xml
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("xmlbatch")
-    synth.generate(dest, seed=9, suppliers=3, pos=40, formats=("xml",), damaged=True)
-    return dest
+def world(make_world: Callable[..., Path]) -> Path:
+    return make_world(seed=9, suppliers=3, pos=40, formats=("xml",), damaged=True)
 
 
 def _docs(world: Path, table: str) -> list[str]:

@@ -14,137 +14,30 @@ when it can; the test skips, saying so, only when the binary is missing.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from tests.browser.lab import ARTIFACTS, open_notebook, running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("SCFEEDS_CHROMIUM") or "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HERE = Path(__file__).parent
-ARTIFACTS = HERE.parent.parent / ".artifacts"
 NOTEBOOK = "widgets.ipynb"
-
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"real-browser test needs Chromium at {CHROMIUM} (apt-get install chromium)",
-        allow_module_level=True,
-    )
-
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def write_settings(settings: Path) -> None:
-    """Lab settings for a deterministic page: every cell in the DOM, no news pop-ups."""
-    notebook = settings / "@jupyterlab" / "notebook-extension"
-    notebook.mkdir(parents=True)
-    # JupyterLab 4 virtualises long notebooks by default; cells scrolled away would leave
-    # the DOM and could not be asserted on.
-    # autoStartDefaultKernel: open straight into the notebook's kernel, no "Select Kernel".
-    (notebook / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none", "autoStartDefaultKernel": True})
-    )
-    apputils = settings / "@jupyterlab" / "apputils-extension"
-    apputils.mkdir(parents=True)
-    (apputils / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("lab")
-    root = base / "root"
-    root.mkdir()
-    shutil.copy(HERE / NOTEBOOK, root / NOTEBOOK)
-    write_settings(base / "settings")
-    port, token = free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(base / "config"),
-    }
-    log = (base / "jupyterlab.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=",
-            # No look-ups on PyPI for the extension manager: the test runs offline.
-            "--LabApp.extension_manager=readonly",
-            # CI containers run as root; Jupyter refuses that unless told.
-            *(["--allow-root"] if os.geteuid() == 0 else []),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "JupyterLab did not start:\n" + (base / "jupyterlab.log").read_text()
-                    ) from None
-                time.sleep(0.25)
-        yield f"{url}/lab/tree/{NOTEBOOK}?token={token}"
-    finally:
-        # Stop the server we started, by its PID: SIGINT twice is Jupyter's clean shutdown
-        # (it also shuts down the kernel, which stops the notebook's portal child).
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+    (base / "root").mkdir()
+    shutil.copy(HERE / NOTEBOOK, base / "root" / NOTEBOOK)
+    with running_lab(base, NOTEBOOK) as url:
+        yield url
 
 
 def expect_text(page: Page, selector: str, pattern: str, timeout: float = 30_000) -> None:
@@ -182,124 +75,111 @@ def run_all(page: Page) -> None:
     raise AssertionError("Run All Cells did not start the first cell three times in a row")
 
 
-def test_widgets_render_with_real_values_in_jupyterlab(lab: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(lab)
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-            dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-            try:
-                dialog.wait_for(timeout=3_000)
-                dialog.get_by_role("button", name="Select").click()
-            except PlaywrightTimeout:
-                pass  # no dialog: the kernel starts on its own
-            # The kernel is up once the (screen-reader) status says Idle.
-            page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
+def test_widgets_render_with_real_values_in_jupyterlab(lab: str, browser: Browser) -> None:
+    page = open_notebook(browser, lab)
+    try:
+        # The kernel is up once the (screen-reader) status says Idle.
+        page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
 
-            run_all(page)
+        run_all(page)
 
-            # The tuner is running; its cell below awaits a slider move from this browser.
-            readout = page.locator(".scfeeds-tuner .widget-readout").first
-            readout.wait_for(timeout=90_000)
-            status = ".scfeeds-tuner-status"
-            # Live numbers arrive while the fetch runs in the background.
-            expect_text(page, status, r"\d+ items")
-            # The button stops the background fetch and starts a new one (widget callbacks
-            # run on the kernel's loop while the next cell is awaiting).
-            button = page.locator(".scfeeds-tuner button").first
-            button.click()
-            expect_text(page, status, r"^stopped")
-            button.click()
-            expect_text(page, status, r"^running · [1-9][\d,]* items")
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("12")
-            page.keyboard.press("Enter")
+        # The tuner is running; its cell below awaits a slider move from this browser.
+        readout = page.locator(".scfeeds-tuner .widget-readout").first
+        readout.wait_for(timeout=90_000)
+        status = ".scfeeds-tuner-status"
+        # Live numbers arrive while the fetch runs in the background.
+        expect_text(page, status, r"\d+ items")
+        # The button stops the background fetch and starts a new one (widget callbacks
+        # run on the kernel's loop while the next cell is awaiting).
+        button = page.locator(".scfeeds-tuner button").first
+        button.click()
+        expect_text(page, status, r"^stopped")
+        button.click()
+        expect_text(page, status, r"^running · [1-9][\d,]* items")
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("12")
+        page.keyboard.press("Enter")
 
-            # (an output, not the cell's source, which contains the same words)
-            page.locator(".jp-OutputArea-output", has_text="ALL CELLS DONE").wait_for(
-                timeout=120_000
-            )
-            page.wait_for_timeout(500)  # last comm messages reach the views
+        # (an output, not the cell's source, which contains the same words)
+        page.locator(".jp-OutputArea-output", has_text="ALL CELLS DONE").wait_for(timeout=120_000)
+        page.wait_for_timeout(500)  # last comm messages reach the views
 
-            cells = page.locator(".jp-Notebook .jp-Cell")
-            n_cells = cells.count()
-            page.set_viewport_size({"width": 1400, "height": 1000})
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        n_cells = cells.count()
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
-            # Progress: the engine's progress="auto" widget, green, with the real counts.
-            auto = page.locator(".scfeeds-progress").nth(0)
-            auto_text = auto.locator(".scfeeds-progress-text").inner_text()
-            assert "40/40 items" in auto_text, auto_text
-            assert "0 failed" in auto_text
-            assert "3.8 MiB" in auto_text  # 40 x 100 000 bytes
-            assert auto.locator("[data-status='done']").count() == 1
-            assert auto.locator(".progress-bar-success").count() == 1
+        # Progress: the engine's progress="auto" widget, green, with the real counts.
+        auto = page.locator(".scfeeds-progress").nth(0)
+        auto_text = auto.locator(".scfeeds-progress-text").inner_text()
+        assert "40/40 items" in auto_text, auto_text
+        assert "0 failed" in auto_text
+        assert "3.8 MiB" in auto_text  # 40 x 100 000 bytes
+        assert auto.locator("[data-status='done']").count() == 1
+        assert auto.locator(".progress-bar-success").count() == 1
 
-            failing = page.locator(".scfeeds-progress").nth(1)
-            failing_text = failing.locator(".scfeeds-progress-text").inner_text()
-            assert "6/6 items" in failing_text, failing_text
-            assert "1 failed" in failing_text, failing_text
-            assert failing.locator("[data-status='failed']").count() == 1
-            assert failing.locator(".progress-bar-danger").count() == 1
+        failing = page.locator(".scfeeds-progress").nth(1)
+        failing_text = failing.locator(".scfeeds-progress-text").inner_text()
+        assert "6/6 items" in failing_text, failing_text
+        assert "1 failed" in failing_text, failing_text
+        assert failing.locator("[data-status='failed']").count() == 1
+        assert failing.locator(".progress-bar-danger").count() == 1
 
-            via_run = page.locator(".scfeeds-progress").nth(2).inner_text()
-            assert "10/10 items" in via_run, via_run
+        via_run = page.locator(".scfeeds-progress").nth(2).inner_text()
+        assert "10/10 items" in via_run, via_run
 
-            # Tuner: four live SVG charts with data, and the slider move reached the fetch.
-            tuner = page.locator(".scfeeds-tuner")
-            assert tuner.locator(".scfeeds-tuner-charts svg").count() == 4
-            assert tuner.locator(".scfeeds-tuner-charts polyline").count() >= 4
-            # After the sweep, the tuner's status line shows its recommendation.
-            status = tuner.locator(".scfeeds-tuner-status").inner_text()
-            assert status.startswith("recommended: max_at_once="), status
-            # The running top-level await saw the browser's slider move (ipykernel >= 7.4).
-            seen = page.locator(".jp-OutputArea-output", has_text="limits seen:").inner_text()
-            assert "limits seen: [2, 12]" in seen, seen
+        # Tuner: four live SVG charts with data, and the slider move reached the fetch.
+        tuner = page.locator(".scfeeds-tuner")
+        assert tuner.locator(".scfeeds-tuner-charts svg").count() == 4
+        assert tuner.locator(".scfeeds-tuner-charts polyline").count() >= 4
+        # After the sweep, the tuner's status line shows its recommendation.
+        status = tuner.locator(".scfeeds-tuner-status").inner_text()
+        assert status.startswith("recommended: max_at_once="), status
+        # The running top-level await saw the browser's slider move (ipykernel >= 7.4).
+        seen = page.locator(".jp-OutputArea-output", has_text="limits seen:").inner_text()
+        assert "limits seen: [2, 12]" in seen, seen
 
-            knee = page.locator(".scfeeds-knee").inner_text()
-            assert re.match(r"recommended: max_at_once=\d+, chunk_size=(200|1000)", knee), knee
-            assert page.locator(".scfeeds-sweep svg rect").count() >= 6
+        knee = page.locator(".scfeeds-knee").inner_text()
+        assert re.match(r"recommended: max_at_once=\d+, chunk_size=(200|1000)", knee), knee
+        assert page.locator(".scfeeds-sweep svg rect").count() >= 6
 
-            # Memory profiler: the peak of 30 x 1 MiB and the line that allocated it.
-            memory = page.locator(".scfeeds-memory").first
-            peak = memory.locator(".scfeeds-peak").inner_text()
-            value = float(peak.split()[0])
-            assert peak.endswith("MiB"), peak
-            assert 30.0 <= value < 34.0, peak
-            sites = memory.locator(".scfeeds-memory-sites tbody tr")
-            assert sites.count() >= 1
-            assert "thirty_mib" in sites.first.inner_text()
-            assert memory.locator("svg polyline").count() >= 1
+        # Memory profiler: the peak of 30 x 1 MiB and the line that allocated it.
+        memory = page.locator(".scfeeds-memory").first
+        peak = memory.locator(".scfeeds-peak").inner_text()
+        value = float(peak.split()[0])
+        assert peak.endswith("MiB"), peak
+        assert 30.0 <= value < 34.0, peak
+        sites = memory.locator(".scfeeds-memory-sites tbody tr")
+        assert sites.count() >= 1
+        assert "thirty_mib" in sites.first.inner_text()
+        assert memory.locator("svg polyline").count() >= 1
 
-            comparison = page.locator(".scfeeds-compare").inner_text()
-            match = re.search(r"\(([\d.]+)x less\)", comparison)
-            assert match, comparison
-            assert float(match.group(1)) > 3, comparison
+        comparison = page.locator(".scfeeds-compare").inner_text()
+        match = re.search(r"\(([\d.]+)x less\)", comparison)
+        assert match, comparison
+        assert float(match.group(1)) > 3, comparison
 
-            magic = page.locator(".scfeeds-memory").nth(1).inner_text()
-            match = re.search(r"twelve MiB of rows: peak heap ([\d.]+) MiB", magic)
-            assert match, magic
-            assert float(match.group(1)) >= 12.0, magic
-            assert n_cells >= 12
+        magic = page.locator(".scfeeds-memory").nth(1).inner_text()
+        match = re.search(r"twelve MiB of rows: peak heap ([\d.]+) MiB", magic)
+        assert match, magic
+        assert float(match.group(1)) >= 12.0, magic
+        assert n_cells >= 12
 
-            # Whole notebook on one tall screenshot, kept as the test's artifact.
-            height = page.evaluate(
-                "() => Math.max(...[...document.querySelectorAll("
-                "'.jp-Notebook, .jp-WindowedPanel-outer, .jp-WindowedPanel-inner')]"
-                ".map(e => e.scrollHeight))"
-            )
-            page.set_viewport_size({"width": 1400, "height": min(int(height) + 250, 12_000)})
-            page.evaluate(
-                "() => document.querySelectorAll('.jp-Notebook, .jp-WindowedPanel-outer')"
-                ".forEach(e => { e.scrollTop = 0; })"
-            )
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-widgets.png"))
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-widgets-failure.png"))
-            raise
-        finally:
-            browser.close()
+        # Whole notebook on one tall screenshot, kept as the test's artifact.
+        height = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll("
+            "'.jp-Notebook, .jp-WindowedPanel-outer, .jp-WindowedPanel-inner')]"
+            ".map(e => e.scrollHeight))"
+        )
+        page.set_viewport_size({"width": 1400, "height": min(int(height) + 250, 12_000)})
+        page.evaluate(
+            "() => document.querySelectorAll('.jp-Notebook, .jp-WindowedPanel-outer')"
+            ".forEach(e => { e.scrollTop = 0; })"
+        )
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-widgets.png"))
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-widgets-failure.png"))
+        raise
+    finally:
+        page.close()

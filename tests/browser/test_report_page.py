@@ -5,36 +5,25 @@ Builds the report of a generated world (:meth:`Reconciliation.to_html`), opens i
 headings the way an analyst would. Screenshots go to ``.artifacts/``.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); skips, saying so, only when
-``/usr/bin/chromium`` is missing.
+the Chromium binary is missing (``lab.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from playwright.sync_api import Browser, Page
 
-from scfeeds import synth
-from scfeeds._reconcile import reconcile
 from scfeeds._report import exception_rows
+from tests.browser.lab import ARTIFACTS
+from tests.synth_support import reconcile_world
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent.parent.parent / ".artifacts"
-
-if not CHROMIUM.exists():
-    pytest.skip(
-        "real-browser test needs Chromium at /usr/bin/chromium (apt-get install chromium)",
-        allow_module_level=True,
-    )
-
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
 # The visible rows as (code, supplier, PO, line, invoice, amount at risk as data-v).
 VISIBLE = """() => Array.from(document.querySelectorAll('#exc tbody tr'))
@@ -47,41 +36,28 @@ SCROLL_TO_FILTERS = (
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
-    dest = tmp_path_factory.mktemp("world")
-    synth.generate(dest, seed=5, pos=120, suppliers=4)
-
-    def load(table: Any) -> pl.LazyFrame:
-        return synth.load_world(dest, table)
-
-    rec = reconcile(
-        load("po_lines"),
-        load("asn_lines"),
-        load("invoice_lines"),
-        receipts=load("receipts"),
-        conversions=pl.read_parquet(dest / "world" / "conversions.parquet"),  # pack sizes
-    ).collect()
+def report(
+    make_world: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, pl.DataFrame]:
+    rec = reconcile_world(make_world(seed=5, pos=120, suppliers=4))
     rows = exception_rows(rec)
     assert rows.height > 50
-    return rec.to_html(dest / "exceptions.html"), rows
+    return rec.to_html(tmp_path_factory.mktemp("report") / "exceptions.html"), rows
 
 
 @pytest.fixture(scope="module")
-def page(report: tuple[Path, pl.DataFrame]) -> Iterator[Page]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1500, "height": 1000})
-            errors: list[str] = []
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            pg.goto(report[0].as_uri())
-            pg.wait_for_selector("#exc tbody tr")
-            yield pg
-            assert errors == []  # no script error, no blocked resource (CSP violations log here)
-        finally:
-            browser.close()
+def page(report: tuple[Path, pl.DataFrame], browser: Browser) -> Iterator[Page]:
+    pg = browser.new_page(viewport={"width": 1500, "height": 1000})
+    try:
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        pg.goto(report[0].as_uri())
+        pg.wait_for_selector("#exc tbody tr")
+        yield pg
+        assert errors == []  # no script error, no blocked resource (CSP violations log here)
+    finally:
+        pg.close()
 
 
 def key(row: dict[str, Any]) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Helpers for the service-mode tests (no tests here): a Redis server, worker threads, runners.
 
-``slow_runner`` is importable by a worker subprocess (``--runner tests.test_service_support:...``)
+``slow_runner`` is importable by a worker subprocess (``--runner tests.service_support:...``)
 so the kill and drain tests can run the real CLI process with a job that is slow on purpose.
 """
 
@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,12 +19,7 @@ from typing import Any
 
 from scfeeds._service._job import Job
 from scfeeds._service._worker import JobContext, JobResult, ingest_runner
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.web_support import free_port
 
 
 @contextlib.contextmanager
