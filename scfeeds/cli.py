@@ -593,7 +593,7 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # builtin-raise: SIGTERM stops the command as Ctrl-C does
 
     return signal.signal(signal.SIGTERM, stop)
 

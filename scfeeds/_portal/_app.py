@@ -33,7 +33,7 @@ from scfeeds._portal._http import (
 )
 from scfeeds._portal._knobs import Decision, PortalKnobs, TokenBucket, decide
 from scfeeds._portal._log import shown_target
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, ScfeedsError
 
 logger = logging.getLogger("scfeeds.portal")
 
@@ -60,7 +60,7 @@ _STATUS_CODES: Final = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ScfeedsError):
     """Turned into a JSON error response by the middleware."""
 
     def __init__(
@@ -667,7 +667,9 @@ async def put_knobs(request: web.Request) -> web.Response:
     try:
         changes = await request.json()
         if not isinstance(changes, dict):
-            raise TypeError("expected a JSON object")
+            raise ConfigurationError(
+                'expected a JSON object of knob names to values, e.g. {"latency": 0.1}'
+            )
         knobs = state.set_knobs(**changes)
     except (ValueError, TypeError) as exc:
         raise ApiError(400, "invalid_knobs", str(exc)) from exc

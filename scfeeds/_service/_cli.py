@@ -37,6 +37,7 @@ def _need_extra() -> None:
         import opentelemetry.sdk  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
+        # builtin-raise: the CLI exits with this message
         raise SystemExit(
             f"scfeeds: service mode needs the 'service' extra ({exc.name} is missing): "
             "pip install 'scfeeds[service]'"

@@ -22,6 +22,7 @@ import polars as pl
 
 from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._plan import ChunkRequest
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 from scfeeds.notebook._memory import MemoryProfile, MemoryProfiler
@@ -156,7 +157,9 @@ async def compare_buffering(
     """
     urls = [s.url if isinstance(s, ChunkRequest) else s for s in sources]
     if not urls:
-        raise ValueError("compare_buffering needs at least one source")
+        raise ConfigurationError(
+            "compare_buffering needs at least one source: pass the URLs or ChunkRequests to fetch"
+        )
     profiler = profiler or MemoryProfiler()
 
     async def buffered() -> int:

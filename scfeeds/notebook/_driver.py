@@ -22,6 +22,7 @@ from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._limiter import FetchController
 from scfeeds._fetch._plan import ChunkRequest, plan_chunks
 from scfeeds._fetch._report import ProgressEvent
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook._metrics import Probe
 from scfeeds.notebook._tuner import RunPlan
 
@@ -133,7 +134,10 @@ class FeedDriver:
         max_limit: int = 256,
     ) -> None:
         if not isinstance(total, int) or total < 1:
-            raise ValueError(f"total must be an int >= 1 (records in the feed), got {total!r}")
+            raise ConfigurationError(
+                f"total must be an int >= 1 (records in the feed), got {total!r}: "
+                "pass the feed's record count"
+            )
         plan_chunks(feed_url, total=1, chunk_size=1)  # validates the URL, with its message
         self.feed_url = feed_url
         self.total = total

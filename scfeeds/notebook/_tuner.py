@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import ipywidgets as widgets
 import polars as pl
 
+from scfeeds.exceptions import ConfigurationError, StateError
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 from scfeeds.notebook._metrics import Probe, Sample
@@ -257,10 +258,15 @@ class ConcurrencyTuner:
         window: float = 60.0,
     ) -> None:
         if not 1 <= max_at_once <= max_limit:
-            raise ValueError(f"max_at_once must be in 1..max_limit={max_limit}, got {max_at_once}")
+            raise ConfigurationError(
+                f"max_at_once must be in 1..max_limit={max_limit}, got {max_at_once}: "
+                "pass a value in that range or a larger max_limit="
+            )
         sizes = sorted(set(chunk_sizes) | {chunk_size})
         if sizes[0] < 1:
-            raise ValueError(f"chunk sizes must be >= 1, got {sizes[0]}")
+            raise ConfigurationError(
+                f"chunk sizes must be >= 1, got {sizes[0]}: pass record counts per request"
+            )
         self.driver = driver
         self.interval = interval
         self.window = window
@@ -327,7 +333,7 @@ class ConcurrencyTuner:
         (and returns nothing, so a cell ending in ``tuner.start()`` prints nothing).
         """
         if self.running:
-            raise RuntimeError("the tuner is already running; stop() it first")
+            raise StateError("the tuner is already running; stop() it first")
         loop = asyncio.get_running_loop()
         self.probe = Probe()
         self.last_error = None
@@ -393,7 +399,7 @@ class ConcurrencyTuner:
             retries, failures, final AIMD limit) and ``knee``; it displays as charts.
         """
         if self.running:
-            raise RuntimeError("stop() the live run before sweeping")
+            raise StateError("the tuner is running live: stop() it before sweeping")
         sizes = list(chunk_sizes) if chunk_sizes else [self.chunk_size]
         rows: list[dict[str, Any]] = []
         steps = StepProgress(
