@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
 from scfeeds.exceptions import ConfigurationError
 
 EPILOG = """\
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--pos", type=int, default=300, help="purchase orders to generate")
     p.add_argument("--suppliers", type=int, default=6)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE)
     p.add_argument("--latency", type=float, default=0.02, help="portal latency in seconds")
     p.set_defaults(func=cmd_demo)
 
@@ -486,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download URLs to a folder (bounded, retried, resumable)")
     p.add_argument("urls", nargs="+")
     p.add_argument("--dest", required=True)
-    p.add_argument("--concurrency", type=int, default=16, help="max requests at once")
+    p.add_argument(
+        "--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE, help="max requests at once"
+    )
     p.add_argument("--rate", type=float, default=None, help="max requests per second")
     _add_token_options(p)
     p.set_defaults(func=cmd_fetch)
@@ -494,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="fetch, parse, validate and commit feeds to a lake")
     p.add_argument("sources", nargs="+", help="portal root URL, feed URLs or local files")
     p.add_argument("--lake", required=True)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE)
     _add_token_options(p)
     p.set_defaults(func=cmd_ingest)
 

@@ -41,6 +41,8 @@ from scfeeds._fetch._landing import Landing, Record, now_iso
 from scfeeds._fetch._limiter import FetchController, HostGate
 from scfeeds._fetch._plan import (
     Item,
+    Source,
+    Sources,
     filename_from_disposition,
     iter_sources,
     make_item,
@@ -226,7 +228,7 @@ class _Engine:
         return self._claim_path(item.key, item.path or path_for_url(item.url))
 
     # -- run --------------------------------------------------------------------------
-    async def run(self, sources: object) -> FetchReport:
+    async def run(self, sources: Sources) -> FetchReport:
         raw, total = iter_sources(sources)
         self.stats.total = total
         connector = aiohttp.TCPConnector(
@@ -298,7 +300,7 @@ class _Engine:
         # pool of any size, including workers added by a live limit change.
         self.queue.put_nowait(None)
 
-    async def _produce(self, raw: Iterator[Any] | AsyncIterable[Any]) -> None:
+    async def _produce(self, raw: Iterator[Source] | AsyncIterable[Source]) -> None:
         index = 0
         if isinstance(raw, AsyncIterable):
             async for source in raw:
@@ -907,7 +909,7 @@ def _range_start(content_range: str | None) -> int | None:
 
 
 async def fetch(
-    sources: object,
+    sources: Sources,
     dest: str | os.PathLike[str],
     *,
     limits: Limits | int | None = None,
@@ -1028,7 +1030,7 @@ async def get_json(
     *,
     credentials: Credentials,
     timeout: float = 60.0,  # noqa: ASYNC109 - one small request, bounded as a whole
-) -> tuple[int, Any]:
+) -> tuple[int, object]:
     """``(status, parsed JSON or None)`` of a GET (a portal listing), following redirects
     hop by hop so that each origin gets only its own ``credentials``."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:

@@ -15,7 +15,7 @@ import struct
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Unpack
 from urllib.parse import quote
 
 import polars as pl
@@ -31,7 +31,7 @@ from scfeeds._portal._http import (
     not_modified,
     parse_range,
 )
-from scfeeds._portal._knobs import Decision, PortalKnobs, TokenBucket, decide
+from scfeeds._portal._knobs import Decision, KnobChanges, PortalKnobs, TokenBucket, decide
 from scfeeds._portal._log import shown_target
 from scfeeds.exceptions import ConfigurationError, ScfeedsError
 
@@ -162,7 +162,7 @@ class PortalState:
         self._frames: OrderedDict[str, pl.DataFrame] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Apply knob changes; restarts attempt counters and rate-limit buckets."""
         self.knobs = self.knobs.replace(**changes)
         self._attempts.clear()

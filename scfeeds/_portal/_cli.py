@@ -6,14 +6,16 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Final
+from typing import Final
 
 from scfeeds.exceptions import ConfigurationError
 
 DEFAULT_PORT: Final = 8765
 
 
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+def add_cli(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``portal`` subcommand to an ``argparse`` subparsers object.
 
     The parser's default ``func`` is :func:`cli_portal` (``args.func(args)`` -> exit code).

@@ -19,14 +19,14 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, Self, Unpack
 
 from aiohttp import web
 
 from scfeeds._portal._app import ADMIN_HEADER, PortalState, build_app
 from scfeeds._portal._catalog import Catalog
 from scfeeds._portal._cli import DEFAULT_PORT
-from scfeeds._portal._knobs import PortalKnobs, make_knobs
+from scfeeds._portal._knobs import KnobChanges, PortalKnobs, make_knobs
 from scfeeds._portal._log import RedactingAccessLogger
 from scfeeds.exceptions import ConfigurationError, PortalError, StateError
 
@@ -85,7 +85,7 @@ class Portal:
         """Zero every counter."""
         self._state.stats.reset()
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live (``seed`` restarts the per-request decisions too)."""
         return self._state.set_knobs(**changes)
 
@@ -106,7 +106,7 @@ async def serve(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     admin_secret: str | None = None,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> AsyncIterator[Portal]:
     """Serve the feeds under ``root`` on the running event loop.
 
@@ -233,7 +233,7 @@ class ThreadPortal(_Handle):
         """Zero every counter."""
         self._call(self._portal.reset_stats)
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live."""
         knobs: PortalKnobs = self._call(lambda: self._portal.set_knobs(**changes))
         return knobs
@@ -259,7 +259,7 @@ def serve_in_thread(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     startup_timeout: float = 60.0,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> ThreadPortal:
     """Start the portal on its own event loop in a daemon thread; returns once it listens.
 
@@ -363,7 +363,7 @@ class ProcessPortal(_Handle):
         """The knobs in force."""
         return self._knobs
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live in the child (validated here first, with the same errors)."""
         knobs = self._knobs.replace(**changes)
         self._request("PUT", "/v1/admin/knobs", changes)
@@ -426,7 +426,7 @@ def serve_in_process(
     knobs: PortalKnobs | None = None,
     access_log: bool = False,
     startup_timeout: float = 60.0,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> ProcessPortal:
     """Start the portal in a child Python process (for benchmarks: its CPU is not yours).
 
@@ -531,7 +531,7 @@ def run_forever(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     announce: Callable[[Portal], None] | None = None,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> None:
     """Serve until Ctrl-C or SIGTERM (the ``scfeeds portal`` command).
 

@@ -14,8 +14,15 @@ import os
 import signal
 import sys
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
+
+if TYPE_CHECKING:
+    from scfeeds._service._job import Source
+    from scfeeds._service._secrets import Secrets
+    from scfeeds._service._worker import JobRunner
 
 DEFAULT_QUEUE = "redis://127.0.0.1:6379/0"
 logger = logging.getLogger("scfeeds.service")
@@ -44,7 +51,7 @@ def _need_extra() -> None:
         ) from None
 
 
-def add_cli(subparsers: Any) -> None:
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``worker`` and ``enqueue`` on the ``scfeeds`` command's subparsers."""
     p = subparsers.add_parser(
         "worker",
@@ -67,8 +74,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--requests-per-job",
         type=int,
-        default=16,
-        help="max HTTP requests at once within one job (default 16)",
+        default=DEFAULT_MAX_AT_ONCE,
+        help=f"max HTTP requests at once within one job (default {DEFAULT_MAX_AT_ONCE})",
     )
     p.add_argument(
         "--drain-seconds",
@@ -188,7 +195,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
 
 
-async def serve_worker(args: argparse.Namespace, secrets: Any) -> int:
+async def serve_worker(args: argparse.Namespace, secrets: Secrets) -> int:
     """Run one worker with its health server until SIGTERM/SIGINT and the drain are over."""
     from scfeeds._service._health import HealthServer
     from scfeeds._service._metrics import ServiceMetrics
@@ -243,7 +250,7 @@ async def serve_worker(args: argparse.Namespace, secrets: Any) -> int:
     return 0
 
 
-def load_runner(spec: str) -> Any:
+def load_runner(spec: str) -> JobRunner:
     """``"package.module:function"`` -> the function (a custom job runner)."""
     import importlib
 
@@ -258,7 +265,8 @@ def load_runner(spec: str) -> Any:
         raise ConfigurationError(f"cannot load runner {spec!r}: {exc}") from None
     if not callable(fn):
         raise ConfigurationError(f"runner {spec!r} is not callable")
-    return fn
+    runner: JobRunner = fn
+    return runner
 
 
 # -- enqueue -------------------------------------------------------------------------------
@@ -296,9 +304,9 @@ def _listing(url: str, headers: dict[str, str] | None) -> list[dict[str, Any]]:
     return feeds
 
 
-def expand_sources(sources: list[str], secrets: Any) -> list[Any]:
+def expand_sources(sources: list[str], secrets: Secrets) -> list[Source]:
     """Portal roots become their listing rows; feed URLs stay as they are."""
-    out: list[Any] = []
+    out: list[Source] = []
     for s in sources:
         parts = urlsplit(s)
         if parts.scheme in ("http", "https") and parts.path.rstrip("/") in ("", "/v1/feeds"):
@@ -329,7 +337,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-async def enqueue_sources(args: argparse.Namespace, secrets: Any) -> list[str]:
+async def enqueue_sources(args: argparse.Namespace, secrets: Secrets) -> list[str]:
     from opentelemetry.trace import SpanKind
 
     from scfeeds._service._job import Job, split_jobs

@@ -45,6 +45,9 @@ from typing import Any, Literal
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
+from scfeeds._fetch._progress import ProgressSink
+from scfeeds._fetch._report import ProgressEvent
 from scfeeds._service._job import Job, Source, describe, source_url
 from scfeeds._service._metrics import ServiceMetrics
 from scfeeds._service._queue import Delivery, JobQueue
@@ -74,7 +77,7 @@ class JobContext:
     lake: Path
     landing: Path
     secrets: Secrets
-    progress: Any  # a fetch progress sink (update/close), see scfeeds._fetch
+    progress: ProgressSink
     limits: int
     pool: Literal["auto", "threads"]
 
@@ -135,16 +138,16 @@ class _Progress:
         self.in_flight = 0
         self._bytes = 0
 
-    def update(self, event: Any) -> None:
-        self.in_flight = int(getattr(event, "in_flight", 0))
-        n = int(getattr(event, "bytes", 0))
+    def update(self, event: ProgressEvent) -> None:
+        self.in_flight = event.in_flight
+        n = event.bytes
         # each fetch call of a job starts counting again from zero
         delta = n - self._bytes if n >= self._bytes else n
         if delta > 0:
             self.metrics.bytes.inc(delta)
         self._bytes = n
 
-    def close(self, event: Any) -> None:
+    def close(self, event: ProgressEvent) -> None:
         self.update(event)
         self.in_flight = 0
         self._bytes = 0
@@ -288,7 +291,7 @@ class Worker:
         *,
         runner: JobRunner | None = None,
         concurrency: int = 2,
-        limits: int = 16,
+        limits: int = DEFAULT_MAX_AT_ONCE,
         drain_seconds: float = 20.0,
         claim_idle: float = 30.0,
         max_attempts: int = 5,

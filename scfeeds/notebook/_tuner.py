@@ -250,6 +250,8 @@ class ConcurrencyTuner:
         self,
         driver: TunerDriver,
         *,
+        # not DEFAULT_MAX_AT_ONCE: the slider starts low so the first chart shows throughput
+        # climbing as the analyst raises it; sweep() finds the knee
         max_at_once: int = 8,
         max_limit: int = 64,
         chunk_size: int = 1000,
