@@ -38,6 +38,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -573,38 +574,12 @@ class Worker:
         self.outcomes.append((job_id, outcome))
 
     async def _handle(self, d: Delivery) -> None:
-        task = asyncio.current_task()
-        if d.job is None:
-            reason = f"rejected: {d.error}"
-            logger.error("job message %s rejected: %s", d.msg_id, d.error)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(d.fields.get("id", d.msg_id), "rejected")
+        """One job: admit it, run it in its span, then acknowledge, requeue or dead-letter.
+        Its raw downloads are removed once it succeeded (unless ``keep_landing``)."""
+        admitted = await self._admit(d)
+        if admitted is None:
             return
-        job = d.job
-        if d.attempt > self.max_attempts:
-            reason = (
-                f"gave up after {d.attempt - 1} attempts ({d.deliveries} deliveries of this "
-                f"message); last error: {job.last_error or 'worker died or was cancelled'}"
-            )
-            logger.error("job %s dead-lettered: %s", job.id, reason)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(job.id, "dead_lettered")
-            return
-        try:
-            lake = self._job_lake(job)
-        except ConfigurationError as exc:
-            reason = f"rejected: {exc}"
-            logger.error("job %s %s", job.id, reason)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(job.id, "rejected")
-            return
-
+        job, lake = admitted
         landing = lake / "_landing" / "jobs" / job.id  # ids are checked path-safe (Job)
         progress = _Progress(self.metrics)
         ctx = JobContext(
@@ -615,6 +590,46 @@ class Worker:
             limits=self.limits,
             pool=self.pool,
         )
+        t0 = time.perf_counter()
+        with self._span(d, job) as span:
+            result = await self._run_job(d, job, ctx, progress, span, t0)
+            if result is None or not await self._settle(d, job, span, result, t0):
+                return
+        if not self.keep_landing:
+            await asyncio.to_thread(shutil.rmtree, landing, True)
+
+    async def _dead_letter(self, d: Delivery, job_id: str, reason: str, outcome: Outcome) -> None:
+        await self._finish(lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer))
+        self._record(job_id, outcome)
+
+    async def _admit(self, d: Delivery) -> tuple[Job, Path] | None:
+        """The job and its lake, or ``None`` once a malformed, exhausted or misdirected job
+        has been dead-lettered."""
+        if d.job is None:
+            logger.error("job message %s rejected: %s", d.msg_id, d.error)
+            await self._dead_letter(
+                d, d.fields.get("id", d.msg_id), f"rejected: {d.error}", "rejected"
+            )
+            return None
+        job = d.job
+        if d.attempt > self.max_attempts:
+            reason = (
+                f"gave up after {d.attempt - 1} attempts ({d.deliveries} deliveries of this "
+                f"message); last error: {job.last_error or 'worker died or was cancelled'}"
+            )
+            logger.error("job %s dead-lettered: %s", job.id, reason)
+            await self._dead_letter(d, job.id, reason, "dead_lettered")
+            return None
+        try:
+            return job, self._job_lake(job)
+        except ConfigurationError as exc:
+            reason = f"rejected: {exc}"
+            logger.error("job %s %s", job.id, reason)
+            await self._dead_letter(d, job.id, reason, "rejected")
+            return None
+
+    def _span(self, d: Delivery, job: Job) -> AbstractContextManager[trace.Span]:
+        """The job's consumer span, a child of the span that enqueued it."""
         attrs: dict[str, str | int] = {
             "scfeeds.job.id": job.id,
             "scfeeds.job.attempt": d.attempt,
@@ -626,8 +641,7 @@ class Worker:
             "messaging.message.id": d.msg_id,
             "messaging.message.delivery_count": d.deliveries,
         }
-        t0 = time.perf_counter()
-        span_cm = self.tracing.tracer.start_as_current_span(
+        return self.tracing.tracer.start_as_current_span(
             "scfeeds.job",
             context=extract(job.trace),
             kind=SpanKind.CONSUMER,
@@ -635,56 +649,72 @@ class Worker:
             record_exception=False,
             set_status_on_exception=False,
         )
-        with span_cm as span:
-            self._progress.add(progress)
-            self.metrics.jobs_in_flight.inc()
-            logger.info(
-                "job %s started: %d source(s), attempt %d", job.id, len(job.sources), d.attempt
+
+    async def _run_job(
+        self,
+        d: Delivery,
+        job: Job,
+        ctx: JobContext,
+        progress: _Progress,
+        span: trace.Span,
+        t0: float,
+    ) -> JobResult | None:
+        """The runner's result, or ``None`` once its failure has been requeued or
+        dead-lettered. A cancellation (drain) propagates: the job is not acknowledged."""
+        task = asyncio.current_task()
+        self._progress.add(progress)
+        self.metrics.jobs_in_flight.inc()
+        logger.info("job %s started: %d source(s), attempt %d", job.id, len(job.sources), d.attempt)
+        try:
+            result = await self.runner(job, ctx)
+        except asyncio.CancelledError:
+            span.set_attribute("scfeeds.job.outcome", "cancelled")
+            span.set_status(Status(StatusCode.ERROR, "cancelled by drain"))
+            self._record(job.id, "cancelled")
+            logger.warning("job %s cancelled (not acknowledged)", job.id)
+            raise
+        except Exception as exc:
+            err = self.secrets.redact(describe(exc))
+            span.set_status(Status(StatusCode.ERROR, err))
+            span.add_event(
+                "exception", {"exception.type": type(exc).__name__, "exception.message": err}
             )
-            try:
-                result = await self.runner(job, ctx)
-            except asyncio.CancelledError:
-                span.set_attribute("scfeeds.job.outcome", "cancelled")
-                span.set_status(Status(StatusCode.ERROR, "cancelled by drain"))
-                self._record(job.id, "cancelled")
-                logger.warning("job %s cancelled (not acknowledged)", job.id)
-                raise
-            except Exception as exc:
-                err = self.secrets.redact(describe(exc))
-                span.set_status(Status(StatusCode.ERROR, err))
-                span.add_event(
-                    "exception", {"exception.type": type(exc).__name__, "exception.message": err}
-                )
-                self._jobs.committed(task)
-                await self._after_failure(d, job, span, err)
-                return
-            finally:
-                self.metrics.jobs_in_flight.dec()
-                self._progress.discard(progress)
-                self.metrics.job_seconds.observe(time.perf_counter() - t0)
-            # the runner returned: its documents are in the lake's ledger; acknowledge
-            # even if a drain deadline passes, so a finished job is not run again
             self._jobs.committed(task)
-            for status, n in result.sources.items():
-                self.metrics.sources.inc(n, status=status)
-            for table, n in result.rows.items():
-                self.metrics.rows.inc(n, table=table)
-            span.set_attribute("scfeeds.job.committed", result.committed)
-            span.set_attribute("scfeeds.job.failed_sources", len(result.failed))
-            if result.failed:
-                await self._after_partial(d, job, span, result)
-                return
-            await self._finish(lambda: self.queue.ack(d))
-            span.set_attribute("scfeeds.job.outcome", "succeeded")
-            self._record(job.id, "succeeded")
-            logger.info(
-                "job %s succeeded in %.2f s: %d batch(es) committed",
-                job.id,
-                time.perf_counter() - t0,
-                result.committed,
-            )
-        if not self.keep_landing:
-            await asyncio.to_thread(shutil.rmtree, landing, True)
+            await self._after_failure(d, job, span, err)
+            return None
+        finally:
+            self.metrics.jobs_in_flight.dec()
+            self._progress.discard(progress)
+            self.metrics.job_seconds.observe(time.perf_counter() - t0)
+        # the runner returned: its documents are in the lake's ledger; acknowledge
+        # even if a drain deadline passes, so a finished job is not run again
+        self._jobs.committed(task)
+        return result
+
+    async def _settle(
+        self, d: Delivery, job: Job, span: trace.Span, result: JobResult, t0: float
+    ) -> bool:
+        """Count what the runner did and acknowledge it (True), or requeue the sources that
+        failed (False)."""
+        for status, n in result.sources.items():
+            self.metrics.sources.inc(n, status=status)
+        for table, n in result.rows.items():
+            self.metrics.rows.inc(n, table=table)
+        span.set_attribute("scfeeds.job.committed", result.committed)
+        span.set_attribute("scfeeds.job.failed_sources", len(result.failed))
+        if result.failed:
+            await self._after_partial(d, job, span, result)
+            return False
+        await self._finish(lambda: self.queue.ack(d))
+        span.set_attribute("scfeeds.job.outcome", "succeeded")
+        self._record(job.id, "succeeded")
+        logger.info(
+            "job %s succeeded in %.2f s: %d batch(es) committed",
+            job.id,
+            time.perf_counter() - t0,
+            result.committed,
+        )
+        return True
 
     async def _after_failure(self, d: Delivery, job: Job, span: trace.Span, err: str) -> None:
         if d.attempt >= self.max_attempts:
