@@ -52,7 +52,14 @@ def _need_extra() -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``worker`` and ``enqueue`` on the ``scfeeds`` command's subparsers."""
+    """Register ``worker``, ``enqueue`` and ``dead-letters`` on the ``scfeeds`` command's
+    subparsers."""
+    _add_worker(subparsers)
+    _add_enqueue(subparsers)
+    _add_dead_letters(subparsers)
+
+
+def _add_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "worker",
         help="service mode: ingest jobs from a Redis Stream (health, metrics, SIGTERM drain)",
@@ -127,6 +134,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--log-level", default=os.environ.get("SCFEEDS_LOG_LEVEL", "INFO"))
     p.set_defaults(func=cmd_worker)
 
+
+def _add_enqueue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "enqueue",
         help="service mode: put ingest jobs on the Redis Stream",
@@ -141,6 +150,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--otel", choices=("none", "console", "otlp"), default=None)
     p.set_defaults(func=cmd_enqueue)
 
+
+def _add_dead_letters(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "dead-letters",
         help="service mode: list dead-lettered jobs, or --replay them",
