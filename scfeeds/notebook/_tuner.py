@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypedDict, cast
 
 import ipywidgets as widgets
 import polars as pl
@@ -66,12 +66,16 @@ class TunerDriver(Protocol):
 # -- the knee -----------------------------------------------------------------------------
 
 
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 def recommend(
     results: pl.DataFrame,
     *,
     latency_rise: float = 2.0,
     tolerance: float = 0.05,
-) -> dict[str, Any] | None:
+) -> SweepPoint | None:
     """The knee of a sweep: the best throughput before 429s or a latency rise.
 
     A point is *healthy* when the server never throttled it (``throttled == 0``), nothing
@@ -111,7 +115,24 @@ def recommend(
         )
     best.pop("_floor", None)
     best.pop("healthy", None)
-    return best
+    return cast(SweepPoint, best)  # a row of the sweep's frame (SWEEP_SCHEMA)
+
+
+class SweepPoint(TypedDict):
+    """One grid point of a sweep (a row of ``SWEEP_SCHEMA``); ``recommend`` returns one."""
+
+    max_at_once: int
+    chunk_size: int
+    records: int
+    seconds: float
+    throughput_bps: float
+    records_per_s: float
+    p50_s: float | None
+    p90_s: float | None
+    throttled: int
+    retried: int
+    failed: int
+    final_limit: int
 
 
 SWEEP_SCHEMA = {
@@ -138,7 +159,7 @@ class SweepResult(NamedTuple):
     """
 
     results: pl.DataFrame
-    knee: dict[str, Any] | None
+    knee: SweepPoint | None
 
     def heatmap_svg(self) -> str:
         """Throughput per (max_at_once, chunk size); cells with 429s tagged, knee outlined."""
@@ -191,7 +212,7 @@ class SweepResult(NamedTuple):
         k = self.knee
         return (
             f"recommended: max_at_once={k['max_at_once']}, chunk_size={k['chunk_size']} "
-            f"({fmt.rate(k['throughput_bps'])}, p90 {k['p90_s'] * 1000:.0f} ms, "
+            f"({fmt.rate(k['throughput_bps'])}, p90 {_ms(k['p90_s'])}, "
             f"{k['throttled']} throttled)"
         )
 
