@@ -198,6 +198,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"scfeeds.{name}")
     module = _LAZY.get(name)
     if module is None:
+        # builtin-raise: the module __getattr__ protocol (hasattr, import machinery)
         raise AttributeError(f"module 'scfeeds' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups are plain attribute reads

@@ -16,11 +16,16 @@ Everything else is keyword-only. ``coerce`` turns what a user may pass to ``fetc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 from scfeeds.exceptions import ConfigurationError
 
 _UNSET: Any = object()
+
+#: Requests in flight at once when the caller does not say: the default of
+#: ``Limits.max_at_once``, and so of ``fetch``, ``ingest``, the service worker's jobs and the
+#: CLI's ``--concurrency``.
+DEFAULT_MAX_AT_ONCE: Final = 32
 
 #: Status codes that are worth another attempt (RFC 9110 §15: timeouts, "too early",
 #: rate limiting and server-side failures). 501/505 say "never", so they are left out.
@@ -69,15 +74,13 @@ class Limits:
 
     def __init__(
         self,
-        max_at_once: int = _UNSET,
+        max_at_once: int = DEFAULT_MAX_AT_ONCE,
         /,
         *,
         max_per_host: int | None = None,
         max_per_second: float | None = None,
         adaptive: bool = True,
     ) -> None:
-        if max_at_once is _UNSET:
-            max_at_once = 32
         _positive_int("max_at_once", max_at_once)
         _positive_int("max_per_host", max_per_host, allow_none=True)
         _non_negative("max_per_second", max_per_second, allow_none=True)

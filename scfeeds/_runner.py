@@ -29,6 +29,8 @@ import threading
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
+from scfeeds.exceptions import ConfigurationError, StateError
+
 T = TypeVar("T")
 
 _nested_default = False
@@ -45,7 +47,7 @@ def _coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
     if asyncio.iscoroutine(awaitable):
         return awaitable
     if not hasattr(awaitable, "__await__"):
-        raise TypeError(
+        raise ConfigurationError(
             f"run() needs an awaitable, got {type(awaitable).__name__}; "
             "call the async function: run(fetch(...)), not run(fetch)"
         )
@@ -148,7 +150,7 @@ def run(awaitable: Awaitable[T], *, nested: bool | None = None) -> T:
     if running is _loop:
         coro.close()
         # Blocking the background loop on itself would deadlock forever.
-        raise RuntimeError(
+        raise StateError(
             "run() was called from a coroutine that run() is already running; use `await` there"
         )
     finished = threading.Event()

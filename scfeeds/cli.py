@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
 from scfeeds.exceptions import ConfigurationError
 
 EPILOG = """\
@@ -456,37 +457,26 @@ def _as_bytes(data: str | bytes) -> bytes:
 # -- parser ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scfeeds",
-        description="Fetch, parse, validate and reconcile supplier feeds "
-        "(X12 850/856/810, CSV/Excel exports, cXML).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``scfeeds demo``."""
     p = sub.add_parser("demo", help="run the whole job on a generated demo world")
     p.add_argument("--dest", default="demo", help="output folder (default: demo)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--pos", type=int, default=300, help="purchase orders to generate")
     p.add_argument("--suppliers", type=int, default=6)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE)
     p.add_argument("--latency", type=float, default=0.02, help="portal latency in seconds")
     p.set_defaults(func=cmd_demo)
 
-    from scfeeds import synth
-    from scfeeds._portal._cli import add_cli as add_portal_cli  # light: no aiohttp.web import
-    from scfeeds._service._cli import add_cli as add_service_cli  # light: no redis import
 
-    synth.add_cli(sub)
-    add_portal_cli(sub)
-    add_service_cli(sub)
-
+def _add_fetch_and_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``scfeeds fetch`` and ``scfeeds ingest``."""
     p = sub.add_parser("fetch", help="download URLs to a folder (bounded, retried, resumable)")
     p.add_argument("urls", nargs="+")
     p.add_argument("--dest", required=True)
-    p.add_argument("--concurrency", type=int, default=16, help="max requests at once")
+    p.add_argument(
+        "--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE, help="max requests at once"
+    )
     p.add_argument("--rate", type=float, default=None, help="max requests per second")
     _add_token_options(p)
     p.set_defaults(func=cmd_fetch)
@@ -494,22 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="fetch, parse, validate and commit feeds to a lake")
     p.add_argument("sources", nargs="+", help="portal root URL, feed URLs or local files")
     p.add_argument("--lake", required=True)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_MAX_AT_ONCE)
     _add_token_options(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("reconcile", help="three-way match of the lake's POs, ASNs and invoices")
-    p.add_argument("--lake", required=True)
-    p.add_argument("--conversions", default=None, help="parquet of item/unit factors")
-    p.add_argument(
-        "--html",
-        default=None,
-        help="write the HTML exceptions report here (sortable, filterable, offline) "
-        "and every exception as CSV beside it",
-    )
-    p.add_argument("--xlsx", default=None, help="write the exceptions workbook (XLSX) here")
-    p.set_defaults(func=cmd_reconcile)
 
+def _add_otif(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``scfeeds otif``."""
     p = sub.add_parser("otif", help="on time in full per supplier: the scorecard of a lake")
     p.add_argument("--lake", required=True)
     p.add_argument(
@@ -539,11 +520,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xlsx", default=None, help="write the scorecard workbook (XLSX) here")
     p.set_defaults(func=cmd_otif)
 
+
+def _add_x12(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``scfeeds x12``."""
     p = sub.add_parser("x12", help="read X12 files, report envelope errors, write a 997")
     p.add_argument("source", help="file or glob")
     p.add_argument("--ack", default=None, help="write the 997 acknowledgment to this file")
     p.set_defaults(func=cmd_x12)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scfeeds",
+        description="Fetch, parse, validate and reconcile supplier feeds "
+        "(X12 850/856/810, CSV/Excel exports, cXML).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_demo(sub)
+
+    from scfeeds import synth
+    from scfeeds._portal._cli import add_cli as add_portal_cli  # light: no aiohttp.web import
+    from scfeeds._service._cli import add_cli as add_service_cli  # light: no redis import
+
+    synth.add_cli(sub)
+    add_portal_cli(sub)
+    add_service_cli(sub)
+
+    _add_fetch_and_ingest(sub)
+
+    p = sub.add_parser("reconcile", help="three-way match of the lake's POs, ASNs and invoices")
+    p.add_argument("--lake", required=True)
+    p.add_argument("--conversions", default=None, help="parquet of item/unit factors")
+    p.add_argument(
+        "--html",
+        default=None,
+        help="write the HTML exceptions report here (sortable, filterable, offline) "
+        "and every exception as CSV beside it",
+    )
+    p.add_argument("--xlsx", default=None, help="write the exceptions workbook (XLSX) here")
+    p.set_defaults(func=cmd_reconcile)
+
+    _add_otif(sub)
+    _add_x12(sub)
     _add_lake_cli(sub)
     return parser
 
@@ -593,7 +614,7 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # builtin-raise: SIGTERM stops the command as Ctrl-C does
 
     return signal.signal(signal.SIGTERM, stop)
 

@@ -8,6 +8,8 @@ Exceptions are for misuse and for callers who ask for them (``raise_for_failures
 
     ScfeedsError
     ├── ConfigurationError        you called it wrong (also a ValueError)
+    ├── StateError                not now: it is closed or already running (also a RuntimeError)
+    ├── PortalError               the simulated portal did not start (also a RuntimeError)
     ├── FetchError                a transfer failed (raised only on request)
     │   ├── HTTPStatusError       the server answered with a non-retryable status
     │   ├── TransferError         connection reset, timeout, truncated body
@@ -34,6 +36,15 @@ class ScfeedsError(Exception):
 
 class ConfigurationError(ScfeedsError, ValueError):
     """An option or argument is wrong; the message says how to fix it."""
+
+
+class StateError(ScfeedsError, RuntimeError):
+    """The call is right but the object is not in a state to take it (closed, already
+    running, a nested ``run()``); the message says what to do first."""
+
+
+class PortalError(ScfeedsError, RuntimeError):
+    """The simulated supplier portal did not start (timed out, or its process failed)."""
 
 
 class FetchError(ScfeedsError):

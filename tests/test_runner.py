@@ -14,6 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 from scfeeds._runner import run
+from scfeeds.exceptions import ConfigurationError, StateError
 from tests.test_fetch_app import serve, sha
 
 
@@ -46,7 +47,7 @@ def test_run_accepts_any_awaitable_and_rejects_a_function() -> None:
             return answer().__await__()
 
     assert run(Later()) == 42
-    with pytest.raises(TypeError, match=r"run\(fetch\(\.\.\.\)\)"):
+    with pytest.raises(ConfigurationError, match=r"run\(fetch\(\.\.\.\)\)"):
         run(answer)  # type: ignore[arg-type]
 
 
@@ -61,7 +62,7 @@ async def test_inside_a_running_loop_it_uses_one_background_thread() -> None:
     async def reentrant() -> int:
         return run(answer())
 
-    with pytest.raises(RuntimeError, match="use `await` there"):
+    with pytest.raises(StateError, match="use `await` there"):
         run(reentrant())
 
     async def boom() -> None:

@@ -406,6 +406,135 @@ def test_job_lake_must_stay_inside_the_worker_lake(
     assert not (tmp_path / "elsewhere").exists()
 
 
+class _Boom(Exception):
+    """An error the worker does not expect (not a Redis or OS error)."""
+
+
+class _FailingQueue(JobQueue):
+    """A real queue whose ``read`` (the fetch loop) or ``stats`` (a background task) raises
+    ``fail`` once the test sets it."""
+
+    def __init__(self, url: str, *, stream: str, where: str) -> None:
+        super().__init__(url, stream=stream)
+        self.where = where
+        self.fail: BaseException | None = None
+
+    async def read(self, consumer: str, *, count: int, block: float) -> Any:
+        if self.where == "read" and self.fail is not None:
+            raise self.fail
+        return await super().read(consumer, count=count, block=block)
+
+    async def stats(self) -> Any:
+        if self.where == "stats" and self.fail is not None:
+            raise self.fail
+        return await super().stats()
+
+
+@pytest.mark.parametrize("where", ["read", "stats"])
+def test_unexpected_error_ends_run_with_it_and_leaves_no_job_running_or_wrongly_acked(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest, where: str
+) -> None:
+    """An error in the fetch loop (``read``) or a background task (``stats``) while jobs are
+    in flight: ``run()`` raises that error itself, no task of the worker is left, the job
+    that committed is acknowledged and the two that had not are cancelled, unacknowledged
+    and released (a peer takes them at once)."""
+    stream = stream_name(request)
+    fast, slow1, slow2 = (Job(sources=[f"http://127.0.0.1:1/{n}"]) for n in ("f", "s1", "s2"))
+    started: set[str] = set()
+    cancelled: set[str] = set()
+
+    async def runner(job: Job, ctx: JobContext) -> JobResult:
+        started.add(job.id)
+        if job.id == fast.id:
+            return JobResult(committed=1)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.add(job.id)
+            raise
+        return JobResult()
+
+    async def go() -> None:
+        queue = _FailingQueue(redis_url, stream=stream, where=where)
+        w = Worker(
+            queue,
+            tmp_path,
+            runner=runner,
+            concurrency=3,
+            claim_idle=2.0,
+            block=0.2,
+            stats_interval=0.1,
+        )
+        await queue.ensure_group()
+        await queue.enqueue([fast, slow1, slow2])
+        boom = _Boom("unexpected")
+        run_task = asyncio.create_task(w.run())
+        for _ in range(1500):
+            if started == {fast.id, slow1.id, slow2.id} and (fast.id, "succeeded") in w.outcomes:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"jobs did not start: {started}, {list(w.outcomes)}")
+        queue.fail = boom
+        with pytest.raises(_Boom) as caught:
+            await asyncio.wait_for(run_task, 20)
+        assert caught.value is boom
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing outlives run()
+        assert cancelled == {slow1.id, slow2.id}
+        assert sorted(w.outcomes) == sorted(
+            [(fast.id, "succeeded"), (slow1.id, "cancelled"), (slow2.id, "cancelled")]
+        )
+        queue.fail = None
+        s = await queue.stats()
+        assert (s.length, s.pending, s.dead) == (2, 2, 0)  # only the committed job was acked
+        # released, not left to time out: a peer reclaims both at once
+        taken = await queue.reclaim("peer", min_idle=w.claim_idle, count=5)
+        assert sorted(d.job.id for d in taken if d.job) == sorted([slow1.id, slow2.id])
+        await queue.aclose()
+
+    run(go())
+
+
+class _LosesCancellation(JobQueue):
+    """A real queue whose ``stats`` call, like a Redis command on Python 3.11 (its
+    ``asyncio.wait_for`` drops a cancellation that races the reply), swallows the
+    cancellation it gets and returns normally."""
+
+    def __init__(self, url: str, *, stream: str) -> None:
+        super().__init__(url, stream=stream)
+        self.lost = 0
+
+    async def stats(self) -> Any:
+        try:
+            await asyncio.Event().wait()  # a reply that is slow to come
+        except asyncio.CancelledError:
+            self.lost += 1
+        return await super().stats()
+
+
+def test_worker_stops_even_when_a_redis_call_loses_its_cancellation(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A background task whose Redis call swallowed the cancellation still ends: ``run()``
+    returns after ``stop()`` instead of waiting on it forever."""
+    queue = _LosesCancellation(redis_url, stream=stream_name(request))
+
+    async def go() -> None:
+        w = Worker(queue, tmp_path, claim_idle=2.0, block=0.2, stats_interval=0.05)
+        run_task = asyncio.create_task(w.run())
+        for _ in range(1500):
+            if w.ready:
+                break
+            await asyncio.sleep(0.01)
+        w.stop()
+        await asyncio.wait_for(run_task, 20)
+        assert queue.lost == 1
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await queue.aclose()
+
+    run(go())
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:

@@ -8,9 +8,8 @@ listing names on another server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from scfeeds.exceptions import ConfigurationError
@@ -105,7 +104,9 @@ class Credentials:
                 return dict(headers)
         return {}
 
-    def with_headers(self, headers: Mapping[str, str] | None, urls: Any) -> Credentials:
+    def with_headers(
+        self, headers: Mapping[str, str] | None, urls: Iterable[object]
+    ) -> Credentials:
         """These credentials plus ``headers`` for the origin of each of ``urls`` (http(s)
         URLs; anything else is skipped). Explicit per-origin values win."""
         if not headers:

@@ -41,6 +41,8 @@ from scfeeds._fetch._landing import Landing, Record, now_iso
 from scfeeds._fetch._limiter import FetchController, HostGate
 from scfeeds._fetch._plan import (
     Item,
+    Source,
+    Sources,
     filename_from_disposition,
     iter_sources,
     make_item,
@@ -103,6 +105,33 @@ class _Outcome:
     path: str | None = None
     bytes: int = 0
     sha256: str | None = None
+
+
+@dataclass
+class _Transfer:
+    """One attempt's state, passed between the stages of ``_Engine._attempt``."""
+
+    key: str
+    path: str
+    headers: dict[str, str]
+    offset: int = 0  # bytes already on disk that this attempt resumes after
+    conditional: bool = False
+    status: int = 0
+    append: bool = False
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    etag: str | None = None
+    last_modified: str | None = None
+    expected: int | None = None
+    sidecar: bool = False
+    received: int = 0
+
+
+def _truncated(item: Item, status: int, got: int, expected: int) -> _Outcome:
+    return _Outcome(
+        "retry",
+        http_status=status,
+        error=TransferError(f"truncated: got {got} of {expected} bytes from {item.shown_url}"),
+    )
 
 
 def _disk_full(exc: OSError) -> bool:
@@ -226,7 +255,7 @@ class _Engine:
         return self._claim_path(item.key, item.path or path_for_url(item.url))
 
     # -- run --------------------------------------------------------------------------
-    async def run(self, sources: object) -> FetchReport:
+    async def run(self, sources: Sources) -> FetchReport:
         raw, total = iter_sources(sources)
         self.stats.total = total
         connector = aiohttp.TCPConnector(
@@ -298,7 +327,7 @@ class _Engine:
         # pool of any size, including workers added by a live limit change.
         self.queue.put_nowait(None)
 
-    async def _produce(self, raw: Iterator[Any] | AsyncIterable[Any]) -> None:
+    async def _produce(self, raw: Iterator[Source] | AsyncIterable[Source]) -> None:
         index = 0
         if isinstance(raw, AsyncIterable):
             async for source in raw:
@@ -504,11 +533,28 @@ class _Engine:
             host.slots.release()
 
     async def _attempt(self, item: Item, path: str, attempts: int) -> _Outcome:
+        """One GET of ``item``: plan it (resume, conditional), check the answer, stream the
+        body to its partial file, then verify and publish it. Each stage returns an outcome
+        to stop at, or ``None`` to go on."""
+        t = self._plan_request(item, path)
+        resp = await self._get(item, t.headers)
+        if isinstance(resp, _Outcome):
+            return resp
+        async with resp:
+            t.status = resp.status
+            outcome = self._refused(item, resp, t) or self._begin_body(item, resp, t)
+            if outcome is None:
+                outcome = await self._receive(item, resp, t)
+            if outcome is not None:
+                return outcome
+        return await self._land(item, t, attempts)
+
+    def _plan_request(self, item: Item, path: str) -> _Transfer:
+        """Headers of the attempt: resume a partial body (Range + If-Range), else ask only
+        for a change of an intact earlier download (If-None-Match / If-Modified-Since)."""
         key = item.key
-        headers = dict(self.protocol_headers)
+        t = _Transfer(key=key, path=path, headers=dict(self.protocol_headers))
         part = self.landing.part(key)
-        offset = 0
-        conditional = False
         # A stat per attempt is slow on a busy disk: only look where a partial can be.
         maybe_partial = key in self.validators or key in self.leftovers
         size = part.stat().st_size if maybe_partial and part.exists() else 0
@@ -519,183 +565,177 @@ class _Engine:
                 meta = self.landing.read_part_meta(key) or {}
                 validator = meta.get("etag") or meta.get("last_modified")
             if validator:
-                offset = size
-                headers["Range"] = f"bytes={offset}-"
-                headers["If-Range"] = validator
-        if offset == 0:
+                t.offset = size
+                t.headers["Range"] = f"bytes={t.offset}-"
+                t.headers["If-Range"] = validator
+        if t.offset == 0:
             prior = self.manifest.get(key)
             if prior is not None and self._intact(prior, item):
                 if prior.etag:
-                    headers["If-None-Match"] = prior.etag
-                    conditional = True
+                    t.headers["If-None-Match"] = prior.etag
+                    t.conditional = True
                 elif prior.last_modified:
-                    headers["If-Modified-Since"] = prior.last_modified
-                    conditional = True
+                    t.headers["If-Modified-Since"] = prior.last_modified
+                    t.conditional = True
+        return t
 
-        resp = await self._get(item, headers)
-        if isinstance(resp, _Outcome):
-            return resp
-        async with resp:
-            status = resp.status
-            if status == 304 and conditional:
-                prior = self.manifest[key]
-                return _Outcome(
-                    "unchanged",
-                    http_status=304,
-                    path=prior.path,
-                    bytes=prior.bytes,
-                    sha256=prior.sha256,
-                )
-            if status >= 400 or status not in (200, 203, 206):
-                error = HTTPStatusError(
-                    f"HTTP {status} {resp.reason or ''} for {item.shown_url}".replace("  ", " "),
-                    status=status,
-                    url=item.shown_url,
-                )
-                if status in self.retry.statuses:
-                    if status == 429:
-                        self.stats.throttled += 1
-                    retry_after = (
-                        parse_retry_after(resp.headers.get("Retry-After"))
-                        if status in (429, 503)
-                        else None
-                    )
-                    return _Outcome(
-                        "retry",
-                        error=error,
-                        http_status=status,
-                        retry_after=retry_after,
-                        congestion=status in (429, 503),
-                    )
-                return _Outcome("failed", error=error, http_status=status)
+    def _refused(self, item: Item, resp: aiohttp.ClientResponse, t: _Transfer) -> _Outcome | None:
+        """The outcome of an answer without a body to land: 304, or an error status."""
+        status = t.status
+        if status == 304 and t.conditional:
+            prior = self.manifest[t.key]
+            return _Outcome(
+                "unchanged",
+                http_status=304,
+                path=prior.path,
+                bytes=prior.bytes,
+                sha256=prior.sha256,
+            )
+        if status < 400 and status in (200, 203, 206):
+            return None
+        error = HTTPStatusError(
+            f"HTTP {status} {resp.reason or ''} for {item.shown_url}".replace("  ", " "),
+            status=status,
+            url=item.shown_url,
+        )
+        if status not in self.retry.statuses:
+            return _Outcome("failed", error=error, http_status=status)
+        if status == 429:
+            self.stats.throttled += 1
+        retry_after = (
+            parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+        )
+        return _Outcome(
+            "retry",
+            error=error,
+            http_status=status,
+            retry_after=retry_after,
+            congestion=status in (429, 503),
+        )
 
-            hasher = hashlib.sha256()
-            if (
-                status == 206
-                and offset
-                and _range_start(resp.headers.get("Content-Range")) == offset
-            ):
-                append = True
-                with part.open("rb") as existing:
-                    while block := existing.read(1 << 20):
-                        hasher.update(block)
-            else:
-                # A 200 to a Range request means the resource changed (If-Range failed).
-                offset = 0
-                append = False
-            etag = resp.headers.get("ETag")
-            last_modified = resp.headers.get("Last-Modified")
-            length = resp.content_length
-            expected = None if length is None else offset + length
-            sidecar = False
-            if etag or last_modified:
-                self.validators[key] = etag or last_modified or ""
-                # Only bodies worth resuming across runs pay for a sidecar file.
-                sidecar = expected is None or expected >= RESUME_MIN_BYTES
-            limit = self.max_bytes
-            if limit is not None and expected is not None and expected > limit:
-                self.landing.discard_part(key)
-                return _Outcome(
-                    "failed",
-                    http_status=status,
-                    error=TransferError(
-                        f"{item.shown_url} is {expected} bytes, over max_bytes={limit}"
-                    ),
-                )
-            if resp.content_disposition is not None:
-                name = resp.content_disposition.filename
-                if name and item.path is None and key not in self.manifest:
-                    directory = path.rpartition("/")[0]
-                    wanted = f"{directory}/{filename_from_disposition(name)}".lstrip("/")
-                    if wanted != path:
-                        self.paths.pop(path, None)
-                        path = self._claim_path(key, wanted)
-            received = offset
-            self._expect(key, expected)
-            self._now_present(key, offset)
-            try:
-                # Creating a file can take milliseconds on a busy disk: keep that off the loop.
-                out = await _settled_in_thread(
-                    self._open_part, key, append, (etag, last_modified) if sidecar else None
-                )
-                with out:
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        out.write(chunk)
-                        # Hand each chunk to the OS at once: what a killed process wrote is
-                        # then on disk for the next run to resume with Range.
-                        out.flush()
-                        hasher.update(chunk)
-                        received += len(chunk)
-                        self.stats.bytes += len(chunk)
-                        self.stats.bytes_present += len(chunk)
-                        self.present[key] = received
-                        if limit is not None and received > limit:
-                            break
-            except OSError as exc:
-                if _disk_full(exc):
-                    raise _no_space(part) from exc
+    def _begin_body(
+        self, item: Item, resp: aiohttp.ClientResponse, t: _Transfer
+    ) -> _Outcome | None:
+        """Before the first byte: resume or restart the hash, note validators and the size,
+        refuse a body over ``max_bytes``, take a server-given file name."""
+        key = t.key
+        if (
+            t.status == 206
+            and t.offset
+            and _range_start(resp.headers.get("Content-Range")) == t.offset
+        ):
+            t.append = True
+            with self.landing.part(key).open("rb") as existing:
+                while block := existing.read(1 << 20):
+                    t.hasher.update(block)
+        else:
+            # A 200 to a Range request means the resource changed (If-Range failed).
+            t.offset = 0
+            t.append = False
+        t.etag = resp.headers.get("ETag")
+        t.last_modified = resp.headers.get("Last-Modified")
+        length = resp.content_length
+        t.expected = None if length is None else t.offset + length
+        if t.etag or t.last_modified:
+            self.validators[key] = t.etag or t.last_modified or ""
+            # Only bodies worth resuming across runs pay for a sidecar file.
+            t.sidecar = t.expected is None or t.expected >= RESUME_MIN_BYTES
+        limit = self.max_bytes
+        if limit is not None and t.expected is not None and t.expected > limit:
+            return self._discard(
+                t, "failed", f"{item.shown_url} is {t.expected} bytes, over max_bytes={limit}"
+            )
+        if resp.content_disposition is not None:
+            name = resp.content_disposition.filename
+            if name and item.path is None and key not in self.manifest:
+                directory = t.path.rpartition("/")[0]
+                wanted = f"{directory}/{filename_from_disposition(name)}".lstrip("/")
+                if wanted != t.path:
+                    self.paths.pop(t.path, None)
+                    t.path = self._claim_path(key, wanted)
+        return None
+
+    async def _receive(
+        self, item: Item, resp: aiohttp.ClientResponse, t: _Transfer
+    ) -> _Outcome | None:
+        """Stream the body into the partial file, hashing it; a short or oversized body is
+        an outcome (the partial kept for a resume, or discarded)."""
+        key, limit, expected = t.key, self.max_bytes, t.expected
+        t.received = t.offset
+        self._expect(key, expected)
+        self._now_present(key, t.offset)
+        try:
+            # Creating a file can take milliseconds on a busy disk: keep that off the loop.
+            out = await _settled_in_thread(
+                self._open_part, key, t.append, (t.etag, t.last_modified) if t.sidecar else None
+            )
+            with out:
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    out.write(chunk)
+                    # Hand each chunk to the OS at once: what a killed process wrote is
+                    # then on disk for the next run to resume with Range.
+                    out.flush()
+                    t.hasher.update(chunk)
+                    t.received += len(chunk)
+                    self.stats.bytes += len(chunk)
+                    self.stats.bytes_present += len(chunk)
+                    self.present[key] = t.received
+                    if limit is not None and t.received > limit:
+                        break
+        except OSError as exc:
+            if _disk_full(exc):
+                raise _no_space(self.landing.part(key)) from exc
+            raise
+        except aiohttp.ClientPayloadError as exc:
+            if expected is None:
                 raise
-            except aiohttp.ClientPayloadError as exc:
-                if expected is None:
-                    raise
-                # aiohttp drops the bytes it buffered after the cut; its message counts them.
-                counted = _RECEIVED.search(str(exc.__cause__ or exc))
-                got = offset + int(counted.group(1)) if counted else received
-                # Keep the partial body: the retry resumes it with Range/If-Range.
-                return _Outcome(
-                    "retry",
-                    http_status=status,
-                    error=TransferError(
-                        f"truncated: got {got} of {expected} bytes from {item.shown_url}"
-                    ),
-                )
-            if limit is not None and received > limit:
-                self.landing.discard_part(key)
-                return _Outcome(
-                    "failed",
-                    http_status=status,
-                    error=TransferError(f"{item.shown_url} exceeded max_bytes={limit}"),
-                )
-            if expected is not None and received != expected:
-                # Keep the partial body: the retry resumes it with Range/If-Range.
-                return _Outcome(
-                    "retry",
-                    http_status=status,
-                    error=TransferError(
-                        f"truncated: got {received} of {expected} bytes from {item.shown_url}"
-                    ),
-                )
+            # aiohttp drops the bytes it buffered after the cut; its message counts them.
+            counted = _RECEIVED.search(str(exc.__cause__ or exc))
+            got = t.offset + int(counted.group(1)) if counted else t.received
+            # Keep the partial body: the retry resumes it with Range/If-Range.
+            return _truncated(item, t.status, got, expected)
+        if limit is not None and t.received > limit:
+            return self._discard(t, "failed", f"{item.shown_url} exceeded max_bytes={limit}")
+        if expected is not None and t.received != expected:
+            # Keep the partial body: the retry resumes it with Range/If-Range.
+            return _truncated(item, t.status, t.received, expected)
+        return None
 
-        digest = hasher.hexdigest()
+    def _discard(self, t: _Transfer, status: Literal["failed", "retry"], message: str) -> _Outcome:
+        """Drop the partial body of ``t``: ``status`` with a :class:`TransferError`."""
+        self.landing.discard_part(t.key)
+        return _Outcome(status, http_status=t.status, error=TransferError(message))
+
+    async def _land(self, item: Item, t: _Transfer, attempts: int) -> _Outcome:
+        """Check the body against the listing, publish it under its path, record it."""
+        key, received = t.key, t.received
+        digest = t.hasher.hexdigest()
         if (item.expected_sha256 and digest != item.expected_sha256) or (
             item.expected_bytes is not None and received != item.expected_bytes
         ):
-            self.landing.discard_part(key)
-            return _Outcome(
+            return self._discard(
+                t,
                 "retry",
-                http_status=status,
-                error=TransferError(
-                    f"{item.shown_url}: got {received} bytes sha256 {digest[:12]}…, listing says "
-                    f"{item.expected_bytes} bytes sha256 {(item.expected_sha256 or '?')[:12]}…"
-                ),
+                f"{item.shown_url}: got {received} bytes sha256 {digest[:12]}…, listing says "
+                f"{item.expected_bytes} bytes sha256 {(item.expected_sha256 or '?')[:12]}…",
             )
         record = Record(
             key=key,
             url=item.shown_url,
-            path=path,
+            path=t.path,
             bytes=received,
             sha256=digest,
-            etag=etag,
-            last_modified=last_modified,
+            etag=t.etag,
+            last_modified=t.last_modified,
             attempts=attempts,
             time=now_iso(),
         )
         try:
             # A rename is cheap, except on a busy disk (ms seen here): off the loop as well.
-            await _settled_in_thread(self.landing.publish, key, path)
+            await _settled_in_thread(self.landing.publish, key, t.path)
         except OSError as exc:
             if _disk_full(exc):
-                raise _no_space(self.landing.final(path)) from exc
+                raise _no_space(self.landing.final(t.path)) from exc
             raise
         finally:
             # Also when cancelled after the rename: the manifest matches what is on disk.
@@ -707,7 +747,7 @@ class _Engine:
                         raise _no_space(self.landing.manifest_path) from exc
                     raise
         self.manifest[key] = record
-        return _Outcome("ok", http_status=status, path=path, bytes=received, sha256=digest)
+        return _Outcome("ok", http_status=t.status, path=t.path, bytes=received, sha256=digest)
 
     async def _get(self, item: Item, protocol: dict[str, str]) -> aiohttp.ClientResponse | _Outcome:
         """GET ``item.url``, following redirects here rather than in aiohttp, so that each
@@ -906,8 +946,57 @@ def _range_start(content_range: str | None) -> int | None:
     return int(start) if start.isdigit() else None
 
 
+def _new_engine(
+    dest: str | os.PathLike[str],
+    *,
+    limits: Limits | int | None,
+    retry: Retry | int | bool | None,
+    timeout: Timeout | float | None,
+    headers: Mapping[str, str] | None,
+    credentials: Credentials | Mapping[str, Mapping[str, str]] | None,
+    progress: ProgressArg,
+    resume: bool,
+    max_bytes: int | None,
+    controller: FetchController | None,
+    on_item: Callable[[FetchOutcome], object] | None,
+) -> _Engine:
+    """Check ``fetch``'s options and build its engine; the controller is bound to the
+    limits, and unbound again if anything here fails."""
+    limits_ = Limits.coerce(limits)
+    retry_ = Retry.coerce(retry)
+    timeout_ = Timeout.coerce(timeout)
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ConfigurationError(f"max_bytes must be an int >= 0 or None, got {max_bytes!r}")
+    if resume not in (True, False):
+        raise ConfigurationError(f"resume must be True or False, got {resume!r}")
+    ctl = controller if controller is not None else FetchController()
+    ctl.bind(limits_)
+    try:
+        sink = make_sink(progress)
+        attach = getattr(sink, "attach", None)
+        if callable(attach):
+            attach(ctl)
+        engine = _Engine(
+            dest,
+            limits=ctl.limits,
+            retry=retry_,
+            timeout=timeout_,
+            headers=headers or {},
+            credentials=Credentials.coerce(credentials),
+            resume=resume,
+            max_bytes=max_bytes,
+            controller=ctl,
+            sink=sink,
+            on_item=on_item,
+        )
+    except BaseException:
+        ctl.unbind()
+        raise
+    return engine
+
+
 async def fetch(
-    sources: object,
+    sources: Sources,
     dest: str | os.PathLike[str],
     *,
     limits: Limits | int | None = None,
@@ -982,36 +1071,20 @@ async def fetch(
     >>> report = await fetch(["http://127.0.0.1:8000/v1/feeds/a"], "landing")  # doctest: +SKIP
     >>> report.items.select("path", "status", "sha256")  # doctest: +SKIP
     """
-    limits_ = Limits.coerce(limits)
-    retry_ = Retry.coerce(retry)
-    timeout_ = Timeout.coerce(timeout)
-    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
-        raise ConfigurationError(f"max_bytes must be an int >= 0 or None, got {max_bytes!r}")
-    if resume not in (True, False):
-        raise ConfigurationError(f"resume must be True or False, got {resume!r}")
-    ctl = controller if controller is not None else FetchController()
-    ctl.bind(limits_)
-    try:
-        sink = make_sink(progress)
-        attach = getattr(sink, "attach", None)
-        if callable(attach):
-            attach(ctl)
-        engine = _Engine(
-            dest,
-            limits=ctl.limits,
-            retry=retry_,
-            timeout=timeout_,
-            headers=headers or {},
-            credentials=Credentials.coerce(credentials),
-            resume=resume,
-            max_bytes=max_bytes,
-            controller=ctl,
-            sink=sink,
-            on_item=on_item,
-        )
-    except BaseException:
-        ctl.unbind()
-        raise
+    # long only by its docstring (each option of the public entry point is documented there)
+    engine = _new_engine(
+        dest,
+        limits=limits,
+        retry=retry,
+        timeout=timeout,
+        headers=headers,
+        credentials=credentials,
+        progress=progress,
+        resume=resume,
+        max_bytes=max_bytes,
+        controller=controller,
+        on_item=on_item,
+    )
     try:
         return await engine.run(sources)
     except (asyncio.CancelledError, KeyboardInterrupt) as exc:
@@ -1028,7 +1101,7 @@ async def get_json(
     *,
     credentials: Credentials,
     timeout: float = 60.0,  # noqa: ASYNC109 - one small request, bounded as a whole
-) -> tuple[int, Any]:
+) -> tuple[int, object]:
     """``(status, parsed JSON or None)`` of a GET (a portal listing), following redirects
     hop by hop so that each origin gets only its own ``credentials``."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:

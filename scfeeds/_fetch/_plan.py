@@ -7,7 +7,7 @@ import hmac
 import re
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import polars as pl
@@ -40,7 +40,7 @@ class Item:
     ``source`` is the caller's own object, handed back with the outcome."""
 
     index: int
-    source: object
+    source: Source
     url: str
     shown_url: str
     key: str
@@ -171,7 +171,17 @@ def plan_chunks(feed_url: str, *, total: int, chunk_size: int) -> list[ChunkRequ
     return chunks
 
 
-Source = str | ChunkRequest | Mapping[str, Any]
+#: A portal listing row (``GET /v1/feeds``): needs ``url``; ``path``, ``sha256`` and
+#: ``bytes`` are used when present.
+ListingRow: TypeAlias = Mapping[str, object]
+
+#: One source: a URL, a page of a feed from :func:`plan_chunks`, or a listing row.
+Source: TypeAlias = str | ChunkRequest | ListingRow
+
+#: What ``fetch`` accepts: one source, a portal listing (``{"feeds": [...]}``, a listing row
+#: mapping too), an (async) iterable of sources consumed lazily, or a polars DataFrame with a
+#: ``url`` column (its rows are listing rows).
+Sources: TypeAlias = Source | Iterable[Source] | AsyncIterable[Source] | pl.DataFrame
 
 
 def _item(index: int, source: object, key: bytes | Callable[[], bytes] | None) -> Item:
@@ -201,7 +211,7 @@ def _item(index: int, source: object, key: bytes | Callable[[], bytes] | None) -
     k = (key() if callable(key) else key) if secret else None
     return Item(
         index=index,
-        source=source,
+        source=cast(Source, source),  # checked above: a str, ChunkRequest or Mapping
         url=url,
         shown_url=redact_url(url, key=k),
         key=url_key(url, k),
@@ -212,7 +222,9 @@ def _item(index: int, source: object, key: bytes | Callable[[], bytes] | None) -
     )
 
 
-def iter_sources(sources: object) -> tuple[Iterator[Any] | AsyncIterable[Any], int | None]:
+def iter_sources(
+    sources: object,  # Sources, checked here: a caller may pass anything
+) -> tuple[Iterator[Source] | AsyncIterable[Source], int | None]:
     """Normalise what ``fetch`` accepts into an iterator of raw sources plus its length.
 
     Accepts a URL string, an iterable of sources, a portal listing (``{"feeds": [...]}``

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from scfeeds.exceptions import FetchFailures, StorageError
+
+if TYPE_CHECKING:
+    from scfeeds._fetch._plan import Source
 
 ITEM_SCHEMA: dict[str, Any] = {
     "url": pl.String,
@@ -34,7 +37,7 @@ class FetchOutcome:
     secret are distinct but not the caller's text). The other fields are the ``items`` row.
     """
 
-    source: Any
+    source: Source
     index: int
     url: str
     path: str | None

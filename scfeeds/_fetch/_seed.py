@@ -7,13 +7,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self, TypedDict
 
 from scfeeds._config import Limits, Retry, Timeout
 from scfeeds._fetch._engine import fetch
-from scfeeds._fetch._plan import ChunkRequest, plan_chunks
+from scfeeds._fetch._plan import ChunkRequest, Source, plan_chunks
 from scfeeds._fetch._report import FetchReport
 from scfeeds.exceptions import ConfigurationError
+
+
+class FailedRecord(TypedDict):
+    """One failed item of a batch (its URL redacted)."""
+
+    url: str
+    error: str | None
+    attempts: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +35,7 @@ class BatchResult:
     batch_id: str
     success_count: int
     error_count: int
-    failed_records: list[dict[str, Any]]
+    failed_records: list[FailedRecord]
     processed_bytes: int
     report: FetchReport = field(repr=False)
 
@@ -95,7 +103,7 @@ class AsyncFeedIngestor:
 
     async def process_feed(
         self,
-        feed_urls: Iterable[str | ChunkRequest | Mapping[str, Any]],
+        feed_urls: Iterable[Source],
         headers: Mapping[str, str] | None = None,
         batch_id: str = "batch",
     ) -> BatchResult:
@@ -113,7 +121,10 @@ class AsyncFeedIngestor:
             headers=headers,
             progress=None,
         )
-        failures = report.failures.select("url", "error", "attempts").to_dicts()
+        failures = [
+            FailedRecord(url=r["url"], error=r["error"], attempts=r["attempts"])
+            for r in report.failures.select("url", "error", "attempts").iter_rows(named=True)
+        ]
         return BatchResult(
             batch_id=batch_id,
             success_count=report.succeeded + report.unchanged,

@@ -15,7 +15,7 @@ import struct
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Unpack
 from urllib.parse import quote
 
 import polars as pl
@@ -31,9 +31,9 @@ from scfeeds._portal._http import (
     not_modified,
     parse_range,
 )
-from scfeeds._portal._knobs import Decision, PortalKnobs, TokenBucket, decide
+from scfeeds._portal._knobs import Decision, KnobChanges, PortalKnobs, TokenBucket, decide
 from scfeeds._portal._log import shown_target
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, ScfeedsError
 
 logger = logging.getLogger("scfeeds.portal")
 
@@ -60,7 +60,7 @@ _STATUS_CODES: Final = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ScfeedsError):
     """Turned into a JSON error response by the middleware."""
 
     def __init__(
@@ -162,7 +162,7 @@ class PortalState:
         self._frames: OrderedDict[str, pl.DataFrame] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Apply knob changes; restarts attempt counters and rate-limit buckets."""
         self.knobs = self.knobs.replace(**changes)
         self._attempts.clear()
@@ -667,7 +667,9 @@ async def put_knobs(request: web.Request) -> web.Response:
     try:
         changes = await request.json()
         if not isinstance(changes, dict):
-            raise TypeError("expected a JSON object")
+            raise ConfigurationError(
+                'expected a JSON object of knob names to values, e.g. {"latency": 0.1}'
+            )
         knobs = state.set_knobs(**changes)
     except (ValueError, TypeError) as exc:
         raise ApiError(400, "invalid_knobs", str(exc)) from exc

@@ -6,14 +6,16 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Final
+from typing import Final
 
 from scfeeds.exceptions import ConfigurationError
 
 DEFAULT_PORT: Final = 8765
 
 
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+def add_cli(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``portal`` subcommand to an ``argparse`` subparsers object.
 
     The parser's default ``func`` is :func:`cli_portal` (``args.func(args)`` -> exit code).
@@ -37,6 +39,13 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--allow-public", action="store_true", help="allow a non-loopback --host")
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    _add_knob_args(parser)
+    parser.set_defaults(func=cli_portal)
+    return parser
+
+
+def _add_knob_args(parser: argparse.ArgumentParser) -> None:
+    """The fault knobs (:class:`PortalKnobs`) as options."""
     knobs = parser.add_argument_group("fault knobs (all deterministic under --seed)")
     knobs.add_argument("--seed", type=int, default=0)
     knobs.add_argument(
@@ -99,8 +108,6 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer $VAR' (the token is read from the environment "
         "variable VAR, never from the command line)",
     )
-    parser.set_defaults(func=cli_portal)
-    return parser
 
 
 def cli_portal(args: argparse.Namespace) -> int:

@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, TypedDict, Unpack, get_args
 
 from scfeeds.exceptions import ConfigurationError
 
@@ -167,7 +168,7 @@ class PortalKnobs:
             return self.burst
         return max(1, math.ceil(self.rate_limit or 1))
 
-    def replace(self, **changes: Any) -> PortalKnobs:
+    def replace(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """A copy with ``changes`` applied (unknown names raise ``ConfigurationError``)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
@@ -175,10 +176,12 @@ class PortalKnobs:
                 f"unknown portal knob(s) {', '.join(unknown)}; known: "
                 + ", ".join(f.name for f in dataclasses.fields(self))
             )
-        for name in ("error_statuses", "apply_to"):
-            if name in changes and isinstance(changes[name], list):
-                changes[name] = tuple(changes[name])
-        return dataclasses.replace(self, **changes)
+        fields: dict[str, object] = dict(changes)
+        for name in ("error_statuses", "apply_to"):  # JSON gives lists
+            value = fields.get(name)
+            if isinstance(value, list):
+                fields[name] = tuple(value)
+        return dataclasses.replace(self, **fields)  # type: ignore[arg-type]
 
     def to_wire(self) -> dict[str, Any]:
         """Plain JSON-able dict (token included: only for the loopback admin channel)."""
@@ -191,7 +194,28 @@ class PortalKnobs:
         return out
 
 
-def make_knobs(knobs: PortalKnobs | None, overrides: dict[str, Any]) -> PortalKnobs:
+class KnobChanges(TypedDict, total=False):
+    """Keyword changes to :class:`PortalKnobs` (``serve(..., latency=0.1)``, ``set_knobs``)."""
+
+    seed: int
+    latency: float
+    jitter: float
+    error_rate: float
+    error_statuses: Sequence[int]
+    rate_limit: float | None
+    burst: int | None
+    throttle_rate: float
+    retry_after: int
+    retry_after_form: RetryAfterForm
+    reset_rate: float
+    reset_at: ResetAt
+    truncate_rate: float
+    slow_body: float | None
+    token: str | None
+    apply_to: Sequence[EndpointKind]
+
+
+def make_knobs(knobs: PortalKnobs | None, overrides: KnobChanges) -> PortalKnobs:
     """Knobs from an optional base object plus keyword overrides."""
     return (knobs or PortalKnobs()).replace(**overrides)
 

@@ -19,16 +19,16 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, Self, Unpack
 
 from aiohttp import web
 
 from scfeeds._portal._app import ADMIN_HEADER, PortalState, build_app
 from scfeeds._portal._catalog import Catalog
 from scfeeds._portal._cli import DEFAULT_PORT
-from scfeeds._portal._knobs import PortalKnobs, make_knobs
+from scfeeds._portal._knobs import KnobChanges, PortalKnobs, make_knobs
 from scfeeds._portal._log import RedactingAccessLogger
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, PortalError, StateError
 
 logger = logging.getLogger("scfeeds.portal")
 
@@ -85,7 +85,7 @@ class Portal:
         """Zero every counter."""
         self._state.stats.reset()
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live (``seed`` restarts the per-request decisions too)."""
         return self._state.set_knobs(**changes)
 
@@ -106,7 +106,7 @@ async def serve(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     admin_secret: str | None = None,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> AsyncIterator[Portal]:
     """Serve the feeds under ``root`` on the running event loop.
 
@@ -175,7 +175,7 @@ class _Handle:
     url: str
 
     def close(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # builtin-raise: abstract, each kind of portal closes itself
 
     def __enter__(self) -> Self:
         return self
@@ -209,7 +209,9 @@ class ThreadPortal(_Handle):
 
     def _call(self, func: Callable[[], Any]) -> Any:
         if not self.thread.is_alive():
-            raise RuntimeError(f"the portal at {self.url} is closed")
+            raise StateError(
+                f"the portal at {self.url} is closed: start another with serve_in_thread()"
+            )
 
         async def run() -> Any:
             return func()
@@ -231,7 +233,7 @@ class ThreadPortal(_Handle):
         """Zero every counter."""
         self._call(self._portal.reset_stats)
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live."""
         knobs: PortalKnobs = self._call(lambda: self._portal.set_knobs(**changes))
         return knobs
@@ -257,7 +259,7 @@ def serve_in_thread(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     startup_timeout: float = 60.0,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> ThreadPortal:
     """Start the portal on its own event loop in a daemon thread; returns once it listens.
 
@@ -304,7 +306,10 @@ def serve_in_thread(
     )
     thread.start()
     if not ready.wait(startup_timeout):
-        raise TimeoutError(f"portal did not start within {startup_timeout} s")
+        raise PortalError(
+            f"portal did not start within {startup_timeout} s: "
+            "pass a larger startup_timeout= on a loaded machine"
+        )
     if "error" in box:
         thread.join()
         raise box["error"]
@@ -331,7 +336,9 @@ class ProcessPortal(_Handle):
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         if self.process.poll() is not None:
-            raise RuntimeError(f"the portal at {self.url} is closed")
+            raise StateError(
+                f"the portal at {self.url} is closed: start another with serve_in_process()"
+            )
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path, data=data, method=method, headers={ADMIN_HEADER: self._secret}
@@ -356,7 +363,7 @@ class ProcessPortal(_Handle):
         """The knobs in force."""
         return self._knobs
 
-    def set_knobs(self, **changes: Any) -> PortalKnobs:
+    def set_knobs(self, **changes: Unpack[KnobChanges]) -> PortalKnobs:
         """Change knobs live in the child (validated here first, with the same errors)."""
         knobs = self._knobs.replace(**changes)
         self._request("PUT", "/v1/admin/knobs", changes)
@@ -382,7 +389,10 @@ def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
         while b"\n" not in buffer:
             left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
-                raise TimeoutError(f"portal process did not start within {timeout} s")
+                raise PortalError(
+                    f"portal process did not start within {timeout} s: "
+                    "pass a larger startup_timeout= on a loaded machine"
+                )
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
@@ -416,7 +426,7 @@ def serve_in_process(
     knobs: PortalKnobs | None = None,
     access_log: bool = False,
     startup_timeout: float = 60.0,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> ProcessPortal:
     """Start the portal in a child Python process (for benchmarks: its CPU is not yours).
 
@@ -459,12 +469,18 @@ def serve_in_process(
         process.stdin.flush()
         line = _read_line(process, startup_timeout)
         if not line:
-            raise RuntimeError(f"portal process exited with code {process.wait()} before serving")
+            raise PortalError(
+                f"portal process exited with code {process.wait()} before serving; "
+                "its error output above says why"
+            )
         info = json.loads(line)
         if "error" in info:
             if info.get("type") == "ConfigurationError":
                 raise ConfigurationError(info["error"])
-            raise RuntimeError(f"portal process failed: {info['type']}: {info['error']}")
+            raise PortalError(
+                f"portal process failed: {info['type']}: {info['error']}; "
+                "fix that and start it again"
+            )
     except BaseException:
         _stop_process(process)
         raise
@@ -515,7 +531,7 @@ def run_forever(
     knobs: PortalKnobs | None = None,
     access_log: bool = True,
     announce: Callable[[Portal], None] | None = None,
-    **knob_changes: Any,
+    **knob_changes: Unpack[KnobChanges],
 ) -> None:
     """Serve until Ctrl-C or SIGTERM (the ``scfeeds portal`` command).
 

@@ -81,4 +81,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(f"scfeeds._service.{_WHERE[name]}"), name)
+    # builtin-raise: the module __getattr__ protocol (hasattr, import machinery)
     raise AttributeError(f"module 'scfeeds._service' has no attribute {name!r}")

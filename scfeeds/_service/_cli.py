@@ -14,8 +14,15 @@ import os
 import signal
 import sys
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
+
+if TYPE_CHECKING:
+    from scfeeds._service._job import Source
+    from scfeeds._service._secrets import Secrets
+    from scfeeds._service._worker import JobRunner
 
 DEFAULT_QUEUE = "redis://127.0.0.1:6379/0"
 logger = logging.getLogger("scfeeds.service")
@@ -37,14 +44,22 @@ def _need_extra() -> None:
         import opentelemetry.sdk  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
+        # builtin-raise: the CLI exits with this message
         raise SystemExit(
             f"scfeeds: service mode needs the 'service' extra ({exc.name} is missing): "
             "pip install 'scfeeds[service]'"
         ) from None
 
 
-def add_cli(subparsers: Any) -> None:
-    """Register ``worker`` and ``enqueue`` on the ``scfeeds`` command's subparsers."""
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``worker``, ``enqueue`` and ``dead-letters`` on the ``scfeeds`` command's
+    subparsers."""
+    _add_worker(subparsers)
+    _add_enqueue(subparsers)
+    _add_dead_letters(subparsers)
+
+
+def _add_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "worker",
         help="service mode: ingest jobs from a Redis Stream (health, metrics, SIGTERM drain)",
@@ -66,8 +81,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--requests-per-job",
         type=int,
-        default=16,
-        help="max HTTP requests at once within one job (default 16)",
+        default=DEFAULT_MAX_AT_ONCE,
+        help=f"max HTTP requests at once within one job (default {DEFAULT_MAX_AT_ONCE})",
     )
     p.add_argument(
         "--drain-seconds",
@@ -119,6 +134,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--log-level", default=os.environ.get("SCFEEDS_LOG_LEVEL", "INFO"))
     p.set_defaults(func=cmd_worker)
 
+
+def _add_enqueue(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "enqueue",
         help="service mode: put ingest jobs on the Redis Stream",
@@ -133,6 +150,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--otel", choices=("none", "console", "otlp"), default=None)
     p.set_defaults(func=cmd_enqueue)
 
+
+def _add_dead_letters(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "dead-letters",
         help="service mode: list dead-lettered jobs, or --replay them",
@@ -187,7 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
 
 
-async def serve_worker(args: argparse.Namespace, secrets: Any) -> int:
+async def serve_worker(args: argparse.Namespace, secrets: Secrets) -> int:
     """Run one worker with its health server until SIGTERM/SIGINT and the drain are over."""
     from scfeeds._service._health import HealthServer
     from scfeeds._service._metrics import ServiceMetrics
@@ -242,7 +261,7 @@ async def serve_worker(args: argparse.Namespace, secrets: Any) -> int:
     return 0
 
 
-def load_runner(spec: str) -> Any:
+def load_runner(spec: str) -> JobRunner:
     """``"package.module:function"`` -> the function (a custom job runner)."""
     import importlib
 
@@ -257,7 +276,8 @@ def load_runner(spec: str) -> Any:
         raise ConfigurationError(f"cannot load runner {spec!r}: {exc}") from None
     if not callable(fn):
         raise ConfigurationError(f"runner {spec!r} is not callable")
-    return fn
+    runner: JobRunner = fn
+    return runner
 
 
 # -- enqueue -------------------------------------------------------------------------------
@@ -295,9 +315,9 @@ def _listing(url: str, headers: dict[str, str] | None) -> list[dict[str, Any]]:
     return feeds
 
 
-def expand_sources(sources: list[str], secrets: Any) -> list[Any]:
+def expand_sources(sources: list[str], secrets: Secrets) -> list[Source]:
     """Portal roots become their listing rows; feed URLs stay as they are."""
-    out: list[Any] = []
+    out: list[Source] = []
     for s in sources:
         parts = urlsplit(s)
         if parts.scheme in ("http", "https") and parts.path.rstrip("/") in ("", "/v1/feeds"):
@@ -328,7 +348,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-async def enqueue_sources(args: argparse.Namespace, secrets: Any) -> list[str]:
+async def enqueue_sources(args: argparse.Namespace, secrets: Secrets) -> list[str]:
     from opentelemetry.trace import SpanKind
 
     from scfeeds._service._job import Job, split_jobs

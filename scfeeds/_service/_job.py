@@ -17,7 +17,6 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 from urllib.parse import urlsplit
 
 from scfeeds.exceptions import ConfigurationError
@@ -48,7 +47,8 @@ SECRET_PARAMS = frozenset(
     }
 )
 
-Source = str | Mapping[str, Any]
+#: A job's source: a feed URL or a portal listing row (only its listing keys are kept).
+Source = str | Mapping[str, object]
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
@@ -227,7 +227,7 @@ def split_jobs(sources: Iterable[object], *, per_job: int, lake: str | None = No
     return [Job(sources=items[i : i + per_job], lake=lake) for i in range(0, len(items), per_job)]
 
 
-def describe(value: Any) -> str:
+def describe(value: object) -> str:
     """A short, secret-free description of an exception for logs and the dead-letter stream."""
     text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
     return text[:500]

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+from scfeeds.exceptions import ConfigurationError
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LabelKey = tuple[str, ...]
@@ -51,14 +53,17 @@ class _Metric:
 
     def _key(self, labels: dict[str, str]) -> LabelKey:
         if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {sorted(labels)}")
+            raise ConfigurationError(
+                f"{self.name} takes labels {self.labelnames}, got {sorted(labels)}: "
+                "pass exactly those label names"
+            )
         return tuple(str(labels[n]) for n in self.labelnames)
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
     def lines(self) -> list[str]:
-        raise NotImplementedError
+        raise NotImplementedError  # builtin-raise: abstract, each metric kind renders itself
 
 
 class Counter(_Metric):
@@ -72,7 +77,10 @@ class Counter(_Metric):
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
-            raise ValueError("a counter only goes up")
+            raise ConfigurationError(
+                f"a counter only goes up: inc() takes an amount >= 0, got {amount}; "
+                "use a Gauge for a value that can go down"
+            )
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -186,7 +194,9 @@ class Registry:
 
     def add(self, metric: M) -> M:
         if metric.name in self._metrics:
-            raise ValueError(f"metric {metric.name} registered twice")
+            raise ConfigurationError(
+                f"metric {metric.name} registered twice: give each metric its own name"
+            )
         self._metrics[metric.name] = metric
         return metric
 

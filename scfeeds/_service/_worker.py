@@ -37,7 +37,8 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,9 @@ from typing import Any, Literal
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from scfeeds._config import DEFAULT_MAX_AT_ONCE
+from scfeeds._fetch._progress import ProgressSink
+from scfeeds._fetch._report import ProgressEvent
 from scfeeds._service._job import Job, Source, describe, source_url
 from scfeeds._service._metrics import ServiceMetrics
 from scfeeds._service._queue import Delivery, JobQueue
@@ -74,12 +78,22 @@ class JobContext:
     lake: Path
     landing: Path
     secrets: Secrets
-    progress: Any  # a fetch progress sink (update/close), see scfeeds._fetch
+    progress: ProgressSink
     limits: int
     pool: Literal["auto", "threads"]
 
 
 JobRunner = Callable[[Job, JobContext], Awaitable[JobResult]]
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error of a one-member group (nested groups too), else the group itself."""
+    while len(group.exceptions) == 1:
+        (only,) = group.exceptions
+        if not isinstance(only, BaseExceptionGroup):
+            return only
+        group = only
+    return group
 
 
 async def ingest_runner(job: Job, ctx: JobContext) -> JobResult:
@@ -125,19 +139,108 @@ class _Progress:
         self.in_flight = 0
         self._bytes = 0
 
-    def update(self, event: Any) -> None:
-        self.in_flight = int(getattr(event, "in_flight", 0))
-        n = int(getattr(event, "bytes", 0))
+    def update(self, event: ProgressEvent) -> None:
+        self.in_flight = event.in_flight
+        n = event.bytes
         # each fetch call of a job starts counting again from zero
         delta = n - self._bytes if n >= self._bytes else n
         if delta > 0:
             self.metrics.bytes.inc(delta)
         self._bytes = n
 
-    def close(self, event: Any) -> None:
+    def close(self, event: ProgressEvent) -> None:
         self.update(event)
         self.in_flight = 0
         self._bytes = 0
+
+
+class _JobScope:
+    """The jobs one :meth:`Worker.run` started: on leaving it, none is still running.
+
+    A job is *cancellable* until its runner returned; after that its documents are committed
+    and it is acknowledging, so it is let finish (up to ``grace`` seconds) rather than run
+    again. :meth:`close` cancels the cancellable ones, waits for the rest and awaits every task,
+    on whatever path ``run()`` leaves by (drain deadline, second stop, an unexpected error, an
+    outside cancellation); the caller releases the cancelled jobs' messages for a peer.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: dict[asyncio.Task[None], Delivery] = {}
+        self._cancellable: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def start(self, d: Delivery, job: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(job, name=f"scfeeds-job-{d.msg_id}")
+        self.tasks[task] = d
+        self._cancellable.add(task)
+        task.add_done_callback(self._forget)
+
+    def committed(self, task: asyncio.Task[Any] | None) -> None:
+        """The runner of ``task`` returned: from now on it is let finish, not cancelled."""
+        if task is not None:
+            self._cancellable.discard(task)
+
+    def deliveries(self) -> list[Delivery]:
+        return list(self.tasks.values())
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(task, None)
+        self._cancellable.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("job task crashed: %s", describe(task.exception()))
+
+    async def close(self, grace: float = 10.0) -> list[str]:
+        """Cancel the running jobs that have not committed, let the others finish for up to
+        ``grace`` seconds (then cancel them too: a committed job run again is harmless),
+        and return the message ids of the jobs cancelled before commit. Returns only when
+        every job task has finished."""
+        running = {t: d for t, d in self.tasks.items() if not t.done()}
+        early = {t for t in running if t in self._cancellable}
+        await _cancel_until_done(early)
+        acking = set(running) - early
+        if acking:
+            _, late = await asyncio.wait(acking, timeout=grace)
+            for t in late:
+                logger.warning(
+                    "%s still acknowledging after %.0f s; cancelled", t.get_name(), grace
+                )
+            await _cancel_until_done(late)
+        return [running[t].msg_id for t in early]
+
+
+async def _cancel_until_done(tasks: Iterable[asyncio.Task[None]], every: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until all have finished, cancelling again every ``every`` s.
+
+    Once is not always enough on Python 3.11: ``asyncio.wait_for`` (which redis-py awaits on
+    every command it sends) drops a cancellation that arrives as its inner future completes
+    (fixed in 3.12, where ``wait_for`` is built on ``asyncio.timeout``); the task then runs on.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+
+
+async def _until(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def _wait_any(
+    tasks: Iterable[asyncio.Task[None]], event: asyncio.Event, seconds: float | None = None
+) -> None:
+    """Wait until one of ``tasks`` is done, ``event`` is set or ``seconds`` pass (built on
+    ``asyncio.wait``, which never loses a cancellation of the caller; see
+    :func:`_cancel_until_done`)."""
+    waiter = asyncio.create_task(_until(event))
+    try:
+        await asyncio.wait([*tasks, waiter], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
 
 
 def default_consumer_name() -> str:
@@ -189,7 +292,7 @@ class Worker:
         *,
         runner: JobRunner | None = None,
         concurrency: int = 2,
-        limits: int = 16,
+        limits: int = DEFAULT_MAX_AT_ONCE,
         drain_seconds: float = 20.0,
         claim_idle: float = 30.0,
         max_attempts: int = 5,
@@ -230,11 +333,11 @@ class Worker:
         self._stop_requested = 0
         self._stop: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._redis_ok = False
-        self._inflight: dict[asyncio.Task[None], Delivery] = {}
-        self._cancellable: set[asyncio.Task[None]] = set()
+        self._jobs = _JobScope()
         self.metrics.requests_in_flight.set_function(
             lambda: sum(p.in_flight for p in self._progress)
         )
@@ -285,28 +388,54 @@ class Worker:
     # -- main loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`, then drain. Returns when no job is running."""
+        """Consume until :meth:`stop`, then drain. Returns when no job is running.
+
+        Jobs and background tasks run in scopes: on every way out (drain, a second stop, an
+        unexpected error in the loop or a background task, cancellation from outside) each
+        job has either finished and been acknowledged or been cancelled unacknowledged and
+        released for a peer, and no task of this worker outlives the call. An unexpected
+        error ends the call with that error (not wrapped in an exception group).
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
+        self._closing = asyncio.Event()
         if self._stop_requested:
             self._signal_events()
-        background = [
-            asyncio.create_task(self._watch_loop_lag(), name="scfeeds-loop-lag"),
-            asyncio.create_task(self._poll_stats(), name="scfeeds-queue-stats"),
-            asyncio.create_task(self._heartbeat(), name="scfeeds-heartbeat"),
-        ]
         try:
-            await self._start()
-            self._update_ready()
-            await self._consume()
-            await self._drain()
+            async with asyncio.TaskGroup() as background:
+                tasks = [
+                    background.create_task(self._watch_loop_lag(), name="scfeeds-loop-lag"),
+                    background.create_task(self._poll_stats(), name="scfeeds-queue-stats"),
+                    background.create_task(self._heartbeat(), name="scfeeds-heartbeat"),
+                ]
+                try:
+                    await self._start()
+                    self._update_ready()
+                    await self._consume()
+                    await self._drain()
+                finally:
+                    # the background loops also return at their next step once this is set,
+                    # so a cancellation lost inside a Redis call cannot keep them alive
+                    self._closing.set()
+                    await self._close_jobs()
+                for t in tasks:
+                    t.cancel()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
         finally:
-            for t in background:
-                t.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
             self.metrics.ready.set(0)
             logger.info("worker %s stopped", self.consumer)
+
+    async def _close_jobs(self) -> None:
+        """Leave no job running: cancel (unacknowledged) and release what is still running."""
+        cancelled = await self._jobs.close()
+        if cancelled:
+            logger.warning(
+                "worker stopping: cancelled %d job(s), not acknowledged; released for redelivery",
+                len(cancelled),
+            )
+            await self._release(cancelled)
 
     async def _start(self) -> None:
         from redis.exceptions import RedisError
@@ -339,8 +468,13 @@ class Worker:
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         assert self._stop is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await _wait_any((), self._stop, seconds)
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep in a background loop; False once the worker is closing (the loop returns)."""
+        assert self._closing is not None
+        await _wait_any((), self._closing, seconds)
+        return not self._closing.is_set()
 
     async def _consume(self) -> None:
         from redis.exceptions import RedisError
@@ -351,13 +485,9 @@ class Worker:
         delay = 0.2
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
-            free = self.concurrency - len(self._inflight)
+            free = self.concurrency - len(self._jobs)
             if free <= 0:
-                stop_wait = asyncio.create_task(self._stop.wait())
-                await asyncio.wait(
-                    [*self._inflight, stop_wait], return_when=asyncio.FIRST_COMPLETED
-                )
-                stop_wait.cancel()
+                await _wait_any(self._jobs.tasks, self._stop)
                 continue
             try:
                 deliveries: list[Delivery] = []
@@ -398,50 +528,24 @@ class Worker:
                 await self._release([d.msg_id for d in deliveries])
                 break
             for d in deliveries:
-                task = asyncio.create_task(self._handle(d), name=f"scfeeds-job-{d.msg_id}")
-                self._inflight[task] = d
-                self._cancellable.add(task)
-                task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
-        self._cancellable.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("job task crashed: %s", describe(task.exception()))
+                self._jobs.start(d, self._handle(d))
 
     async def _drain(self) -> None:
+        """Give running jobs ``drain_seconds`` (cut short by a second stop); the rest are
+        cancelled and released by :meth:`_close_jobs`."""
         assert self._hurry is not None
-        if not self._inflight:
+        if not self._jobs:
             return
         logger.info(
-            "draining: %d job(s) running, up to %.1f s", len(self._inflight), self.drain_seconds
+            "draining: %d job(s) running, up to %.1f s", len(self._jobs), self.drain_seconds
         )
-        tasks = set(self._inflight)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_seconds
-        hurry = asyncio.create_task(self._hurry.wait())
-        pending = set(tasks)
-        while pending and not self._hurry.is_set():
+        while self._jobs and not self._hurry.is_set():
             left = deadline - loop.time()
             if left <= 0:
                 break
-            await asyncio.wait([*pending, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            pending = {t for t in pending if not t.done()}
-        hurry.cancel()
-        late = {t for t in tasks if not t.done()}
-        cancelled = [self._inflight[t].msg_id for t in late if t in self._cancellable]
-        for t in late:
-            if t in self._cancellable:
-                t.cancel()
-        if late:
-            # tasks past their runner (acknowledging) are let finish; cancelled ones unwind
-            await asyncio.wait(late, timeout=10)
-        if cancelled:
-            logger.warning(
-                "drain deadline: cancelled %d job(s), not acknowledged; released for redelivery",
-                len(cancelled),
-            )
-            await self._release(cancelled)
+            await _wait_any(self._jobs.tasks, self._hurry, seconds=left)
 
     async def _release(self, msg_ids: list[str]) -> None:
         from redis.exceptions import RedisError
@@ -470,38 +574,12 @@ class Worker:
         self.outcomes.append((job_id, outcome))
 
     async def _handle(self, d: Delivery) -> None:
-        task = asyncio.current_task()
-        if d.job is None:
-            reason = f"rejected: {d.error}"
-            logger.error("job message %s rejected: %s", d.msg_id, d.error)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(d.fields.get("id", d.msg_id), "rejected")
+        """One job: admit it, run it in its span, then acknowledge, requeue or dead-letter.
+        Its raw downloads are removed once it succeeded (unless ``keep_landing``)."""
+        admitted = await self._admit(d)
+        if admitted is None:
             return
-        job = d.job
-        if d.attempt > self.max_attempts:
-            reason = (
-                f"gave up after {d.attempt - 1} attempts ({d.deliveries} deliveries of this "
-                f"message); last error: {job.last_error or 'worker died or was cancelled'}"
-            )
-            logger.error("job %s dead-lettered: %s", job.id, reason)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(job.id, "dead_lettered")
-            return
-        try:
-            lake = self._job_lake(job)
-        except ConfigurationError as exc:
-            reason = f"rejected: {exc}"
-            logger.error("job %s %s", job.id, reason)
-            await self._finish(
-                lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer)
-            )
-            self._record(job.id, "rejected")
-            return
-
+        job, lake = admitted
         landing = lake / "_landing" / "jobs" / job.id  # ids are checked path-safe (Job)
         progress = _Progress(self.metrics)
         ctx = JobContext(
@@ -512,6 +590,46 @@ class Worker:
             limits=self.limits,
             pool=self.pool,
         )
+        t0 = time.perf_counter()
+        with self._span(d, job) as span:
+            result = await self._run_job(d, job, ctx, progress, span, t0)
+            if result is None or not await self._settle(d, job, span, result, t0):
+                return
+        if not self.keep_landing:
+            await asyncio.to_thread(shutil.rmtree, landing, True)
+
+    async def _dead_letter(self, d: Delivery, job_id: str, reason: str, outcome: Outcome) -> None:
+        await self._finish(lambda: self.queue.dead_letter(d, reason=reason, consumer=self.consumer))
+        self._record(job_id, outcome)
+
+    async def _admit(self, d: Delivery) -> tuple[Job, Path] | None:
+        """The job and its lake, or ``None`` once a malformed, exhausted or misdirected job
+        has been dead-lettered."""
+        if d.job is None:
+            logger.error("job message %s rejected: %s", d.msg_id, d.error)
+            await self._dead_letter(
+                d, d.fields.get("id", d.msg_id), f"rejected: {d.error}", "rejected"
+            )
+            return None
+        job = d.job
+        if d.attempt > self.max_attempts:
+            reason = (
+                f"gave up after {d.attempt - 1} attempts ({d.deliveries} deliveries of this "
+                f"message); last error: {job.last_error or 'worker died or was cancelled'}"
+            )
+            logger.error("job %s dead-lettered: %s", job.id, reason)
+            await self._dead_letter(d, job.id, reason, "dead_lettered")
+            return None
+        try:
+            return job, self._job_lake(job)
+        except ConfigurationError as exc:
+            reason = f"rejected: {exc}"
+            logger.error("job %s %s", job.id, reason)
+            await self._dead_letter(d, job.id, reason, "rejected")
+            return None
+
+    def _span(self, d: Delivery, job: Job) -> AbstractContextManager[trace.Span]:
+        """The job's consumer span, a child of the span that enqueued it."""
         attrs: dict[str, str | int] = {
             "scfeeds.job.id": job.id,
             "scfeeds.job.attempt": d.attempt,
@@ -523,8 +641,7 @@ class Worker:
             "messaging.message.id": d.msg_id,
             "messaging.message.delivery_count": d.deliveries,
         }
-        t0 = time.perf_counter()
-        span_cm = self.tracing.tracer.start_as_current_span(
+        return self.tracing.tracer.start_as_current_span(
             "scfeeds.job",
             context=extract(job.trace),
             kind=SpanKind.CONSUMER,
@@ -532,60 +649,72 @@ class Worker:
             record_exception=False,
             set_status_on_exception=False,
         )
-        with span_cm as span:
-            self._progress.add(progress)
-            self.metrics.jobs_in_flight.inc()
-            logger.info(
-                "job %s started: %d source(s), attempt %d", job.id, len(job.sources), d.attempt
-            )
-            try:
-                result = await self.runner(job, ctx)
-            except asyncio.CancelledError:
-                span.set_attribute("scfeeds.job.outcome", "cancelled")
-                span.set_status(Status(StatusCode.ERROR, "cancelled by drain"))
-                self._record(job.id, "cancelled")
-                logger.warning("job %s cancelled (not acknowledged)", job.id)
-                raise
-            except Exception as exc:
-                err = self.secrets.redact(describe(exc))
-                span.set_status(Status(StatusCode.ERROR, err))
-                span.add_event(
-                    "exception", {"exception.type": type(exc).__name__, "exception.message": err}
-                )
-                self._done_cancellable(task)
-                await self._after_failure(d, job, span, err)
-                return
-            finally:
-                self.metrics.jobs_in_flight.dec()
-                self._progress.discard(progress)
-                self.metrics.job_seconds.observe(time.perf_counter() - t0)
-            # the runner returned: its documents are in the lake's ledger; acknowledge
-            # even if a drain deadline passes, so a finished job is not run again
-            self._done_cancellable(task)
-            for status, n in result.sources.items():
-                self.metrics.sources.inc(n, status=status)
-            for table, n in result.rows.items():
-                self.metrics.rows.inc(n, table=table)
-            span.set_attribute("scfeeds.job.committed", result.committed)
-            span.set_attribute("scfeeds.job.failed_sources", len(result.failed))
-            if result.failed:
-                await self._after_partial(d, job, span, result)
-                return
-            await self._finish(lambda: self.queue.ack(d))
-            span.set_attribute("scfeeds.job.outcome", "succeeded")
-            self._record(job.id, "succeeded")
-            logger.info(
-                "job %s succeeded in %.2f s: %d batch(es) committed",
-                job.id,
-                time.perf_counter() - t0,
-                result.committed,
-            )
-        if not self.keep_landing:
-            await asyncio.to_thread(shutil.rmtree, landing, True)
 
-    def _done_cancellable(self, task: asyncio.Task[Any] | None) -> None:
-        if task is not None:
-            self._cancellable.discard(task)
+    async def _run_job(
+        self,
+        d: Delivery,
+        job: Job,
+        ctx: JobContext,
+        progress: _Progress,
+        span: trace.Span,
+        t0: float,
+    ) -> JobResult | None:
+        """The runner's result, or ``None`` once its failure has been requeued or
+        dead-lettered. A cancellation (drain) propagates: the job is not acknowledged."""
+        task = asyncio.current_task()
+        self._progress.add(progress)
+        self.metrics.jobs_in_flight.inc()
+        logger.info("job %s started: %d source(s), attempt %d", job.id, len(job.sources), d.attempt)
+        try:
+            result = await self.runner(job, ctx)
+        except asyncio.CancelledError:
+            span.set_attribute("scfeeds.job.outcome", "cancelled")
+            span.set_status(Status(StatusCode.ERROR, "cancelled by drain"))
+            self._record(job.id, "cancelled")
+            logger.warning("job %s cancelled (not acknowledged)", job.id)
+            raise
+        except Exception as exc:
+            err = self.secrets.redact(describe(exc))
+            span.set_status(Status(StatusCode.ERROR, err))
+            span.add_event(
+                "exception", {"exception.type": type(exc).__name__, "exception.message": err}
+            )
+            self._jobs.committed(task)
+            await self._after_failure(d, job, span, err)
+            return None
+        finally:
+            self.metrics.jobs_in_flight.dec()
+            self._progress.discard(progress)
+            self.metrics.job_seconds.observe(time.perf_counter() - t0)
+        # the runner returned: its documents are in the lake's ledger; acknowledge
+        # even if a drain deadline passes, so a finished job is not run again
+        self._jobs.committed(task)
+        return result
+
+    async def _settle(
+        self, d: Delivery, job: Job, span: trace.Span, result: JobResult, t0: float
+    ) -> bool:
+        """Count what the runner did and acknowledge it (True), or requeue the sources that
+        failed (False)."""
+        for status, n in result.sources.items():
+            self.metrics.sources.inc(n, status=status)
+        for table, n in result.rows.items():
+            self.metrics.rows.inc(n, table=table)
+        span.set_attribute("scfeeds.job.committed", result.committed)
+        span.set_attribute("scfeeds.job.failed_sources", len(result.failed))
+        if result.failed:
+            await self._after_partial(d, job, span, result)
+            return False
+        await self._finish(lambda: self.queue.ack(d))
+        span.set_attribute("scfeeds.job.outcome", "succeeded")
+        self._record(job.id, "succeeded")
+        logger.info(
+            "job %s succeeded in %.2f s: %d batch(es) committed",
+            job.id,
+            time.perf_counter() - t0,
+            result.committed,
+        )
+        return True
 
     async def _after_failure(self, d: Delivery, job: Job, span: trace.Span, err: str) -> None:
         if d.attempt >= self.max_attempts:
@@ -642,7 +771,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             t = loop.time()
-            await asyncio.sleep(interval)
+            if not await self._pause(interval):
+                return
             lag = max(0.0, loop.time() - t - interval)
             self.metrics.loop_lag.set(lag)
             self.metrics.loop_lag_hist.observe(lag)
@@ -670,14 +800,14 @@ class Worker:
                 self.metrics.queue_up.set(0)
                 self.metrics.redis_errors.inc()
                 logger.debug("queue stats failed: %s", describe(exc))
-            await asyncio.sleep(self.stats_interval)
+            if not await self._pause(self.stats_interval):
+                return
 
     async def _heartbeat(self) -> None:
         from redis.exceptions import RedisError
 
-        while True:
-            await asyncio.sleep(self.claim_idle / 3)
-            ids = [d.msg_id for d in self._inflight.values()]
+        while await self._pause(self.claim_idle / 3):
+            ids = [d.msg_id for d in self._jobs.deliveries()]
             if not ids:
                 continue
             try:

@@ -22,13 +22,17 @@ import polars as pl
 
 from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._plan import ChunkRequest
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 from scfeeds.notebook._memory import MemoryProfile, MemoryProfiler
 
 
 async def buffer_in_memory(
-    urls: Sequence[str], *, max_at_once: int = 8, headers: Mapping[str, str] | None = None
+    urls: Sequence[str],
+    *,
+    max_at_once: int = 8,  # as compare_buffering's default: whole bodies are held at once
+    headers: Mapping[str, str] | None = None,
 ) -> list[bytes]:
     """The seed's style: ``await resp.read()`` of every URL, all bodies held in a list.
 
@@ -119,6 +123,8 @@ class BufferingComparison(NamedTuple):
 async def compare_buffering(
     sources: Sequence[str | ChunkRequest],
     *,
+    # not DEFAULT_MAX_AT_ONCE: buffering holds up to max_at_once whole bodies at once, and a
+    # comparison on a notebook's few-GiB kernel is meant to show the gap, not fill the kernel
     max_at_once: int = 8,
     headers: Mapping[str, str] | None = None,
     profiler: MemoryProfiler | None = None,
@@ -156,7 +162,9 @@ async def compare_buffering(
     """
     urls = [s.url if isinstance(s, ChunkRequest) else s for s in sources]
     if not urls:
-        raise ValueError("compare_buffering needs at least one source")
+        raise ConfigurationError(
+            "compare_buffering needs at least one source: pass the URLs or ChunkRequests to fetch"
+        )
     profiler = profiler or MemoryProfiler()
 
     async def buffered() -> int:

@@ -10,10 +10,10 @@ the pass: the tuner measures transfer, it does not keep data.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,30 +22,12 @@ from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._limiter import FetchController
 from scfeeds._fetch._plan import ChunkRequest, plan_chunks
 from scfeeds._fetch._report import ProgressEvent
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook._metrics import Probe
 from scfeeds.notebook._tuner import RunPlan
 
-
-@dataclass(frozen=True, kw_only=True)
-class _Totals:
-    """Progress summed over passes (each pass is one ``fetch`` call that counts from zero)."""
-
-    total: int | None
-    done: int
-    succeeded: int
-    failed: int
-    unchanged: int
-    retried: int
-    throttled: int
-    bytes: int
-    elapsed: float
-    throughput_bps: float
-    concurrency: int
-    in_flight: int
-    finished: bool
-
-
-_ZERO = _Totals(
+#: Progress summed over passes (each pass is one ``fetch`` call that counts from zero).
+_ZERO = ProgressEvent(
     total=None,
     done=0,
     succeeded=0,
@@ -62,10 +44,10 @@ _ZERO = _Totals(
 )
 
 
-def _add(base: _Totals, event: ProgressEvent, *, total: int | None) -> _Totals:
+def _add(base: ProgressEvent, event: ProgressEvent, *, total: int | None) -> ProgressEvent:
     elapsed = base.elapsed + event.elapsed
     nbytes = base.bytes + event.bytes
-    return _Totals(
+    return ProgressEvent(
         total=total,
         done=base.done + event.done,
         succeeded=base.succeeded + event.succeeded,
@@ -133,7 +115,10 @@ class FeedDriver:
         max_limit: int = 256,
     ) -> None:
         if not isinstance(total, int) or total < 1:
-            raise ValueError(f"total must be an int >= 1 (records in the feed), got {total!r}")
+            raise ConfigurationError(
+                f"total must be an int >= 1 (records in the feed), got {total!r}: "
+                "pass the feed's record count"
+            )
         plan_chunks(feed_url, total=1, chunk_size=1)  # validates the URL, with its message
         self.feed_url = feed_url
         self.total = total
@@ -209,7 +194,7 @@ class FeedDriver:
                 self.controller = ctl
                 frozen = base
 
-                def forward(event: ProgressEvent, frozen: _Totals = frozen) -> None:
+                def forward(event: ProgressEvent, frozen: ProgressEvent = frozen) -> None:
                     probe.on_event(_add(frozen, event, total=None))
 
                 dest = workdir / f"pass-{pass_no}"
@@ -231,8 +216,8 @@ class FeedDriver:
                 if None not in quantiles:
                     probe.pass_latency = quantiles  # type: ignore[assignment]
                 last = probe.event
-                if last is not None and isinstance(last, _Totals):
-                    base = _Totals(**{**last.__dict__, "in_flight": 0})
+                if isinstance(last, ProgressEvent):
+                    base = dataclasses.replace(last, in_flight=0)
                 shutil.rmtree(dest, ignore_errors=True)
                 if remaining is not None:
                     remaining -= budget or 0

@@ -21,11 +21,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypedDict, cast
 
 import ipywidgets as widgets
 import polars as pl
 
+from scfeeds.exceptions import ConfigurationError, StateError
 from scfeeds.notebook import _format as fmt
 from scfeeds.notebook import _svg
 from scfeeds.notebook._metrics import Probe, Sample
@@ -65,12 +66,16 @@ class TunerDriver(Protocol):
 # -- the knee -----------------------------------------------------------------------------
 
 
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 def recommend(
     results: pl.DataFrame,
     *,
     latency_rise: float = 2.0,
     tolerance: float = 0.05,
-) -> dict[str, Any] | None:
+) -> SweepPoint | None:
     """The knee of a sweep: the best throughput before 429s or a latency rise.
 
     A point is *healthy* when the server never throttled it (``throttled == 0``), nothing
@@ -110,7 +115,24 @@ def recommend(
         )
     best.pop("_floor", None)
     best.pop("healthy", None)
-    return best
+    return cast(SweepPoint, best)  # a row of the sweep's frame (SWEEP_SCHEMA)
+
+
+class SweepPoint(TypedDict):
+    """One grid point of a sweep (a row of ``SWEEP_SCHEMA``); ``recommend`` returns one."""
+
+    max_at_once: int
+    chunk_size: int
+    records: int
+    seconds: float
+    throughput_bps: float
+    records_per_s: float
+    p50_s: float | None
+    p90_s: float | None
+    throttled: int
+    retried: int
+    failed: int
+    final_limit: int
 
 
 SWEEP_SCHEMA = {
@@ -137,7 +159,7 @@ class SweepResult(NamedTuple):
     """
 
     results: pl.DataFrame
-    knee: dict[str, Any] | None
+    knee: SweepPoint | None
 
     def heatmap_svg(self) -> str:
         """Throughput per (max_at_once, chunk size); cells with 429s tagged, knee outlined."""
@@ -190,7 +212,7 @@ class SweepResult(NamedTuple):
         k = self.knee
         return (
             f"recommended: max_at_once={k['max_at_once']}, chunk_size={k['chunk_size']} "
-            f"({fmt.rate(k['throughput_bps'])}, p90 {k['p90_s'] * 1000:.0f} ms, "
+            f"({fmt.rate(k['throughput_bps'])}, p90 {_ms(k['p90_s'])}, "
             f"{k['throttled']} throttled)"
         )
 
@@ -249,6 +271,8 @@ class ConcurrencyTuner:
         self,
         driver: TunerDriver,
         *,
+        # not DEFAULT_MAX_AT_ONCE: the slider starts low so the first chart shows throughput
+        # climbing as the analyst raises it; sweep() finds the knee
         max_at_once: int = 8,
         max_limit: int = 64,
         chunk_size: int = 1000,
@@ -257,10 +281,15 @@ class ConcurrencyTuner:
         window: float = 60.0,
     ) -> None:
         if not 1 <= max_at_once <= max_limit:
-            raise ValueError(f"max_at_once must be in 1..max_limit={max_limit}, got {max_at_once}")
+            raise ConfigurationError(
+                f"max_at_once must be in 1..max_limit={max_limit}, got {max_at_once}: "
+                "pass a value in that range or a larger max_limit="
+            )
         sizes = sorted(set(chunk_sizes) | {chunk_size})
         if sizes[0] < 1:
-            raise ValueError(f"chunk sizes must be >= 1, got {sizes[0]}")
+            raise ConfigurationError(
+                f"chunk sizes must be >= 1, got {sizes[0]}: pass record counts per request"
+            )
         self.driver = driver
         self.interval = interval
         self.window = window
@@ -327,7 +356,7 @@ class ConcurrencyTuner:
         (and returns nothing, so a cell ending in ``tuner.start()`` prints nothing).
         """
         if self.running:
-            raise RuntimeError("the tuner is already running; stop() it first")
+            raise StateError("the tuner is already running; stop() it first")
         loop = asyncio.get_running_loop()
         self.probe = Probe()
         self.last_error = None
@@ -393,7 +422,7 @@ class ConcurrencyTuner:
             retries, failures, final AIMD limit) and ``knee``; it displays as charts.
         """
         if self.running:
-            raise RuntimeError("stop() the live run before sweeping")
+            raise StateError("the tuner is running live: stop() it before sweeping")
         sizes = list(chunk_sizes) if chunk_sizes else [self.chunk_size]
         rows: list[dict[str, Any]] = []
         steps = StepProgress(
