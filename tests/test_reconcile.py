@@ -18,7 +18,6 @@ from scfeeds._reconcile import (
     Reconciliation,
     ReconciliationSummary,
     Tolerances,
-    _engine,
     normalize_invoice_number,
     normalize_invoice_number_py,
     reconcile,
@@ -431,27 +430,6 @@ def test_receipts_decide_received_when_given(make: Make) -> None:
     # without receipts the ASN stands in and the line matches
     rec = run(make, [po_line(qty=10)], [ship(qty=10)], [bill(qty=10)])
     assert rec.lines.collect()["received_from"][0] == "asn"
-
-
-def test_string_key_fallback_gives_the_same_result(
-    make: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    po = [po_line("1"), po_line("2", item_id="BOLT"), po_line("3")]
-    asn = [ship("1"), ship(None, item_id="BOLT", qty=4), ship("9")]
-    inv = [bill("1"), bill("2", qty=12), bill("3", po_number="P404")]
-    hashed = run(make, po, asn, inv)
-    monkeypatch.setattr(_engine, "_FORCE_EXACT_KEYS", True)
-    exact = run(make, po, asn, inv)
-    assert exact.lines.collect().equals(hashed.lines.collect())
-    assert exact.exceptions.collect().equals(hashed.exceptions.collect())
-    assert codes(exact) == [
-        "NOT_SHIPPED",
-        "NO_PO_REFERENCE",
-        "NO_PO_REFERENCE",
-        "OVER_INVOICED",
-        "OVER_ORDERED",
-        "SHORT_SHIPPED",
-    ]
 
 
 def test_each_po_line_once_first_key_wins(make: Make) -> None:

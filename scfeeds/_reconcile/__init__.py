@@ -18,7 +18,6 @@ from scfeeds._reconcile._engine import (
     Frame,
     Plan,
     _prep,
-    build,
     check_input,
     public_lines,
     used_columns,
@@ -27,6 +26,7 @@ from scfeeds._reconcile._engine import (
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
 from scfeeds._reconcile._num import raw4
 from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
+from scfeeds._reconcile._stages import build
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
 from scfeeds.exceptions import ConfigurationError, ReconcileWarning
