@@ -77,27 +77,32 @@ class ReconciliationSummary:
 
 
 class _Job:
-    """Runs the match once, on first demand, and keeps the result."""
+    """Runs the match on first demand and keeps the result, with the engine it ran on."""
 
     def __init__(
         self, run: Callable[[Engine], Plan], *, stages: dict[str, float] | None = None
     ) -> None:
         self._run = run
         self._plan: Plan | None = None
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._stages = stages
 
     def stages(self) -> dict[str, float]:
-        """Seconds per stage: known already for results written to disk (reading them back
-        would load every row), else those of the run (run now if needed)."""
+        """Seconds per stage: known already for results computed elsewhere, else those of
+        the run (run now if needed)."""
         if self._stages is not None:
             return dict(self._stages)
         return dict(self.plan().stages)
 
-    def plan(self, engine: Engine = "auto") -> Plan:
+    def plan(self, engine: Engine | None = None) -> Plan:
+        """The result: the one kept when ``engine`` is ``None`` or the one it ran on, else
+        (first demand, or another engine asked for) run now with ``engine`` (default
+        ``"auto"``) and kept."""
         with self._lock:
-            if self._plan is None:
-                self._plan = self._run(engine)
+            if self._plan is None or (engine is not None and engine != self._engine):
+                self._engine = engine if engine is not None else "auto"
+                self._plan = self._run(self._engine)
             return self._plan
 
 
@@ -134,7 +139,7 @@ class Reconciliation:
         The tolerances applied.
     inputs
         ``{table: version}`` of the lake tables the match read, when it read a lake
-        (:func:`scfeeds.reconcile_lake`; empty otherwise): ``scan_lake(lake, table,
+        (``reconcile(lake)``; empty otherwise): ``scan_lake(lake, table,
         snapshot=rec.inputs)`` reads exactly the same rows again, so a report can be
         reproduced after later ingests.
     """
@@ -154,6 +159,8 @@ class Reconciliation:
         empty: Callable[[], Plan],
         received_from: Literal["receipts", "asn"],
         tolerances: Tolerances,
+        *,
+        inputs: Mapping[str, int] | None = None,
     ) -> Reconciliation:
         cache: list[Plan] = []
 
@@ -173,6 +180,7 @@ class Reconciliation:
             received_from=received_from,
             tolerances=tolerances,
             _job=job,
+            inputs=dict(inputs or {}),
         )
 
     @classmethod
@@ -204,40 +212,15 @@ class Reconciliation:
             _job=job,
         )
 
-    @classmethod
-    def _from_lazy(
-        cls,
-        lines: pl.LazyFrame,
-        invoices: pl.LazyFrame,
-        exceptions: pl.LazyFrame,
-        *,
-        received_from: Literal["receipts", "asn"],
-        tolerances: Tolerances,
-        stages: dict[str, float],
-    ) -> Reconciliation:
-        def run(engine: Engine) -> Plan:
-            done = pl.collect_all([lines, invoices, exceptions], engine=engine)
-            return Plan(
-                lines=done[0],
-                invoices=done[1],
-                exceptions=done[2],
-                received_from=received_from,
-                stages=stages,
-            )
+    def collect(self, *, engine: Engine | None = None) -> Reconciliation:
+        """Run the match now, all three frames in one pass, and return a reconciliation whose
+        frames are in memory (still exposed as ``LazyFrame``).
 
-        return cls(
-            lines=lines,
-            invoices=invoices,
-            exceptions=exceptions,
-            received_from=received_from,
-            tolerances=tolerances,
-            _job=_Job(run, stages=stages),
-        )
-
-    def collect(self, *, engine: Engine = "auto") -> Reconciliation:
-        """Run the match now with ``engine`` (``"streaming"`` keeps each stage's memory
-        bounded by its output) and return a reconciliation whose frames are in memory (still
-        exposed as ``LazyFrame``)."""
+        ``engine``: the polars engine every stage is collected with (``"streaming"`` keeps
+        each stage's memory bounded by its output). ``None`` (default): the result already
+        computed, if any, else ``"auto"``; another engine than the one the kept result ran
+        on runs the match again with it.
+        """
         plan = self._job.plan(engine)
         return Reconciliation(
             lines=plan.lines.lazy(),
@@ -246,6 +229,7 @@ class Reconciliation:
             received_from=self.received_from,
             tolerances=self.tolerances,
             _job=self._job,
+            inputs=self.inputs,
         )
 
     def timings(self) -> dict[str, float]:

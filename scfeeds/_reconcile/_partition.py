@@ -1,0 +1,211 @@
+"""One partitioned run under every way in: frames or a lake, here or on a Dask cluster.
+
+POs are split into parts of whole suppliers of about ``partition_lines`` PO lines (every
+rule holds within a supplier); each part runs the same match (:func:`run_part`, a plain
+top-level function so that a Dask worker can run it) and the parts are combined into the
+rows a single run gives (:func:`combine`). The only cross-supplier rule,
+``SUPPLIER_MISMATCH``, looks up the few PO numbers of unmatched documents in every supplier's
+POs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import polars as pl
+
+from scfeeds._reconcile._engine import KEY, Engine, Frame, Plan, _prep, public_lines, warn_units
+from scfeeds._reconcile._num import raw4
+from scfeeds._reconcile._stages import EXCEPTION_ORDER, build
+from scfeeds._reconcile._tolerances import Tolerances
+
+
+class Frames(NamedTuple):
+    """The four inputs of a match (``receipts``: ``None`` when the ASN stands in)."""
+
+    po: Frame
+    asn: Frame
+    invoice: Frame
+    receipts: Frame | None
+
+    def frames(self) -> Frames:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LakeTables:
+    """The tables of a lake read at one snapshot (or ``as_of``): what a worker needs to scan
+    them itself (small, picklable)."""
+
+    lake: str
+    snapshot: Mapping[str, int] | None
+    as_of: dt.datetime | None
+    storage_options: Mapping[str, str] | None
+    receipts: bool
+
+    def frames(self) -> Frames:
+        from scfeeds._lake import scan_lake
+
+        opts = dict(self.storage_options) if self.storage_options else None
+
+        def scan(table: str) -> pl.LazyFrame:
+            return scan_lake(
+                self.lake, table, snapshot=self.snapshot, as_of=self.as_of, storage_options=opts
+            )
+
+        receipts = scan("receipts") if self.receipts else None
+        return Frames(scan("po_lines"), scan("asn_lines"), scan("invoice_lines"), receipts)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Everything one part's match needs besides its supplier filter."""
+
+    source: Frames | LakeTables
+    tol: Tolerances
+    conversions: Frame | None
+    engine: Engine = "auto"
+
+
+def run_part(task: Task, where: pl.Expr | None) -> Plan:
+    """The match of one part (``where``: its supplier filter), compact (see :func:`combine`)."""
+    f = task.source.frames()
+    return build(
+        f.po,
+        f.asn,
+        f.invoice,
+        receipts=f.receipts,
+        tol=task.tol,
+        conversions=task.conversions,
+        engine=task.engine,
+        po_numbers=f.po.lazy().select(pl.col("po_number").cast(pl.String)),
+        where=where,
+        compact=True,
+    )
+
+
+def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
+    """The whole match: in one go when the POs fit in one part and no cluster is given,
+    else part by part (here, one after the other, or one task per part on the cluster)."""
+    f = task.source.frames()
+    filters = partitions(f.po, partition_lines)
+    if filters is None and cluster is None:
+        plan = build(
+            f.po,
+            f.asn,
+            f.invoice,
+            receipts=f.receipts,
+            tol=task.tol,
+            conversions=task.conversions,
+            engine=task.engine,
+        )
+    else:
+        parts: list[pl.Expr | None] = list(filters) if filters is not None else [None]
+        if cluster is None:
+            plans = [run_part(task, where) for where in parts]
+        else:
+            from scfeeds._distributed import map_on_cluster
+
+            plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
+        plan = combine(plans, f.po, receipts_given=f.receipts is not None, engine=task.engine)
+    warn_units(plan.unconverted)
+    return plan
+
+
+def partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
+    """Supplier filters, one per part (see :func:`packing`), or ``None`` when the input
+    fits in one."""
+    members = packing(po, partition_lines)
+    if members is None:
+        return None
+    col = pl.col("supplier_id")
+
+    def among(values: list[str]) -> pl.Expr:
+        return col.is_in(pl.Series(values, dtype=pl.String).implode())
+
+    filters = [among(m) for m in members]
+    known = [s for m in members for s in m]
+    filters[0] = filters[0] | col.is_null() | ~among(known)
+    return filters
+
+
+def packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
+    """The suppliers of each part, or ``None`` when the input fits in one.
+
+    Suppliers are packed largest first into the part with the fewest PO lines so far (so
+    parts stay near ``partition_lines`` however many suppliers there are; a supplier larger
+    than that is a part of its own). Rows of suppliers without PO lines, and rows without a
+    supplier, go with the first part.
+    """
+    counts = (
+        po.lazy()
+        .group_by(pl.col("supplier_id").cast(pl.String))
+        .agg(n=pl.len())
+        .sort("n", "supplier_id", descending=[True, False], nulls_last=True)
+        .collect()
+    )
+    total = int(counts["n"].sum())
+    parts = -(-total // partition_lines)
+    if parts <= 1:
+        return None
+    heap = [(0, b) for b in range(parts)]
+    members: list[list[str]] = [[] for _ in range(parts)]
+    for supplier, n in counts.iter_rows():
+        if supplier is None:
+            continue
+        load, b = heapq.heappop(heap)
+        members[b].append(supplier)
+        heapq.heappush(heap, (load + n, b))
+    members = [m for m in members if m]
+    return members if len(members) > 1 else None
+
+
+def combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engine) -> Plan:
+    """One plan from part plans (run with ``compact=True``), rows in the order a single run
+    gives: lines in PO input order, invoices in "first seen" order, exceptions sorted as in
+    :func:`build`.
+
+    The parts keep only a few integers per PO line (:data:`LINE_VALUES`); the public lines
+    are made once, streaming over the PO input in its own order and joining those integers
+    on the PO row: no reordering copy of the results, and no decimal columns held per part.
+    """
+    values = pl.concat([p.lines for p in plans], how="vertical", rechunk=False)
+    invoices = pl.concat([p.invoices for p in plans], how="vertical", rechunk=False)
+    invoice_rows = pl.concat([p.invoice_rows for p in plans if p.invoice_rows is not None])
+    exceptions = pl.concat([p.exceptions for p in plans], how="vertical", rechunk=False)
+    stages: dict[str, float] = {}
+    for p in plans:
+        for stage, seconds in p.stages.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    received_from = plans[0].received_from
+    unconverted = sum(p.unconverted for p in plans)
+    plans.clear()  # the caller's list: the parts' frames are freed as they are combined
+    clock = time.perf_counter()
+    po_lf = _prep(po, "po_lines", "po").select(
+        "_row", *KEY, "item_id", "uom", "unit_price", _o=raw4(pl.col("qty_ordered")).fill_null(0)
+    )
+    # An inner join: PO rows that repeat a key were left out by the parts.
+    lines = public_lines(
+        po_lf.join(values.lazy(), on="_row", how="inner", maintain_order="left"),
+        receipts_given=receipts_given,
+    ).collect(engine=engine)
+    line_rows = values.get_column("_row").sort()
+    del values  # the parts' per-line integers: freed before the invoices and exceptions sort
+    by = ["invoice_date", *(["source"] if "source" in invoices.columns else []), "_first"]
+    invoices = invoices.with_columns(_first=invoice_rows).sort(by, nulls_last=True)
+    stages["combine"] = time.perf_counter() - clock
+    return Plan(
+        lines=lines,
+        invoices=invoices.drop("_first"),
+        exceptions=exceptions.sort(*EXCEPTION_ORDER, nulls_last=True),
+        received_from=received_from,
+        stages=stages,
+        line_rows=line_rows,
+        invoice_rows=invoices.get_column("_first"),
+        unconverted=unconverted,
+    )
