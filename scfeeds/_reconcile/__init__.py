@@ -153,7 +153,9 @@ def reconcile(
     Parameters
     ----------
     po, asn, invoice
-        ``po_lines``, ``asn_lines`` and ``invoice_lines`` frames.
+        ``po_lines``, ``asn_lines`` and ``invoice_lines`` frames; or ``po`` alone, a lake
+        written by :func:`scfeeds.ingest` (a folder or an ``s3://`` URI), whose tables are
+        read with :func:`scfeeds.scan_lake` (its receipts decide R when it has any).
     receipts
         ``receipts`` frame; when given it, not the ASN, decides R.
     tolerances
@@ -167,11 +169,26 @@ def reconcile(
         about this many PO lines each (every rule holds within a supplier), one after the
         other, and the results put back in order: the same rows, with the working memory of
         one partition instead of the whole input. Memory then grows with the results, not
-        with the intermediates.
+        with the intermediates. Inputs are best given as LazyFrames (``pl.scan_parquet``, a
+        lake): each partition then streams only its own suppliers' rows.
+    cluster
+        A Dask ``distributed.Client``, a cluster or a scheduler address: each partition runs
+        as one task on a worker (a lake is read by the workers themselves, frames are sent to
+        them) and the results are combined here. Needs the ``dask`` extra; without a cluster
+        dask is never imported.
+    snapshot, as_of
+        A lake only: read the tables at these versions (``{table: version}``, e.g. a
+        previous result's ``inputs``) or as of this time. Default: the versions current when
+        the call is made, so every partition reads the same lake while ingests go on.
+    storage_options
+        A lake only: object-store options for delta-rs (see :func:`scfeeds.scan_lake`).
 
     Returns
     -------
     Reconciliation
+        Lazy: nothing is matched until a frame, ``.summary()`` or ``.collect()`` is asked
+        for (a lake's snapshot and whether it has receipts are read at the call); the match
+        then runs once for all three frames. ``.inputs``: the lake versions read.
         ``.lines`` (one row per PO line: keys, ``uom``, ``qty_ordered`` / ``qty_shipped`` /
         ``qty_received`` / ``qty_invoiced`` in the PO unit, ``received_from``, ``unit_price``,
         ``invoice_unit_price``, ``invoiced_amount``, ``ship_variance`` (R - O),

@@ -74,7 +74,13 @@ class Task:
 
 def run_part(task: Task, where: pl.Expr | None) -> Plan:
     """The match of one part (``where``: its supplier filter), compact (see :func:`combine`)."""
-    f = task.source.frames()
+    return _match(task, task.source.frames(), where=where)
+
+
+def _match(task: Task, f: Frames, *, where: pl.Expr | None = None, whole: bool = False) -> Plan:
+    """The match of ``f``: the whole input in one go, or a part of it (``where``)."""
+    # a part looks the PO numbers of its unmatched documents up in every supplier's POs
+    known = None if whole else f.po.lazy().select(pl.col("po_number").cast(pl.String))
     return build(
         f.po,
         f.asn,
@@ -83,9 +89,9 @@ def run_part(task: Task, where: pl.Expr | None) -> Plan:
         tol=task.tol,
         conversions=task.conversions,
         engine=task.engine,
-        po_numbers=f.po.lazy().select(pl.col("po_number").cast(pl.String)),
         where=where,
-        compact=True,
+        compact=not whole,
+        po_numbers=known,
     )
 
 
@@ -95,15 +101,7 @@ def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
     f = task.source.frames()
     filters = partitions(f.po, partition_lines)
     if filters is None and cluster is None:
-        plan = build(
-            f.po,
-            f.asn,
-            f.invoice,
-            receipts=f.receipts,
-            tol=task.tol,
-            conversions=task.conversions,
-            engine=task.engine,
-        )
+        plan = _match(task, f, whole=True)
     else:
         parts: list[pl.Expr | None] = list(filters) if filters is not None else [None]
         if cluster is None:

@@ -404,33 +404,13 @@ def _line_aggregates() -> dict[str, pl.Expr]:
 def line_sums(run: Run, conv: pl.LazyFrame) -> Sums:
     """One pass over the converted long frame: the per-line sums, the per-invoice totals and
     the few lines without a PO line."""
-    aggs = _line_aggregates()
-    order = [
-        "_shipped",
-        "_received",
-        "_invoiced",
-        "_billed",
-        "_asn_bad",
-        "_rec_bad",
-        "_inv_bad",
-        "_inv_dev",
-        "_inv_first",
-        "_asn_first",
-        "_rec_first",
-        "_bad_amt",
-        "n_shipments",
-        "n_receipts",
-        "n_invoices",
-        "_n_dup",
-        "_n_sus",
-    ]
     matched = conv.filter(pl.col("_po").is_not_null()).with_columns(
         # expected amount of the line at the PO price, 1e-12 currency (Int128)
         _e=pl.col("_q").cast(pl.Int128) * pl.col("_p"),
     )
     sums, per_invoice, unmatched = pl.collect_all(
         [
-            matched.group_by("_po").agg(**{name: aggs[name] for name in order}),
+            matched.group_by("_po").agg(**_line_aggregates()),
             _per_invoice(matched),
             conv.filter(pl.col("_po").is_null()).select("_kind", "_row", "_docid", "_amt"),
         ],
