@@ -360,6 +360,48 @@ def _lines(
     receipts_given: bool,
 ) -> pl.LazyFrame:
     """One row per PO line; every figure is an Int64 count of 1e-4 until the final select."""
+    lf = _line_totals(po_lf, sums, tol_frame, receipts_given=receipts_given)
+    flags = _line_flags(tol)
+    lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flags.items()})
+    lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flags})).join(
+        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
+    )
+    return _line_status_and_risk(lf).select(
+        *KEY,
+        "item_id",
+        "uom",
+        "unit_price",
+        "_o",
+        *LINE_VALUES,
+        "_p",
+        *_LINE_EVIDENCE,
+        "_bad_amt",
+    )
+
+
+#: Per PO line, the input row of the first document line of each kind (and of the first
+#: unconvertible one, the first billed off price): the evidence of its exceptions.
+_LINE_EVIDENCE: Final = (
+    "_asn_bad",
+    "_rec_bad",
+    "_inv_bad",
+    "_inv_dev",
+    "_inv_first",
+    "_asn_first",
+    "_rec_first",
+)
+
+
+def _line_totals(
+    po_lf: pl.LazyFrame,
+    sums: pl.LazyFrame,
+    tol_frame: pl.LazyFrame | None,
+    *,
+    receipts_given: bool,
+) -> pl.LazyFrame:
+    """PO lines with their sums in the PO unit: ``_s`` shipped, ``_r`` received, ``_i``
+    invoiced, ``_b`` billed, ``_e`` I x PO price; ``_r_bad`` / ``_i_bad``: a quantity of that
+    side could not be converted."""
 
     def total(col: str) -> pl.Expr:
         return div_round(pl.col(col), RAW8 // RAW4).cast(pl.Int64).fill_null(0)
@@ -369,7 +411,7 @@ def _lines(
     if tol_frame is not None:
         lf = lf.join(tol_frame, on="supplier_id", how="left", maintain_order="left")
     counts = ("n_shipments", "n_receipts", "n_invoices", "_n_dup", "_n_sus")
-    lf = lf.with_columns(
+    return lf.with_columns(
         _s=total("_shipped"),
         _r=total("_received" if receipts_given else "_shipped"),
         _i=total("_invoiced"),
@@ -382,15 +424,18 @@ def _lines(
         _i_bad=pl.col("_inv_bad").is_not_null(),
         **{c: pl.col(c).fill_null(0) for c in counts},
     )
+
+
+def _line_flags(tol: Tolerances) -> dict[str, pl.Expr]:
+    """The condition of each code a PO line can carry, on :func:`_line_totals`' columns."""
     o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
-    billed, expected = pl.col("_b"), pl.col("_e")
     r_ok, i_ok = ~pl.col("_r_bad"), ~pl.col("_i_bad")
-    price_var = billed - expected
+    price_var = pl.col("_b") - pl.col("_e")
 
     def lim(check: str) -> tuple[pl.Expr, pl.Expr]:
         return tol.expr(f"{check}_pct"), tol.expr(f"{check}_abs")
 
-    flag_exprs = {
+    return {
         # A line touched by a duplicate invoice carries the code in its flags (the exception
         # row belongs to the invoice).
         "DUPLICATE_INVOICE": pl.col("_n_dup") > 0,
@@ -402,24 +447,25 @@ def _lines(
         "PRICE_VARIANCE": i_ok
         & (i > 0)
         & pl.col("_p").is_not_null()
-        & beyond(price_var.abs(), expected.abs(), *lim("price")),
+        & beyond(price_var.abs(), pl.col("_e").abs(), *lim("price")),
         "NOT_SHIPPED": r_ok & (o > 0) & (r == 0),
         "SHORT_SHIPPED": r_ok & (r > 0) & beyond(o - r, o, *lim("short_ship")),
         "OVER_SHIPPED": r_ok & beyond(r - o, o, *lim("over_ship")),
         "NOT_INVOICED": r_ok & i_ok & (r > 0) & (i == 0),
     }
-    lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()})
-    lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flag_exprs})).join(
-        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
-    )
+
+
+def _line_status_and_risk(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``status`` (the first flag, else matched within tolerance or matched), ``_risk`` (the
+    largest at-risk amount of the line's exceptions) and ``_iup`` (invoiced unit price)."""
+    o, r, i, p = pl.col("_o"), pl.col("_r"), pl.col("_i"), pl.col("_p")
+    billed, price_var = pl.col("_b"), pl.col("_b") - pl.col("_e")
     varies = (r != o) | (i != r) | (price_var != 0)
     status = pl.coalesce(
         pl.col("_top"),
         pl.when(varies).then(pl.lit("MATCHED_WITHIN_TOLERANCE")).otherwise(pl.lit("MATCHED")),
     ).cast(STATUS)
-    p = pl.col("_p")
-    # Money exposed on the line: the largest at-risk amount of its line exceptions. The
-    # quantity codes share three products; each is computed once.
+    # The quantity codes share three products; each is computed once.
     lf = lf.with_columns(
         _v_ro=div_round((r - o).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
         _v_ir=div_round((i - r).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
@@ -442,22 +488,6 @@ def _lines(
         status=status,
         # Money exposed on the line: the largest at-risk amount of its line exceptions.
         _risk=at_risk.cast(pl.Int64).fill_null(0),
-    ).select(
-        *KEY,
-        "item_id",
-        "uom",
-        "unit_price",
-        "_o",
-        *LINE_VALUES,
-        "_p",
-        "_asn_bad",
-        "_rec_bad",
-        "_inv_bad",
-        "_inv_dev",
-        "_inv_first",
-        "_asn_first",
-        "_rec_first",
-        "_bad_amt",
     )
 
 
@@ -542,22 +572,10 @@ def _at_risk(
     return div_round(_variance(code, o, r, i).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64)
 
 
-def _line_exceptions(
-    lines: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
-) -> pl.LazyFrame:
-    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
-    billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
-    code = pl.col("code")
-
-    def by_code(values: dict[str, pl.Expr]) -> pl.Expr:
-        return _first_of(
-            [(code == c, x.cast(pl.Int64)) for c, x in values.items()], pl.lit(None, pl.Int64)
-        )
-
-    signed = {c: div_round(_variance(c, o, r, i).cast(pl.Int128) * p, RAW4) for c in LINE_CODES}
-    signed["PRICE_VARIANCE"] = billed - expected
-    signed["INVOICED_NOT_RECEIVED"] = billed
-    signed["UOM_MISMATCH"] = pl.col("_bad_amt")
+def _line_evidence(code: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """The document (kind, input row) that shows a line exception of ``code``: the first
+    unconvertible line (``UOM_MISMATCH``), the first invoice line billed off price
+    (``PRICE_VARIANCE``), else the first line of the side the code is about (below)."""
     is_uom = code == "UOM_MISMATCH"
     ev_kind = _first_of(
         [
@@ -596,6 +614,27 @@ def _line_exceptions(
     ev_row = pl.coalesce(
         ev_row.cast(pl.UInt32), pl.when(shipping).then(ship_row).otherwise(bill_row)
     )
+    return ev_kind, ev_row
+
+
+def _line_exceptions(
+    lines: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
+) -> pl.LazyFrame:
+    """One exception row per code of each flagged PO line (figures raw4 until the evidence)."""
+    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
+    billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
+    code = pl.col("code")
+
+    def by_code(values: dict[str, pl.Expr]) -> pl.Expr:
+        return _first_of(
+            [(code == c, x.cast(pl.Int64)) for c, x in values.items()], pl.lit(None, pl.Int64)
+        )
+
+    signed = {c: div_round(_variance(c, o, r, i).cast(pl.Int128) * p, RAW4) for c in LINE_CODES}
+    signed["PRICE_VARIANCE"] = billed - expected
+    signed["INVOICED_NOT_RECEIVED"] = billed
+    signed["UOM_MISMATCH"] = pl.col("_bad_amt")
+    ev_kind, ev_row = _line_evidence(code)
     return (
         lines.filter(pl.col("_mask") > 0)
         .join(_CODES.lazy(), on="_mask", how="inner")
