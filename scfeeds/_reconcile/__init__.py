@@ -10,6 +10,7 @@ from typing import Literal, overload
 
 import polars as pl
 
+from scfeeds._lake import lake_snapshot, lake_uri, scan_lake
 from scfeeds._reconcile import _partition
 from scfeeds._reconcile._engine import (
     LINE_CODES,
@@ -316,8 +317,6 @@ def _lake_tables(
     """A lake read at one snapshot: the one given, else the versions current now (so that
     every part, on any worker, reads the same lake even while ingests go on). Receipts count
     when the lake has any, else the ASN stands in."""
-    from scfeeds._lake import lake_snapshot, lake_uri, scan_lake
-
     if snapshot is not None and as_of is not None:
         raise ConfigurationError("pass at most one of snapshot= and as_of=")
     root = lake_uri(lake)

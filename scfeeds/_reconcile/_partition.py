@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import polars as pl
 
+from scfeeds._distributed import map_on_cluster
+from scfeeds._lake import scan_lake
 from scfeeds._reconcile._engine import KEY, Engine, Frame, Plan, _prep, public_lines, warn_units
 from scfeeds._reconcile._num import raw4
 from scfeeds._reconcile._stages import EXCEPTION_ORDER, build
@@ -49,8 +51,6 @@ class LakeTables:
     receipts: bool
 
     def frames(self) -> Frames:
-        from scfeeds._lake import scan_lake
-
         opts = dict(self.storage_options) if self.storage_options else None
 
         def scan(table: str) -> pl.LazyFrame:
@@ -107,8 +107,6 @@ def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
         if cluster is None:
             plans = [run_part(task, where) for where in parts]
         else:
-            from scfeeds._distributed import map_on_cluster
-
             plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
         plan = combine(plans, f.po, receipts_given=f.receipts is not None, engine=task.engine)
     warn_units(plan.unconverted)
