@@ -21,9 +21,9 @@ it (the inputs are the caller's, not the job's).
 - ``scfeeds-scan``: the same on ``pl.scan_parquet`` LazyFrames: reading the inputs is part of
   the timed job and of its memory (the figure the 1.5 GB target is about);
 - ``scfeeds-partitioned``: ``reconcile(..., partition_lines=250_000)`` on the scans (suppliers
-  in parts of about 250 000 PO lines, each part streaming its own rows of the inputs, then the
-  status of every line and the code of every exception): memory bounded by a part's working
-  set plus the compact results;
+  in parts of about 250 000 PO lines, each part streaming its own rows of the inputs on the
+  streaming engine, then the status of every line and the code of every exception): memory
+  bounded by a part's working set plus the results;
 - ``polars``: a plain join-and-group-by script (string keys, no key encoding, no staging);
 - ``pandas``: the equivalent pandas script (same rules as the polars script).
 
@@ -313,7 +313,9 @@ def child(mode: str, data: Path) -> dict[str, object]:
         from scfeeds._reconcile import reconcile
 
         t = time.perf_counter()
-        rec = reconcile(*(pl.scan_parquet(f) for f in files.values()), partition_lines=250_000)
+        scans = (pl.scan_parquet(f) for f in files.values())
+        # the streaming engine keeps each part's memory bounded by its output
+        rec = reconcile(*scans, partition_lines=250_000).collect(engine="streaming")
         # the status of every line and the code of every exception, as the other modes
         lines = rec.lines.select("status").collect()
         exc = rec.exceptions.select("code").collect()

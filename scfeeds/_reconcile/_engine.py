@@ -209,16 +209,20 @@ def _norm_line(expr: pl.Expr) -> pl.Expr:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The outputs of one reconcile run (in memory) and the seconds each stage took."""
+    """The outputs of one reconcile run and the seconds each stage took.
 
-    lines: pl.DataFrame
+    ``lines`` is in memory, except for a partitioned run: there it is a plan over the PO
+    input joined with the few integers the parts kept per PO line (:data:`LINE_VALUES`), so
+    that the public columns are made only when, and only those, asked for.
+    """
+
+    lines: pl.DataFrame | pl.LazyFrame
     invoices: pl.DataFrame
     exceptions: pl.DataFrame
     received_from: Literal["receipts", "asn"]
     stages: dict[str, float]
-    #: Input row of each PO line (aligned with ``lines``) and the first input row of each
-    #: invoice (aligned with ``invoices``): how partitioned runs put rows back in order.
-    line_rows: pl.Series | None = None
+    #: The first input row of each invoice (aligned with ``invoices``): how partitioned runs
+    #: put invoices back in "first seen" order.
     invoice_rows: pl.Series | None = None
     #: Document lines whose unit could not be converted while no ``conversions`` were given
     #: (see :func:`warn_units`).

@@ -108,7 +108,7 @@ def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
             plans = [run_part(task, where) for where in parts]
         else:
             plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
-        plan = combine(plans, f.po, receipts_given=f.receipts is not None, engine=task.engine)
+        plan = combine(plans, f.po, receipts_given=f.receipts is not None)
     warn_units(plan.unconverted)
     return plan
 
@@ -161,16 +161,16 @@ def packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
     return members if len(members) > 1 else None
 
 
-def combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engine) -> Plan:
+def combine(plans: list[Plan], po: Frame, *, receipts_given: bool) -> Plan:
     """One plan from part plans (run with ``compact=True``), rows in the order a single run
     gives: lines in PO input order, invoices in "first seen" order, exceptions sorted as in
     :func:`build`.
 
     The parts keep only a few integers per PO line (:data:`LINE_VALUES`); the public lines
-    are made once, streaming over the PO input in its own order and joining those integers
-    on the PO row: no reordering copy of the results, and no decimal columns held per part.
+    are a plan over the PO input in its own order joined with those integers on the PO row:
+    no reordering copy of the results, and no decimal column held until one is asked for.
     """
-    values = pl.concat([p.lines for p in plans], how="vertical", rechunk=False)
+    values = pl.concat([p.lines.lazy().collect() for p in plans], rechunk=False)
     invoices = pl.concat([p.invoices for p in plans], how="vertical", rechunk=False)
     invoice_rows = pl.concat([p.invoice_rows for p in plans if p.invoice_rows is not None])
     exceptions = pl.concat([p.exceptions for p in plans], how="vertical", rechunk=False)
@@ -185,13 +185,12 @@ def combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engin
     po_lf = _prep(po, "po_lines", "po").select(
         "_row", *KEY, "item_id", "uom", "unit_price", _o=raw4(pl.col("qty_ordered")).fill_null(0)
     )
-    # An inner join: PO rows that repeat a key were left out by the parts.
+    # An inner join: PO rows that repeat a key were left out by the parts. Left lazy: the
+    # public columns (16-byte decimals, strings) are made when asked for, and only those.
     lines = public_lines(
         po_lf.join(values.lazy(), on="_row", how="inner", maintain_order="left"),
         receipts_given=receipts_given,
-    ).collect(engine=engine)
-    line_rows = values.get_column("_row").sort()
-    del values  # the parts' per-line integers: freed before the invoices and exceptions sort
+    )
     by = ["invoice_date", *(["source"] if "source" in invoices.columns else []), "_first"]
     invoices = invoices.with_columns(_first=invoice_rows).sort(by, nulls_last=True)
     stages["combine"] = time.perf_counter() - clock
@@ -201,7 +200,6 @@ def combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engin
         exceptions=exceptions.sort(*EXCEPTION_ORDER, nulls_last=True),
         received_from=received_from,
         stages=stages,
-        line_rows=line_rows,
         invoice_rows=invoices.get_column("_first"),
         unconverted=unconverted,
     )

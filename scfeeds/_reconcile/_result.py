@@ -111,8 +111,12 @@ def _lazy(
 ) -> pl.LazyFrame:
     """A LazyFrame whose rows come from the job: nothing runs until it is collected."""
 
-    def frames(_: Pushdown) -> Iterator[pl.DataFrame]:
-        yield getattr(job.plan(), name)
+    def frames(pushdown: Pushdown) -> Iterator[pl.DataFrame]:
+        frame: pl.DataFrame | pl.LazyFrame = getattr(job.plan(), name)
+        if isinstance(frame, pl.LazyFrame):  # made on demand: only the columns asked for
+            need = pushdown.needed(frame.collect_schema())
+            frame = (frame if need is None else frame.select(need)).collect()
+        yield frame
 
     return scan_batches(frames, schema=schema, name=f"scfeeds.reconcile {name}")
 
@@ -222,8 +226,11 @@ class Reconciliation:
         on runs the match again with it.
         """
         plan = self._job.plan(engine)
+        lines = plan.lines
+        if isinstance(lines, pl.LazyFrame):
+            lines = lines.collect(engine=engine if engine is not None else "auto")
         return Reconciliation(
-            lines=plan.lines.lazy(),
+            lines=lines.lazy(),
             invoices=plan.invoices.lazy(),
             exceptions=plan.exceptions.lazy(),
             received_from=self.received_from,

@@ -477,11 +477,10 @@ def unmatched_documents(
 
 
 class Lines(NamedTuple):
-    """The ``lines`` result (public columns, or :data:`LINE_VALUES` when compact), the
-    input row of each, and the lines with exceptions (every private column they need)."""
+    """The ``lines`` result (public columns, or :data:`LINE_VALUES` when compact) and the
+    lines with exceptions (every private column they need)."""
 
     frame: pl.DataFrame
-    rows: pl.Series
     flagged: pl.DataFrame
 
 
@@ -501,7 +500,7 @@ def line_statuses(
         public = wide.lazy().pipe(public_lines, receipts_given=receipts_given)
         frame = public.collect(engine=run.engine)
     run.tick("lines")
-    return Lines(frame, wide["_row"], flagged)
+    return Lines(frame, flagged)
 
 
 def _document_exceptions(unmatched: pl.LazyFrame) -> pl.LazyFrame:
@@ -640,7 +639,6 @@ def build(
         exceptions=exceptions,
         received_from=inputs.received_from,
         stages=run.timings,
-        line_rows=result.rows,
         invoice_rows=inv_df["_first"],
         unconverted=unconverted,
     )
