@@ -127,3 +127,15 @@ def test_a_partitioned_run_makes_the_public_lines_on_demand() -> None:
     assert rec.lines.select("status").collect().equals(whole.select("status"))
     assert rec.lines.collect().equals(whole)
     assert rec.collect().lines.collect().equals(whole)
+
+
+def test_a_streaming_partitioned_run_splits_the_inputs_once(tmp_path: Path) -> None:
+    scans = []
+    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    whole = reconcile(*_frames()).collect()
+    split = reconcile(*scans, partition_lines=1).collect(engine="streaming")
+    assert "split inputs" in split.timings()
+    for kind in ("lines", "invoices", "exceptions"):
+        assert getattr(split, kind).collect().equals(getattr(whole, kind).collect()), kind

@@ -10,21 +10,34 @@ POs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import Final, NamedTuple
 
 import polars as pl
 
 from scfeeds._distributed import map_on_cluster
 from scfeeds._lake import scan_lake
-from scfeeds._reconcile._engine import KEY, Engine, Frame, Plan, _prep, public_lines, warn_units
+from scfeeds._reconcile._engine import (
+    KEY,
+    Engine,
+    Frame,
+    Plan,
+    _prep,
+    public_lines,
+    used_columns,
+    warn_units,
+)
 from scfeeds._reconcile._num import raw4
 from scfeeds._reconcile._stages import EXCEPTION_ORDER, build
 from scfeeds._reconcile._tolerances import Tolerances
+from scfeeds.schemas import TableName
 
 
 class Frames(NamedTuple):
@@ -64,12 +77,16 @@ class LakeTables:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """Everything one part's match needs besides its supplier filter."""
+    """Everything one part's match needs besides its supplier filter. ``po_numbers``: every
+    supplier's PO numbers when ``source`` holds one part's rows only (split on disk), whose
+    ``_row`` column then numbers the rows of the whole input (``numbered``)."""
 
     source: Frames | LakeTables
     tol: Tolerances
     conversions: Frame | None
     engine: Engine = "auto"
+    po_numbers: pl.LazyFrame | None = None
+    numbered: bool = False
 
 
 def run_part(task: Task, where: pl.Expr | None) -> Plan:
@@ -80,7 +97,9 @@ def run_part(task: Task, where: pl.Expr | None) -> Plan:
 def _match(task: Task, f: Frames, *, where: pl.Expr | None = None, whole: bool = False) -> Plan:
     """The match of ``f``: the whole input in one go, or a part of it (``where``)."""
     # a part looks the PO numbers of its unmatched documents up in every supplier's POs
-    known = None if whole else f.po.lazy().select(pl.col("po_number").cast(pl.String))
+    known = task.po_numbers
+    if known is None and not whole:
+        known = f.po.lazy().select(pl.col("po_number").cast(pl.String))
     return build(
         f.po,
         f.asn,
@@ -92,41 +111,119 @@ def _match(task: Task, f: Frames, *, where: pl.Expr | None = None, whole: bool =
         where=where,
         compact=not whole,
         po_numbers=known,
+        numbered=task.numbered,
     )
 
 
 def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
     """The whole match: in one go when the POs fit in one part and no cluster is given,
-    else part by part (here, one after the other, or one task per part on the cluster)."""
+    else part by part (here, one after the other, or one task per part on the cluster).
+
+    Parts run here on the streaming engine read the inputs once, split by part into
+    temporary Parquet files (each part then reads only its own rows): the least memory.
+    Otherwise each part filters the inputs to its suppliers.
+    """
     f = task.source.frames()
-    filters = partitions(f.po, partition_lines)
-    if filters is None and cluster is None:
+    members = packing(f.po, partition_lines)
+    if members is None and cluster is None:
         plan = _match(task, f, whole=True)
+    elif cluster is not None:
+        parts = _filters(members) if members is not None else [None]
+        plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
+        plan = combine(plans, f.po, receipts_given=f.receipts is not None)
+    elif task.engine == "streaming" and members is not None:
+        with tempfile.TemporaryDirectory(prefix="scfeeds-reconcile-") as tmp:
+            clock = time.perf_counter()
+            tasks = _split(task, f, members, Path(tmp), partition_lines)
+            split = time.perf_counter() - clock
+            plans = [run_part(t, None) for t in tasks]
+        plan = combine(plans, f.po, receipts_given=f.receipts is not None)
+        plan.stages["split inputs"] = split
     else:
-        parts: list[pl.Expr | None] = list(filters) if filters is not None else [None]
-        if cluster is None:
-            plans = [run_part(task, where) for where in parts]
-        else:
-            plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
+        plans = [run_part(task, where) for where in _filters(members or [])]
         plan = combine(plans, f.po, receipts_given=f.receipts is not None)
     warn_units(plan.unconverted)
     return plan
 
 
-def partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
-    """Supplier filters, one per part (see :func:`packing`), or ``None`` when the input
-    fits in one."""
-    members = packing(po, partition_lines)
-    if members is None:
-        return None
+_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+
+
+def _split(
+    task: Task, f: Frames, members: list[list[str]], dest: Path, chunk_rows: int
+) -> list[Task]:
+    """One task per part over its own rows of every input (see :func:`_spill`)."""
+    folders = [
+        None if frame is None else _spill(frame, table, members, dest / table, chunk_rows)
+        for table, frame in zip(_TABLES, f, strict=True)
+    ]
+
+    def part(b: int) -> Frames:
+        return Frames(
+            *(
+                None if frame is None or where is None else _scan_part(where[b], frame)
+                for frame, where in zip(f, folders, strict=True)
+            )  # type: ignore[arg-type]
+        )
+
+    known = f.po.lazy().select(pl.col("po_number").cast(pl.String))
+    return [
+        dataclasses.replace(task, source=part(b), po_numbers=known, numbered=True)
+        for b in range(len(members))
+    ]
+
+
+def _spill(
+    frame: Frame, table: TableName, members: list[list[str]], dest: Path, chunk_rows: int
+) -> list[Path]:
+    """Split ``frame`` by part into ``dest/<part>/<chunk>.parquet``, reading it one slice of
+    ``chunk_rows`` rows at a time (memory: one slice) and keeping only the columns the match
+    reads. Rows keep their input number in ``_row`` and their order. One folder per part."""
+    bin_of = {s: b for b, m in enumerate(members) for s in m}
+    lf = frame.lazy()
+    names = lf.collect_schema().names()
+    lf = lf.drop([c for c in names if c not in used_columns(names, table)])
+    # numbered on the scan itself: a Parquet reader numbers rows as it reads them
+    lf = lf.with_row_index("_row")
+    total = int(lf.select(pl.len()).collect().item())
+    part = (
+        pl.col("supplier_id")
+        .cast(pl.String)
+        .replace_strict(bin_of, default=0, return_dtype=pl.UInt32)
+        .fill_null(0)
+        .alias("_part")
+    )
+    folders = [dest / f"{b:05d}" for b in range(len(members))]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for k, offset in enumerate(range(0, total, chunk_rows)):
+        chunk = lf.slice(offset, chunk_rows).with_columns(part).collect()
+        for (b,), rows in chunk.partition_by("_part", as_dict=True, include_key=False).items():
+            # temporary files, read once: fast compression
+            rows.write_parquet(folders[int(b)] / f"{k:08d}.parquet", compression="lz4")
+    return folders
+
+
+def _scan_part(folder: Path, frame: Frame) -> pl.LazyFrame:
+    """The rows of one part (see :func:`_spill`); an empty frame when it has none."""
+    if any(folder.glob("*.parquet")):
+        return pl.scan_parquet(folder / "*.parquet")
+    return frame.lazy().with_row_index("_row").head(0)
+
+
+def _filters(members: list[list[str]]) -> list[pl.Expr | None]:
+    """Supplier filters, one per part; the first also takes rows without a supplier or of
+    suppliers without PO lines."""
+    if not members:
+        return [None]
     col = pl.col("supplier_id")
 
     def among(values: list[str]) -> pl.Expr:
         return col.is_in(pl.Series(values, dtype=pl.String).implode())
 
-    filters = [among(m) for m in members]
+    filters: list[pl.Expr | None] = [among(m) for m in members]
     known = [s for m in members for s in m]
-    filters[0] = filters[0] | col.is_null() | ~among(known)
+    filters[0] = among(members[0]) | col.is_null() | ~among(known)
     return filters
 
 
