@@ -171,7 +171,10 @@ def reconcile(
         other, and the results put back in order: the same rows, with the working memory of
         one partition instead of the whole input. Memory then grows with the results, not
         with the intermediates. Inputs are best given as LazyFrames (``pl.scan_parquet``, a
-        lake): each partition then streams only its own suppliers' rows.
+        lake); collected with ``engine="streaming"`` (``rec.collect(engine="streaming")``),
+        the inputs are read once and split by partition into temporary Parquet files, so
+        each partition reads only its own rows: the least memory. A partitioned result's
+        ``lines`` columns are made when collected, only those asked for.
     cluster
         A Dask ``distributed.Client``, a cluster or a scheduler address: each partition runs
         as one task on a worker (a lake is read by the workers themselves, frames are sent to
