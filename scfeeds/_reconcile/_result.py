@@ -218,7 +218,9 @@ class Reconciliation:
 
     def collect(self, *, engine: Engine | None = None) -> Reconciliation:
         """Run the match now, all three frames in one pass, and return a reconciliation whose
-        frames are in memory (still exposed as ``LazyFrame``).
+        frames are in memory (still exposed as ``LazyFrame``). A partitioned run's ``lines``
+        are the exception: the parts' few integers per PO line are in memory, and the public
+        columns are made from them and the PO input when collected, only those asked for.
 
         ``engine``: the polars engine every stage is collected with (``"streaming"`` keeps
         each stage's memory bounded by its output). ``None`` (default): the result already
@@ -226,11 +228,8 @@ class Reconciliation:
         on runs the match again with it.
         """
         plan = self._job.plan(engine)
-        lines = plan.lines
-        if isinstance(lines, pl.LazyFrame):
-            lines = lines.collect(engine=engine if engine is not None else "auto")
         return Reconciliation(
-            lines=lines.lazy(),
+            lines=plan.lines.lazy(),
             invoices=plan.invoices.lazy(),
             exceptions=plan.exceptions.lazy(),
             received_from=self.received_from,
