@@ -13,14 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import scfeeds
-from scfeeds import portal, synth
+# This script is named like the package it benchmarks (distributed): never import from bench/.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import scfeeds  # noqa: E402
+from scfeeds import portal, synth  # noqa: E402
 
 
 def run_once(feeds: list[Any], lake: Path, client: Any) -> tuple[float, float, int]:
