@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from scfeeds import notebook, portal, schemas, synth
     from scfeeds._ackmatch import ack_exceptions
     from scfeeds._config import Limits, Retry, Timeout
-    from scfeeds._distributed import reconcile_lake
     from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
     from scfeeds._fetch import (
         AsyncFeedIngestor,
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
         ReconciliationSummary,
         Tolerances,
         reconcile,
-        reconcile_partitioned,
     )
     from scfeeds._runner import enable_nested, run
     from scfeeds._validate import ValidationResult, validate
@@ -131,8 +129,6 @@ __all__ = [
     "read_x12",
     "read_xml",
     "reconcile",
-    "reconcile_lake",
-    "reconcile_partitioned",
     "run",
     "scan_export",
     "scan_lake",
@@ -153,7 +149,6 @@ _SUBMODULES = frozenset({"notebook", "portal", "schemas", "synth"})
 _LAZY: dict[str, str] = {
     "ack_exceptions": "scfeeds._ackmatch",
     **dict.fromkeys(("Limits", "Retry", "Timeout"), "scfeeds._config"),
-    "reconcile_lake": "scfeeds._distributed",
     **dict.fromkeys(
         ("ExportWarning", "read_export", "scan_export", "write_export"), "scfeeds._exports"
     ),
@@ -182,7 +177,6 @@ _LAZY: dict[str, str] = {
             "ReconciliationSummary",
             "Tolerances",
             "reconcile",
-            "reconcile_partitioned",
         ),
         "scfeeds._reconcile",
     ),

@@ -13,27 +13,27 @@ Dask re-runs its tasks and the lake ends up the same, with no duplicate rows. Wi
 object storage (``s3://bucket/prefix``, ``storage_options=`` or the workers' environment) the
 workers need no shared file system; each lands its downloads in its own temporary folder.
 
-Reconcile: matching never crosses suppliers, so the lake is reconciled one supplier per task.
-The only cross-supplier fact, "this PO number belongs to another supplier"
-(``SUPPLIER_MISMATCH``), is kept by giving each partition the foreign PO lines its documents
-refer to and keeping only its own supplier's rows of the result.
+Any other partitioned job (``reconcile(..., cluster=)``): :func:`map_on_cluster` runs one
+task per part and returns the parts' results in order; the caller combines them. This module
+knows nothing of the match.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import polars as pl
 
-from scfeeds._lake import is_remote, lake_snapshot, lake_uri, scan_lake
+from scfeeds._lake import is_remote, lake_uri
 from scfeeds.exceptions import ConfigurationError
+
+T = TypeVar("T")
 
 MANIFEST_COLUMNS = (
     "url",
@@ -156,198 +156,23 @@ async def ingest_on_cluster(
     )
 
 
-# -- reconcile ------------------------------------------------------------------------------
+# -- any partitioned job ---------------------------------------------------------------------
 
 
-def lake_suppliers(
-    lake: str | os.PathLike[str],
+def map_on_cluster(
+    cluster: object,
+    fn: Callable[..., T],
+    calls: Sequence[tuple[object, ...]],
     *,
-    snapshot: Mapping[str, int] | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> list[str]:
-    """Suppliers with any PO, ASN or invoice line in the lake."""
-    frames = [
-        scan_lake(lake, t, snapshot=snapshot, storage_options=storage_options)
-        .select("supplier_id")
-        .unique()
-        for t in ("po_lines", "asn_lines", "invoice_lines")
-    ]
-    found = pl.concat(pl.collect_all(frames)).drop_nulls().unique().sort("supplier_id")
-    return [str(s) for s in found["supplier_id"]]
+    retries: int = 2,
+) -> list[T]:
+    """``[fn(*args) for args in calls]``, one task per call on the cluster, results in order.
 
-
-KINDS = ("lines", "invoices", "exceptions")
-
-
-def _reconcile_partition(
-    lake: str,
-    supplier: str,
-    out: str | None,
-    tolerances: Any,
-    conversions: pl.DataFrame | None,
-    snapshot: Mapping[str, int] | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Runs on a worker: one supplier's match, written to ``out/<kind>/part-<supplier>``
-    (``out=None``: returned as frames, for a lake on object storage)."""
-    from scfeeds._reconcile import reconcile
-
-    def scan(table: str) -> pl.LazyFrame:
-        return scan_lake(lake, table, snapshot=snapshot, storage_options=storage_options)
-
-    mine = pl.col("supplier_id") == supplier
-    asn = scan("asn_lines").filter(mine)
-    inv = scan("invoice_lines").filter(mine)
-    po_all = scan("po_lines")
-    refs = pl.concat([asn.select("po_number"), inv.select("po_number")]).unique()
-    # own PO lines, and the foreign ones this supplier's documents point at
-    po = pl.concat([po_all.filter(mine), po_all.filter(~mine).join(refs, on="po_number")])
-    receipts_all = scan("receipts")
-    own_pos = po_all.filter(mine).select("po_number").unique()
-    receipts = pl.concat(
-        [
-            receipts_all.filter(mine),
-            receipts_all.filter(pl.col("supplier_id").is_null()).join(own_pos, on="po_number"),
-        ]
-    )
-    has_receipts = receipts_all.select(pl.len()).collect().item() > 0
-    rec = reconcile(
-        po,
-        asn,
-        inv,
-        receipts=receipts if has_receipts else None,
-        tolerances=tolerances,
-        conversions=conversions,
-    ).collect()
-    counts: dict[str, Any] = {"supplier": supplier, "received_from": rec.received_from}
-    safe = hashlib.sha256(supplier.encode()).hexdigest()[:16]
-    for kind in KINDS:
-        frame = getattr(rec, kind).filter(mine).collect()
-        if out is None:
-            counts[kind] = frame.height
-            counts[f"frame_{kind}"] = frame
-            continue
-        dest = Path(out) / kind / f"part-{safe}.parquet"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, dest)
-        counts[kind] = frame.height
-    return counts
-
-
-def reconcile_lake(
-    lake: str | os.PathLike[str],
-    *,
-    cluster: Any = None,
-    out: str | os.PathLike[str] | None = None,
-    tolerances: Any = None,
-    conversions: pl.DataFrame | None = None,
-    snapshot: Mapping[str, int] | None = None,
-    storage_options: Mapping[str, str] | None = None,
-) -> Any:
-    """Reconcile a lake one supplier at a time, on a Dask cluster or in this process.
-
-    Parameters
-    ----------
-    lake
-        A lake written by :func:`scfeeds.ingest`.
-    cluster
-        A ``distributed.Client``, a cluster or a scheduler address; ``None`` runs the
-        partitions here, one after the other (memory bounded by the largest supplier).
-    out
-        Folder for the per-supplier results (default ``lake/_reconcile``); rewritten whole.
-        For a lake on object storage the default is no folder: the workers return their
-        (per-supplier) results to this process.
-    tolerances, conversions
-        As for :func:`scfeeds.reconcile`.
-    snapshot
-        ``{table: version}`` from :func:`scfeeds.lake_snapshot`: every partition reads exactly
-        these versions (default: a snapshot taken when the call starts, so that all workers
-        read the same lake even while ingests go on).
-    storage_options
-        Object-store options for delta-rs (see :func:`scfeeds.scan_lake`).
-
-    Returns
-    -------
-    Reconciliation
-        Its ``lines``, ``invoices`` and ``exceptions`` scan the per-supplier Parquet files;
-        ``summary()`` combines them. The rows equal a single-machine ``reconcile`` of the
-        whole lake.
+    ``fn`` must be a top-level function (workers import it by name) and its arguments and
+    results picklable. A task whose worker dies is run again (up to ``retries`` times): ``fn``
+    must be safe to repeat.
     """
-    import shutil
-
-    from scfeeds._reconcile import Reconciliation, Tolerances
-    from scfeeds._reconcile._engine import Plan
-    from scfeeds._reconcile._result import _Job
-
-    root = lake_uri(lake)
-    opts = dict(storage_options) if storage_options else None
-    dest: Path | None = None
-    if out is not None or not is_remote(lake):
-        dest = Path(out) if out is not None else Path(root) / "_reconcile"
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-    where = str(dest) if dest is not None else None
-    if snapshot is None:
-        snapshot = lake_snapshot(root, storage_options=opts)
-    snapshot = dict(snapshot)
-    suppliers = lake_suppliers(root, snapshot=snapshot, storage_options=opts)
-    if cluster is None:
-        results = [
-            _reconcile_partition(root, s, where, tolerances, conversions, snapshot, opts)
-            for s in suppliers
-        ]
-    else:
-        client = _client(cluster)
-        futures = [
-            client.submit(
-                _reconcile_partition,
-                root,
-                s,
-                where,
-                tolerances,
-                conversions,
-                snapshot,
-                opts,
-                pure=False,
-                retries=2,
-            )
-            for s in suppliers
-        ]
-        results = client.gather(futures)
-
-    received: Literal["receipts", "asn"] = (
-        "receipts" if any(r["received_from"] == "receipts" for r in results) else "asn"
-    )
-
-    def frames() -> dict[str, pl.LazyFrame]:
-        if dest is None:
-            return {kind: pl.concat([r[f"frame_{kind}"] for r in results]).lazy() for kind in KINDS}
-        return {kind: pl.scan_parquet(sorted((dest / kind).glob("*.parquet"))) for kind in KINDS}
-
-    if not suppliers:
-        from scfeeds._reconcile import reconcile
-        from scfeeds.schemas import empty
-
-        rec = reconcile(empty("po_lines"), empty("asn_lines"), empty("invoice_lines"))
-        return dataclasses.replace(rec, inputs=snapshot)
-
-    def run(engine: Any) -> Plan:
-        f = frames()
-        lines, invoices, exceptions = pl.collect_all([f[k] for k in KINDS])
-        return Plan(
-            lines=lines, invoices=invoices, exceptions=exceptions, received_from=received, stages={}
-        )
-
-    f = frames()
-    return Reconciliation(
-        lines=f["lines"],
-        invoices=f["invoices"],
-        exceptions=f["exceptions"],
-        received_from=received,
-        tolerances=tolerances if tolerances is not None else Tolerances(),
-        _job=_Job(run),
-        inputs=snapshot,
-    )
+    client = _client(cluster)
+    futures = [client.submit(fn, *args, pure=False, retries=retries) for args in calls]
+    results: list[T] = client.gather(futures)
+    return results

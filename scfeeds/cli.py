@@ -247,18 +247,11 @@ def _check_lake_and_conversions(args: argparse.Namespace) -> None:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from scfeeds._lake import scan_lake
     from scfeeds._reconcile import reconcile
 
     _check_lake_and_conversions(args)
     conversions = pl.read_parquet(args.conversions) if args.conversions else None
-    rec = reconcile(
-        scan_lake(args.lake, "po_lines"),
-        scan_lake(args.lake, "asn_lines"),
-        scan_lake(args.lake, "invoice_lines"),
-        receipts=scan_lake(args.lake, "receipts"),
-        conversions=conversions,
-    )
+    rec = reconcile(args.lake, conversions=conversions)
     _print(repr(rec.summary()))
     if args.html:
         _write_report(rec, Path(args.html))

@@ -145,8 +145,9 @@ def test_distributed_reconcile_equals_local(world: Path, client: Any, where: Any
         receipts=scan_lake(lake, "receipts", storage_options=opts),
         conversions=conversions,
     )
-    dist = scfeeds.reconcile_lake(
-        lake, cluster=client, conversions=conversions, storage_options=opts
+    # small parts: several tasks, spread over both workers
+    dist = scfeeds.reconcile(
+        lake, cluster=client, conversions=conversions, storage_options=opts, partition_lines=50
     )
     for kind in ("lines", "invoices", "exceptions"):
         a = getattr(dist, kind).collect()
@@ -155,7 +156,7 @@ def test_distributed_reconcile_equals_local(world: Path, client: Any, where: Any
         assert_frame_equal(a.sort(a.columns, nulls_last=True), b.sort(b.columns, nulls_last=True))
     assert repr(dist.summary()) == repr(local.summary())
     # and the same again without a cluster (partitions run here, one after the other)
-    here = scfeeds.reconcile_lake(lake, conversions=conversions, storage_options=opts)
+    here = scfeeds.reconcile(lake, conversions=conversions, storage_options=opts)
     assert repr(here.summary()) == repr(local.summary())
 
 
@@ -258,7 +259,7 @@ def test_supplier_mismatch_survives_partitioning(tmp_path: Path) -> None:
             errors=None,
         )
     local = scfeeds.reconcile(po, asn, inv).exceptions.collect()
-    dist = scfeeds.reconcile_lake(tmp_path).exceptions.collect()
+    dist = scfeeds.reconcile(tmp_path).exceptions.collect()
     assert "SUPPLIER_MISMATCH" in local["code"].to_list()
     assert_frame_equal(
         dist.drop("source", "position").sort(

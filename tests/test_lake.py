@@ -358,12 +358,12 @@ def test_a_reconciliation_pinned_to_a_snapshot_reproduces(tmp_path: Path) -> Non
     first, _ = write_850s(tmp_path / "a", 4, seed=1)
     scfeeds.run(scfeeds.ingest(first, lake, progress=None, pool="threads"))
     snap = lake_snapshot(lake)
-    before = repr(scfeeds.reconcile_lake(lake, snapshot=snap).summary())
+    before = repr(scfeeds.reconcile(lake, snapshot=snap).summary())
     more, _ = write_850s(tmp_path / "b", 3, seed=2, start=100)
     scfeeds.run(scfeeds.ingest(more, lake, progress=None, pool="threads"))
-    now = repr(scfeeds.reconcile_lake(lake).summary())
+    now = repr(scfeeds.reconcile(lake).summary())
     assert now != before  # the lake moved on
-    assert repr(scfeeds.reconcile_lake(lake, snapshot=snap).summary()) == before
+    assert repr(scfeeds.reconcile(lake, snapshot=snap).summary()) == before
 
 
 def test_a_reconciliation_records_the_versions_it_read(tmp_path: Path) -> None:
@@ -372,7 +372,7 @@ def test_a_reconciliation_records_the_versions_it_read(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     first, _ = write_850s(tmp_path / "a", 4, seed=1)
     scfeeds.run(scfeeds.ingest(first, lake, progress=None, pool="threads"))
-    rec = scfeeds.reconcile_lake(lake)
+    rec = scfeeds.reconcile(lake)
     assert rec.inputs == lake_snapshot(lake)
     lines = rec.lines.select(pl.len()).collect().item()
     more, _ = write_850s(tmp_path / "b", 3, seed=2, start=100)
@@ -381,4 +381,4 @@ def test_a_reconciliation_records_the_versions_it_read(tmp_path: Path) -> None:
     # the versions it recorded read exactly its PO lines again
     again = scfeeds.scan_lake(lake, "po_lines", snapshot=rec.inputs).select(pl.len()).collect()
     assert again.item() == lines
-    assert scfeeds.reconcile_lake(lake, snapshot=rec.inputs).inputs == rec.inputs
+    assert scfeeds.reconcile(lake, snapshot=rec.inputs).inputs == rec.inputs

@@ -60,8 +60,6 @@ EXPECTED = {
     "read_x12",
     "read_xml",
     "reconcile",
-    "reconcile_lake",
-    "reconcile_partitioned",
     "ReconciliationSummary",
     "run",
     "scan_export",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -18,11 +17,9 @@ from scfeeds._reconcile import (
     Reconciliation,
     ReconciliationSummary,
     Tolerances,
-    _engine,
     normalize_invoice_number,
     normalize_invoice_number_py,
     reconcile,
-    reconcile_partitioned,
 )
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName, schema
@@ -433,27 +430,6 @@ def test_receipts_decide_received_when_given(make: Make) -> None:
     assert rec.lines.collect()["received_from"][0] == "asn"
 
 
-def test_string_key_fallback_gives_the_same_result(
-    make: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    po = [po_line("1"), po_line("2", item_id="BOLT"), po_line("3")]
-    asn = [ship("1"), ship(None, item_id="BOLT", qty=4), ship("9")]
-    inv = [bill("1"), bill("2", qty=12), bill("3", po_number="P404")]
-    hashed = run(make, po, asn, inv)
-    monkeypatch.setattr(_engine, "_FORCE_EXACT_KEYS", True)
-    exact = run(make, po, asn, inv)
-    assert exact.lines.collect().equals(hashed.lines.collect())
-    assert exact.exceptions.collect().equals(hashed.exceptions.collect())
-    assert codes(exact) == [
-        "NOT_SHIPPED",
-        "NO_PO_REFERENCE",
-        "NO_PO_REFERENCE",
-        "OVER_INVOICED",
-        "OVER_ORDERED",
-        "SHORT_SHIPPED",
-    ]
-
-
 def test_each_po_line_once_first_key_wins(make: Make) -> None:
     po = [po_line("1", qty=10), po_line("01", qty=99), po_line("2")]
     rec = run(make, po, [ship("1"), ship("2")], [bill("1"), bill("2")])
@@ -701,7 +677,7 @@ def test_from_frames_round_trip(make: Make) -> None:
     assert again.summary().by_status.equals(rec.summary().by_status)
 
 
-def test_partitioned_run_gives_the_same_rows(make: Make, tmp_path: Path) -> None:
+def test_partitioned_run_gives_the_same_rows(make: Make) -> None:
     po = [po_line(str(n), supplier_id=f"S{n}", po_number=f"P{n}") for n in range(1, 7)]
     asn = [ship(str(n), supplier_id=f"S{n}", po_number=f"P{n}", qty=n) for n in range(1, 7)]
     inv = [
@@ -712,15 +688,11 @@ def test_partitioned_run_gives_the_same_rows(make: Make, tmp_path: Path) -> None
     inv.append(bill("1", supplier_id="S2", po_number="P1", invoice_number="INV-999"))
     frames = (make("po_lines", po), make("asn_lines", asn), make("invoice_lines", inv))
     whole = reconcile(*frames)
-    parts = reconcile_partitioned(*frames, tmp_path, partition_lines=2)
-    assert len(list((tmp_path / "lines").glob("part-*.parquet"))) == 3
-    keys = ["supplier_id", "po_number", "line_number"]
-    assert parts.lines.collect().sort(keys).equals(whole.lines.collect().sort(keys))
-    exc_keys = [*keys, "code", "invoice_number"]
-    assert (
-        parts.exceptions.collect()
-        .sort(exc_keys, nulls_last=True)
-        .equals(whole.exceptions.collect().sort(exc_keys, nulls_last=True))
-    )
+    parts = reconcile(*frames, partition_lines=2)
+    assert "combine" in parts.timings()  # three parts, combined
+    assert "combine" not in whole.timings()
+    assert parts.lines.collect().equals(whole.lines.collect())
+    assert parts.invoices.collect().equals(whole.invoices.collect())
+    assert parts.exceptions.collect().equals(whole.exceptions.collect())
     assert "SUPPLIER_MISMATCH" in parts.exceptions.collect()["code"].to_list()
     assert parts.summary().by_supplier.height == 6

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-import heapq
-import tempfile
-import time
-from pathlib import Path
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import Literal, overload
 
 import polars as pl
 
+from scfeeds._lake import lake_snapshot, lake_uri, scan_lake
+from scfeeds._reconcile import _partition
 from scfeeds._reconcile._engine import (
-    KEY,
     LINE_CODES,
     PRECEDENCE,
     STATUSES,
     Engine,
     Frame,
     Plan,
-    _prep,
-    build,
     check_input,
-    public_lines,
-    used_columns,
-    warn_units,
 )
 from scfeeds._reconcile._invoices import normalize_invoice_number, normalize_invoice_number_py
-from scfeeds._reconcile._num import raw4
+from scfeeds._reconcile._partition import Frames, LakeTables, Task
 from scfeeds._reconcile._result import Reconciliation, ReconciliationSummary, _Job
+from scfeeds._reconcile._stages import build
 from scfeeds._reconcile._tolerances import Tolerances, coerce
 from scfeeds._reconcile._uom import STANDARD_CONVERSIONS, factor_table
 from scfeeds.exceptions import ConfigurationError, ReconcileWarning
-from scfeeds.schemas import TableName
 
 __all__ = [
     "LINE_CODES",
     "PRECEDENCE",
     "STANDARD_CONVERSIONS",
     "STATUSES",
+    "Lake",
     "ReconcileWarning",
     "Reconciliation",
     "ReconciliationSummary",
@@ -44,19 +42,13 @@ __all__ = [
     "normalize_invoice_number",
     "normalize_invoice_number_py",
     "reconcile",
-    "reconcile_partitioned",
 ]
 
-
-_TABLES: dict[str, TableName] = {
-    "po": "po_lines",
-    "asn": "asn_lines",
-    "invoice": "invoice_lines",
-    "receipts": "receipts",
-}
-_EMPTY: dict[tuple[tuple[str, ...] | None, ...], Plan] = {}
+#: A lake written by :func:`scfeeds.ingest`: a folder or an object-store URI (``s3://...``).
+Lake = str | os.PathLike[str]
 
 
+@overload
 def reconcile(
     po: Frame,
     asn: Frame,
@@ -66,6 +58,38 @@ def reconcile(
     tolerances: Tolerances | None = None,
     conversions: Frame | None = None,
     partition_lines: int = 500_000,
+    cluster: object | None = None,
+) -> Reconciliation: ...
+
+
+@overload
+def reconcile(
+    po: Lake,
+    *,
+    tolerances: Tolerances | None = None,
+    conversions: Frame | None = None,
+    partition_lines: int = 500_000,
+    cluster: object | None = None,
+    snapshot: Mapping[str, int] | None = None,
+    as_of: dt.datetime | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> Reconciliation: ...
+
+
+# Long only by its docstring: the contract of every exception code and output column.
+def reconcile(
+    po: Frame | Lake,
+    asn: Frame | None = None,
+    invoice: Frame | None = None,
+    *,
+    receipts: Frame | None = None,
+    tolerances: Tolerances | None = None,
+    conversions: Frame | None = None,
+    partition_lines: int = 500_000,
+    cluster: object | None = None,
+    snapshot: Mapping[str, int] | None = None,
+    as_of: dt.datetime | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> Reconciliation:
     """Match PO lines against what was shipped / received and what was invoiced.
 
@@ -130,7 +154,9 @@ def reconcile(
     Parameters
     ----------
     po, asn, invoice
-        ``po_lines``, ``asn_lines`` and ``invoice_lines`` frames.
+        ``po_lines``, ``asn_lines`` and ``invoice_lines`` frames; or ``po`` alone, a lake
+        written by :func:`scfeeds.ingest` (a folder or an ``s3://`` URI), whose tables are
+        read with :func:`scfeeds.scan_lake` (its receipts decide R when it has any).
     receipts
         ``receipts`` frame; when given it, not the ASN, decides R.
     tolerances
@@ -144,11 +170,29 @@ def reconcile(
         about this many PO lines each (every rule holds within a supplier), one after the
         other, and the results put back in order: the same rows, with the working memory of
         one partition instead of the whole input. Memory then grows with the results, not
-        with the intermediates.
+        with the intermediates. Inputs are best given as LazyFrames (``pl.scan_parquet``, a
+        lake); collected with ``engine="streaming"`` (``rec.collect(engine="streaming")``),
+        the inputs are read once and split by partition into temporary Parquet files, so
+        each partition reads only its own rows: the least memory. A partitioned result's
+        ``lines`` columns are made when collected, only those asked for.
+    cluster
+        A Dask ``distributed.Client``, a cluster or a scheduler address: each partition runs
+        as one task on a worker (a lake is read by the workers themselves, frames are sent to
+        them) and the results are combined here. Needs the ``dask`` extra; without a cluster
+        dask is never imported.
+    snapshot, as_of
+        A lake only: read the tables at these versions (``{table: version}``, e.g. a
+        previous result's ``inputs``) or as of this time. Default: the versions current when
+        the call is made, so every partition reads the same lake while ingests go on.
+    storage_options
+        A lake only: object-store options for delta-rs (see :func:`scfeeds.scan_lake`).
 
     Returns
     -------
     Reconciliation
+        Lazy: nothing is matched until a frame, ``.summary()`` or ``.collect()`` is asked
+        for (a lake's snapshot and whether it has receipts are read at the call); the match
+        then runs once for all three frames. ``.inputs``: the lake versions read.
         ``.lines`` (one row per PO line: keys, ``uom``, ``qty_ordered`` / ``qty_shipped`` /
         ``qty_received`` / ``qty_invoiced`` in the PO unit, ``received_from``, ``unit_price``,
         ``invoice_unit_price``, ``invoiced_amount``, ``ship_variance`` (R - O),
@@ -200,315 +244,112 @@ def reconcile(
     largest of its exceptions'.
     """
     tol = coerce(tolerances)
-    inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
-    # Check the inputs now (a wrong call fails here, not at collect time); run later.
-    for name, frame in inputs.items():
-        if frame is not None:
-            check_input(frame, name)
+    # Check the arguments now (a wrong call fails here, not at collect time); run later.
+    source, inputs = _source(
+        po, asn, invoice, receipts, snapshot=snapshot, as_of=as_of, storage_options=storage_options
+    )
     factor_table(conversions)
-
     if partition_lines < 1:
         raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
+    task = Task(source, tol, conversions)
 
     def run(engine: Engine) -> Plan:
-        plan = match(engine)
-        warn_units(plan.unconverted)
-        return plan
+        job = dataclasses.replace(task, engine=engine)
+        return _partition.run(job, partition_lines=partition_lines, cluster=cluster)
 
-    def match(engine: Engine) -> Plan:
-        filters = _partitions(po, partition_lines)
-        if filters is None:
-            return build(
-                po, asn, invoice, receipts=receipts, tol=tol, conversions=conversions, engine=engine
-            )
-        known = po.lazy().select(pl.col("po_number").cast(pl.String))
-        plans = [
-            build(
-                po,
-                asn,
-                invoice,
-                receipts=receipts,
-                tol=tol,
-                conversions=conversions,
-                engine=engine,
-                po_numbers=known,
-                where=where,
-                compact=True,
-            )
-            for where in filters
+    given = source.receipts if isinstance(source, LakeTables) else source.receipts is not None
+    received_from: Literal["receipts", "asn"] = "receipts" if given else "asn"
+    return Reconciliation._from_job(
+        _Job(run),
+        lambda: _empty_plan(source.frames(), tol, conversions),
+        received_from,
+        tol,
+        inputs=inputs,
+    )
+
+
+def _source(
+    po: Frame | Lake,
+    asn: Frame | None,
+    invoice: Frame | None,
+    receipts: Frame | None,
+    *,
+    snapshot: Mapping[str, int] | None,
+    as_of: dt.datetime | None,
+    storage_options: Mapping[str, str] | None,
+) -> tuple[Frames | LakeTables, dict[str, int]]:
+    """The inputs of a call, checked: frames, or a lake's tables (and their versions)."""
+    if isinstance(po, str | os.PathLike):
+        given = [
+            n
+            for n, f in (("asn", asn), ("invoice", invoice), ("receipts", receipts))
+            if f is not None
         ]
-        return _combine(plans, po, receipts_given=receipts is not None, engine=engine)
-
-    def empty() -> Plan:
-        # The output schema depends only on which input columns exist: run the match once on
-        # empty inputs per column layout and remember it.
-        key = tuple(
-            None if f is None else tuple(f.lazy().collect_schema().names())
-            for f in (po, asn, invoice, receipts)
+        if given:
+            raise ConfigurationError(
+                f"reconcile(lake) reads every table from the lake: drop {', '.join(given)} "
+                "(or pass the po, asn and invoice frames instead of a lake)"
+            )
+        return _lake_tables(po, snapshot=snapshot, as_of=as_of, storage_options=storage_options)
+    lake_only = {"snapshot": snapshot, "as_of": as_of, "storage_options": storage_options}
+    misplaced = [n for n, v in lake_only.items() if v is not None]
+    if misplaced:
+        raise ConfigurationError(
+            f"{'= and '.join(misplaced)}= apply to a lake: pass the lake's folder or URI as the "
+            "only positional argument (reconcile('lake', ...)), or drop them"
         )
-        if key not in _EMPTY:
-            if len(_EMPTY) > 32:
-                _EMPTY.clear()
-            _EMPTY[key] = run_empty()
-        return _EMPTY[key]
+    if asn is None or invoice is None:
+        raise ConfigurationError(
+            "reconcile(po, asn, invoice): a PO frame needs the asn and invoice frames too "
+            "(or pass a lake's folder or URI alone: reconcile('lake'))"
+        )
+    frames = Frames(po, asn, invoice, receipts)
+    for name, frame in zip(("po", "asn", "invoice", "receipts"), frames, strict=True):
+        if frame is not None:
+            check_input(frame, name)
+    return frames, {}
 
-    def run_empty() -> Plan:
-        def head(frame: Frame | None) -> Frame | None:
-            return None if frame is None else frame.lazy().head(0)
 
-        return build(
-            head(po),  # type: ignore[arg-type]
-            head(asn),  # type: ignore[arg-type]
-            head(invoice),  # type: ignore[arg-type]
-            receipts=head(receipts),
+def _lake_tables(
+    lake: Lake,
+    *,
+    snapshot: Mapping[str, int] | None,
+    as_of: dt.datetime | None,
+    storage_options: Mapping[str, str] | None,
+) -> tuple[LakeTables, dict[str, int]]:
+    """A lake read at one snapshot: the one given, else the versions current now (so that
+    every part, on any worker, reads the same lake even while ingests go on). Receipts count
+    when the lake has any, else the ASN stands in."""
+    if snapshot is not None and as_of is not None:
+        raise ConfigurationError("pass at most one of snapshot= and as_of=")
+    root = lake_uri(lake)
+    opts = dict(storage_options) if storage_options else None
+    if snapshot is None and as_of is None:
+        snapshot = lake_snapshot(root, storage_options=opts)
+    pinned = dict(snapshot) if snapshot is not None else None
+    receipts = scan_lake(root, "receipts", snapshot=pinned, as_of=as_of, storage_options=opts)
+    has_receipts = bool(receipts.select(pl.len()).collect().item() > 0)
+    return LakeTables(root, pinned, as_of, opts, has_receipts), pinned or {}
+
+
+# The output schema depends only on which input columns exist. Every lazy result asks for it
+# before it runs (collect_schema, a plan built on it), and notebooks and tests reconcile the
+# same few layouts again and again: the match is run once on empty inputs per layout and
+# remembered (a few dozen layouts at most; cleared beyond that).
+_SCHEMAS: dict[tuple[tuple[str, ...] | None, ...], Plan] = {}
+
+
+def _empty_plan(f: Frames, tol: Tolerances, conversions: Frame | None) -> Plan:
+    key = tuple(None if x is None else tuple(x.lazy().collect_schema().names()) for x in f)
+    if key not in _SCHEMAS:
+        if len(_SCHEMAS) > 32:
+            _SCHEMAS.clear()
+        heads = [None if x is None else x.lazy().head(0) for x in f]
+        _SCHEMAS[key] = build(
+            *heads[:3],  # type: ignore[arg-type]
+            receipts=heads[3],
             tol=tol,
             conversions=conversions,
             engine="in-memory",
         )
-
-    return Reconciliation._from_job(
-        _Job(run), empty, "receipts" if receipts is not None else "asn", tol
-    )
-
-
-def _partitions(po: Frame, partition_lines: int) -> list[pl.Expr] | None:
-    """Supplier filters, one per partition (see :func:`_packing`), or ``None`` when the
-    input fits in one."""
-    members = _packing(po, partition_lines)
-    if members is None:
-        return None
-    col = pl.col("supplier_id")
-
-    def among(values: list[str]) -> pl.Expr:
-        return col.is_in(pl.Series(values, dtype=pl.String).implode())
-
-    filters = [among(m) for m in members]
-    known = [s for m in members for s in m]
-    filters[0] = filters[0] | col.is_null() | ~among(known)
-    return filters
-
-
-def _packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
-    """The suppliers of each partition, or ``None`` when the input fits in one.
-
-    Suppliers are packed largest first into the partition with the fewest PO lines so far
-    (so partitions stay near ``partition_lines`` however many suppliers there are; a supplier
-    larger than that is a partition of its own). Rows of suppliers without PO lines, and
-    rows without a supplier, go with the first partition.
-    """
-    counts = (
-        po.lazy()
-        .group_by(pl.col("supplier_id").cast(pl.String))
-        .agg(n=pl.len())
-        .sort("n", "supplier_id", descending=[True, False], nulls_last=True)
-        .collect()
-    )
-    total = int(counts["n"].sum())
-    parts = -(-total // partition_lines)
-    if parts <= 1:
-        return None
-    heap = [(0, b) for b in range(parts)]
-    members: list[list[str]] = [[] for _ in range(parts)]
-    for supplier, n in counts.iter_rows():
-        if supplier is None:
-            continue
-        load, b = heapq.heappop(heap)
-        members[b].append(supplier)
-        heapq.heappush(heap, (load + n, b))
-    members = [m for m in members if m]
-    return members if len(members) > 1 else None
-
-
-def _spill(
-    frame: Frame, table: TableName, members: list[list[str]], dest: Path, chunk_rows: int
-) -> list[Path]:
-    """Split ``frame`` by partition into ``dest/<partition>/<chunk>.parquet``, reading it one
-    slice of ``chunk_rows`` rows at a time (memory: one slice) and keeping only the columns
-    the match reads. Rows keep their input number in ``_row`` and their order. Returns one
-    folder per partition."""
-    bin_of = {s: b for b, m in enumerate(members) for s in m}
-    lf = frame.lazy()
-    names = lf.collect_schema().names()
-    lf = lf.drop([c for c in names if c not in used_columns(names, table)])
-    # numbered on the scan itself: a Parquet reader numbers rows as it reads them
-    lf = lf.with_row_index("_row")
-    total = int(lf.select(pl.len()).collect().item())
-    part = (
-        pl.col("supplier_id")
-        .cast(pl.String)
-        .replace_strict(bin_of, default=0, return_dtype=pl.UInt32)
-        .fill_null(0)
-        .alias("_part")
-    )
-    folders = [dest / f"{b:05d}" for b in range(len(members))]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    for k, offset in enumerate(range(0, total, chunk_rows)):
-        chunk = lf.slice(offset, chunk_rows).with_columns(part).collect()
-        for (b,), rows in chunk.partition_by("_part", as_dict=True, include_key=False).items():
-            # temporary files, read once: fast compression
-            rows.write_parquet(folders[int(b)] / f"{k:08d}.parquet", compression="lz4")
-        del chunk
-    return folders
-
-
-def _scan_part(folder: Path, frame: Frame) -> pl.LazyFrame:
-    """The rows of one partition (see :func:`_spill`); an empty frame when it has none."""
-    if any(folder.glob("*.parquet")):
-        return pl.scan_parquet(folder / "*.parquet")
-    return frame.lazy().with_row_index("_row").head(0)
-
-
-def _combine(plans: list[Plan], po: Frame, *, receipts_given: bool, engine: Engine) -> Plan:
-    """One plan from partition plans (run with ``compact=True``), rows in the order a single
-    run gives: lines in PO input order, invoices in "first seen" order, exceptions sorted as
-    in :func:`build`.
-
-    The partitions keep only a few integers per PO line (:data:`LINE_VALUES`); the public
-    lines are made once, streaming over the PO input in its own order and joining those
-    integers on the PO row: no reordering copy of the results, and no decimal columns held
-    per partition.
-    """
-    values = pl.concat([p.lines for p in plans], how="vertical", rechunk=False)
-    invoices = pl.concat([p.invoices for p in plans], how="vertical", rechunk=False)
-    invoice_rows = pl.concat([p.invoice_rows for p in plans if p.invoice_rows is not None])
-    exceptions = pl.concat([p.exceptions for p in plans], how="vertical", rechunk=False)
-    stages: dict[str, float] = {}
-    for p in plans:
-        for stage, seconds in p.stages.items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
-    received_from = plans[0].received_from
-    unconverted = sum(p.unconverted for p in plans)
-    plans.clear()
-    clock = time.perf_counter()
-    po_lf = _prep(po, "po_lines", "po").select(
-        "_row",
-        *KEY,
-        "item_id",
-        "uom",
-        "unit_price",
-        _o=raw4(pl.col("qty_ordered")).fill_null(0),
-    )
-    # An inner join: PO rows that repeat a key were left out by the partitions.
-    lines = public_lines(
-        po_lf.join(values.lazy(), on="_row", how="inner", maintain_order="left"),
-        receipts_given=receipts_given,
-    ).collect(engine=engine)
-    line_rows = values.get_column("_row").sort()
-    del values
-    by = ["invoice_date", *(["source"] if "source" in invoices.columns else []), "_first"]
-    invoices = invoices.with_columns(_first=invoice_rows).sort(by, nulls_last=True)
-    invoice_rows = invoices.get_column("_first")
-    invoices = invoices.drop("_first")
-    exceptions = exceptions.sort(
-        "supplier_id",
-        "po_number",
-        "line_number",
-        "code",
-        "invoice_number",
-        "shipment_id",
-        nulls_last=True,
-    )
-    stages["combine"] = time.perf_counter() - clock
-    return Plan(
-        lines=lines,
-        invoices=invoices,
-        exceptions=exceptions,
-        received_from=received_from,
-        stages=stages,
-        line_rows=line_rows,
-        invoice_rows=invoice_rows,
-        unconverted=unconverted,
-    )
-
-
-def reconcile_partitioned(
-    po: Frame,
-    asn: Frame,
-    invoice: Frame,
-    dest: str | Path,
-    *,
-    receipts: Frame | None = None,
-    tolerances: Tolerances | None = None,
-    conversions: Frame | None = None,
-    partition_lines: int = 250_000,
-    engine: Engine = "streaming",
-) -> Reconciliation:
-    """:func:`reconcile` in bounded memory: suppliers are packed into partitions of about
-    ``partition_lines`` PO lines, each partition is matched on its own and written to
-    ``dest/{lines,invoices,exceptions}/part-NNNNN.parquet``; the result scans those files.
-
-    Every rule holds within a supplier, so the rows are those of :func:`reconcile` (lines and
-    invoices in partition order, exceptions sorted within a partition). The only
-    cross-supplier rule, ``SUPPLIER_MISMATCH``, looks up the few PO numbers of unmatched
-    documents in ``po``. Peak memory follows the partition size, not the input size, as
-    long as no single supplier is larger than a partition. Inputs are best given as
-    ``pl.scan_parquet`` LazyFrames: each partition streams the inputs and keeps its own
-    suppliers' rows.
-    """
-    tol = coerce(tolerances)
-    for name, frame in {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}.items():
-        if frame is not None:
-            check_input(frame, name)
-    if partition_lines < 1:
-        raise ConfigurationError(f"partition_lines must be >= 1, not {partition_lines!r}")
-    out = Path(dest)
-    for name in ("lines", "invoices", "exceptions"):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for old in (out / name).glob("part-*.parquet"):
-            old.unlink()
-    members = _packing(po, partition_lines) or [[]]
-    known = po.lazy().select(pl.col("po_number").cast(pl.String))
-    stages: dict[str, float] = {}
-    inputs = {"po": po, "asn": asn, "invoice": invoice, "receipts": receipts}
-    unconverted = 0
-    with tempfile.TemporaryDirectory(dir=out, prefix=".inputs-") as tmp:
-        clock = time.perf_counter()
-        # One pass over each input splits it by partition (rows keep their input number):
-        # each partition then reads only its own rows, and the input is read once.
-        folders = {
-            name: _spill(frame, _TABLES[name], members, Path(tmp) / name, partition_lines)
-            for name, frame in inputs.items()
-            if frame is not None and len(members) > 1
-        }
-        stages["split inputs"] = time.perf_counter() - clock
-
-        def part(name: str, b: int) -> pl.LazyFrame | None:
-            frame = inputs[name]
-            if frame is None:
-                return None
-            if name not in folders:
-                return frame.lazy().with_row_index("_row")
-            return _scan_part(folders[name][b], frame)
-
-        for b in range(len(members)):
-            plan = build(
-                part("po", b),  # type: ignore[arg-type]
-                part("asn", b),  # type: ignore[arg-type]
-                part("invoice", b),  # type: ignore[arg-type]
-                receipts=part("receipts", b),
-                tol=tol,
-                conversions=conversions,
-                engine=engine,
-                po_numbers=known,
-                numbered=True,
-            )
-            for name in ("lines", "invoices", "exceptions"):
-                result: pl.DataFrame = getattr(plan, name)
-                tmp_file = out / name / f".part-{b:05d}.parquet.tmp"
-                result.write_parquet(tmp_file)
-                tmp_file.replace(out / name / f"part-{b:05d}.parquet")
-            for stage, seconds in plan.stages.items():
-                stages[stage] = stages.get(stage, 0.0) + seconds
-            unconverted += plan.unconverted
-            del plan
-    warn_units(unconverted)
-    return Reconciliation._from_lazy(
-        *(
-            pl.scan_parquet(out / name / "part-*.parquet")
-            for name in ("lines", "invoices", "exceptions")
-        ),
-        received_from="receipts" if receipts is not None else "asn",
-        tolerances=tol,
-        stages=stages,
-    )
+    return _SCHEMAS[key]

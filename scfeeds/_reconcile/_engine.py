@@ -22,7 +22,6 @@ small u64 join before the sums, so duplicates never reach them.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -30,10 +29,8 @@ from typing import Final, Literal
 import numpy as np
 import polars as pl
 
-from scfeeds._reconcile._invoices import mark_duplicates
-from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round, raw4
+from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round
 from scfeeds._reconcile._tolerances import Tolerances, beyond
-from scfeeds._reconcile._uom import factor_table, normalize_uom
 from scfeeds.exceptions import ConfigurationError, ReconcileWarning
 from scfeeds.schemas import COLUMNS, TableName
 
@@ -141,8 +138,6 @@ QTY_COL: Final[dict[TableName, str]] = {
 
 
 Frame = pl.DataFrame | pl.LazyFrame
-# Tests set this to run the string-key join that a 64-bit hash collision would fall back to.
-_FORCE_EXACT_KEYS = False
 Engine = Literal["auto", "in-memory", "streaming"]
 
 
@@ -214,430 +209,24 @@ def _norm_line(expr: pl.Expr) -> pl.Expr:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The outputs of one reconcile run (in memory) and the seconds each stage took."""
+    """The outputs of one reconcile run and the seconds each stage took.
 
-    lines: pl.DataFrame
+    ``lines`` is in memory, except for a partitioned run: there it is a plan over the PO
+    input joined with the few integers the parts kept per PO line (:data:`LINE_VALUES`), so
+    that the public columns are made only when, and only those, asked for.
+    """
+
+    lines: pl.DataFrame | pl.LazyFrame
     invoices: pl.DataFrame
     exceptions: pl.DataFrame
     received_from: Literal["receipts", "asn"]
     stages: dict[str, float]
-    #: Input row of each PO line (aligned with ``lines``) and the first input row of each
-    #: invoice (aligned with ``invoices``): how partitioned runs put rows back in order.
-    line_rows: pl.Series | None = None
+    #: The first input row of each invoice (aligned with ``invoices``): how partitioned runs
+    #: put invoices back in "first seen" order.
     invoice_rows: pl.Series | None = None
     #: Document lines whose unit could not be converted while no ``conversions`` were given
     #: (see :func:`warn_units`).
     unconverted: int = 0
-
-
-def build(
-    po: Frame,
-    asn: Frame,
-    invoice: Frame,
-    *,
-    receipts: Frame | None,
-    tol: Tolerances,
-    conversions: Frame | None,
-    engine: Engine = "auto",
-    po_numbers: pl.LazyFrame | None = None,
-    where: pl.Expr | None = None,
-    compact: bool = False,
-    numbered: bool = False,
-) -> Plan:
-    """Run the match in stages; each stage is one lazy plan collected once with ``engine``.
-
-    ``po_numbers`` (column ``po_number``): every PO number of every supplier, when ``po`` holds
-    only some suppliers (partitioned runs), so that ``SUPPLIER_MISMATCH`` is still found.
-    ``where``: a filter on the inputs (a partition of the suppliers), applied after the input
-    rows are numbered so that row numbers (evidence, "first seen" order) stay global.
-    ``numbered``: the inputs carry their input row number in ``_row`` (a partition split
-    beforehand); PO lines are put back in that order.
-    ``compact``: ``lines`` holds only :data:`LINE_VALUES` (see :func:`public_lines`).
-
-    Materialising between stages keeps every shared intermediate (PO lines, invoice documents,
-    the converted long frame, the per-line sums) computed exactly once, whatever the
-    optimiser makes of a plan that references them several times, and lets each stage free
-    what it no longer needs.
-    """
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
-
-    def tick(stage: str) -> None:
-        now = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + now - clock[0]
-        clock[0] = now
-
-    def mat(lf: pl.LazyFrame, stage: str) -> pl.LazyFrame:
-        out = lf.collect(engine=engine).lazy()
-        tick(stage)
-        return out
-
-    po_lf = _prep(po, "po_lines", "po", numbered=numbered)
-    asn_lf = _prep(asn, "asn_lines", "asn", numbered=numbered)
-    inv_lf = _prep(invoice, "invoice_lines", "invoice", numbered=numbered)
-    rec_lf = (
-        _prep(receipts, "receipts", "receipts", numbered=numbered) if receipts is not None else None
-    )
-    if numbered:
-        po_lf = po_lf.sort("_row")
-    if where is not None:
-        po_lf, asn_lf, inv_lf = (lf.filter(where) for lf in (po_lf, asn_lf, inv_lf))
-        rec_lf = rec_lf.filter(where) if rec_lf is not None else None
-    po_in = po_lf  # PO input rows with their provenance: the evidence of line exceptions
-    factors = factor_table(conversions).lazy()
-    tol_frame = tol.frame()
-    inv_names = inv_lf.collect_schema().names()
-    inv_has_source = "source" in inv_names
-
-    # -- PO lines: first occurrence of each key wins; `_po` is the dense line id. Keys are
-    # compared through a 64-bit hash; rows whose hash repeats (true repeats, or a collision)
-    # are resolved on the strings themselves. Only the columns the match needs are kept.
-    po_lf = mat(
-        po_lf.select("_row", *KEY, "item_id", "uom", "unit_price", "qty_ordered").with_columns(
-            _h=pl.struct(*KEY).hash()
-        ),
-        "po lines",
-    )
-    if _repeats(po_lf, "_h"):
-        po_lf = po_lf.filter(pl.struct(*KEY).is_first_distinct())
-    po_lf = mat(
-        po_lf.drop("_h")
-        .with_row_index("_po")
-        .with_columns(_o=raw4(pl.col("qty_ordered")).fill_null(0), _p=raw4(pl.col("unit_price")))
-        .drop("qty_ordered"),
-        "po lines",
-    )
-    po_attr = po_lf.select("_po", pl.col("item_id").alias("_pi"), pl.col("uom").alias("_pu"), "_p")
-    po_rows = po_lf.select(
-        pl.col("_po").alias("_po_first"), pl.col("_row").cast(pl.UInt32).alias("_po_row")
-    )
-    by_line = po_lf.select(
-        "supplier_id",
-        "po_number",
-        pl.lit(0, pl.UInt8).alias("_mt"),
-        pl.col("line_number").alias("_mk"),
-        "_po",
-    )
-    # Fallback key: (supplier, PO, item) -> the lowest line of that item (rows are in `_po`
-    # order, so the first is the lowest).
-    by_item = (
-        po_lf.filter(pl.col("item_id").is_not_null())
-        .unique(subset=["supplier_id", "po_number", "item_id"], keep="first", maintain_order=True)
-        .select(
-            "supplier_id",
-            "po_number",
-            pl.lit(1, pl.UInt8).alias("_mt"),
-            pl.col("item_id").alias("_mk"),
-            "_po",
-        )
-    )
-    # The match key travels as a 64-bit hash: the join runs on one u64 column (3x faster
-    # than on the strings). A second, independently seeded hash of the PO number must agree
-    # too, so a false match needs two 64-bit collisions at once.
-    mkey = ("supplier_id", "po_number", "_mt", "_mk")
-    h1, h2 = pl.struct(*mkey).hash(seed=0), pl.col("po_number").hash(seed=17)
-    lookup = mat(
-        pl.concat([by_line, by_item]).select(h1.alias("_h"), h2.alias("_h2"), "_po"), "lookup"
-    )
-    exact_keys = _FORCE_EXACT_KEYS or _repeats(lookup, "_h")
-    if exact_keys:  # two PO keys share a 64-bit hash: join on the strings instead
-        lookup = mat(pl.concat([by_line, by_item]), "lookup")
-    del by_line, by_item
-
-    # -- Invoice documents and their duplicate status (one row per invoice: small).
-    doc_cols = ["supplier_id", "invoice_number", *(["source"] if inv_has_source else [])]
-    amount = pl.coalesce(
-        raw4(pl.col("line_amount")),
-        div_round(raw4(pl.col("qty_invoiced")).cast(pl.Int128) * raw4(pl.col("unit_price")), RAW4),
-    ).cast(pl.Int64)
-    # A 64-bit hash of the document key stands in for the key in joins and counts.
-    inv_lf = inv_lf.with_columns(_docid=pl.struct(doc_cols).hash(), _amt=amount)
-    docs = inv_lf.group_by("_docid").agg(
-        *(pl.col(c).first() for c in doc_cols),
-        pl.col("invoice_date").min(),
-        pl.col("po_number").first(),
-        *(pl.col(c).first() for c in ("currency",) if c in inv_names),
-        total_amount=pl.col("_amt").sum(),
-        n_lines=pl.len(),
-        _first=pl.col("_row").min(),
-    )
-    order = ["invoice_date", *(["source"] if inv_has_source else []), "_first"]
-    docs = mat(
-        docs.sort(order, nulls_last=True).with_row_index("_ord").rename({"_docid": "_doc"}),
-        "invoice documents",
-    )
-    docs = mat(mark_duplicates(docs, tol, tol_frame, engine), "duplicates")
-    excl = docs.filter(pl.col("_dup") | pl.col("_suspect")).select(
-        pl.col("_doc").alias("_docid"),
-        pl.when(pl.col("_dup"))
-        .then(pl.lit(1, pl.UInt8))
-        .otherwise(pl.lit(2, pl.UInt8))
-        .alias("_excl"),
-    )
-
-    # -- The long frame: every document line, narrow; one join finds its PO line, a second
-    # brings the PO unit and price, units are converted, and only the integer columns the
-    # sums need are materialised (no document strings survive this stage).
-    def narrow(lf: pl.LazyFrame, kind: int, qty: str, docid: pl.Expr, amt: pl.Expr) -> pl.LazyFrame:
-        return lf.select(
-            pl.lit(kind, pl.UInt8).alias("_kind"),
-            pl.col("_row").cast(pl.UInt32),
-            docid.alias("_docid"),
-            "supplier_id",
-            "po_number",
-            pl.when(pl.col("line_number").is_null())
-            .then(pl.lit(1, pl.UInt8))
-            .otherwise(pl.lit(0, pl.UInt8))
-            .alias("_mt"),
-            pl.coalesce("line_number", "item_id").alias("_mk"),
-            "uom",
-            raw4(pl.col(qty)).alias("_qty"),
-            amt.alias("_amt"),
-        )
-
-    no_amt = pl.lit(None, pl.Int64)
-    parts = [
-        narrow(
-            asn_lf, ASN, "qty_shipped", pl.struct("supplier_id", "shipment_id").hash(), no_amt
-        ).with_columns(_excl=pl.lit(0, pl.UInt8))
-    ]
-    if rec_lf is not None:
-        parts.append(
-            narrow(rec_lf, RECEIPT, "qty_received", pl.lit(None, pl.UInt64), no_amt).with_columns(
-                _excl=pl.lit(0, pl.UInt8)
-            )
-        )
-    parts.append(
-        narrow(inv_lf, INVOICE, "qty_invoiced", pl.col("_docid"), pl.col("_amt"))
-        .join(excl, on="_docid", how="left")
-        .with_columns(pl.col("_excl").fill_null(0))
-    )
-    long = pl.concat(parts, how="vertical")
-    if exact_keys:
-        long = long.join(lookup, on=list(mkey), how="left")
-    else:
-        long = (
-            long.with_columns(h1.alias("_h"), h2.alias("_h2"))
-            .join(lookup, on="_h", how="left", suffix="_l")
-            .with_columns(
-                _po=pl.when(pl.col("_h2") == pl.col("_h2_l")).then(pl.col("_po")),
-            )
-        )
-
-    # Units: only rows whose unit differs from the PO unit need a factor. Units compare as
-    # given first (canonical feeds agree on case); only rows that differ are normalised
-    # (trimmed, upper case) and looked up: the factor joins' keys are null elsewhere, and a
-    # null key matches nothing.
-    def same(u: pl.Expr, pu: pl.Expr) -> pl.Expr:
-        return u.is_null() | pu.is_null() | (u == pu)
-
-    specific = factors.filter(pl.col("item_id").is_not_null()).rename({"item_id": "_pi"})
-    generic = factors.filter(pl.col("item_id").is_null()).drop("item_id")
-    need = ~same(pl.col("uom"), pl.col("_pu"))
-    u, pu = normalize_uom(pl.col("uom")), normalize_uom(pl.col("_pu"))
-    conv = mat(
-        long.select("_kind", "_row", "_docid", "_excl", "uom", "_qty", "_amt", "_po")
-        .join(po_attr, on="_po", how="left")
-        .with_columns(
-            _need=need,
-            # equal once normalised ("ea" vs "EA"): factor 1
-            _one=pl.when(same(u, pu)).then(pl.lit(1, pl.Int64)),
-            _ku=pl.when(need).then(u),
-            _kpu=pl.when(need).then(pu),
-        )
-        .join(
-            specific, left_on=["_pi", "_ku", "_kpu"], right_on=["_pi", "_from", "_to"], how="left"
-        )
-        .join(generic, left_on=["_ku", "_kpu"], right_on=["_from", "_to"], how="left", suffix="_g")
-        .select(
-            "_kind",
-            "_row",
-            "_docid",
-            "_excl",
-            "_po",
-            "_amt",
-            "_p",
-            pl.when(~pl.col("_need"))
-            .then(pl.col("_qty") * (RAW8 // RAW4))
-            .otherwise(
-                div_round(
-                    pl.col("_qty").cast(pl.Int128)
-                    * (RAW8 // RAW4)
-                    * pl.coalesce("_one", "_num", "_num_g"),
-                    pl.coalesce("_one", "_den", "_den_g").cast(pl.Int128),
-                ).cast(pl.Int64)
-            )
-            .alias("_q"),
-            "_qty",
-        )
-        .with_columns(_bad=pl.col("_q").is_null() & pl.col("_qty").is_not_null())
-        .drop("_qty"),
-        "match",
-    )
-    del long, parts, lookup, po_attr
-    unconverted = (
-        0 if conversions is not None else int(conv.select(pl.col("_bad").sum()).collect().item())
-    )
-
-    # -- One group-by on the integer line id for every per-line figure.
-    k, ok, bad = pl.col("_kind"), pl.col("_excl") == 0, pl.col("_bad")
-    is_asn, is_rec, is_inv = k == ASN, k == RECEIPT, (k == INVOICE) & ok
-    # An invoice line billed at another price than the PO's: the evidence for PRICE_VARIANCE.
-    deviates = is_inv & ~bad & (pl.col("_amt") != div_round(pl.col("_e"), RAW8))
-
-    def masked(cond: pl.Expr, col: str) -> pl.Expr:
-        return pl.when(cond).then(pl.col(col))
-
-    matched = conv.filter(pl.col("_po").is_not_null()).with_columns(
-        # expected amount of the line at the PO price, 1e-12 currency (Int128)
-        _e=pl.col("_q").cast(pl.Int128) * pl.col("_p"),
-    )
-    sums = matched.group_by("_po").agg(
-        _shipped=masked(is_asn, "_q").sum(),
-        _received=masked(is_rec, "_q").sum(),
-        _invoiced=masked(is_inv, "_q").sum(),
-        _billed=masked(is_inv & ~bad, "_amt").sum(),
-        _asn_bad=masked(is_asn & bad, "_row").min(),
-        _rec_bad=masked(is_rec & bad, "_row").min(),
-        _inv_bad=masked(is_inv & bad, "_row").min(),
-        _inv_dev=masked(deviates, "_row").min(),
-        _inv_first=masked(is_inv, "_row").min(),
-        _asn_first=masked(is_asn, "_row").min(),
-        _rec_first=masked(is_rec, "_row").min(),
-        _bad_amt=masked(is_inv & bad, "_amt").sum(),
-        n_shipments=masked(is_asn, "_docid").drop_nulls().n_unique(),
-        n_receipts=is_rec.sum(),
-        n_invoices=masked(is_inv, "_docid").drop_nulls().n_unique(),
-        _n_dup=masked((k == INVOICE) & (pl.col("_excl") == 1), "_docid").drop_nulls().n_unique(),
-        _n_sus=masked((k == INVOICE) & (pl.col("_excl") == 2), "_docid").drop_nulls().n_unique(),
-    )
-    # Both aggregates and the few lines without a PO line in one pass over the long frame,
-    # which is then freed.
-    sums_df, per_doc_df, unmatched_df = pl.collect_all(
-        [
-            sums,
-            _per_invoice(matched),
-            conv.filter(pl.col("_po").is_null()).select("_kind", "_row", "_docid", "_amt"),
-        ],
-        engine=engine,
-    )
-    tick("sums")
-    del conv, matched, sums
-    per_doc = per_doc_df.lazy()
-    del per_doc_df
-    received_from: Literal["receipts", "asn"] = "receipts" if rec_lf is not None else "asn"
-
-    # -- Document lines without a PO line get their keys back from their input rows: no PO
-    # reference, or the PO number exists but only under other suppliers. Only the few PO
-    # numbers they name are looked up (``po_numbers``: every supplier's PO numbers, when
-    # ``po`` holds only some suppliers, as in partitioned runs).
-    inputs = {ASN: asn_lf, INVOICE: inv_lf, **({RECEIPT: rec_lf} if rec_lf is not None else {})}
-    found = pl.concat(
-        [
-            unmatched_df.lazy()
-            .filter(pl.col("_kind") == kind)
-            .join(
-                _rows_of(src, unmatched_df.filter(pl.col("_kind") == kind)["_row"]).select(
-                    pl.col("_row").cast(pl.UInt32), "supplier_id", "po_number"
-                ),
-                on="_row",
-            )
-            .sort("_row")
-            for kind, src in inputs.items()
-        ]
-    ).collect(engine=engine)  # once: the PO numbers below and the codes read it
-    wanted = found.select(pl.col("po_number").unique().implode())
-    known = po_numbers if po_numbers is not None else po_lf.select("po_number")
-    po_any = (
-        known.filter(pl.col("po_number").is_in(wanted.to_series()[0].implode()))
-        .unique()
-        .with_columns(_any=pl.lit(True))
-    )
-    po_hdr = po_lf.select("supplier_id", "po_number").unique()
-    unmatched = mat(
-        found.lazy()
-        .join(po_hdr.with_columns(_same=pl.lit(True)), on=["supplier_id", "po_number"], how="left")
-        .join(po_any, on="po_number", how="left")
-        .with_columns(
-            pl.when(pl.col("_same").is_null() & pl.col("_any").fill_null(False))
-            .then(pl.lit("SUPPLIER_MISMATCH"))
-            .otherwise(pl.lit("NO_PO_REFERENCE"))
-            .alias("code"),
-        ),
-        "unmatched",
-    )
-    del po_hdr, po_any, unmatched_df, found
-
-    # -- PO lines with their sums and checks. The wide frame (every private column the
-    # exception rows need) lives only until the public columns and the few rows with
-    # exceptions are split off it.
-    wide = _lines(po_lf, sums_df.lazy(), tol, tol_frame, receipts_given=rec_lf is not None).collect(
-        engine=engine
-    )
-    del sums_df, po_lf
-    line_exc_src = wide.filter(pl.col("_mask") > 0)
-    line_rows = wide["_row"]
-    if compact:
-        # partitioned runs: the public columns are made once, in PO order, from these
-        lines_df = wide.select(LINE_VALUES)
-        del wide
-    else:
-        public = wide.lazy().pipe(public_lines, receipts_given=rec_lf is not None)
-        del wide
-        lines_df = public.collect(engine=engine)
-        del public
-    tick("lines")
-
-    doc_exc = unmatched.select(
-        "code",
-        pl.col("_kind").replace_strict(LEVEL, return_dtype=pl.String).alias("level"),
-        *(pl.lit(None, EXC_SCHEMA[c]).alias(c) for c in list(EXC_SCHEMA)[2:10]),
-        pl.lit(None, pl.Int64).alias("variance_qty"),
-        pl.col("_amt").alias("variance_amount"),
-        pl.col("_amt").abs().alias("amount_at_risk"),
-        pl.lit(None, pl.Int64).alias("tolerance_pct"),
-        pl.lit(None, pl.Int64).alias("tolerance_abs"),
-        pl.col("_kind").alias("_ev_kind"),
-        pl.col("_row").alias("_ev_row"),
-        *(pl.lit(None, pl.UInt32).alias(c) for c in ("_inv_row", "_asn_row", "_po_row")),
-        pl.lit(None, pl.String).alias("related_invoice_number"),
-        pl.lit(None, pl.UInt32).alias("_doc_row"),
-        *(pl.lit(None, pl.String).alias(c) for c in ("po_source", "po_position")),
-    )
-
-    invoices = mat(_invoices(docs, per_doc, unmatched, tol, tol_frame, po_rows), "invoices")
-    del docs, per_doc
-    exc_rows = pl.concat(
-        [
-            _line_exceptions(line_exc_src.lazy(), tol, tol_frame),
-            _invoice_exceptions(invoices),
-            doc_exc,
-        ],
-        how="vertical",
-    ).collect(engine=engine)
-    exceptions = _attach_evidence(exc_rows, {**inputs, PO: po_in})
-    exc_df = exceptions.sort(
-        "supplier_id",
-        "po_number",
-        "line_number",
-        "code",
-        "invoice_number",
-        "shipment_id",
-        nulls_last=True,
-    ).collect(engine=engine)
-    tick("exceptions")
-    # "first seen" order (joins on the streaming engine do not keep it)
-    inv_df = invoices.collect().sort("_ord")
-    return Plan(
-        lines=lines_df,
-        invoices=_public(inv_df),
-        exceptions=exc_df,
-        received_from=received_from,
-        stages=timings,
-        line_rows=line_rows,
-        invoice_rows=inv_df["_first"],
-        unconverted=unconverted,
-    )
 
 
 def warn_units(unconverted: int) -> None:
@@ -775,6 +364,48 @@ def _lines(
     receipts_given: bool,
 ) -> pl.LazyFrame:
     """One row per PO line; every figure is an Int64 count of 1e-4 until the final select."""
+    lf = _line_totals(po_lf, sums, tol_frame, receipts_given=receipts_given)
+    flags = _line_flags(tol)
+    lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flags.items()})
+    lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flags})).join(
+        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
+    )
+    return _line_status_and_risk(lf).select(
+        *KEY,
+        "item_id",
+        "uom",
+        "unit_price",
+        "_o",
+        *LINE_VALUES,
+        "_p",
+        *_LINE_EVIDENCE,
+        "_bad_amt",
+    )
+
+
+#: Per PO line, the input row of the first document line of each kind (and of the first
+#: unconvertible one, the first billed off price): the evidence of its exceptions.
+_LINE_EVIDENCE: Final = (
+    "_asn_bad",
+    "_rec_bad",
+    "_inv_bad",
+    "_inv_dev",
+    "_inv_first",
+    "_asn_first",
+    "_rec_first",
+)
+
+
+def _line_totals(
+    po_lf: pl.LazyFrame,
+    sums: pl.LazyFrame,
+    tol_frame: pl.LazyFrame | None,
+    *,
+    receipts_given: bool,
+) -> pl.LazyFrame:
+    """PO lines with their sums in the PO unit: ``_s`` shipped, ``_r`` received, ``_i``
+    invoiced, ``_b`` billed, ``_e`` I x PO price; ``_r_bad`` / ``_i_bad``: a quantity of that
+    side could not be converted."""
 
     def total(col: str) -> pl.Expr:
         return div_round(pl.col(col), RAW8 // RAW4).cast(pl.Int64).fill_null(0)
@@ -784,7 +415,7 @@ def _lines(
     if tol_frame is not None:
         lf = lf.join(tol_frame, on="supplier_id", how="left", maintain_order="left")
     counts = ("n_shipments", "n_receipts", "n_invoices", "_n_dup", "_n_sus")
-    lf = lf.with_columns(
+    return lf.with_columns(
         _s=total("_shipped"),
         _r=total("_received" if receipts_given else "_shipped"),
         _i=total("_invoiced"),
@@ -797,15 +428,18 @@ def _lines(
         _i_bad=pl.col("_inv_bad").is_not_null(),
         **{c: pl.col(c).fill_null(0) for c in counts},
     )
+
+
+def _line_flags(tol: Tolerances) -> dict[str, pl.Expr]:
+    """The condition of each code a PO line can carry, on :func:`_line_totals`' columns."""
     o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
-    billed, expected = pl.col("_b"), pl.col("_e")
     r_ok, i_ok = ~pl.col("_r_bad"), ~pl.col("_i_bad")
-    price_var = billed - expected
+    price_var = pl.col("_b") - pl.col("_e")
 
     def lim(check: str) -> tuple[pl.Expr, pl.Expr]:
         return tol.expr(f"{check}_pct"), tol.expr(f"{check}_abs")
 
-    flag_exprs = {
+    return {
         # A line touched by a duplicate invoice carries the code in its flags (the exception
         # row belongs to the invoice).
         "DUPLICATE_INVOICE": pl.col("_n_dup") > 0,
@@ -817,24 +451,25 @@ def _lines(
         "PRICE_VARIANCE": i_ok
         & (i > 0)
         & pl.col("_p").is_not_null()
-        & beyond(price_var.abs(), expected.abs(), *lim("price")),
+        & beyond(price_var.abs(), pl.col("_e").abs(), *lim("price")),
         "NOT_SHIPPED": r_ok & (o > 0) & (r == 0),
         "SHORT_SHIPPED": r_ok & (r > 0) & beyond(o - r, o, *lim("short_ship")),
         "OVER_SHIPPED": r_ok & beyond(r - o, o, *lim("over_ship")),
         "NOT_INVOICED": r_ok & i_ok & (r > 0) & (i == 0),
     }
-    lf = lf.with_columns(**{f"_f_{c}": e.fill_null(False) for c, e in flag_exprs.items()})
-    lf = lf.with_columns(_mask=_mask({c: pl.col(f"_f_{c}") for c in flag_exprs})).join(
-        _BY_MASK.lazy(), on="_mask", how="left", maintain_order="left"
-    )
+
+
+def _line_status_and_risk(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``status`` (the first flag, else matched within tolerance or matched), ``_risk`` (the
+    largest at-risk amount of the line's exceptions) and ``_iup`` (invoiced unit price)."""
+    o, r, i, p = pl.col("_o"), pl.col("_r"), pl.col("_i"), pl.col("_p")
+    billed, price_var = pl.col("_b"), pl.col("_b") - pl.col("_e")
     varies = (r != o) | (i != r) | (price_var != 0)
     status = pl.coalesce(
         pl.col("_top"),
         pl.when(varies).then(pl.lit("MATCHED_WITHIN_TOLERANCE")).otherwise(pl.lit("MATCHED")),
     ).cast(STATUS)
-    p = pl.col("_p")
-    # Money exposed on the line: the largest at-risk amount of its line exceptions. The
-    # quantity codes share three products; each is computed once.
+    # The quantity codes share three products; each is computed once.
     lf = lf.with_columns(
         _v_ro=div_round((r - o).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
         _v_ir=div_round((i - r).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64),
@@ -857,22 +492,6 @@ def _lines(
         status=status,
         # Money exposed on the line: the largest at-risk amount of its line exceptions.
         _risk=at_risk.cast(pl.Int64).fill_null(0),
-    ).select(
-        *KEY,
-        "item_id",
-        "uom",
-        "unit_price",
-        "_o",
-        *LINE_VALUES,
-        "_p",
-        "_asn_bad",
-        "_rec_bad",
-        "_inv_bad",
-        "_inv_dev",
-        "_inv_first",
-        "_asn_first",
-        "_rec_first",
-        "_bad_amt",
     )
 
 
@@ -957,22 +576,10 @@ def _at_risk(
     return div_round(_variance(code, o, r, i).abs().cast(pl.Int128) * p, RAW4).cast(pl.Int64)
 
 
-def _line_exceptions(
-    lines: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
-) -> pl.LazyFrame:
-    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
-    billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
-    code = pl.col("code")
-
-    def by_code(values: dict[str, pl.Expr]) -> pl.Expr:
-        return _first_of(
-            [(code == c, x.cast(pl.Int64)) for c, x in values.items()], pl.lit(None, pl.Int64)
-        )
-
-    signed = {c: div_round(_variance(c, o, r, i).cast(pl.Int128) * p, RAW4) for c in LINE_CODES}
-    signed["PRICE_VARIANCE"] = billed - expected
-    signed["INVOICED_NOT_RECEIVED"] = billed
-    signed["UOM_MISMATCH"] = pl.col("_bad_amt")
+def _line_evidence(code: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """The document (kind, input row) that shows a line exception of ``code``: the first
+    unconvertible line (``UOM_MISMATCH``), the first invoice line billed off price
+    (``PRICE_VARIANCE``), else the first line of the side the code is about (below)."""
     is_uom = code == "UOM_MISMATCH"
     ev_kind = _first_of(
         [
@@ -1011,6 +618,27 @@ def _line_exceptions(
     ev_row = pl.coalesce(
         ev_row.cast(pl.UInt32), pl.when(shipping).then(ship_row).otherwise(bill_row)
     )
+    return ev_kind, ev_row
+
+
+def _line_exceptions(
+    lines: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None
+) -> pl.LazyFrame:
+    """One exception row per code of each flagged PO line (figures raw4 until the evidence)."""
+    o, r, i = pl.col("_o"), pl.col("_r"), pl.col("_i")
+    billed, expected, p = pl.col("_b"), pl.col("_e"), pl.col("_p")
+    code = pl.col("code")
+
+    def by_code(values: dict[str, pl.Expr]) -> pl.Expr:
+        return _first_of(
+            [(code == c, x.cast(pl.Int64)) for c, x in values.items()], pl.lit(None, pl.Int64)
+        )
+
+    signed = {c: div_round(_variance(c, o, r, i).cast(pl.Int128) * p, RAW4) for c in LINE_CODES}
+    signed["PRICE_VARIANCE"] = billed - expected
+    signed["INVOICED_NOT_RECEIVED"] = billed
+    signed["UOM_MISMATCH"] = pl.col("_bad_amt")
+    ev_kind, ev_row = _line_evidence(code)
     return (
         lines.filter(pl.col("_mask") > 0)
         .join(_CODES.lazy(), on="_mask", how="inner")

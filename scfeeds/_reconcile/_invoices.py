@@ -62,29 +62,48 @@ def mark_duplicates(
     each position) and its neighbour transpositions, and equi-joins on those keys find every
     pair in time linear in total characters.
     """
-    key = ["supplier_id", "invoice_number_normalized"]
+    docs = _exact_duplicates(docs, engine)
+    originals = docs.filter(~pl.col("_dup"))
+    suspects = _suspects(_keying_pairs_of(originals, engine), tol, tol_frame)
+    return docs.join(suspects, on="_doc", how="left").with_columns(
+        _suspect=pl.col("suspect_of").is_not_null()
+    )
+
+
+_KEY: Final = ["supplier_id", "invoice_number_normalized"]
+
+
+def _exact_duplicates(
+    docs: pl.LazyFrame, engine: Literal["auto", "in-memory", "streaming"]
+) -> pl.LazyFrame:
+    """``docs`` (materialised) with the normalised number, ``_dup`` and ``duplicate_of``."""
     # ``docs`` arrive sorted by ``_ord``: the first occurrence of a key is the original.
     docs = (
-        docs.with_columns(normalize_invoice_number(pl.col("invoice_number")).alias(key[1]))
-        .with_columns(_dup=~pl.struct(key).is_first_distinct())
+        docs.with_columns(normalize_invoice_number(pl.col("invoice_number")).alias(_KEY[1]))
+        .with_columns(_dup=~pl.struct(_KEY).is_first_distinct())
         .collect(engine=engine)
         .lazy()
     )
     originals = docs.filter(~pl.col("_dup"))
-    docs = docs.join(
+    return docs.join(
         docs.filter(pl.col("_dup"))
-        .join(originals.select(*key, pl.col("invoice_number").alias("duplicate_of")), on=key)
+        .join(originals.select(*_KEY, pl.col("invoice_number").alias("duplicate_of")), on=_KEY)
         .select("_doc", "duplicate_of"),
         on="_doc",
         how="left",
     )
 
-    # Pairs at edit distance 1 among originals, per supplier (see _distance_one_pairs).
+
+def _keying_pairs_of(
+    originals: pl.LazyFrame, engine: Literal["auto", "in-memory", "streaming"]
+) -> pl.LazyFrame:
+    """Pairs of originals of the same supplier and PO whose numbers are one keying error
+    apart, oriented: the later invoice (the suspect) first, the earlier one ``_b``."""
     # the group a copy must share with its original: supplier and PO (hashed; checked below)
     orig_df = originals.select(
         "_doc",
         pl.struct("supplier_id", "po_number").hash(seed=5).alias("supplier_id"),
-        pl.col(key[1]).alias("_n"),
+        pl.col(_KEY[1]).alias("_n"),
         # the number as typed (zero padding kept): a slip in the padding, INV-000248 ->
         # INV-0400248, is one keystroke there and many once the zeros are dropped
         pl.col("invoice_number").str.to_lowercase().str.replace_all(r"[^a-z0-9]", "").alias("_t"),
@@ -110,12 +129,16 @@ def mark_duplicates(
         )
 
     fields = ("_doc", "_ord", "invoice_number", "invoice_date", "total_amount")
-    # Orient each pair: the later invoice (the suspect) first, the earlier one "_b".
-    pairs = pairs.select(
+    return pairs.select(
         "supplier_id",
         *(side(c, of_later=True) for c in fields),
         *(side(c, of_later=False) for c in fields),
     ).unique(["_doc", "_doc_b"])
+
+
+def _suspects(pairs: pl.LazyFrame, tol: Tolerances, tol_frame: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Per suspect (the later of a pair within the date and amount tolerances): the earliest
+    look-alike's number (``suspect_of``) and the amount difference to it."""
     if tol_frame is not None:
         pairs = pairs.join(tol_frame, on="supplier_id", how="left")
     days = tol.expr("duplicate_days")
@@ -127,7 +150,7 @@ def mark_duplicates(
         tol.expr("duplicate_amount_pct"),
         tol.expr("duplicate_amount_abs"),
     )
-    suspects = (
+    return (
         pairs.filter(
             # A missing date cannot clear a suspect: it stays on hold for review.
             (days.is_null() | gap.is_null() | (gap <= days)) & ~amount_differs
@@ -139,9 +162,6 @@ def mark_duplicates(
             .sort_by("_ord_b")
             .first(),
         )
-    )
-    return docs.join(suspects, on="_doc", how="left").with_columns(
-        _suspect=pl.col("suspect_of").is_not_null()
     )
 
 
@@ -241,89 +261,101 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
     width = int(lens.max())
     if width == 0:
         return _EMPTY_PAIRS
+    cand = _candidates(orig, strings, lens, width)
+    if cand.height == 0:
+        return _EMPTY_PAIRS
+    good = cand.filter(_one_error_apart(cand, strings, orig["supplier_id"]))
+    docs = orig["_doc"]
+    return pl.DataFrame(
+        {"_doc": docs.gather(good["_i"]), "_doc_b": docs.gather(good["_i_b"])},
+        schema={"_doc": pl.UInt64, "_doc_b": pl.UInt64},
+    ).unique()
+
+
+def _keyed(h: U64s, salt_of: U64s, extra: npt.NDArray[np.int64]) -> U64s:
+    """A hash mixed with the group's salt and a small integer (length, position)."""
+    with np.errstate(over="ignore"):
+        mixed: U64s = (h * _u64(_MIX[2]) ^ salt_of) + extra.astype(np.uint64) * _u64(_MIX[0])
+    return mixed
+
+
+def _meeting(idx: npt.NDArray[np.int64], keys: U64s, own_key: U64s, p: int) -> pl.DataFrame:
+    """Pairs (``_i`` from ``idx``, ``_i_b``) whose edited key meets another's own key."""
+    hit = np.isin(keys, own_key)
+    near = pl.DataFrame({"_i": idx[hit], "_ki": keys[hit]})
+    own_hit = np.isin(own_key, keys[hit])
+    own = pl.DataFrame({"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]})
+    return near.join(own, on="_ki").select("_i", "_i_b", pl.lit(p, pl.Int64).alias("_p"))
+
+
+def _sharing(idx: npt.NDArray[np.int64], keys: U64s, p: int) -> pl.DataFrame:
+    """Pairs (``_i``, ``_i_b``) of rows in ``idx`` with the same key (a key seen twice)."""
+    order = np.argsort(keys, kind="stable")
+    repeat = keys[order][1:] == keys[order][:-1]
+    in_group = np.zeros(len(idx), dtype=bool)
+    in_group[1:] |= repeat
+    in_group[:-1] |= repeat
+    shared = pl.DataFrame({"_i": idx[order[in_group]], "_ks": keys[order[in_group]]})
+    return (
+        shared.with_columns(_p=pl.lit(p, pl.Int64))
+        .join(shared, on="_ks", suffix="_b")
+        .filter(pl.col("_i") != pl.col("_i_b"))
+        .select("_i", "_i_b", "_p")
+    )
+
+
+def _candidates(
+    orig: pl.DataFrame, strings: pl.Series, lens: npt.NDArray[np.int64], width: int
+) -> pl.DataFrame:
+    """Candidate pairs (``_i``, ``_i_b``) by hash, with the edit's position ``_p`` (``-1 -
+    q``: positions q and q + 1 transposed); a hash collision may add a false one."""
+    n = orig.height
     # normalised numbers are ASCII letters and digits: one byte per character
     buf = np.frombuffer(
         "".join(strings.str.pad_end(width, "\x00").to_list()).encode("ascii"), dtype=np.uint8
     ).reshape(n, width)
     powers = np.array([pow(_BASE, j, _U64) for j in range(width)], dtype=np.uint64)
+    found: list[pl.DataFrame] = []
     with np.errstate(over="ignore"):
         prefix = np.zeros((n, width + 1), dtype=np.uint64)
         np.cumsum(buf.astype(np.uint64) * powers, axis=1, dtype=np.uint64, out=prefix[:, 1:])
         full = prefix[:, width]
         sup = orig["supplier_id"].hash(seed=3).to_numpy().astype(np.uint64)
         salt = (sup * _u64(_MIX[0])) ^ _u64(_MIX[1])
-
-        def keyed(h: U64s, salt_of: U64s, extra: npt.NDArray[np.int64]) -> U64s:
-            mixed: U64s = (h * _u64(_MIX[2]) ^ salt_of) + extra.astype(np.uint64) * _u64(_MIX[0])
-            return mixed
-
-        own_key = keyed(full, salt, lens)
+        own_key = _keyed(full, salt, lens)
         # One position at a time (a substitution pair shares its position): a few arrays of
         # one key per string at once, not the whole neighbourhood (13 keys per string).
-        found: list[pl.DataFrame] = []
         for p in range(width):
             idx = np.flatnonzero(lens > p)
             deleted = prefix[idx, p] + (full[idx] - prefix[idx, p + 1]) * _u64(_BASE_INV)
             # substitution key: deletion hash, position, length; insertion key: deletion
             # hash and the length left, to meet the shorter string's own hash and length
-            sub_key = keyed(deleted, salt[idx], np.full(len(idx), p * 1024) + lens[idx])
-            ins_key = keyed(deleted, salt[idx], lens[idx] - 1)
-            order = np.argsort(sub_key, kind="stable")
-            repeat = sub_key[order][1:] == sub_key[order][:-1]
-            in_group = np.zeros(len(idx), dtype=bool)
-            in_group[1:] |= repeat
-            in_group[:-1] |= repeat
-            shared = pl.DataFrame(
-                {"_i": idx[order[in_group]], "_ks": sub_key[order[in_group]]}
-            ).with_columns(_p=pl.lit(p, pl.Int64))
-            found.append(
-                shared.join(shared, on="_ks", suffix="_b")
-                .filter(pl.col("_i") != pl.col("_i_b"))
-                .select("_i", "_i_b", "_p")
-            )
-            hit = np.isin(ins_key, own_key)
-            if hit.any():
-                near = pl.DataFrame({"_i": idx[hit], "_ki": ins_key[hit]})
-                own_hit = np.isin(own_key, ins_key[hit])
-                own = pl.DataFrame(
-                    {"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]}
-                )
-                found.append(
-                    near.join(own, on="_ki").select("_i", "_i_b", pl.lit(p, pl.Int64).alias("_p"))
-                )
+            sub_key = _keyed(deleted, salt[idx], np.full(len(idx), p * 1024) + lens[idx])
+            found.append(_sharing(idx, sub_key, p))
+            found.append(_meeting(idx, _keyed(deleted, salt[idx], lens[idx] - 1), own_key, p))
             if p + 1 < width:
                 # transposition of p and p+1: the swapped string's hash meets another's own
                 two = np.flatnonzero(lens > p + 1)
                 a, b = buf[two, p].astype(np.uint64), buf[two, p + 1].astype(np.uint64)
                 swapped = full[two] + (b - a) * powers[p] + (a - b) * powers[p + 1]
-                swap_key = keyed(swapped, salt[two], lens[two])
-                hit = np.isin(swap_key, own_key) & (a != b)
-                if hit.any():
-                    near = pl.DataFrame({"_i": two[hit], "_ki": swap_key[hit]})
-                    own_hit = np.isin(own_key, swap_key[hit])
-                    own = pl.DataFrame(
-                        {"_i_b": np.flatnonzero(own_hit).astype(np.int64), "_ki": own_key[own_hit]}
-                    )
-                    found.append(
-                        near.join(own, on="_ki").select(
-                            "_i", "_i_b", pl.lit(-1 - p, pl.Int64).alias("_p")
-                        )
-                    )
+                keys = _keyed(swapped, salt[two], lens[two])
+                keep = a != b
+                found.append(_meeting(two[keep], keys[keep], own_key, -1 - p))
     schema = {"_i": pl.Int64, "_i_b": pl.Int64, "_p": pl.Int64}
-    cand = pl.concat([f.cast(schema) for f in found]).unique()  # type: ignore[arg-type]
-    if cand.height == 0:
-        return _EMPTY_PAIRS
-    # exact check on the strings: deleting position _p from the first gives the second with
-    # position _p deleted (substitution) or the second itself (insertion / deletion)
-    s_a = strings.gather(cand["_i"])
-    s_b = strings.gather(cand["_i_b"])
+    return pl.concat([f.cast(schema) for f in found]).unique()  # type: ignore[arg-type]
+
+
+def _one_error_apart(cand: pl.DataFrame, strings: pl.Series, groups: pl.Series) -> pl.Series:
+    """The exact check of each candidate on the strings: deleting position ``_p`` from the
+    first gives the second with position ``_p`` deleted (substitution) or the second itself
+    (insertion / deletion), or (``_p`` < 0) the two neighbours swapped give the second."""
     check = pl.DataFrame(
         {
-            "a": s_a,
-            "b": s_b,
+            "a": strings.gather(cand["_i"]),
+            "b": strings.gather(cand["_i_b"]),
             "p": cand["_p"],
-            "sa": orig["supplier_id"].gather(cand["_i"]),
-            "sb": orig["supplier_id"].gather(cand["_i_b"]),
+            "sa": groups.gather(cand["_i"]),
+            "sb": groups.gather(cand["_i_b"]),
         }
     )
     at = pl.col("p").clip(lower_bound=0)
@@ -338,7 +370,7 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
         pl.col("a").str.slice(q, 1),
         pl.col("a").str.slice(q + 2),
     )
-    ok = check.select(
+    return check.select(
         (pl.col("sa") == pl.col("sb"))
         & (pl.col("a") != pl.col("b"))
         & pl.when(pl.col("p") < 0)
@@ -347,9 +379,3 @@ def _distance_one_pairs(orig: pl.DataFrame) -> pl.DataFrame:
         .then(del_a == del_b)
         .otherwise(del_a == pl.col("b"))
     ).to_series()
-    docs = orig["_doc"]
-    good = cand.filter(ok)
-    return pl.DataFrame(
-        {"_doc": docs.gather(good["_i"]), "_doc_b": docs.gather(good["_i_b"])},
-        schema={"_doc": pl.UInt64, "_doc_b": pl.UInt64},
-    ).unique()

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import polars as pl
 
@@ -77,27 +77,32 @@ class ReconciliationSummary:
 
 
 class _Job:
-    """Runs the match once, on first demand, and keeps the result."""
+    """Runs the match on first demand and keeps the result, with the engine it ran on."""
 
     def __init__(
         self, run: Callable[[Engine], Plan], *, stages: dict[str, float] | None = None
     ) -> None:
         self._run = run
         self._plan: Plan | None = None
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._stages = stages
 
     def stages(self) -> dict[str, float]:
-        """Seconds per stage: known already for results written to disk (reading them back
-        would load every row), else those of the run (run now if needed)."""
+        """Seconds per stage: known already for results computed elsewhere, else those of
+        the run (run now if needed)."""
         if self._stages is not None:
             return dict(self._stages)
         return dict(self.plan().stages)
 
-    def plan(self, engine: Engine = "auto") -> Plan:
+    def plan(self, engine: Engine | None = None) -> Plan:
+        """The result: the one kept when ``engine`` is ``None`` or the one it ran on, else
+        (first demand, or another engine asked for) run now with ``engine`` (default
+        ``"auto"``) and kept."""
         with self._lock:
-            if self._plan is None:
-                self._plan = self._run(engine)
+            if self._plan is None or (engine is not None and engine != self._engine):
+                self._engine = engine if engine is not None else "auto"
+                self._plan = self._run(self._engine)
             return self._plan
 
 
@@ -106,8 +111,12 @@ def _lazy(
 ) -> pl.LazyFrame:
     """A LazyFrame whose rows come from the job: nothing runs until it is collected."""
 
-    def frames(_: Pushdown) -> Iterator[pl.DataFrame]:
-        yield getattr(job.plan(), name)
+    def frames(pushdown: Pushdown) -> Iterator[pl.DataFrame]:
+        frame: pl.DataFrame | pl.LazyFrame = getattr(job.plan(), name)
+        if isinstance(frame, pl.LazyFrame):  # made on demand: only the columns asked for
+            need = pushdown.needed(frame.collect_schema())
+            frame = (frame if need is None else frame.select(need)).collect()
+        yield frame
 
     return scan_batches(frames, schema=schema, name=f"scfeeds.reconcile {name}")
 
@@ -134,7 +143,7 @@ class Reconciliation:
         The tolerances applied.
     inputs
         ``{table: version}`` of the lake tables the match read, when it read a lake
-        (:func:`scfeeds.reconcile_lake`; empty otherwise): ``scan_lake(lake, table,
+        (``reconcile(lake)``; empty otherwise): ``scan_lake(lake, table,
         snapshot=rec.inputs)`` reads exactly the same rows again, so a report can be
         reproduced after later ingests.
     """
@@ -154,6 +163,8 @@ class Reconciliation:
         empty: Callable[[], Plan],
         received_from: Literal["receipts", "asn"],
         tolerances: Tolerances,
+        *,
+        inputs: Mapping[str, int] | None = None,
     ) -> Reconciliation:
         cache: list[Plan] = []
 
@@ -173,6 +184,7 @@ class Reconciliation:
             received_from=received_from,
             tolerances=tolerances,
             _job=job,
+            inputs=dict(inputs or {}),
         )
 
     @classmethod
@@ -204,40 +216,17 @@ class Reconciliation:
             _job=job,
         )
 
-    @classmethod
-    def _from_lazy(
-        cls,
-        lines: pl.LazyFrame,
-        invoices: pl.LazyFrame,
-        exceptions: pl.LazyFrame,
-        *,
-        received_from: Literal["receipts", "asn"],
-        tolerances: Tolerances,
-        stages: dict[str, float],
-    ) -> Reconciliation:
-        def run(engine: Engine) -> Plan:
-            done = pl.collect_all([lines, invoices, exceptions], engine=engine)
-            return Plan(
-                lines=done[0],
-                invoices=done[1],
-                exceptions=done[2],
-                received_from=received_from,
-                stages=stages,
-            )
+    def collect(self, *, engine: Engine | None = None) -> Reconciliation:
+        """Run the match now, all three frames in one pass, and return a reconciliation whose
+        frames are in memory (still exposed as ``LazyFrame``). A partitioned run's ``lines``
+        are the exception: the parts' few integers per PO line are in memory, and the public
+        columns are made from them and the PO input when collected, only those asked for.
 
-        return cls(
-            lines=lines,
-            invoices=invoices,
-            exceptions=exceptions,
-            received_from=received_from,
-            tolerances=tolerances,
-            _job=_Job(run, stages=stages),
-        )
-
-    def collect(self, *, engine: Engine = "auto") -> Reconciliation:
-        """Run the match now with ``engine`` (``"streaming"`` keeps each stage's memory
-        bounded by its output) and return a reconciliation whose frames are in memory (still
-        exposed as ``LazyFrame``)."""
+        ``engine``: the polars engine every stage is collected with (``"streaming"`` keeps
+        each stage's memory bounded by its output). ``None`` (default): the result already
+        computed, if any, else ``"auto"``; another engine than the one the kept result ran
+        on runs the match again with it.
+        """
         plan = self._job.plan(engine)
         return Reconciliation(
             lines=plan.lines.lazy(),
@@ -246,6 +235,7 @@ class Reconciliation:
             received_from=self.received_from,
             tolerances=self.tolerances,
             _job=self._job,
+            inputs=self.inputs,
         )
 
     def timings(self) -> dict[str, float]:
@@ -254,124 +244,15 @@ class Reconciliation:
 
     def summary(self, *, engine: Engine = "auto") -> ReconciliationSummary:
         """Counts and amount at risk by status, by supplier and by code (computed now)."""
-        rank = {s: i for i, s in enumerate(STATUSES)}
-        line_status = (
-            self.lines.with_columns(pl.col("status").cast(pl.String))
-            .group_by("status")
-            .agg(count=pl.len(), amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT))
-        )
-        inv_risk = (
-            pl.when(pl.col("status").is_in(["MATCHED", "MATCHED_WITHIN_TOLERANCE"]))
-            .then(pl.lit(0, OUT))
-            .when(
-                pl.col("status").is_in(
-                    [
-                        "DUPLICATE_INVOICE",
-                        "DUPLICATE_SUSPECT",
-                        "NO_PO_REFERENCE",
-                        "SUPPLIER_MISMATCH",
-                    ]
-                )
-            )
-            .then(pl.col("total_amount").abs())
-            .otherwise(pl.col("amount_variance").abs())
-            .cast(OUT)
-        )
-        inv = self.invoices.with_columns(pl.col("status").cast(pl.String), _risk=inv_risk)
-        inv_status = inv.group_by("status").agg(
-            count=pl.len(), amount_at_risk=pl.col("_risk").sum().cast(OUT)
-        )
-        exc = pl.col("status").is_in(["MATCHED", "MATCHED_WITHIN_TOLERANCE"]).not_()
-        by_line_sup = self.lines.group_by("supplier_id").agg(
-            lines=pl.len(),
-            lines_with_exceptions=exc.sum(),
-            line_amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT),
-        )
-        by_inv_sup = inv.group_by("supplier_id").agg(
-            invoices=pl.len(),
-            invoices_with_exceptions=exc.sum(),
-            invoice_amount_at_risk=pl.col("_risk").sum().cast(OUT),
-        )
-        # each line's money once, under its first line code (its status when that is one)
-        primary = (
-            pl.col("flags")
-            .cast(pl.List(pl.String))
-            .list.eval(pl.element().filter(pl.element().is_in(list(LINE_CODES))))
-            .list.first()
-        )
-        line_once = (
-            self.lines.filter(pl.col("amount_at_risk") != 0)
-            .group_by(primary.alias("code"))
-            .agg(_once=pl.col("amount_at_risk").sum().cast(OUT))
-            .with_columns(level=pl.lit("line"))
-        )
-        code_plan = self.exceptions.group_by("code", "level").agg(
-            count=pl.len(), exposure=pl.col("amount_at_risk").sum().cast(OUT)
-        )
-        line_tot = self.lines.select(
-            pl.lit("line").alias("level"),
-            count=pl.len(),
-            with_exceptions=exc.sum(),
-            amount_at_risk=pl.col("amount_at_risk").sum().cast(OUT),
-        )
-        inv_tot = inv.select(
-            pl.lit("invoice").alias("level"),
-            count=pl.len(),
-            with_exceptions=exc.sum(),
-            amount_at_risk=pl.col("_risk").sum().cast(OUT),
-        )
-        ls, is_, ls_sup, is_sup, codes, once, lt, it = pl.collect_all(
-            [
-                line_status,
-                inv_status,
-                by_line_sup,
-                by_inv_sup,
-                code_plan,
-                line_once,
-                line_tot,
-                inv_tot,
-            ],
-            engine=engine,
-        )
-        by_status = (
-            pl.concat(
-                [
-                    ls.select(pl.lit("line").alias("level"), pl.all()),
-                    is_.select(pl.lit("invoice").alias("level"), pl.all()),
-                ]
-            )
-            .with_columns(_r=pl.col("status").replace_strict(rank, default=len(rank)))
-            .sort("level", "_r", descending=[True, False])
-            .drop("_r")
-        )
-        by_supplier = (
-            ls_sup.join(is_sup, on="supplier_id", how="full", coalesce=True)
-            .with_columns(
-                pl.col(
-                    "lines", "lines_with_exceptions", "invoices", "invoices_with_exceptions"
-                ).fill_null(0),
-                pl.col("line_amount_at_risk", "invoice_amount_at_risk").fill_null(pl.lit(0, OUT)),
-            )
-            .sort("supplier_id")
-        )
-        code_table = (
-            codes.join(once, on=["code", "level"], how="left")
-            .with_columns(
-                amount_at_risk=pl.when(pl.col("level") == "line")
-                .then(pl.col("_once").fill_null(pl.lit(0, OUT)))
-                .otherwise(pl.col("exposure"))
-                .cast(OUT)
-            )
-            .select("code", "level", "count", "amount_at_risk", "exposure")
-            .with_columns(_r=pl.col("code").replace_strict(rank, default=len(rank)))
-            .sort("_r", "level")
-            .drop("_r")
-        )
-        totals = pl.concat([lt, it]).with_columns(
-            pl.col("count", "with_exceptions").cast(pl.UInt32)
-        )
+        plans = _summary_plans(self.lines, self.invoices, self.exceptions)
+        done = dict(zip(plans, pl.collect_all(list(plans.values()), engine=engine), strict=True))
         return ReconciliationSummary(
-            by_status=by_status, by_supplier=by_supplier, by_code=code_table, totals=totals
+            by_status=_by_status(done["line_status"], done["invoice_status"]),
+            by_supplier=_by_supplier(done["line_supplier"], done["invoice_supplier"]),
+            by_code=_by_code(done["codes"], done["line_once"]),
+            totals=pl.concat([done["line_total"], done["invoice_total"]]).with_columns(
+                pl.col("count", "with_exceptions").cast(pl.UInt32)
+            ),
         )
 
     def to_html(
@@ -421,3 +302,112 @@ class Reconciliation:
             "lines=<LazyFrame>, invoices=<LazyFrame>, exceptions=<LazyFrame>; "
             "call .summary() or .collect())"
         )
+
+
+_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
+_MATCHED: Final = ["MATCHED", "MATCHED_WITHIN_TOLERANCE"]
+
+
+def _invoice_risk() -> pl.Expr:
+    """An invoice's money at risk: nothing when matched, its total when it is a duplicate or
+    bills no PO line, else its amount variance."""
+    documents = ["DUPLICATE_INVOICE", "DUPLICATE_SUSPECT", "NO_PO_REFERENCE", "SUPPLIER_MISMATCH"]
+    return (
+        pl.when(pl.col("status").is_in(_MATCHED))
+        .then(pl.lit(0, OUT))
+        .when(pl.col("status").is_in(documents))
+        .then(pl.col("total_amount").abs())
+        .otherwise(pl.col("amount_variance").abs())
+        .cast(OUT)
+    )
+
+
+def _summary_plans(
+    lines: pl.LazyFrame, invoices: pl.LazyFrame, exceptions: pl.LazyFrame
+) -> dict[str, pl.LazyFrame]:
+    """Every aggregate of the summary, as plans collected together."""
+    inv = invoices.with_columns(pl.col("status").cast(pl.String), _risk=_invoice_risk())
+    exc = pl.col("status").is_in(_MATCHED).not_()
+    line_risk = pl.col("amount_at_risk").sum().cast(OUT)
+    inv_risk = pl.col("_risk").sum().cast(OUT)
+    # each line's money once, under its first line code (its status when that is one)
+    primary = (
+        pl.col("flags")
+        .cast(pl.List(pl.String))
+        .list.eval(pl.element().filter(pl.element().is_in(list(LINE_CODES))))
+        .list.first()
+    )
+    return {
+        "line_status": lines.with_columns(pl.col("status").cast(pl.String))
+        .group_by("status")
+        .agg(count=pl.len(), amount_at_risk=line_risk),
+        "invoice_status": inv.group_by("status").agg(count=pl.len(), amount_at_risk=inv_risk),
+        "line_supplier": lines.group_by("supplier_id").agg(
+            lines=pl.len(), lines_with_exceptions=exc.sum(), line_amount_at_risk=line_risk
+        ),
+        "invoice_supplier": inv.group_by("supplier_id").agg(
+            invoices=pl.len(), invoices_with_exceptions=exc.sum(), invoice_amount_at_risk=inv_risk
+        ),
+        "codes": exceptions.group_by("code", "level").agg(
+            count=pl.len(), exposure=pl.col("amount_at_risk").sum().cast(OUT)
+        ),
+        "line_once": lines.filter(pl.col("amount_at_risk") != 0)
+        .group_by(primary.alias("code"))
+        .agg(_once=line_risk)
+        .with_columns(level=pl.lit("line")),
+        "line_total": lines.select(
+            pl.lit("line").alias("level"),
+            count=pl.len(),
+            with_exceptions=exc.sum(),
+            amount_at_risk=line_risk,
+        ),
+        "invoice_total": inv.select(
+            pl.lit("invoice").alias("level"),
+            count=pl.len(),
+            with_exceptions=exc.sum(),
+            amount_at_risk=inv_risk,
+        ),
+    }
+
+
+def _by_status(lines: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
+    return (
+        pl.concat(
+            [
+                lines.select(pl.lit("line").alias("level"), pl.all()),
+                invoices.select(pl.lit("invoice").alias("level"), pl.all()),
+            ]
+        )
+        .with_columns(_r=pl.col("status").replace_strict(_RANK, default=len(_RANK)))
+        .sort("level", "_r", descending=[True, False])
+        .drop("_r")
+    )
+
+
+def _by_supplier(lines: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
+    return (
+        lines.join(invoices, on="supplier_id", how="full", coalesce=True)
+        .with_columns(
+            pl.col(
+                "lines", "lines_with_exceptions", "invoices", "invoices_with_exceptions"
+            ).fill_null(0),
+            pl.col("line_amount_at_risk", "invoice_amount_at_risk").fill_null(pl.lit(0, OUT)),
+        )
+        .sort("supplier_id")
+    )
+
+
+def _by_code(codes: pl.DataFrame, line_once: pl.DataFrame) -> pl.DataFrame:
+    return (
+        codes.join(line_once, on=["code", "level"], how="left")
+        .with_columns(
+            amount_at_risk=pl.when(pl.col("level") == "line")
+            .then(pl.col("_once").fill_null(pl.lit(0, OUT)))
+            .otherwise(pl.col("exposure"))
+            .cast(OUT)
+        )
+        .select("code", "level", "count", "amount_at_risk", "exposure")
+        .with_columns(_r=pl.col("code").replace_strict(_RANK, default=len(_RANK)))
+        .sort("_r", "level")
+        .drop("_r")
+    )
