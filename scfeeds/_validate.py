@@ -49,7 +49,7 @@ import dataframely as dy
 import polars as pl
 
 from scfeeds.exceptions import ConfigurationError, ValidationError
-from scfeeds.schemas import COLUMNS, TABLES, TableName, schema
+from scfeeds.schemas import COLUMNS, SPECS, TABLES, TableName, schema
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 OnError = Literal["quarantine", "raise"]
@@ -83,49 +83,14 @@ CURRENCY_CODES: Final = frozenset(
 )
 """ISO 4217 codes accepted in ``currency``."""
 
-REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
-    "po_lines": (
-        "supplier_id", "po_number", "po_date", "line_number", "item_id", "qty_ordered", "uom",
-        "unit_price",
-    ),
-    "asn_lines": ("supplier_id", "shipment_id", "ship_date", "po_number", "item_id",
-                  "qty_shipped", "uom"),
-    "invoice_lines": ("supplier_id", "invoice_number", "invoice_date", "item_id",
-                      "qty_invoiced", "uom", "unit_price"),
-    "receipts": ("po_number", "line_number", "item_id", "qty_received", "uom", "receipt_date"),
-    # item_id may be null (an 855 may name the PO line only); ack_status is null when neither
-    # ACK01 nor BAK02 says what happened to the line: such a row confirms nothing.
-    "po_acks": ("supplier_id", "po_number", "ack_date", "line_number", "ack_status"),
-}  # fmt: skip
-"""Columns that must be non-null and non-blank, per table."""
+REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {t: s.required for t, s in SPECS.items()}
+"""Columns that must be non-null and non-blank, per table (:attr:`TableSpec.required`)."""
 
-PRIMARY_KEY: Final[dict[TableName, tuple[str, ...]]] = {
-    "po_lines": ("supplier_id", "po_number", "line_number"),
-    "asn_lines": ("supplier_id", "shipment_id", "po_number", "line_number", "item_id", "pack_id"),
-    "invoice_lines": ("supplier_id", "invoice_number", "po_number", "line_number", "item_id"),
-    # None: a receipt row is one (shipment, PO line), and the shipment is not a column; two
-    # equal deliveries of a line on one day are two true rows.
-    "receipts": (),
-    # None: one PO line may carry several ACKs of one code in one 855 (two backordered
-    # quantities with two promised dates are two true rows).
-    "po_acks": (),
-}
+PRIMARY_KEY: Final[dict[TableName, tuple[str, ...]]] = {t: s.key for t, s in SPECS.items()}
 """Columns identifying a row within one source; a repeat is ``DUPLICATE_KEY``."""
 
-_QTY: Final[dict[TableName, str]] = {
-    "po_lines": "qty_ordered",
-    "asn_lines": "qty_shipped",
-    "invoice_lines": "qty_invoiced",
-    "receipts": "qty_received",
-    "po_acks": "qty_acked",
-}
-_DATE: Final[dict[TableName, str]] = {
-    "po_lines": "po_date",
-    "asn_lines": "ship_date",
-    "invoice_lines": "invoice_date",
-    "receipts": "receipt_date",
-    "po_acks": "ack_date",
-}
+_QTY: Final[dict[TableName, str]] = {t: s.quantity for t, s in SPECS.items()}
+_DATE: Final[dict[TableName, str]] = {t: s.date for t, s in SPECS.items()}
 # What an acknowledgment can say about a line (X12 element 668 mapped by
 # scfeeds._x12._ack855.ACK_STATUS); "unknown" (an ACK01 code outside the list) is quarantined.
 KNOWN_ACK_STATUSES: Final = ("accepted", "changed", "backordered", "on_hold", "rejected")

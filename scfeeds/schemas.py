@@ -15,6 +15,7 @@ Provenance columns come first in every table:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Literal
 
 import polars as pl
@@ -109,6 +110,90 @@ COLUMNS: Final[dict[TableName, dict[str, pl.DataType]]] = {
         "date_qualifier": pl.String(),  # "067" delivery / "068" ship (X12 element 374)
     },
 }
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """What the readers, the validation and the match know about one canonical table, in one
+    place (the column dtypes are :data:`COLUMNS`)."""
+
+    quantity: str
+    """The line's quantity column (never negative but on an invoice: ``NEGATIVE_QTY``)."""
+    date: str
+    """The document date column (``DATE_OUT_OF_RANGE``)."""
+    required: tuple[str, ...]
+    """Columns that must be non-null and non-blank (validation rule ``REQUIRED``)."""
+    key: tuple[str, ...]
+    """Columns identifying a row within one source; a repeat is ``DUPLICATE_KEY``."""
+    match: tuple[str, ...] = ()
+    """Columns the three-way match reads from this table (empty: the match does not read it)."""
+    export: tuple[str, ...] = ()
+    """Columns a supplier export of this table must map (else ``MISSING_COLUMNS``); the others
+    are read as null. Empty: no export preset exists for the table."""
+
+
+SPECS: Final[dict[TableName, TableSpec]] = {
+    "po_lines": TableSpec(
+        quantity="qty_ordered",
+        date="po_date",
+        required=("supplier_id", "po_number", "po_date", "line_number", "item_id",
+                  "qty_ordered", "uom", "unit_price"),
+        key=("supplier_id", "po_number", "line_number"),
+        match=("supplier_id", "po_number", "line_number", "item_id", "qty_ordered", "uom",
+               "unit_price"),
+        export=("po_number", "line_number", "item_id", "qty_ordered", "uom", "unit_price"),
+    ),
+    "asn_lines": TableSpec(
+        quantity="qty_shipped",
+        date="ship_date",
+        required=("supplier_id", "shipment_id", "ship_date", "po_number", "item_id",
+                  "qty_shipped", "uom"),
+        key=("supplier_id", "shipment_id", "po_number", "line_number", "item_id", "pack_id"),
+        match=("supplier_id", "shipment_id", "po_number", "line_number", "item_id",
+               "qty_shipped", "uom"),
+        # an ASN may carry no PO line numbers (856 without LIN line references)
+        export=("shipment_id", "po_number", "item_id", "qty_shipped", "uom"),
+    ),
+    "invoice_lines": TableSpec(
+        quantity="qty_invoiced",
+        date="invoice_date",
+        required=("supplier_id", "invoice_number", "invoice_date", "item_id", "qty_invoiced",
+                  "uom", "unit_price"),
+        key=("supplier_id", "invoice_number", "po_number", "line_number", "item_id"),
+        match=("supplier_id", "invoice_number", "invoice_date", "po_number", "line_number",
+               "item_id", "qty_invoiced", "uom", "unit_price", "line_amount"),
+        export=("invoice_number", "po_number", "line_number", "item_id", "qty_invoiced", "uom",
+                "unit_price"),
+    ),
+    "receipts": TableSpec(
+        quantity="qty_received",
+        date="receipt_date",
+        required=("po_number", "line_number", "item_id", "qty_received", "uom",
+                  "receipt_date"),
+        # none: a receipt row is one (shipment, PO line), and the shipment is not a column;
+        # two equal deliveries of a line on one day are two true rows
+        key=(),
+        match=("supplier_id", "po_number", "line_number", "item_id", "qty_received", "uom"),
+        export=("po_number", "line_number", "item_id", "qty_received", "uom"),
+    ),
+    "po_acks": TableSpec(
+        quantity="qty_acked",
+        date="ack_date",
+        # item_id may be null (an 855 may name the PO line only); ack_status is null when
+        # neither ACK01 nor BAK02 says what happened to the line: such a row confirms nothing
+        required=("supplier_id", "po_number", "ack_date", "line_number", "ack_status"),
+        # none: one PO line may carry several ACKs of one code in one 855 (two backordered
+        # quantities with two promised dates are two true rows)
+        key=(),
+    ),
+}  # fmt: skip
+
+
+def spec(table: TableName) -> TableSpec:
+    """The :class:`TableSpec` of ``table``."""
+    if table not in SPECS:
+        raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
+    return SPECS[table]
 
 
 #: The columns that say which exception a three-way match reports and on what: the first

@@ -271,3 +271,12 @@ def test_a_clean_synth_world_validates_without_failures(tmp_path: Path) -> None:
         good, failures = validate(world, table)
         assert failures.collect().height == 0, table
         assert good.collect().height == world.select(pl.len()).collect().item()
+
+
+def test_every_table_spec_names_columns_of_its_own_table() -> None:
+    from scfeeds.schemas import COLUMNS, SPECS, TABLES
+
+    assert set(SPECS) == set(TABLES)
+    for table, spec in SPECS.items():
+        named = {spec.quantity, spec.date, *spec.required, *spec.key, *spec.match, *spec.export}
+        assert named <= set(COLUMNS[table]), (table, named - set(COLUMNS[table]))

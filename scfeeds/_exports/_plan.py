@@ -18,7 +18,7 @@ from scfeeds._exports._dialect import ExportFormat, _resolve_preset
 from scfeeds._presets import PRESETS, ExportPreset
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, ExportError
-from scfeeds.schemas import COLUMNS, TableName
+from scfeeds.schemas import COLUMNS, SPECS, TableName
 
 Sources = str | Path | Sequence[str | Path]
 """What the readers take: a path, a glob, or a list of them."""
@@ -28,19 +28,7 @@ _Candidate = tuple[ExportPreset | None, TableName, dict[str, str]]
 
 
 REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
-    "po_lines": ("po_number", "line_number", "item_id", "qty_ordered", "uom", "unit_price"),
-    # An ASN may carry no PO line numbers (856 without LIN line references).
-    "asn_lines": ("shipment_id", "po_number", "item_id", "qty_shipped", "uom"),
-    "invoice_lines": (
-        "invoice_number",
-        "po_number",
-        "line_number",
-        "item_id",
-        "qty_invoiced",
-        "uom",
-        "unit_price",
-    ),
-    "receipts": ("po_number", "line_number", "item_id", "qty_received", "uom"),
+    t: s.export for t, s in SPECS.items() if s.export
 }
 """Canonical columns an export must have (else ``ExportError``, rule ``MISSING_COLUMNS``).
 Other columns of the mapping that the file lacks are read as null, with a warning."""

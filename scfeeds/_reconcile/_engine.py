@@ -32,7 +32,7 @@ import polars as pl
 from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round
 from scfeeds._reconcile._tolerances import Tolerances, beyond
 from scfeeds.exceptions import ConfigurationError, ReconcileWarning
-from scfeeds.schemas import COLUMNS, TableName
+from scfeeds.schemas import COLUMNS, SPECS, TableName
 
 OUT: Final = pl.Decimal(38, 4)
 KEY: Final = ("supplier_id", "po_number", "line_number")
@@ -96,46 +96,9 @@ def _mask(flag_exprs: dict[str, pl.Expr]) -> pl.Expr:
 
 
 # Columns each input must have (a subset of its business columns in scfeeds.schemas).
-REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {
-    "po_lines": (
-        "supplier_id",
-        "po_number",
-        "line_number",
-        "item_id",
-        "qty_ordered",
-        "uom",
-        "unit_price",
-    ),
-    "asn_lines": (
-        "supplier_id",
-        "shipment_id",
-        "po_number",
-        "line_number",
-        "item_id",
-        "qty_shipped",
-        "uom",
-    ),
-    "invoice_lines": (
-        "supplier_id",
-        "invoice_number",
-        "invoice_date",
-        "po_number",
-        "line_number",
-        "item_id",
-        "qty_invoiced",
-        "uom",
-        "unit_price",
-        "line_amount",
-    ),
-    "receipts": ("supplier_id", "po_number", "line_number", "item_id", "qty_received", "uom"),
-}
-QTY_COL: Final[dict[TableName, str]] = {
-    "po_lines": "qty_ordered",
-    "asn_lines": "qty_shipped",
-    "invoice_lines": "qty_invoiced",
-    "receipts": "qty_received",
-}
-
+_MATCHED: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {t: SPECS[t].match for t in _MATCHED}
+QTY_COL: Final[dict[TableName, str]] = {t: SPECS[t].quantity for t in _MATCHED}
 
 Frame = pl.DataFrame | pl.LazyFrame
 Engine = Literal["auto", "in-memory", "streaming"]

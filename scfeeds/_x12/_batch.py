@@ -81,7 +81,8 @@ def join_tokens(docs: list[bytes], d: Delimiters) -> tuple[Tokens, list[int]]:
     frame = tok.frame
     is_mark = frame["raw"] == _MARK_TEXT
     at = is_mark.arg_true()
-    if at.len() != len(docs):  # small_source() rules this out
+    if at.len() != len(docs):
+        # builtin-raise: an internal invariant (small_source() rules this out), not bad input
         raise AssertionError(f"{at.len()} source markers for {len(docs)} sources")
     before = (at.cast(pl.Int64) - pl.int_range(0, at.len(), eager=True, dtype=pl.Int64)).to_list()
     return Tokens(frame.filter(~is_mark), None, True), before
