@@ -758,31 +758,38 @@ class _Batcher:
     run: _Run
     groups: dict[TableName | None, _Group] = field(default_factory=dict)
     tasks: asyncio.TaskGroup | None = None
+    local_left: int = -1  # local files not yet grouped (they are all there: no latency)
+
+    def __post_init__(self) -> None:
+        self.local_left = len(self.run.local)
 
     def _free_worker(self) -> bool:
         return not self.run.busy.locked()
 
     async def flush_due(self) -> None:
         # A group past its latency budget starts when a worker is free; while every worker
-        # is busy it keeps growing (up to its bounds), so the lake gets fewer, larger files.
+        # is busy it keeps growing (up to its bounds), and local files (no latency to hide)
+        # fill groups to their bounds: the lake gets few, large files.
         now = self.run.loop.time()
-        while self._free_worker():
+        while self._free_worker() and not self.local_left:
             due = [k for k, g in self.groups.items() if g.deadline <= now]
             if not due:
                 return
             await self.flush(max(due, key=lambda k: len(self.groups[k].jobs)))
 
     async def next_job(self) -> Job | None:
-        waiting = [g.deadline for g in self.groups.values()]
-        if not waiting or not self._free_worker():
-            if waiting:  # wake up when a worker frees (or at the latest in a moment)
-                return await asyncio.wait_for(self.run.queue.get(), 0.05)
+        deadlines = [g.deadline for g in self.groups.values()]
+        if not deadlines or self.local_left:  # nothing to start early (more files come)
             return await self.run.queue.get()
-        timeout = max(0.0, min(waiting) - self.run.loop.time())
+        if not self._free_worker():  # look again shortly: a worker may free up
+            return await asyncio.wait_for(self.run.queue.get(), 0.05)
+        timeout = max(0.0, min(deadlines) - self.run.loop.time())
         return await asyncio.wait_for(self.run.queue.get(), timeout)
 
     async def add(self, job: Job) -> None:
         path, sha, src = job
+        if not _is_remote(src.url):
+            self.local_left -= 1
         fmt = src.format or guess_format(src.url) or guess_format(path)
         src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
         # one micro-batch per table whatever the formats: parse_batch reads each format in
