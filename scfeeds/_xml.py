@@ -62,12 +62,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, overload
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, overload
+from xml.etree import ElementTree as ET
 from xml.parsers import expat as pyexpat
 from xml.sax.saxutils import escape, quoteattr
 
 import polars as pl
-import xmltodict
 
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
@@ -607,28 +607,62 @@ def _txt(value: Any) -> str | None:
     return text or None
 
 
-def _get(item: Any, *keys: str) -> Any:
-    for key in keys:
-        if isinstance(item, list):
-            item = item[0] if item else None
-        if not isinstance(item, dict):
-            return None
-        item = item.get(key)
-    return item
+# Per table, below the item element: the paths (element names under the item) whose text
+# fills a column (the first such element wins, like a reader taking the first of a list),
+# and the attributes read from the item itself or a descendant.
+_ITEM_TEXTS: Final[dict[TableName, dict[tuple[str, ...], str]]] = {
+    "po_lines": {
+        ("ItemID", "SupplierPartID"): "item_id",
+        ("ItemDetail", "Description"): "description",
+        ("ItemDetail", "UnitOfMeasure"): "uom",
+        ("ItemDetail", "UnitPrice", "Money"): "unit_price",
+    },
+    "asn_lines": {
+        ("ItemID", "SupplierPartID"): "item_id",
+        ("UnitOfMeasure",): "uom",
+        # the SSCC of the first Packaging that has one (a pallet level often comes first)
+        ("Packaging", "ShippingContainerSerialCode"): "pack_id",
+    },
+    "invoice_lines": {
+        ("InvoiceDetailItemReference", "ItemID", "SupplierPartID"): "item_id",
+        ("UnitOfMeasure",): "uom",
+        ("UnitPrice", "Money"): "unit_price",
+        ("SubtotalAmount", "Money"): "line_amount",
+    },
+}
+_ITEM_ATTRS: Final[dict[TableName, dict[tuple[str, ...], tuple[tuple[str, str], ...]]]] = {
+    "po_lines": {
+        (): (
+            ("lineNumber", "line_number"),
+            ("quantity", "qty_ordered"),
+            ("requestedDeliveryDate", "requested_date"),
+        ),
+        ("ItemDetail", "UnitPrice", "Money"): (("currency", "currency"),),
+    },
+    "asn_lines": {(): (("lineNumber", "line_number"), ("quantity", "qty_shipped"))},
+    "invoice_lines": {
+        (): (("quantity", "qty_invoiced"),),
+        ("InvoiceDetailItemReference",): (("lineNumber", "line_number"),),
+        ("UnitPrice", "Money"): (("currency", "currency"),),
+        ("SubtotalAmount", "Money"): (("currency", "_amount_currency"),),
+    },
+}
+_NON_EMPTY: Final = frozenset({"pack_id"})  # columns that take the first non-empty value
 
 
-def _serial_code(packaging: Any) -> str | None:
-    """The SSCC of the first Packaging that has one (a pallet level often comes first)."""
-    levels = packaging if isinstance(packaging, list) else [packaging]
-    return next((c for p in levels if (c := _txt(_get(p, "ShippingContainerSerialCode")))), None)
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.strip() or None
 
 
-def _attr(item: Any, name: str) -> str | None:
-    return _txt(_get(item, "@" + name))
+class _Stop(Exception):
+    """The consumer of a streamed document is gone: stop parsing."""
 
 
 class _Document:
-    """Streams one cXML file into rows of one table."""
+    """Streams one cXML file into rows of one table: expat's handlers build the rows
+    directly (no tree, no dict per item), one pass per document."""
 
     def __init__(self, source: str, table: TableName) -> None:
         self.source = source
@@ -639,62 +673,85 @@ class _Document:
             c: [] for c in ("position", *_ITEM_COLUMNS[table])
         }
         self.item = _ITEM[table]
+        self.item_depth = _ITEM_DEPTH[table]
+        self.texts = _ITEM_TEXTS[table]
+        self.attrs = _ITEM_ATTRS[table]
+        self.values: dict[str, str | None] | None = None  # of the item being read
+        self.position = ""
+        self.buffers: list[list[str] | None] = []  # per open element: its text, if wanted
+        self.on_row: Callable[[], None] | None = None
 
-    def callback(self, path: list[tuple[str, Any]], item: Any) -> bool:
-        name = path[-1][0]
-        if name == self.item:
-            self._row(item)
-        elif len(path) > 2 and path[1][0] == "Header":
-            party = path[2][0]
-            if name == "Credential":
-                self.parties.setdefault(party, _txt(_get(item, "Identity")))
-            elif name == "Identity":
-                self.parties.setdefault(party, _txt(item))
-        return True
+    # -- expat handlers ------------------------------------------------------------------
 
-    def _row(self, item: Any) -> None:
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        tracker = self.tracker
+        tracker.start(name, attrs)
+        names = tracker.names
+        depth = len(names)
+        buffer: list[str] | None = None
+        if self.values is not None:
+            rel = tuple(names[self.item_depth :])
+            wanted = self.attrs.get(rel)
+            if wanted:
+                self._attrs(attrs, wanted)
+            if rel in self.texts:
+                buffer = []
+        elif depth == self.item_depth and name == self.item:
+            self.values = {}
+            self.position = tracker.xpath()
+            self._attrs(attrs, self.attrs[()])
+        elif depth == 5 and name == "Identity" and names[1] == "Header":
+            buffer = [] if names[3] == "Credential" else None
+        self.buffers.append(buffer)
+
+    def characters(self, data: str) -> None:
+        self.tracker.characters(data)
+        buffer = self.buffers[-1] if self.buffers else None
+        if buffer is not None:
+            buffer.append(data)
+
+    def end(self, name: str) -> None:
+        tracker = self.tracker
+        names = tracker.names
+        depth = len(names)
+        buffer = self.buffers.pop()
+        values = self.values
+        if buffer is not None:
+            text = _clean("".join(buffer))
+            if values is None:  # a party's Identity: the first Credential of each party
+                self.parties.setdefault(names[2], text)
+            else:
+                col = self.texts[tuple(names[self.item_depth :])]
+                if col not in values or (col in _NON_EMPTY and values[col] is None):
+                    values[col] = text
+        if values is not None and depth == self.item_depth:
+            self._row(values)
+            self.values = None
+        tracker.end()
+
+    def _attrs(self, attrs: dict[str, str], wanted: tuple[tuple[str, str], ...]) -> None:
+        values = self.values
+        assert values is not None
+        for attr, col in wanted:
+            if col not in values:
+                values[col] = _clean(attrs.get(attr))
+
+    def _row(self, values: dict[str, str | None]) -> None:
         cols = self.columns
-        cols["position"].append(self.tracker.xpath())
-        values: tuple[str | None, ...]
+        cols["position"].append(self.position)
         if self.table == "po_lines":
-            detail = _get(item, "ItemDetail")
-            money = _get(detail, "UnitPrice", "Money")
-            values = (
-                _txt(self.tracker.header.get("OrderRequestHeader", {}).get("orderID")),
-                _attr(item, "lineNumber"),
-                _txt(_get(item, "ItemID", "SupplierPartID")),
-                _txt(_get(detail, "Description")),
-                _attr(item, "quantity"),
-                _txt(_get(detail, "UnitOfMeasure")),
-                _txt(money),
-                _attr(money, "currency"),
-                _attr(item, "requestedDeliveryDate"),
-            )
-        elif self.table == "asn_lines":
-            values = (
-                _txt(self.tracker.order_ref),
-                _attr(item, "lineNumber"),
-                _txt(_get(item, "ItemID", "SupplierPartID")),
-                _attr(item, "quantity"),
-                _txt(_get(item, "UnitOfMeasure")),
-                _serial_code(_get(item, "Packaging")),
-            )
+            order = self.tracker.header.get("OrderRequestHeader", {}).get("orderID")
+            values["po_number"] = _clean(order)
         else:
-            ref = _get(item, "InvoiceDetailItemReference")
-            price = _get(item, "UnitPrice", "Money")
-            amount = _get(item, "SubtotalAmount", "Money")
-            values = (
-                _txt(self.tracker.order_ref),
-                _attr(ref, "lineNumber"),
-                _txt(_get(ref, "ItemID", "SupplierPartID")),
-                _attr(item, "quantity"),
-                _txt(_get(item, "UnitOfMeasure")),
-                _txt(price),
-                _txt(amount),
-                _attr(price, "currency") or _attr(amount, "currency"),
-            )
-        for col, value in zip(_ITEM_COLUMNS[self.table], values, strict=True):
-            cols[col].append(value)
+            values["po_number"] = _clean(self.tracker.order_ref)
+        if self.table == "invoice_lines" and values.get("currency") is None:
+            values["currency"] = values.get("_amount_currency")
+        for col in _ITEM_COLUMNS[self.table]:
+            cols[col].append(values.get(col))
+        if self.on_row is not None:
+            self.on_row()
+
+    # -- results -------------------------------------------------------------------------
 
     def document_values(self) -> dict[str, str | None]:
         head = self.tracker.header
@@ -880,6 +937,21 @@ def _error_row(source: str, position: str, rule: str, message: str) -> pl.DataFr
     return pl.DataFrame([(source, position, rule, message)], schema=ERRORS, orient="row")
 
 
+def guarded_parser() -> Any:
+    """A pyexpat parser that refuses any entity declaration (``_EntityRefused``: no XXE, no
+    entity expansion; cXML never needs entities) and never reads an external DTD."""
+    parser = pyexpat.ParserCreate()
+
+    def refuse(name: str, *_: Any) -> None:
+        raise _EntityRefused(name)
+
+    parser.EntityDeclHandler = refuse
+    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True
+    parser.buffer_size = 1 << 16
+    return parser
+
+
 def _run_parse(
     path: Path,
     doc: _Document,
@@ -894,26 +966,22 @@ def _run_parse(
     ``XML_ENTITY``) row naming line, column and the XPath of the element open at the break.
     """
     source, table = doc.source, doc.table
-    guard = _GuardedExpat(doc.tracker)
+    parser = guarded_parser()
+    parser.StartElementHandler = doc.start
+    parser.EndElementHandler = doc.end
+    parser.CharacterDataHandler = doc.characters
 
-    def callback(path_: list[tuple[str, Any]], item: Any) -> bool:
-        doc.callback(path_, item)
-        if flush and len(doc.columns["position"]) >= _FLUSH_ROWS:
-            return emit(_typed(doc.take(), doc))  # False (consumer gone) stops the parse
-        return True
+    def row_done() -> None:
+        if len(doc.columns["position"]) >= _FLUSH_ROWS and not emit(_typed(doc.take(), doc)):
+            raise _Stop  # the consumer is gone
 
+    if flush:
+        doc.on_row = row_done
     failure: pl.DataFrame | None = None
     try:
         with path.open("rb") as fh:
-            xmltodict.parse(
-                fh,
-                expat=guard,
-                item_depth=_ITEM_DEPTH[table],
-                item_callback=callback,
-                force_list=_FORCE_LIST,
-                disable_entities=True,
-            )
-    except xmltodict.ParsingInterrupted:
+            parser.ParseFile(fh)
+    except _Stop:
         return
     except pyexpat.ExpatError as exc:
         where = doc.tracker.xpath()
@@ -927,7 +995,6 @@ def _run_parse(
     except LookupError as exc:  # expat: an encoding the XML declaration names is unknown
         failure = _error_row(source, doc.tracker.xpath(), "XML_SYNTAX", f"{exc} (XML declaration)")
     except _EntityRefused as exc:
-        parser = guard.parser
         failure = _error_row(
             source,
             doc.tracker.xpath(),
@@ -997,6 +1064,148 @@ def _parse_file(
         worker.join()
 
 
+# -- the fast path for small documents: a tree built by the C parser, walked down to the items
+
+_NOTED: Final = _CONTAINERS | _TEXTS | _HEADER_ATTRS
+
+
+def _tree_of(data: bytes) -> ET.Element | None:
+    """The document's tree from ElementTree's C parser, when the fast path gives the same
+    rows as the streaming reader: an ASCII-compatible encoding, no namespaces (the streaming
+    reader keeps prefixes as written), no entity declaration (those are refused, with an
+    error row, by the guarded streaming parser). ``None``: read it with the streaming reader."""
+    head = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if head.lstrip()[:1] != b"<" or b"<!ENTITY" in data or b"xmlns" in data:
+        return None
+    try:
+        return ET.fromstring(data)
+    except (ET.ParseError, LookupError, ValueError):
+        return None  # the streaming reader reports where and why
+
+
+def _direct_text(el: ET.Element) -> str | None:
+    """An element's own text (not its children's), as the streaming reader collects it."""
+    if len(el) == 0:
+        return _clean(el.text)
+    return _clean((el.text or "") + "".join(child.tail or "" for child in el))
+
+
+def _note(el: ET.Element, tracker: _Tracker) -> None:
+    """What the streaming tracker keeps of an element: header attributes, the current
+    OrderReference (reset by each container), the first carrier / shipment text."""
+    tag = el.tag
+    if tag in _CONTAINERS:
+        tracker.order_ref = None
+    if tag in _TEXTS and tag not in tracker.texts:
+        tracker.texts[tag] = "".join(el.itertext()).strip() or None
+    if tag in _HEADER_ATTRS:
+        tracker.header[tag] = dict(el.attrib)
+        if tag == "OrderReference":
+            tracker.order_ref = el.get("orderID")
+
+
+def _note_all(el: ET.Element, tracker: _Tracker) -> None:
+    for e in el.iter():
+        if e.tag in _NOTED:
+            _note(e, tracker)
+
+
+def _read_tree(root: ET.Element, doc: _Document) -> None:
+    """Rows of one parsed document, in document order (as the streaming reader gives them)."""
+    for header in root:
+        if header.tag != "Header":
+            continue
+        for party in header:
+            for cred in party:
+                if cred.tag != "Credential":
+                    continue
+                for ident in cred:
+                    if ident.tag == "Identity":
+                        doc.parties.setdefault(party.tag, _direct_text(ident))
+    _note(root, doc.tracker)
+    step = f"{root.tag}[1]" if root.tag in _REPEATING else root.tag
+    _visit(root, 1, "/" + step, doc)
+
+
+def _visit(el: ET.Element, depth: int, prefix: str, doc: _Document) -> None:
+    counts: dict[str, int] = {}
+    for child in el:
+        tag = child.tag
+        i = counts[tag] = counts.get(tag, 0) + 1
+        path = f"{prefix}/{tag}[{i}]" if tag in _REPEATING or i > 1 else f"{prefix}/{tag}"
+        if depth + 1 < doc.item_depth:
+            _note(child, doc.tracker)
+            _visit(child, depth + 1, path, doc)
+            continue
+        _note_all(child, doc.tracker)
+        if tag == doc.item:
+            doc.position = path
+            doc._row(_item_values(child, doc))
+
+
+# Per table: the item's wanted descendants as a tree of tag -> (attributes to read, text
+# column, wanted children), built from _ITEM_ATTRS and _ITEM_TEXTS.
+_Wanted: TypeAlias = dict[str, tuple[tuple[tuple[str, str], ...], str | None, "_Wanted"]]
+
+
+def _wanted(table: TableName) -> _Wanted:
+    root: _Wanted = {}
+    rels = set(_ITEM_ATTRS[table]) | set(_ITEM_TEXTS[table])
+    for rel in sorted(r for r in rels if r):
+        node = root
+        for k, tag in enumerate(rel):
+            sub = rel[: k + 1]
+            if tag not in node:
+                node[tag] = (_ITEM_ATTRS[table].get(sub, ()), _ITEM_TEXTS[table].get(sub), {})
+            node = node[tag][2]
+    return root
+
+
+_WANTED: Final[dict[TableName, _Wanted]] = {t: _wanted(t) for t in _ITEM_TEXTS}
+
+
+def _item_values(item: ET.Element, doc: _Document) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for attr, col in doc.attrs[()]:
+        values[col] = _clean(item.get(attr))
+    _collect(item, _WANTED[doc.table], values)
+    return values
+
+
+def _collect(el: ET.Element, wanted: _Wanted, values: dict[str, str | None]) -> None:
+    """The first value of each wanted attribute and text below ``el``, in document order
+    (the first non-empty one for ``_NON_EMPTY`` columns)."""
+    for child in el:
+        node = wanted.get(child.tag)
+        if node is None:
+            continue
+        attrs, text_col, below = node
+        for attr, col in attrs:
+            if col not in values:
+                values[col] = _clean(child.get(attr))
+        if text_col is not None and (
+            text_col not in values or (text_col in _NON_EMPTY and values[text_col] is None)
+        ):
+            values[text_col] = _direct_text(child)
+        if below:
+            _collect(child, below, values)
+
+
+def _read_small(path: Path, doc: _Document, failures: list[pl.DataFrame]) -> _Document:
+    """One small document into ``doc``: through the C parser's tree where that gives the
+    streaming reader's rows, else (or on any doubt) through the guarded streaming reader."""
+    try:
+        data = path.read_bytes() if path.stat().st_size <= _INLINE_BYTES else None
+    except OSError:
+        data = None
+    root = _tree_of(data) if data is not None else None
+    if root is not None:
+        _read_tree(root, doc)
+        return doc
+    _run_parse(path, doc, partial(_keep_errors, failures), flush=False)
+    return doc
+
+
 def _keep_errors(out: list[pl.DataFrame], batch: tuple[pl.DataFrame, pl.DataFrame]) -> bool:
     out.append(batch[1])
     return True
@@ -1019,10 +1228,8 @@ def read_many(
         if request is None or TABLE_OF[request] != table:
             problems.append((i, _not_the_table(name, request, table)))
             continue
-        doc = _Document(name, table)
         failures: list[pl.DataFrame] = []
-
-        _run_parse(path, doc, partial(_keep_errors, failures), flush=False)
+        doc = _read_small(path, _Document(name, table), failures)
         n = len(doc.columns["position"])
         for col in item_cols:
             texts[col].extend(doc.columns[col])
