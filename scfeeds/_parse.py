@@ -263,13 +263,13 @@ def _x12_batch(items: list[tuple[str, Path]]) -> ParsedBatch:
 
 
 def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
-    from scfeeds import _xml
+    from scfeeds._cxml import TABLE_OF, _read
 
     runs: dict[TableName, list[tuple[Path, str, str | None]]] = {}
     errors: list[pl.DataFrame] = []
     for path, name, table in items:
-        request = _xml._sniff(path)
-        t = table or (_xml.TABLE_OF[request] if request is not None else _cxml_table(path))
+        request = _read._sniff(path)
+        t = table or (TABLE_OF[request] if request is not None else _cxml_table(path))
         if t is None:
             errors.append(
                 _error(name, "/", "XML_NOT_CXML", f"{name}: no cXML request found; pass table=")
@@ -285,7 +285,7 @@ def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
                 errors.append(bad)
             tables[t] = pl.concat(rows)
             continue
-        for good, bad in _xml._batches(files, t):
+        for good, bad in _read._batches(files, t):
             rows.append(good)
             errors.append(_as_errors(bad))
         tables[t] = pl.concat(rows)
@@ -297,11 +297,11 @@ _CONFIRMATION = re.compile(rb"<(?:\w+:)?ConfirmationRequest[\s/>]")
 
 def _cxml_table(path: Path) -> TableName | None:
     """The table a cXML document fills, from its request element (None: not cXML we read)."""
-    from scfeeds import _xml
+    from scfeeds._cxml import TABLE_OF, _read
 
-    request = _xml._sniff(path)
+    request = _read._sniff(path)
     if request is not None:
-        return _xml.TABLE_OF[request]
+        return TABLE_OF[request]
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
     return "po_acks" if _CONFIRMATION.search(head) else None
@@ -311,7 +311,7 @@ def _confirmations(
     files: list[tuple[Path, str, str | None]],
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """cXML ConfirmationRequests (small documents, each parsed whole), named by ``source``."""
-    from scfeeds._xml_confirm import read_confirmations
+    from scfeeds._cxml._confirm import read_confirmations
 
     for path, name, _ in files:
         rows, bad = read_confirmations(path, errors="collect")
@@ -358,7 +358,7 @@ def _parse_export(path: Path, *, fmt: Format, table: TableName | None) -> Parsed
 
 
 def _parse_xml(path: Path, *, table: TableName | None) -> Parsed:
-    from scfeeds._xml import read_xml
+    from scfeeds._cxml import read_xml
 
     rows, errors = read_xml(path, table=table or _cxml_table(path), errors="collect")
     return Parsed(tables={_table_of(rows, table): rows}, errors=_as_errors(errors))

@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _xml, synth
-from scfeeds._xml import read_xml, scan_xml
+from scfeeds import synth
+from scfeeds._cxml import _read as _xml
+from scfeeds._cxml import read_xml, scan_xml
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _xml, synth
+from scfeeds import synth
+from scfeeds._cxml import _read as _xml
 
 TABLES = ("po_lines", "asn_lines", "invoice_lines")
 

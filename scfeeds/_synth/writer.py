@@ -272,7 +272,7 @@ def _write_xml(
     state: WriterState, rows: pl.DataFrame, table: DocTable, sup: Supplier, b: int, resend: bool
 ) -> pl.DataFrame:
     """One cXML document per file (``_chunk`` = document)."""
-    from scfeeds._xml import cxml_positions, to_cxml
+    from scfeeds._cxml import cxml_positions, to_cxml
 
     # canonical columns once for the group, then one slice per document
     canonical = _canonical(

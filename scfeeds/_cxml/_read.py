@@ -1,59 +1,8 @@
-"""cXML documents <-> canonical tables.
-
-``to_cxml`` writes the rows of one purchase order, one ship notice or one invoice as a cXML 1.2
-document; ``scan_xml`` / ``read_xml`` stream such documents back into canonical frames.
-
-Document shapes (cXML 1.2 DTD, only the elements scfeeds reads or needs for validity)::
-
-    cXML[@payloadID, @timestamp]
-      Header  From/Credential/Identity  To/Credential/Identity  Sender/Credential/Identity
-              (the supplier is To for an OrderRequest, which the buyer sends; From for ship
-              notices and invoices, which the supplier sends, else Sender; Sender alone may
-              be a network hub, so it never outranks From / To)
-      Request
-        OrderRequest
-          OrderRequestHeader[@orderID, @orderDate]
-          ItemOut[@lineNumber, @quantity]                              <- one po_lines row
-            ItemID/SupplierPartID
-            ItemDetail/UnitPrice/Money[@currency], Description, UnitOfMeasure
-        ShipNoticeRequest
-          ShipNoticeHeader[@shipmentID, @shipmentDate]
-          ShipControl/CarrierIdentifier[@domain="SCAC"], ShipControl/ShipmentIdentifier
-          ShipNoticePortion                                            (one per PO)
-            OrderReference[@orderID]
-            ShipNoticeItem[@lineNumber, @quantity]                     <- one asn_lines row
-              ItemID/SupplierPartID, UnitOfMeasure,
-              Packaging/ShippingContainerSerialCode                    (pack_id, an SSCC)
-        InvoiceDetailRequest
-          InvoiceDetailRequestHeader[@invoiceID, @invoiceDate, @purpose]
-                                          (purpose="creditMemo": quantities and amounts are
-                                           read as negative, unit prices as positive)
-          InvoiceDetailOrder                                           (one per PO)
-            InvoiceDetailOrderInfo/OrderReference[@orderID]
-            InvoiceDetailItem[@invoiceLineNumber, @quantity]           <- one invoice_lines row
-              UnitOfMeasure, UnitPrice/Money[@currency],
-              InvoiceDetailItemReference[@lineNumber]/ItemID/SupplierPartID,
-              SubtotalAmount/Money[@currency]                          (line_amount; one
-                                          that disagrees with quantity x unit price beyond a
-                                          cent is an AMOUNT_MISMATCH error row, the item is
-                                          not delivered)
-
-``position`` of a row is the XPath of its item element, with a 1-based ``[n]`` index among
-same-named siblings on the item and on its repeating container (and on any other step whose
-index is above 1)::
-
-    /cXML/Request/OrderRequest/ItemOut[3]
-    /cXML/Request/ShipNoticeRequest/ShipNoticePortion[2]/ShipNoticeItem[1]
-    /cXML/Request/InvoiceDetailRequest/InvoiceDetailOrder[1]/InvoiceDetailItem[4]
-
-A null value is written as an absent attribute or element and read back as null; dates are
-written as ``YYYY-MM-DDT00:00:00+00:00`` and read from their first ten characters (the
-sender's local calendar date).
-"""
+"""Reading: cXML documents into canonical rows and error rows, small documents through
+ElementTree's C tree, others streamed through the guarded expat parser (``_expat``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import queue
 import re
@@ -65,345 +14,23 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, overload
 from xml.etree import ElementTree as ET
 from xml.parsers import expat as pyexpat
-from xml.sax.saxutils import escape, quoteattr
 
 import polars as pl
 
+from scfeeds._cxml._expat import (
+    _CONTAINERS,
+    _HEADER_ATTRS,
+    _REPEATING,
+    _TEXTS,
+    _EntityRefused,
+    _Tracker,
+    guarded_parser,
+)
+from scfeeds._cxml._shapes import _ITEM, TABLE_OF, _request
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, XMLError, XMLWarning
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
-
-CXML_VERSION: Final = "1.2.063"
-CXML_DOCTYPE: Final = (
-    f'<!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/{CXML_VERSION}/cXML.dtd">'
-)
-_LANG: Final = ' xml:lang="en"'
-BUYER_ID: Final = "SCFEEDS-BUYER"
-"""Identity of the buying organisation in the documents ``to_cxml`` writes."""
-
-REQUEST: Final[dict[TableName, str]] = {
-    "po_lines": "OrderRequest",
-    "asn_lines": "ShipNoticeRequest",
-    "invoice_lines": "InvoiceDetailRequest",
-}
-"""cXML request element for each canonical table that cXML carries."""
-
-# Columns that are one value per document (header level): they must not vary across rows.
-_DOCUMENT_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
-    "po_lines": ("supplier_id", "po_number", "po_date"),
-    "asn_lines": ("supplier_id", "shipment_id", "ship_date", "carrier", "tracking"),
-    "invoice_lines": ("supplier_id", "invoice_number", "invoice_date"),
-}
-_CONTAINER: Final[dict[TableName, str]] = {
-    "asn_lines": "ShipNoticePortion",
-    "invoice_lines": "InvoiceDetailOrder",
-}
-_ITEM: Final[dict[TableName, str]] = {
-    "po_lines": "ItemOut",
-    "asn_lines": "ShipNoticeItem",
-    "invoice_lines": "InvoiceDetailItem",
-}
-
-
-def _request(table: TableName) -> str:
-    try:
-        return REQUEST[table]
-    except KeyError:
-        raise ConfigurationError(
-            f"cXML carries no {table!r}; expected one of {', '.join(REQUEST)}"
-        ) from None
-
-
-def _qty(value: decimal.Decimal) -> str:
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _money(value: decimal.Decimal) -> str:
-    whole, _, frac = format(value, "f").partition(".")
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac.ljust(2, '0')}"
-
-
-def _date(value: dt.date) -> str:
-    return f"{value.isoformat()}T00:00:00+00:00"
-
-
-def _attrs(**values: str | None) -> str:
-    return "".join(f" {k}={quoteattr(v)}" for k, v in values.items() if v is not None)
-
-
-def _text(tag: str, value: str | None, attrs: str = "") -> str:
-    if value is None:
-        return ""
-    return f"<{tag}{attrs}>{escape(value)}</{tag}>"
-
-
-def _credential(identity: str | None) -> str:
-    return (
-        f'<Credential domain="NetworkID"><Identity>{escape(identity or "")}</Identity></Credential>'
-    )
-
-
-def _price(value: decimal.Decimal | None, currency: str | None) -> str:
-    if value is None:
-        # An empty Money still carries the currency of a line without a price.
-        return f"<Money{_attrs(currency=currency)}/>" if currency is not None else ""
-    return f"<Money{_attrs(currency=currency)}>{_money(value)}</Money>"
-
-
-def _groups(frame: pl.DataFrame, table: TableName) -> list[tuple[str | None, list[int]]]:
-    """Row indices grouped by PO, groups in order of first appearance, rows in frame order."""
-    if table not in _CONTAINER:
-        return [(None, list(range(frame.height)))]
-    groups: dict[str | None, list[int]] = {}
-    for i, po in enumerate(frame.get_column("po_number").to_list()):
-        groups.setdefault(po, []).append(i)
-    return list(groups.items())
-
-
-def _document_values(frame: pl.DataFrame, table: TableName) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for col in _DOCUMENT_COLUMNS[table]:
-        distinct = frame.get_column(col).unique(maintain_order=True).to_list()
-        if len(distinct) > 1:
-            raise ConfigurationError(
-                f"a cXML {_request(table)} holds one {col}; rows carry {len(distinct)} "
-                f"({', '.join(map(str, distinct[:3]))}...): split the frame per document"
-            )
-        values[col] = distinct[0] if distinct else None
-    return values
-
-
-def cxml_positions(frame: pl.DataFrame, *, table: TableName) -> pl.Series:
-    """The ``position`` each row of ``frame`` gets in the document ``to_cxml`` writes.
-
-    Aligned with ``frame`` (row i of the result is row i of the frame). ``to_cxml`` groups
-    ship-notice and invoice rows by ``po_number`` (groups in order of first appearance), so
-    rows of a PO that are not contiguous in ``frame`` come out contiguous in the document;
-    sort the world by these positions' document order if you need the reader's row order.
-    """
-    request = _request(table)
-    out: list[str] = [""] * frame.height
-    item = _ITEM[table]
-    for g, (_, rows) in enumerate(_groups(frame, table), start=1):
-        prefix = f"/cXML/Request/{request}"
-        if table in _CONTAINER:
-            prefix += f"/{_CONTAINER[table]}[{g}]"
-        for k, row in enumerate(rows, start=1):
-            out[row] = f"{prefix}/{item}[{k}]"
-    return pl.Series("position", out, dtype=pl.String)
-
-
-def _po_items(rows: Sequence[dict[str, Any]]) -> Iterator[str]:
-    for r in rows:
-        desc = r["description"]
-        attrs = _attrs(quantity=_none(r["qty_ordered"], _qty), lineNumber=r["line_number"])
-        attrs += _attrs(requestedDeliveryDate=_none(r.get("requested_date"), _date))
-        yield (
-            f"<ItemOut{attrs}>"
-            f"<ItemID>{_text('SupplierPartID', r['item_id'])}</ItemID>"
-            "<ItemDetail>"
-            f"<UnitPrice>{_price(r['unit_price'], r['currency'])}</UnitPrice>"
-            f"{_text('Description', desc, _LANG)}"
-            f"{_text('UnitOfMeasure', r['uom'])}"
-            '<Classification domain="UNSPSC">00000000</Classification>'
-            "</ItemDetail>"
-            "</ItemOut>"
-        )
-
-
-def _none(value: Any, fmt: Any) -> str | None:
-    return None if value is None else str(fmt(value))
-
-
-def _order_reference(po: str | None) -> str:
-    return f'<OrderReference{_attrs(orderID=po)}><DocumentReference payloadID=""/></OrderReference>'
-
-
-def _order_request(frame: pl.DataFrame, doc: dict[str, Any]) -> str:
-    rows = frame.to_dicts()
-    total = None
-    if rows and all(r["qty_ordered"] is not None and r["unit_price"] is not None for r in rows):
-        total = sum((r["qty_ordered"] * r["unit_price"] for r in rows), decimal.Decimal(0))
-    currency = next((r["currency"] for r in rows if r["currency"] is not None), None)
-    date = _none(doc["po_date"], _date)
-    header = (
-        f'<OrderRequestHeader{_attrs(orderID=doc["po_number"], orderDate=date)} type="new">'
-        + (f"<Total>{_price(total, currency)}</Total>" if total is not None else "")
-        + "</OrderRequestHeader>"
-    )
-    return "<OrderRequest>" + header + "\n" + "\n".join(_po_items(rows)) + "\n</OrderRequest>"
-
-
-def _ship_notice(frame: pl.DataFrame, doc: dict[str, Any]) -> str:
-    date = _none(doc["ship_date"], _date)
-    parts = [
-        "<ShipNoticeRequest>",
-        f"<ShipNoticeHeader{_attrs(shipmentID=doc['shipment_id'], operation='new')}"
-        f"{_attrs(noticeDate=date, shipmentDate=date)}/>",
-    ]
-    if doc["carrier"] is not None or doc["tracking"] is not None:
-        parts.append(
-            "<ShipControl>"
-            + _text("CarrierIdentifier", doc["carrier"], ' domain="SCAC"')
-            + _text("ShipmentIdentifier", doc["tracking"])
-            + "</ShipControl>"
-        )
-    rows = frame.to_dicts()
-    for po, idx in _groups(frame, "asn_lines"):
-        parts.append("<ShipNoticePortion>" + _order_reference(po))
-        for i in idx:
-            r = rows[i]
-            pack = (
-                "<Packaging>"
-                '<PackagingCode xml:lang="en">Carton</PackagingCode>'
-                f"{_text('ShippingContainerSerialCode', r['pack_id'])}"
-                "</Packaging>"
-                if r["pack_id"] is not None
-                else ""
-            )
-            attrs = _attrs(quantity=_none(r["qty_shipped"], _qty), lineNumber=r["line_number"])
-            parts.append(
-                f"<ShipNoticeItem{attrs}>"
-                f"<ItemID>{_text('SupplierPartID', r['item_id'])}</ItemID>"
-                f"{_text('UnitOfMeasure', r['uom'])}{pack}</ShipNoticeItem>"
-            )
-        parts.append("</ShipNoticePortion>")
-    parts.append("</ShipNoticeRequest>")
-    return "\n".join(parts)
-
-
-def _invoice(frame: pl.DataFrame, doc: dict[str, Any]) -> str:
-    date = _none(doc["invoice_date"], _date)
-    # A document whose every quantity is negative is a credit memo (its amounts as given).
-    qtys = frame["qty_invoiced"].drop_nulls()
-    purpose = "creditMemo" if qtys.len() and bool((qtys < 0).all()) else "standard"
-    parts = [
-        "<InvoiceDetailRequest>",
-        f"<InvoiceDetailRequestHeader{_attrs(invoiceID=doc['invoice_number'])}"
-        f' purpose="{purpose}" operation="new"{_attrs(invoiceDate=date)}>'
-        "<InvoiceDetailHeaderIndicator/><InvoiceDetailLineIndicator/>"
-        "</InvoiceDetailRequestHeader>",
-    ]
-    rows = frame.to_dicts()
-    line = 0
-    for po, idx in _groups(frame, "invoice_lines"):
-        parts.append(
-            "<InvoiceDetailOrder><InvoiceDetailOrderInfo>"
-            + _order_reference(po)
-            + "</InvoiceDetailOrderInfo>"
-        )
-        for i in idx:
-            r = rows[i]
-            line += 1
-            attrs = _attrs(invoiceLineNumber=str(line), quantity=_none(r["qty_invoiced"], _qty))
-            parts.append(
-                f"<InvoiceDetailItem{attrs}>"
-                f"{_text('UnitOfMeasure', r['uom'])}"
-                f"<UnitPrice>{_price(r['unit_price'], r['currency'])}</UnitPrice>"
-                f"<InvoiceDetailItemReference{_attrs(lineNumber=r['line_number'])}>"
-                f"<ItemID>{_text('SupplierPartID', r['item_id'])}</ItemID>"
-                "</InvoiceDetailItemReference>"
-                + (
-                    f"<SubtotalAmount>{_price(r['line_amount'], r['currency'])}</SubtotalAmount>"
-                    if r["line_amount"] is not None
-                    else ""
-                )
-                + "</InvoiceDetailItem>"
-            )
-        parts.append("</InvoiceDetailOrder>")
-    amounts = [r["line_amount"] for r in rows]
-    currency = next((r["currency"] for r in rows if r["currency"] is not None), None)
-    if rows and all(a is not None for a in amounts):
-        subtotal = sum(amounts, decimal.Decimal(0))
-        parts.append(
-            "<InvoiceDetailSummary>"
-            f"<SubtotalAmount>{_price(subtotal, currency)}</SubtotalAmount>"
-            f"<Tax>{_price(decimal.Decimal(0), currency)}"
-            '<Description xml:lang="en">No tax</Description></Tax>'
-            f"<NetAmount>{_price(subtotal, currency)}</NetAmount>"
-            "</InvoiceDetailSummary>"
-        )
-    parts.append("</InvoiceDetailRequest>")
-    return "\n".join(parts)
-
-
-def to_cxml(frame: pl.DataFrame, *, table: TableName, payload_id: str, timestamp: str) -> bytes:
-    """Write the rows of one document as a cXML 1.2 document (UTF-8 bytes).
-
-    Parameters
-    ----------
-    frame
-        Canonical rows of one purchase order (``po_lines``: one supplier, po_number and
-        po_date), one ship notice (``asn_lines``: one shipment_id, ship_date, carrier and
-        tracking; may span several POs) or one invoice (``invoice_lines``: one invoice_number
-        and invoice_date; may span several POs). Provenance columns are ignored.
-    table
-        ``"po_lines"``, ``"asn_lines"`` or ``"invoice_lines"``.
-    payload_id, timestamp
-        The cXML envelope's ``payloadID`` (unique per document, e.g.
-        ``"1700000000.123@supplier.example"``) and ``timestamp`` (ISO 8601).
-
-    Returns
-    -------
-    bytes
-        The document. Ship-notice and invoice rows are grouped by ``po_number`` (one
-        ``ShipNoticePortion`` / ``InvoiceDetailOrder`` per PO, in order of first appearance);
-        :func:`cxml_positions` gives each row's XPath. Invoice ``invoiceLineNumber`` counts
-        1..n over the document; the PO line is ``InvoiceDetailItemReference/@lineNumber``.
-
-    Raises
-    ------
-    ConfigurationError
-        A header-level column (see above) varies across rows, or ``table`` is not carried by
-        cXML.
-
-    Examples
-    --------
-    >>> import datetime, decimal
-    >>> from scfeeds.schemas import empty
-    >>> po = pl.concat([empty("po_lines"), pl.DataFrame({
-    ...     "supplier_id": ["SUP001"], "po_number": ["4500001"],
-    ...     "po_date": [datetime.date(2026, 1, 15)], "line_number": ["1"],
-    ...     "item_id": ["SKU-1"], "description": ["Widget"],
-    ...     "qty_ordered": [decimal.Decimal("12")], "uom": ["EA"],
-    ...     "unit_price": [decimal.Decimal("2.5")], "currency": ["USD"],
-    ... })], how="diagonal_relaxed")
-    >>> doc = to_cxml(po, table="po_lines", payload_id="1@x", timestamp="2026-01-15T08:00:00Z")
-    >>> b'<ItemOut quantity="12" lineNumber="1">' in doc
-    True
-    """
-    request = _request(table)
-    doc = _document_values(frame, table)
-    supplier = doc["supplier_id"]
-    # The buyer sends the order, the supplier sends ship notices and invoices.
-    sender, receiver = (BUYER_ID, supplier) if request == "OrderRequest" else (supplier, BUYER_ID)
-    if request == "OrderRequest":
-        body = _order_request(frame, doc)
-    elif request == "ShipNoticeRequest":
-        body = _ship_notice(frame, doc)
-    else:
-        body = _invoice(frame, doc)
-    text = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"{CXML_DOCTYPE}\n"
-        f'<cXML{_attrs(payloadID=payload_id, timestamp=timestamp)} xml:lang="en-US">'
-        "<Header>"
-        f"<From>{_credential(sender)}</From>"
-        f"<To>{_credential(receiver)}</To>"
-        f"<Sender>{_credential(sender)}<UserAgent>scfeeds</UserAgent></Sender>"
-        "</Header>"
-        f'<Request deploymentMode="production">{body}</Request>'
-        "</cXML>\n"
-    )
-    return text.encode("utf-8")
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
 
 ErrorMode = Literal["warn", "raise", "collect"]
 
@@ -415,21 +42,10 @@ class XMLResult(NamedTuple):
     errors: pl.DataFrame
 
 
-TABLE_OF: Final[dict[str, TableName]] = {v: k for k, v in REQUEST.items()}
-
-# Depth (1 = cXML) at which xmltodict hands each item to the callback and forgets it: the
+# Depth (1 = cXML) of the item elements, each one row, forgotten once read: the
 # ItemOut of an order sits one level higher than the items inside a ShipNoticePortion or an
 # InvoiceDetailOrder. Elements above this depth are tiny (header, references).
 _ITEM_DEPTH: Final[dict[TableName, int]] = {"po_lines": 4, "asn_lines": 5, "invoice_lines": 5}
-# Steps that always carry their [n] index in positions (they repeat in every real document).
-_REPEATING: Final = frozenset(
-    {"ItemOut", "ShipNoticePortion", "ShipNoticeItem", "InvoiceDetailOrder", "InvoiceDetailItem"}
-)
-# Elements that may repeat inside an item (so xmltodict always gives a list).
-_FORCE_LIST: Final = ("Packaging", "Description", "Classification")
-_HEADER_ATTRS: Final = frozenset(
-    {"OrderRequestHeader", "ShipNoticeHeader", "InvoiceDetailRequestHeader", "OrderReference"}
-)
 _SNIFF_RE: Final = re.compile(
     rb"<(?:\w+:)?(OrderRequest|ShipNoticeRequest|InvoiceDetailRequest)[\s/>]"
 )
@@ -464,147 +80,6 @@ _ITEM_COLUMNS: Final[dict[TableName, tuple[str, ...]]] = {
         "currency",
     ),
 }
-
-
-class _EntityRefused(Exception):
-    """An entity declaration was met (XXE, billion laughs): the document is refused."""
-
-
-class _Tracker:
-    """Follows the element path with sibling indexes, and keeps header attributes."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.indexes: list[int] = []
-        self.counts: list[dict[str, int]] = [{}]
-        self.header: dict[str, dict[str, str]] = {}
-        self.order_ref: str | None = None
-        self.texts: dict[str, str | None] = {}
-        self._text: list[str] | None = None
-
-    def start(self, name: str, attrs: list[str] | dict[str, str]) -> None:
-        counts = self.counts[-1]
-        counts[name] = counts.get(name, 0) + 1
-        self.names.append(name)
-        self.indexes.append(counts[name])
-        self.counts.append({})
-        if name in _CONTAINERS:
-            self.order_ref = None
-        if name in _TEXTS and name not in self.texts:
-            self._text = []
-        if name in _HEADER_ATTRS:
-            pairs = (
-                attrs
-                if isinstance(attrs, dict)
-                else dict(zip(attrs[::2], attrs[1::2], strict=True))
-            )
-            self.header[name] = pairs
-            if name == "OrderReference":
-                self.order_ref = pairs.get("orderID")
-
-    def characters(self, data: str) -> None:
-        if self._text is not None:
-            self._text.append(data)
-
-    def end(self) -> None:
-        if self._text is not None and self.names[-1] in _TEXTS:
-            self.texts[self.names[-1]] = "".join(self._text).strip() or None
-            self._text = None
-        self.names.pop()
-        self.indexes.pop()
-        self.counts.pop()
-
-    def xpath(self) -> str:
-        steps = [
-            f"{n}[{i}]" if n in _REPEATING or i > 1 else n
-            for n, i in zip(self.names, self.indexes, strict=True)
-        ]
-        return "/" + "/".join(steps) if steps else "/"
-
-
-_CONTAINERS: Final = frozenset({"ShipNoticePortion", "InvoiceDetailOrder"})
-# Header-level text the tracker keeps itself: xmltodict's streaming mode drops the text of an
-# item-depth element that also has attributes (<CarrierIdentifier domain="SCAC">UPSN</...>).
-_TEXTS: Final = frozenset({"CarrierIdentifier", "ShipmentIdentifier"})
-
-
-class _ParserProxy:
-    """A pyexpat parser as xmltodict sees it, with path tracking and entity refusal.
-
-    xmltodict sets its handlers as attributes; the proxy wraps the element handlers so the
-    tracker knows every element's XPath, and keeps its own ``EntityDeclHandler``: any
-    ``<!ENTITY`` (internal or external, general or parameter) stops the parse. That refuses
-    XXE and entity-expansion bombs alike, and cXML never needs entities.
-    """
-
-    def __init__(self, parser: Any, tracker: _Tracker) -> None:
-        object.__setattr__(self, "_parser", parser)
-        object.__setattr__(self, "_tracker", tracker)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        parser, tracker = self._parser, self._tracker
-        if name == "StartElementHandler":
-
-            def start(tag: str, attrs: Any) -> None:
-                tracker.start(tag, attrs)
-                value(tag, attrs)
-
-            parser.StartElementHandler = start
-        elif name == "EndElementHandler":
-
-            def end(tag: str) -> None:
-                value(tag)
-                tracker.end()
-
-            parser.EndElementHandler = end
-        elif name == "CharacterDataHandler":
-
-            def characters(data: str) -> None:
-                tracker.characters(data)
-                value(data)
-
-            parser.CharacterDataHandler = characters
-        elif name == "EntityDeclHandler":
-            return  # ours stays
-        else:
-            setattr(parser, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._parser, name)
-
-
-class _GuardedExpat:
-    """Stands in for the ``expat`` module that ``xmltodict.parse(expat=...)`` accepts."""
-
-    def __init__(self, tracker: _Tracker) -> None:
-        self.tracker = tracker
-        self.parser: Any = None
-
-    def ParserCreate(
-        self, encoding: str | None = None, namespace_separator: str | None = None
-    ) -> Any:
-        parser = pyexpat.ParserCreate(encoding, namespace_separator)
-
-        def refuse(name: str, *_: Any) -> None:
-            raise _EntityRefused(name)
-
-        parser.EntityDeclHandler = refuse
-        parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
-        parser.buffer_size = 1 << 16
-        self.parser = parser
-        return _ParserProxy(parser, self.tracker)
-
-
-def _txt(value: Any) -> str | None:
-    """Text of an xmltodict value (str, {'#text': ...}, list of either, or None)."""
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if isinstance(value, dict):
-        value = value.get("#text")
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 # Per table, below the item element: the paths (element names under the item) whose text
@@ -937,21 +412,6 @@ def _error_row(source: str, position: str, rule: str, message: str) -> pl.DataFr
     return pl.DataFrame([(source, position, rule, message)], schema=ERRORS, orient="row")
 
 
-def guarded_parser() -> Any:
-    """A pyexpat parser that refuses any entity declaration (``_EntityRefused``: no XXE, no
-    entity expansion; cXML never needs entities) and never reads an external DTD."""
-    parser = pyexpat.ParserCreate()
-
-    def refuse(name: str, *_: Any) -> None:
-        raise _EntityRefused(name)
-
-    parser.EntityDeclHandler = refuse
-    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.buffer_text = True
-    parser.buffer_size = 1 << 16
-    return parser
-
-
 def _run_parse(
     path: Path,
     doc: _Document,
@@ -1015,7 +475,7 @@ def _parse_file(
     """(rows, errors) batches of one document, in document order, while it is parsed.
 
     A document up to ``_INLINE_BYTES`` is parsed in the calling thread. A larger one is
-    parsed in a worker thread (xmltodict drives the parse through ``item_callback``) that
+    parsed in a worker thread (expat drives the parse through the document's handlers) that
     hands batches of ``_FLUSH_ROWS`` rows over a queue of two: memory holds the element being
     built and at most three batches, whatever the document size.
     """
@@ -1365,7 +825,7 @@ def scan_xml(
 
     Notes
     -----
-    Parsing happens at collect time, one document at a time, with ``xmltodict`` in streaming
+    Parsing happens at collect time, one document at a time, with expat in streaming
     mode: every item is handed over as soon as it is closed and forgotten, so memory does not
     grow with the document. Entity declarations are refused (rule ``XML_ENTITY``: no XXE, no
     billion laughs). A malformed document delivers the items before the break and is reported
@@ -1378,7 +838,7 @@ def scan_xml(
     >>> scan_xml("feeds/*/invoice_lines/*.xml").group_by("supplier_id").len()  # doctest: +SKIP
     """
     if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
-        from scfeeds._xml_confirm import read_confirmations
+        from scfeeds._cxml._confirm import read_confirmations
 
         return read_confirmations(source).lazy()  # type: ignore[arg-type]
     tname, files = _plan(source, table)
@@ -1433,7 +893,7 @@ def read_xml(
     >>> rows, errors = read_xml("po.xml", errors="collect")  # doctest: +SKIP
     """
     if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
-        from scfeeds._xml_confirm import read_confirmations
+        from scfeeds._cxml._confirm import read_confirmations
 
         return read_confirmations(source, errors=errors)  # type: ignore[arg-type]
     if errors == "warn":
@@ -1460,13 +920,4 @@ def read_xml(
     return XMLResult(frame, pl.concat(problems))
 
 
-__all__ = [
-    "BUYER_ID",
-    "REQUEST",
-    "XMLResult",
-    "XMLWarning",
-    "cxml_positions",
-    "read_xml",
-    "scan_xml",
-    "to_cxml",
-]
+__all__ = ["XMLResult", "XMLWarning", "read_many", "read_xml", "scan_xml"]
