@@ -419,6 +419,7 @@ IngestSources: TypeAlias = (
 list, or a DataFrame), or any iterable of these."""
 
 
+# long: the docstring documents every parameter; the work is in the stage functions below
 async def ingest(
     sources: IngestSources,
     lake: str | os.PathLike[str],

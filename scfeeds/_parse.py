@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import polars as pl
 
 from scfeeds._archive import is_reader_panic
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
@@ -476,7 +477,10 @@ def _table_of(frame: pl.DataFrame, table: TableName | None) -> TableName:
     for t in TABLES:
         if set(schema(t)) == set(frame.columns):
             return t
-    raise ValueError(f"frame with columns {frame.columns} matches no canonical table")
+    raise ConfigurationError(
+        f"rows with columns {frame.columns} match no canonical table: pass table= "
+        f"(one of {', '.join(TABLES)})"
+    )
 
 
 def _as_errors(errors: pl.DataFrame) -> pl.DataFrame:

@@ -271,20 +271,14 @@ def _typed(text: pl.DataFrame, doc: _Document) -> tuple[pl.DataFrame, pl.DataFra
     return _typed_rows(text, doc.table, doc.document_values(), doc.source)
 
 
-def _typed_rows(
-    text: pl.DataFrame,
-    table: TableName,
-    consts: dict[str, str | None],
-    source: str | None,
-    *,
-    carry: tuple[str, ...] = (),
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Text rows -> typed rows and error rows. Document-level values come from ``consts`` or,
-    for rows of many documents, from columns of ``text`` (as does ``source`` when None)."""
-    target = COLUMNS[table]
+def _typed_columns(
+    text: pl.DataFrame, table: TableName, consts: dict[str, str | None]
+) -> tuple[list[pl.Expr], list[tuple[pl.Expr, str, pl.Expr]]]:
+    """Each canonical column typed from its text, and per typed column (bad value, rule,
+    message) for values that do not parse."""
     exprs: list[pl.Expr] = []
     problems: list[tuple[pl.Expr, str, pl.Expr]] = []
-    for col, dtype in target.items():
+    for col, dtype in COLUMNS[table].items():
         if col in text.columns:
             raw = pl.col(col).str.strip_chars()
         else:
@@ -313,6 +307,20 @@ def _typed_rows(
                 pl.concat_str(pl.lit(f"{col}: '"), raw, pl.lit(f"' is not {what}")),
             )
         )
+    return exprs, problems
+
+
+def _typed_rows(
+    text: pl.DataFrame,
+    table: TableName,
+    consts: dict[str, str | None],
+    source: str | None,
+    *,
+    carry: tuple[str, ...] = (),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Text rows -> typed rows and error rows. Document-level values come from ``consts`` or,
+    for rows of many documents, from columns of ``text`` (as does ``source`` when None)."""
+    exprs, problems = _typed_columns(text, table, consts)
     rule_e: Any = pl.lit(None, dtype=pl.String)
     if problems:
         chain: Any = pl.when(problems[0][0]).then(pl.lit(problems[0][1]))

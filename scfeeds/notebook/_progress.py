@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import ipywidgets as widgets
 
 from scfeeds._fetch._progress import register_frontend
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import _format as fmt
 
 Status = Literal["running", "done", "failed", "interrupted"]
@@ -213,7 +214,9 @@ class FetchProgress:
         show: bool = True,
     ) -> None:
         if max_rate <= 0:
-            raise ValueError(f"max_rate must be > 0 redraws per second, got {max_rate!r}")
+            raise ConfigurationError(
+                f"max_rate must be > 0 redraws per second, got {max_rate!r}: e.g. max_rate=10"
+            )
         self.description = description
         self.total = total
         self.min_interval = 1.0 / max_rate
