@@ -88,3 +88,24 @@ def test_a_namespaced_document_keeps_its_prefixes_as_written(tmp_path: Path, wor
     plain_rows, _ = _xml.read_many([(path, "a", request)], "po_lines")
     ns_rows, _ = _xml.read_many([(doc, "a", request)], "po_lines")
     assert_frame_equal(plain_rows, ns_rows)
+
+
+def test_text_rows_turned_into_frames_in_chunks_give_the_same_rows(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = files_of(world, "invoice_lines")
+    whole_rows, whole_errors = _xml.read_many(files, "invoice_lines")  # type: ignore[arg-type]
+    made: list[int] = []
+    real = _xml._text_frame
+
+    def spy(texts: dict[str, list[str | None]], owner: list[int]) -> pl.DataFrame:
+        made.append(len(owner))
+        return real(texts, owner)
+
+    monkeypatch.setattr(_xml, "_TEXT_CHUNK", 7)
+    monkeypatch.setattr(_xml, "_text_frame", spy)
+    rows, errors = _xml.read_many(files, "invoice_lines")  # type: ignore[arg-type]
+    assert len(made) > 2  # several chunks, none much above the bound
+    assert max(made) < 7 + 60
+    assert_frame_equal(rows, whole_rows)
+    assert_frame_equal(errors, whole_errors)

@@ -691,6 +691,7 @@ def read_many(
         texts["_purpose"] = []
     problems: list[tuple[int, pl.DataFrame]] = []
     owner: list[int] = []
+    chunks: list[pl.DataFrame] = []  # text rows moved out of Python lists as they grow
     item_cols = ("position", *_ITEM_COLUMNS[table])
     for i, (path, name, request) in enumerate(files):
         if request is None or TABLE_OF[request] != table:
@@ -708,9 +709,10 @@ def read_many(
         texts["source"].extend([name] * n)
         owner.extend([i] * n)
         problems.extend((i, f) for f in failures)
-    text = pl.DataFrame(texts, schema=dict.fromkeys(texts, pl.String)).with_columns(
-        _i=pl.Series(owner, dtype=pl.Int64)
-    )
+        if len(owner) >= _TEXT_CHUNK:
+            chunks.append(_text_frame(texts, owner))
+    chunks.append(_text_frame(texts, owner))
+    text = pl.concat(chunks, how="vertical", rechunk=True)
     rows, bad = _typed_rows(text, table, {}, None, carry=("_i",))
     # per document: its rejected items, then its own errors (the order of a one-by-one read)
     errs = pl.concat(
@@ -720,6 +722,20 @@ def read_many(
     if problems:
         errs = errs.sort("_i", maintain_order=True)
     return rows, errs.drop("_i")
+
+
+_TEXT_CHUNK: Final = 8192  # rows of text kept as Python strings before they become a frame
+
+
+def _text_frame(texts: dict[str, list[str | None]], owner: list[int]) -> pl.DataFrame:
+    """The text rows gathered so far as a frame (the lists are emptied)."""
+    frame = pl.DataFrame(texts, schema=dict.fromkeys(texts, pl.String)).with_columns(
+        _i=pl.Series(owner, dtype=pl.Int64)
+    )
+    for values in texts.values():
+        values.clear()
+    owner.clear()
+    return frame
 
 
 def _not_the_table(name: str, request: str | None, table: TableName) -> pl.DataFrame:
