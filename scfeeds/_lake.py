@@ -606,7 +606,7 @@ def _invisible(
 class Maintenance:
     """What a :func:`compact_lake` or :func:`vacuum_lake` call did, per table."""
 
-    tables: Mapping[str, Mapping[str, Any]]
+    tables: Mapping[str, Mapping[str, object]]
 
     def __repr__(self) -> str:
         parts = [
