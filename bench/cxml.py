@@ -36,7 +36,7 @@ CHILD = r"""
 import json, sys, time
 mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 import polars as pl, xmltodict
-from scfeeds._xml import read_xml, scan_xml
+from scfeeds._cxml import read_xml, scan_xml
 t0, c0 = time.perf_counter(), time.process_time()
 rows = None
 if mode == "scan_xml -> count":
@@ -98,7 +98,7 @@ def run(mode: str, path: Path, out: Path) -> dict[str, float]:
 
 def baseline_mb() -> float:
     code = (
-        "import polars, xmltodict, scfeeds._xml;"
+        "import polars, scfeeds._cxml;"
         "print(next(int(l.split()[1]) for l in open('/proc/self/status')"
         " if l.startswith('VmHWM')) / 1024)"
     )
@@ -110,7 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, nargs="+", default=[10_000, 40_000])
     args = ap.parse_args()
-    from scfeeds._xml import to_cxml
+    from scfeeds._cxml import to_cxml
 
     base = baseline_mb()
     print(f"baseline RSS after imports: {base:.0f} MB")

@@ -22,12 +22,12 @@ most one data file per 1,000 documents per table (before compaction).
     python bench/ingest.py                 # 10,000 documents (a few minutes on 2 cores)
     python bench/ingest.py --docs 2000     # quick
 
-Measured on the project's 2-core machine (shared, load average 1.9-2.8 during the run),
-9,778 documents of 34.8 MB, 272,147 line items: local 3.47 s = 2,816 documents/s (0.275x the
-naive loop's 10,227); portal at 50 ms, fetch only 574 documents/s, end to end 543 (0.95x);
-peak RSS 653 MB at 1,259 documents, 829 MB at 9,778 (1.27x: micro-batches reach their full
-size only in the larger world); 11 data files locally (at most 1.31 per 1,000 documents of a
-table). The same world in big files: 896 files/s, 103,304 line items/s locally.
+Measured on the project's 2-core machine (shared, load average 0.6-3.4 during the run), 9,778
+documents of 34.8 MB, 272,147 line items: local 2.90 s = 3,375 documents/s (0.38x the naive
+loop's 8,847); portal at 50 ms, fetch only 574 documents/s, end to end 517 (0.90x); peak RSS
+628 MB at 1,259 documents, 840 MB at 9,778 (1.34x: micro-batches reach their full size only in
+the larger world); 7 data files locally (at most 0.87 per 1,000 documents of a table). The same
+world in big files: 970 files/s, 111,814 line items/s locally.
 """
 
 from __future__ import annotations

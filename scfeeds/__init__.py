@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from scfeeds import notebook, portal, schemas, synth
     from scfeeds._ackmatch import ack_exceptions
     from scfeeds._config import Limits, Retry, Timeout
+    from scfeeds._cxml import XMLWarning, read_xml, scan_xml
     from scfeeds._exports import ExportWarning, read_export, scan_export, write_export
     from scfeeds._fetch import (
         AsyncFeedIngestor,
@@ -71,7 +72,6 @@ if TYPE_CHECKING:
     from scfeeds._runner import enable_nested, run
     from scfeeds._validate import ValidationResult, validate
     from scfeeds._x12 import X12Result, ack_997, read_x12, scan_x12
-    from scfeeds._xml import XMLWarning, read_xml, scan_xml
 
 __version__ = "0.1.0"
 
@@ -183,7 +183,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("enable_nested", "run"), "scfeeds._runner"),
     **dict.fromkeys(("ValidationResult", "validate"), "scfeeds._validate"),
     **dict.fromkeys(("X12Result", "ack_997", "read_x12", "scan_x12"), "scfeeds._x12"),
-    **dict.fromkeys(("XMLWarning", "read_xml", "scan_xml"), "scfeeds._xml"),
+    **dict.fromkeys(("XMLWarning", "read_xml", "scan_xml"), "scfeeds._cxml"),
 }
 
 

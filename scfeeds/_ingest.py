@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import polars as pl
 
 from scfeeds._children import init_parse_worker, start_forkserver
+from scfeeds._config import Limits, Retry
 from scfeeds._lake import (
     BATCH_COL,
     DocumentCommit,
@@ -47,7 +49,11 @@ from scfeeds.schemas import ERRORS as ERROR_SCHEMA
 from scfeeds.schemas import TableName, schema
 
 if TYPE_CHECKING:  # the parse workers import this module: keep aiohttp out of them
+    from distributed import Client
+
     from scfeeds._fetch._credentials import Credentials
+    from scfeeds._fetch._progress import ProgressArg, ProgressSink
+    from scfeeds._fetch._report import FetchOutcome, FetchReport, ProgressEvent
 
 BATCH_SCHEMA: dict[str, pl.DataType] = {
     "url": pl.String(),
@@ -83,7 +89,7 @@ class IngestReport:
 
     lake: Path | str
     batches: pl.DataFrame
-    fetch: Any  # FetchReport of the fetch engine (None when every source was a local file)
+    fetch: FetchReport | None  # of the fetch engine (None when every source was a local file)
     elapsed: float
     fetch_seconds: float
     parse_seconds: float
@@ -135,13 +141,16 @@ class IngestReport:
         )
 
 
-def _as_sources(sources: Any) -> list[Source]:
+def _as_sources(sources: IngestSources) -> list[Source]:
+    many: Iterable[object]
     if isinstance(sources, str | os.PathLike | Source):
-        sources = [sources]
-    if isinstance(sources, pl.DataFrame):
-        sources = sources.to_dicts()
+        many = [sources]
+    elif isinstance(sources, pl.DataFrame):
+        many = sources.to_dicts()
+    else:
+        many = sources
     out: list[Source] = []
-    for s in sources:
+    for s in many:
         if isinstance(s, Source):
             out.append(s)
         elif isinstance(s, str | os.PathLike):
@@ -246,7 +255,7 @@ def _doc_key(sha256: str, src: Source) -> str:
 
 def _process_many(
     jobs: list[Job], lake: str, storage_options: Mapping[str, str] | None = None
-) -> list[dict[str, Any]]:
+) -> list[_Outcome]:
     """Parse, validate and commit one micro-batch of landed documents (a worker's call).
 
     Documents already in the lake's ledger (same content, same format and table) are skipped
@@ -258,7 +267,7 @@ def _process_many(
     t0 = time.perf_counter()
     keys = [_doc_key(sha, src) for _, sha, src in jobs]
     done = ledgered(lake, keys, storage_options=storage_options)
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    out: list[_Outcome | None] = [None] * len(jobs)
     first: dict[str, int] = {}
     rounds: list[list[int]] = []  # each round: documents with distinct sources
     seen: dict[str, int] = {}  # source -> rounds it is in (a source's n-th copy: round n)
@@ -277,30 +286,22 @@ def _process_many(
         for i, res in zip(r, results, strict=True):
             out[i] = res
     per_doc = (time.perf_counter() - t0) / max(1, len(jobs))
-    final: list[dict[str, Any]] = []
+    final: list[_Outcome] = []
     for item in out:
         assert item is not None
-        if item["status"] != "already_committed":
-            item["parse_seconds"] = per_doc
+        if item.status != "already_committed":
+            item.parse_seconds = per_doc
         final.append(item)
     return final
 
 
-def _skipped(key: str) -> dict[str, Any]:
-    return {
-        "batch": key,
-        "status": "already_committed",
-        "rows": 0,
-        "rows_by_table": {},
-        "quarantined": 0,
-        "errors": 0,
-        "parse_seconds": 0.0,
-    }
+def _skipped(key: str) -> _Outcome:
+    return _Outcome(batch=key, status="already_committed")
 
 
 def _commit_round(
     jobs: list[Job], keys: list[str], lake: str, storage_options: Mapping[str, str] | None
-) -> list[dict[str, Any]]:
+) -> list[_Outcome]:
     from scfeeds._validate import validate
 
     parsed = _parse_many(jobs)
@@ -312,14 +313,12 @@ def _commit_round(
     quarantined: dict[str, int] = dict.fromkeys(keys, 0)
     # the batch's frames as read (no split per document): rules never cross documents
     for table in sorted(parsed.tables):
-        frame = parsed.tables[table]
-        ok, failed = validate(frame, table)
+        ok, failed = validate(parsed.tables[table], table)
         good[table] = ok.with_columns(tag.alias(BATCH_COL))
         # the lake's quarantine table has one schema: canonical dtypes (a value a reader
         # could not type is a parse error, not a quarantined row)
-        canonical = schema(table)
         bad[table] = failed.with_columns(
-            *(pl.col(c).cast(t, strict=False) for c, t in canonical.items()),
+            *(pl.col(c).cast(t, strict=False) for c, t in schema(table).items()),
             tag.alias(BATCH_COL),
         )
         for key, n in good[table].group_by(BATCH_COL).len().iter_rows():
@@ -354,15 +353,14 @@ def _commit_round(
         storage_options=storage_options,
     )
     return [
-        {
-            "batch": d.batch,
-            "status": "committed",
-            "rows": d.rows,
-            "rows_by_table": counts[d.batch],
-            "quarantined": d.quarantined,
-            "errors": d.errors,
-            "parse_seconds": 0.0,
-        }
+        _Outcome(
+            batch=d.batch,
+            status="committed",
+            rows=d.rows,
+            rows_by_table=counts[d.batch],
+            quarantined=d.quarantined,
+            errors=d.errors,
+        )
         if d.batch in mine
         else _skipped(d.batch)  # another writer committed the same bytes first
         for d in documents
@@ -393,37 +391,52 @@ def _processes_are_safe() -> bool:
 _HASH_RUN: Final = 64
 
 
-def _sha256_files(paths: list[str]) -> list[str]:
+def _sha256_files(paths: list[str]) -> list[tuple[str, int]]:
     return [_sha256_file(p) for p in paths]
 
 
-def _sha256_file(path: str) -> str:
+def _sha256_file(path: str) -> tuple[str, int]:
+    """Content hash and size of a local file."""
     import hashlib
 
     h = hashlib.sha256()
+    size = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
+IngestSources: TypeAlias = (
+    str
+    | os.PathLike[str]
+    | Source
+    | pl.DataFrame
+    | Iterable[str | os.PathLike[str] | Source | Mapping[str, object]]
+)
+"""What ``ingest`` takes: a URL or path, a :class:`Source`, a portal listing (its ``feeds``
+list, or a DataFrame), or any iterable of these."""
+
+
+# long: the docstring documents every parameter; the work is in the stage functions below
 async def ingest(
-    sources: Any,
+    sources: IngestSources,
     lake: str | os.PathLike[str],
     *,
-    limits: Any = 16,
-    retry: Any = None,
+    limits: Limits | int | None = None,
+    retry: Retry | int | bool | None = None,
     headers: Mapping[str, str] | None = None,
     credentials: Credentials | Mapping[str, Mapping[str, str]] | None = None,
     workers: int | None = None,
-    progress: Any = None,
+    progress: ProgressArg = "auto",
     landing: str | os.PathLike[str] | None = None,
     pool: Literal["auto", "threads", "processes"] = "auto",
     batch_docs: int = 2000,
     batch_bytes: int = 8 << 20,
     batch_seconds: float = 1.0,
     parse_group: int | None = None,
-    cluster: Any = None,
+    cluster: Client | str | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> IngestReport:
     """Fetch sources, parse them off the event loop, validate, and commit them to a lake.
@@ -441,8 +454,18 @@ async def ingest(
         variables). Raw bytes land in ``lake/_landing`` (for an object-store lake: a folder
         under the system's temporary folder) unless ``landing`` says otherwise. Any number of
         ingests may write one lake at once.
-    limits, retry, progress
-        Passed to :func:`scfeeds.fetch` (``limits=16`` means at most 16 requests at once).
+    limits, retry
+        Passed to :func:`scfeeds.fetch` (``limits=16`` means at most 16 requests at once;
+        ``None``: the defaults of :class:`~scfeeds.Limits` and :class:`~scfeeds.Retry`).
+    progress
+        One progress stream for the whole ingest, as for :func:`scfeeds.fetch`: ``"auto"``
+        (the default: the notebook widget in Jupyter, bars on a terminal, one log line per
+        stage at the end otherwise), ``None``/``False``, a callable taking
+        :class:`~scfeeds.ProgressEvent`, or an object with ``update(event)`` and
+        ``close(event)``. Events of ``stage="fetch"`` count documents landing (downloaded, or
+        for local files read and hashed) and their bytes; events of ``stage="parse"`` count
+        documents parsed, validated and committed (``succeeded``), already in the lake
+        (``unchanged``), and their bytes. ``close`` is called once, at the end.
     headers
         Sent to the origins (scheme, host, port) of the ``sources`` as given: to a portal
         root's own origin, and to the feeds of its listing on that origin, but never to a
@@ -456,11 +479,12 @@ async def ingest(
         are busy, landed documents wait in a bounded queue and fetching waits (backpressure).
     batch_docs, batch_bytes, batch_seconds
         Micro-batches: landed documents are grouped by table (formats mixed), up to
-        ``batch_docs`` documents or ``batch_bytes`` bytes, and a group is started at the
-        latest ``batch_seconds`` after its first document landed. Each micro-batch is parsed,
-        validated once per table and committed in one Delta transaction per table plus one
-        ledger transaction; a document is still its own unit of idempotency (its content
-        hash is in the ledger).
+        ``batch_docs`` documents or ``batch_bytes`` bytes; a group is started at the latest
+        ``batch_seconds`` after its first document landed when a worker is free (while every
+        worker is busy it keeps growing to its bounds: fewer, larger lake files). Each
+        micro-batch is parsed, validated once per table and committed in one Delta
+        transaction per table plus one ledger transaction; a document is still its own unit
+        of idempotency (its content hash is in the ledger).
     parse_group
         Older name of ``batch_docs`` (used when given).
     storage_options
@@ -472,10 +496,10 @@ async def ingest(
         The lake must be one the workers reach: an object-store URI, or a folder they
         share. ``None``: this process only, and dask is never imported.
     pool
-        Where cXML (pure-Python xmltodict) is parsed: ``"processes"`` (a process pool, true
-        parallelism), ``"threads"`` (cheaper for a handful of small files), or ``"auto"``:
-        processes when that is safe, i.e. when the main program will not run again in each
-        child (a notebook, the ``scfeeds`` command, or a script with an
+        Where cXML is parsed: ``"processes"`` (a process pool, true parallelism),
+        ``"threads"`` (cheaper for a handful of small files), or ``"auto"``: processes when
+        that is safe, i.e. when the main program will not run again in each child (a
+        notebook, the ``scfeeds`` command, or a script with an
         ``if __name__ == "__main__":`` guard), threads otherwise. The polars readers always
         run in threads.
 
@@ -489,249 +513,546 @@ async def ingest(
     >>> report = scfeeds.run(scfeeds.ingest(listing, "lake", limits=32))  # doctest: +SKIP
     >>> scfeeds.scan_lake("lake", "invoice_lines").collect()  # doctest: +SKIP
     """
-    if cluster is not None:
-        from scfeeds._distributed import ingest_on_cluster
-
-        given = _as_sources(sources)
-        scoped = _scoped_credentials(given, headers, credentials)
-        return await ingest_on_cluster(  # type: ignore[no-any-return]
-            await _expand_portals(given, scoped),
-            lake,
-            cluster=cluster,
-            limits=limits,
-            retry=retry,
-            credentials=scoped,
-            workers=workers,
-            batch_docs=batch_docs if parse_group is None else parse_group,
-            batch_bytes=batch_bytes,
-            batch_seconds=batch_seconds,
-            storage_options=storage_options,
-        )
-    t_start = time.perf_counter()
-    root: Path | str = lake_uri(lake) if is_remote(lake) else Path(lake)
-    landing_dir = _landing_dir(lake, landing)
-    if isinstance(root, Path):
-        root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task starts
+    options = _Options(
+        limits=limits,
+        retry=retry,
+        workers=max(1, workers or (os.cpu_count() or 2)),
+        batch_docs=max(1, batch_docs if parse_group is None else parse_group),
+        batch_bytes=batch_bytes,
+        batch_seconds=batch_seconds,
+        storage_options=storage_options,
+    )
     given = _as_sources(sources)
     scoped = _scoped_credentials(given, headers, credentials)
     items = await _expand_portals(given, scoped)
-    n_workers = max(1, workers or (os.cpu_count() or 2))
+    if cluster is not None:
+        return await _on_cluster(items, lake, cluster, scoped, options)
+    run = _start(items, lake, landing, pool, scoped, options, progress)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_land(run))
+            tg.create_task(_batch(run))
+        run.progress.finish(ok=True)
+    except BaseExceptionGroup as group:
+        run.progress.finish(ok=False)
+        raise _single(group) from None
+    except BaseException:
+        run.progress.finish(ok=False)
+        raise
+    finally:
+        run.shutdown()
+    return _report(run)
 
-    limit_docs = max(1, batch_docs if parse_group is None else parse_group)
-    use_processes = pool == "processes" or (pool == "auto" and _processes_are_safe())
-    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * n_workers)
-    records: list[dict[str, Any]] = []
-    fetch_report: Any = None
-    fetch_seconds = 0.0
-    loop = asyncio.get_running_loop()
-    threads = concurrent.futures.ThreadPoolExecutor(n_workers, thread_name_prefix="scfeeds-parse")
+
+@dataclass(frozen=True, kw_only=True)
+class _Options:
+    """The knobs of one ingest, checked once."""
+
+    limits: Limits | int | None
+    retry: Retry | int | bool | None
+    workers: int
+    batch_docs: int
+    batch_bytes: int
+    batch_seconds: float
+    storage_options: Mapping[str, str] | None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside nested task groups (the micro-batch tasks run in a task group
+    inside the batcher's task), or the group itself when there are several."""
+    only: BaseException = group
+    while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
+        only = only.exceptions[0]
+    return only
+
+
+async def _on_cluster(
+    items: list[Source],
+    lake: str | os.PathLike[str],
+    cluster: Client | str,
+    credentials: Credentials,
+    options: _Options,
+) -> IngestReport:
+    """Stage for a Dask cluster: each shard runs this pipeline on a worker."""
+    from scfeeds._distributed import ingest_on_cluster
+
+    report: IngestReport = await ingest_on_cluster(
+        items,
+        lake,
+        cluster=cluster,
+        limits=options.limits,
+        retry=options.retry,
+        credentials=credentials,
+        workers=options.workers,
+        batch_docs=options.batch_docs,
+        batch_bytes=options.batch_bytes,
+        batch_seconds=options.batch_seconds,
+        storage_options=options.storage_options,
+    )
+    return report
+
+
+@dataclass(eq=False)
+class _Run:
+    """The state of one ingest, shared by its stages (landing, batching, the report)."""
+
+    root: Path | str
+    landing: Path
+    local: list[Source]
+    remote: list[Source]
+    credentials: Credentials
+    options: _Options
+    use_processes: bool
+    progress: _Progress
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Job | None]
+    threads: concurrent.futures.ThreadPoolExecutor
+    busy: asyncio.Semaphore
     procs: concurrent.futures.ProcessPoolExecutor | None = None
+    report: _Tally = field(default_factory=lambda: _Tally())
+    fetch_report: FetchReport | None = None
+    fetch_seconds: float = 0.0
+    started_at: float = field(default_factory=time.perf_counter)
 
-    def process_pool() -> concurrent.futures.ProcessPoolExecutor:
-        nonlocal procs
-        if procs is None:
+    def process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self.procs is None:
             # forkserver: never fork a process that runs polars' and aiohttp's threads.
             # Its children never die of the process group's SIGTERM/SIGINT: we drain.
             start_forkserver()
-            procs = concurrent.futures.ProcessPoolExecutor(
-                n_workers,
+            self.procs = concurrent.futures.ProcessPoolExecutor(
+                self.options.workers,
                 mp_context=multiprocessing.get_context("forkserver"),
                 initializer=init_parse_worker,
             )
-        return procs
+        return self.procs
 
-    async def produce() -> None:
-        nonlocal fetch_seconds, fetch_report
-        from scfeeds._fetch import FetchOutcome, fetch
+    def shutdown(self) -> None:
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        if self.procs is not None:
+            self.procs.shutdown(wait=True, cancel_futures=True)
 
-        local = [s for s in items if not _is_remote(s.url)]
-        remote = [s for s in items if _is_remote(s.url)]
-        # Hashed a run of files per executor call (not the parse pool): one thread hop per
-        # file cost about as much as hashing a small document.
-        for i in range(0, len(local), _HASH_RUN):
-            run = [(str(Path(s.url)), s) for s in local[i : i + _HASH_RUN]]
-            shas = await loop.run_in_executor(None, _sha256_files, [p for p, _ in run])
-            for (path, s), sha in zip(run, shas, strict=True):
-                await queue.put((path, sha, s))
 
-        async def landed(row: FetchOutcome) -> None:
-            # Called by each fetch worker as its item lands; awaiting a full queue holds the
-            # worker, so fetching waits when parsing lags (backpressure, item by item).
-            # The outcome carries its source's position: two URLs that differ only in a
-            # secret are two sources, and provenance is the redacted URL, not the secret.
-            src = replace(remote[row.index], url=row.url)
-            if row.status in ("ok", "unchanged") and row.path and row.sha256:
-                path = row.path
-                if not os.path.isabs(path):
-                    path = str(landing_dir / path)
-                await queue.put((path, row.sha256, src))
+def _start(
+    items: list[Source],
+    lake: str | os.PathLike[str],
+    landing: str | os.PathLike[str] | None,
+    pool: Literal["auto", "threads", "processes"],
+    credentials: Credentials,
+    options: _Options,
+    progress: ProgressArg,
+) -> _Run:
+    """First stage: the lake folder, the landing folder, the pools and the progress stream."""
+    from scfeeds._fetch._progress import make_sink
+
+    root: Path | str = lake_uri(lake) if is_remote(lake) else Path(lake)
+    if isinstance(root, Path):
+        root.mkdir(parents=True, exist_ok=True)
+    local = [s for s in items if not _is_remote(s.url)]
+    remote = [s for s in items if _is_remote(s.url)]
+    n = options.workers
+    return _Run(
+        root=root,
+        landing=_landing_dir(lake, landing),
+        local=local,
+        remote=remote,
+        credentials=credentials,
+        options=options,
+        use_processes=pool == "processes" or (pool == "auto" and _processes_are_safe()),
+        progress=_Progress(make_sink(progress, description="ingest"), len(local), len(remote), n),
+        loop=asyncio.get_running_loop(),
+        queue=asyncio.Queue(maxsize=2 * n),
+        threads=concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="scfeeds-parse"),
+        busy=asyncio.Semaphore(n),
+    )
+
+
+async def _land(run: _Run) -> None:
+    """Landing stage: local files hashed in place, remote ones fetched; each landed document
+    goes to the bounded queue (a full queue makes fetching wait), then one end mark per
+    worker."""
+    await _land_local(run)
+    if run.remote:
+        await _fetch_remote(run)
+    run.progress.landed_all()
+    for _ in range(run.options.workers):
+        await run.queue.put(None)
+
+
+async def _land_local(run: _Run) -> None:
+    # Hashed a run of files per executor call (not the parse pool): one thread hop per
+    # file cost about as much as hashing a small document.
+    for i in range(0, len(run.local), _HASH_RUN):
+        batch = [(str(Path(s.url)), s) for s in run.local[i : i + _HASH_RUN]]
+        hashed = await run.loop.run_in_executor(None, _sha256_files, [p for p, _ in batch])
+        for (path, s), (sha, size) in zip(batch, hashed, strict=True):
+            run.progress.landed_local(size)
+            await run.queue.put((path, sha, s))
+
+
+async def _fetch_remote(run: _Run) -> None:
+    from scfeeds._fetch import fetch
+
+    t0 = time.perf_counter()
+    run.fetch_report = await fetch(
+        [
+            {"url": s.url}
+            | ({"path": s.path} if s.path else {})
+            | ({"sha256": s.sha256} if s.sha256 else {})
+            for s in run.remote
+        ],
+        run.landing,
+        limits=run.options.limits,
+        retry=run.options.retry,
+        credentials=run.credentials,
+        progress=run.progress.fetch_stage(),
+        on_item=lambda row: _landed(run, row),
+    )
+    run.fetch_seconds += time.perf_counter() - t0
+
+
+async def _landed(run: _Run, row: FetchOutcome) -> None:
+    """Called by each fetch worker as its item lands; awaiting a full queue holds the worker,
+    so fetching waits when parsing lags (backpressure, item by item). The outcome carries its
+    source's position: two URLs that differ only in a secret are two sources, and provenance
+    is the redacted URL, not the secret."""
+    src = replace(run.remote[row.index], url=row.url)
+    if row.status in ("ok", "unchanged") and row.path and row.sha256:
+        path = row.path
+        if not os.path.isabs(path):
+            path = str(run.landing / path)
+        await run.queue.put((path, row.sha256, src))
+        return
+    if row.status == "interrupted":
+        return  # the run is being cancelled; the next one resumes this source
+    run.progress.fetch_failed()
+    run.report.add(
+        src.url,
+        None,
+        src,
+        None,
+        _Outcome(batch=None, status="fetch_failed", errors=1, error=row.error),
+    )
+
+
+async def _batch(run: _Run) -> None:
+    """Batching stage: group landed documents into micro-batches (by table; bounded by
+    documents, bytes and a latency budget) and start each on a worker."""
+    batcher = _Batcher(run)
+    async with asyncio.TaskGroup() as tasks:
+        batcher.tasks = tasks
+        while True:
+            await batcher.flush_due()
+            try:
+                job = await batcher.next_job()
+            except TimeoutError:
+                continue
+            if job is None:
+                await batcher.flush_all()
                 return
-            if row.status == "interrupted":
-                return  # the run is being cancelled; the next one resumes this source
-            records.append(
-                {
-                    "url": src.url,
-                    "path": None,
-                    "format": src.format,
-                    "table": src.table,
-                    "sha256": None,
-                    "batch": None,
-                    "status": "fetch_failed",
-                    "rows": 0,
-                    "quarantined": 0,
-                    "errors": 1,
-                    "parse_seconds": 0.0,
-                    "error": row.error,
-                }
-            )
+            await batcher.add(job)
 
-        if remote:
-            t0 = time.perf_counter()
-            report = await fetch(
-                [
-                    {"url": s.url}
-                    | ({"path": s.path} if s.path else {})
-                    | ({"sha256": s.sha256} if s.sha256 else {})
-                    for s in remote
-                ],
-                landing_dir,
-                limits=limits,
-                retry=retry,
-                credentials=scoped,
-                progress=progress,
-                on_item=landed,
-            )
-            fetch_seconds += time.perf_counter() - t0
-            fetch_report = report
-        for _ in range(n_workers):
-            await queue.put(None)
 
-    rows_by_table: dict[str, int] = {}
-    parse_seconds = 0.0
+@dataclass(eq=False)
+class _Batcher:
+    """Open groups of the batching stage and the rules that close them."""
 
-    def record(job: Job, **fields: Any) -> None:
+    run: _Run
+    groups: dict[TableName | None, _Group] = field(default_factory=dict)
+    tasks: asyncio.TaskGroup | None = None
+    local_left: int = -1  # local files not yet grouped (they are all there: no latency)
+
+    def __post_init__(self) -> None:
+        self.local_left = len(self.run.local)
+
+    def _free_worker(self) -> bool:
+        return not self.run.busy.locked()
+
+    async def flush_due(self) -> None:
+        # A group past its latency budget starts when a worker is free; while every worker
+        # is busy it keeps growing (up to its bounds), and local files (no latency to hide)
+        # fill groups to their bounds: the lake gets few, large files.
+        now = self.run.loop.time()
+        while self._free_worker() and not self.local_left:
+            due = [k for k, g in self.groups.items() if g.deadline <= now]
+            if not due:
+                return
+            await self.flush(max(due, key=lambda k: len(self.groups[k].jobs)))
+
+    async def next_job(self) -> Job | None:
+        deadlines = [g.deadline for g in self.groups.values()]
+        if not deadlines or self.local_left:  # nothing to start early (more files come)
+            return await self.run.queue.get()
+        if not self._free_worker():  # look again shortly: a worker may free up
+            return await asyncio.wait_for(self.run.queue.get(), 0.05)
+        timeout = max(0.0, min(deadlines) - self.run.loop.time())
+        return await asyncio.wait_for(self.run.queue.get(), timeout)
+
+    async def add(self, job: Job) -> None:
         path, sha, src = job
-        for t, n in fields.pop("rows_by_table", {}).items():
-            rows_by_table[t] = rows_by_table.get(t, 0) + n
-        records.append(
-            {
-                "url": src.url,
-                "path": path,
-                "format": src.format,
-                "table": src.table,
-                "sha256": sha,
-                **fields,
-            }
+        if not _is_remote(src.url):
+            self.local_left -= 1
+        fmt = src.format or guess_format(src.url) or guess_format(path)
+        src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
+        # one micro-batch per table whatever the formats: parse_batch reads each format in
+        # one call, and the lake gets one data file per table and batch
+        grp = self.groups.get(src.table)
+        if grp is None:
+            deadline = self.run.loop.time() + self.run.options.batch_seconds
+            grp = self.groups[src.table] = _Group(deadline=deadline)
+        grp.jobs.append((path, sha, src))
+        grp.size += _size(path)
+        if len(grp.jobs) >= self.run.options.batch_docs or grp.size >= self.run.options.batch_bytes:
+            await self.flush(src.table)
+
+    async def flush_all(self) -> None:
+        for key in sorted(self.groups, key=lambda k: -len(self.groups[k].jobs)):
+            await self.flush(key)
+
+    async def flush(self, key: TableName | None) -> None:
+        grp = self.groups.pop(key)
+        await self.run.busy.acquire()  # all workers busy: stop reading, the queue fills up
+        # cXML goes to the process pool where safe, and the rest of its micro-batch with it
+        # (one reader call, one commit)
+        xml = any(job[2].format == "xml" for job in grp.jobs)
+        assert self.tasks is not None
+        self.tasks.create_task(_run_batch(self.run, self.run.use_processes and xml, grp))
+
+
+async def _run_batch(run: _Run, in_process: bool, grp: _Group) -> None:
+    """Parse, validate and commit one micro-batch on a worker; tally its documents."""
+    try:
+        results = await run.loop.run_in_executor(
+            run.process_pool() if in_process else run.threads,
+            _process_many,
+            grp.jobs,
+            str(run.root),
+            dict(run.options.storage_options) if run.options.storage_options else None,
+        )
+    finally:
+        run.busy.release()
+    for (path, sha, src), out in zip(grp.jobs, results, strict=True):
+        run.report.add(src.url, path, src, sha, out)
+    run.progress.parsed(results, grp.size)
+
+
+def _report(run: _Run) -> IngestReport:
+    """Last stage: the report of what the run did."""
+    return IngestReport(
+        lake=run.root,
+        batches=run.report.frame(),
+        fetch=run.fetch_report,
+        elapsed=time.perf_counter() - run.started_at,
+        fetch_seconds=run.fetch_seconds,
+        parse_seconds=run.report.parse_seconds,
+        rows=dict(run.report.rows_by_table),
+        storage_options=run.options.storage_options,
+    )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What became of one document of a micro-batch (a worker's answer, picklable)."""
+
+    batch: str | None
+    status: Literal["committed", "already_committed", "fetch_failed"]
+    rows: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    errors: int = 0
+    parse_seconds: float = 0.0
+    error: str | None = None
+
+
+_TALLY_CHUNK: Final = 4096
+
+
+@dataclass(eq=False)
+class _Tally:
+    """The report's rows, one per source, kept as compact frames (a few bytes per document,
+    not a dict each) so that a long run's memory does not grow with its documents."""
+
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+    parse_seconds: float = 0.0
+    pending: list[tuple[object, ...]] = field(default_factory=list)
+    chunks: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, url: str, path: str | None, src: Source, sha: str | None, out: _Outcome) -> None:
+        for table, n in out.rows_by_table.items():
+            self.rows_by_table[table] = self.rows_by_table.get(table, 0) + n
+        self.parse_seconds += out.parse_seconds
+        self.pending.append(
+            (
+                url,
+                path,
+                src.format,
+                src.table,
+                sha,
+                out.batch,
+                out.status,
+                out.rows,
+                out.quarantined,
+                out.errors,
+                out.parse_seconds,
+                out.error,
+            )
+        )
+        if len(self.pending) >= _TALLY_CHUNK:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self.pending:
+            self.chunks.append(pl.DataFrame(self.pending, schema=BATCH_SCHEMA, orient="row"))
+            self.pending = []
+
+    def frame(self) -> pl.DataFrame:
+        self._seal()
+        if not self.chunks:
+            return pl.DataFrame(schema=BATCH_SCHEMA)
+        return pl.concat(self.chunks, rechunk=True).sort("url")
+
+
+_EMIT_EVERY: Final = 0.25  # seconds between two progress events of one stage
+
+
+class _Progress:
+    """One progress stream for a whole ingest: ``fetch`` events (documents landing: fetched,
+    or local files read and hashed) and ``parse`` events (documents committed), documents
+    and bytes for both, into one sink that is closed once at the end."""
+
+    def __init__(self, sink: ProgressSink | None, n_local: int, n_remote: int, workers: int):
+        self.sink = sink
+        self.n_local = n_local
+        self.n_remote = n_remote
+        self.workers = workers
+        self.t0 = time.perf_counter()
+        self.local_done = 0
+        self.local_bytes = 0
+        self.remote: ProgressEvent | None = None
+        self.failed = 0  # sources that did not land
+        self.done = 0
+        self.committed = 0
+        self.already = 0
+        self.bytes = 0
+        self.in_flight = 0
+        self.all_landed = False
+        self.last_emit = {"fetch": -math.inf, "parse": -math.inf}
+
+    # -- fetch stage ---------------------------------------------------------------------
+
+    def landed_local(self, size: int) -> None:
+        self.local_done += 1
+        self.local_bytes += size
+        self._emit(self.fetch_event(), final=False)
+
+    def fetch_failed(self) -> None:
+        self.failed += 1
+
+    def fetch_stage(self) -> ProgressSink | None:
+        """The sink handed to the fetch engine: its events, plus the local files, reach the
+        ingest's sink as ``fetch`` events; its ``close`` is not the end of the ingest."""
+        from scfeeds._fetch._progress import StageSink
+
+        if self.sink is None:
+            return None
+        return StageSink(self.sink, self._remote_event)
+
+    def _remote_event(self, event: ProgressEvent) -> ProgressEvent:
+        self.remote = event
+        return self.fetch_event()
+
+    def landed_all(self) -> None:
+        self.all_landed = True
+        if not self.n_remote:  # else the fetch engine sent its final event
+            self._emit(self.fetch_event(), final=True)
+
+    def fetch_event(self) -> ProgressEvent:
+        from scfeeds._fetch._report import ProgressEvent
+
+        r = self.remote
+        elapsed = time.perf_counter() - self.t0
+        n, b = self.local_done, self.local_bytes
+        total = None if r is not None and r.total is None else self.n_local + self.n_remote
+        byte_sum = b + (r.bytes if r is not None else 0)
+        present = b + (r.bytes_present if r is not None else 0)
+        if r is None:
+            finished = n == self.n_local and not self.n_remote
+            known = b if finished else None
+        else:
+            finished = r.finished and n == self.n_local
+            known = None if r.bytes_total is None else b + r.bytes_total
+        return ProgressEvent(
+            stage="fetch",
+            total=total,
+            done=n + (r.done if r is not None else 0),
+            succeeded=n + (r.succeeded if r is not None else 0),
+            failed=r.failed if r is not None else 0,
+            unchanged=r.unchanged if r is not None else 0,
+            retried=r.retried if r is not None else 0,
+            throttled=r.throttled if r is not None else 0,
+            bytes=byte_sum,
+            elapsed=elapsed,
+            throughput_bps=byte_sum / elapsed if elapsed > 0 else 0.0,
+            concurrency=r.concurrency if r is not None else 1,
+            in_flight=r.in_flight if r is not None else 0,
+            finished=finished,
+            interrupted=r.interrupted if r is not None else 0,
+            bytes_present=present,
+            bytes_total=known,
         )
 
-    busy = asyncio.Semaphore(n_workers)
-    running = 0  # micro-batches on a worker
-    started = 0  # micro-batches started
-    # The run's first group starts as soon as it has this many documents (work starts at
-    # once); every other group grows to the full batch size or its deadline, so the lake gets
-    # a few large files rather than many small ones (also when workers are often idle, as
-    # behind a slow portal: the deadline bounds the wait).
-    eager_docs = min(limit_docs, 64)
+    # -- parse stage ---------------------------------------------------------------------
 
-    async def run_batch(in_process: bool, jobs: list[Job]) -> None:
-        nonlocal parse_seconds, running
-        try:
-            results = await loop.run_in_executor(
-                process_pool() if in_process else threads,
-                _process_many,
-                jobs,
-                str(root),
-                dict(storage_options) if storage_options else None,
-            )
-        finally:
-            running -= 1
-            busy.release()
-        for job, out in zip(jobs, results, strict=True):
-            parse_seconds += out["parse_seconds"]
-            record(job, **out)
+    def parsed(self, results: list[_Outcome], size: int) -> None:
+        self.done += len(results)
+        self.committed += sum(1 for r in results if r.status == "committed")
+        self.already += sum(1 for r in results if r.status == "already_committed")
+        self.bytes += size
+        self._emit(self.parse_event(finished=False), final=False)
 
-    async def consume() -> None:
-        """Group landed documents into micro-batches and start each on a worker."""
-        groups: dict[tuple[Any, ...], _Group] = {}
-        async with asyncio.TaskGroup() as batches_tg:
+    def parse_event(self, *, finished: bool, interrupted: int = 0) -> ProgressEvent:
+        from scfeeds._fetch._report import ProgressEvent
 
-            async def flush(key: tuple[Any, ...]) -> None:
-                nonlocal running, started
-                grp = groups.pop(key)
-                await busy.acquire()  # all workers busy: stop reading, the queue fills up
-                running += 1
-                started += 1
-                # cXML (pure Python) goes to the process pool where safe, and the rest of
-                # its micro-batch with it (one reader call, one commit)
-                xml = any(job[2].format == "xml" for job in grp.jobs)
-                batches_tg.create_task(run_batch(use_processes and xml, grp.jobs))
+        elapsed = time.perf_counter() - self.t0
+        expected = self.n_local + self.n_remote - self.failed
+        return ProgressEvent(
+            stage="parse",
+            total=self.done if finished else expected,
+            done=self.done,
+            succeeded=self.committed,
+            failed=0,
+            unchanged=self.already,
+            retried=0,
+            throttled=0,
+            bytes=self.bytes,
+            elapsed=elapsed,
+            throughput_bps=self.bytes / elapsed if elapsed > 0 else 0.0,
+            concurrency=self.workers,
+            in_flight=0,
+            finished=finished,
+            interrupted=interrupted,
+            bytes_present=self.bytes,
+            bytes_total=self.bytes if finished else None,
+        )
 
-            while True:
-                now = loop.time()
-                due = [k for k, g in groups.items() if g.deadline <= now]
-                for key in due:
-                    await flush(key)
-                wait = min((g.deadline for g in groups.values()), default=None)
-                try:
-                    if wait is None:
-                        job = await queue.get()
-                    else:
-                        job = await asyncio.wait_for(queue.get(), max(0.0, wait - loop.time()))
-                except TimeoutError:
-                    continue
-                if job is None:
-                    for key in list(groups):
-                        await flush(key)
-                    return
-                path, sha, src = job
-                fmt = src.format or guess_format(src.url) or guess_format(path)
-                src = Source(url=src.url, format=fmt, table=src.table, supplier_id=src.supplier_id)
-                # one micro-batch per table whatever the formats: parse_batch reads each
-                # format in one call, and the lake gets one data file per table and batch
-                key = (src.table,)
-                grp = groups.get(key)
-                if grp is None:
-                    grp = groups[key] = _Group(deadline=loop.time() + batch_seconds)
-                grp.jobs.append((path, sha, src))
-                grp.size += _size(path)
-                first = started == 0
-                if (
-                    len(grp.jobs) >= limit_docs
-                    or grp.size >= batch_bytes
-                    or (first and len(grp.jobs) >= eager_docs)
-                ):
-                    await flush(key)
+    def finish(self, *, ok: bool) -> None:
+        """Close the sink once: the parse stage's last event (``interrupted`` counts the
+        documents a failed or cancelled run did not get to)."""
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        if ok:
+            sink.close(self.parse_event(finished=True))
+            return
+        left = max(self.n_local + self.n_remote - self.failed - self.done, 1)
+        sink.close(self.parse_event(finished=False, interrupted=left))
 
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(produce())
-            tg.create_task(consume())
-    except BaseExceptionGroup as group:
-        only: BaseException = group
-        # the micro-batch tasks run in a task group inside the consumer's task group
-        while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
-            only = only.exceptions[0]
-        if only is not group:
-            raise only from None
-        raise
-    finally:
-        threads.shutdown(wait=True, cancel_futures=True)
-        if procs is not None:
-            procs.shutdown(wait=True, cancel_futures=True)
-
-    batches = (
-        pl.DataFrame(records, schema=BATCH_SCHEMA) if records else pl.DataFrame(schema=BATCH_SCHEMA)
-    )
-    return IngestReport(
-        lake=root,
-        batches=batches.sort("url"),
-        fetch=fetch_report,
-        elapsed=time.perf_counter() - t_start,
-        fetch_seconds=fetch_seconds,
-        parse_seconds=parse_seconds,
-        rows=rows_by_table,
-        storage_options=storage_options,
-    )
+    def _emit(self, event: ProgressEvent, *, final: bool) -> None:
+        if self.sink is None:
+            return
+        now = time.perf_counter()
+        if final or now - self.last_emit[event.stage] >= _EMIT_EVERY:
+            self.last_emit[event.stage] = now
+            self.sink.update(event)
 
 
 @dataclass

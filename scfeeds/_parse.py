@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import polars as pl
 
 from scfeeds._archive import is_reader_panic
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
@@ -263,13 +264,13 @@ def _x12_batch(items: list[tuple[str, Path]]) -> ParsedBatch:
 
 
 def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
-    from scfeeds import _xml
+    from scfeeds._cxml import TABLE_OF, _read
 
     runs: dict[TableName, list[tuple[Path, str, str | None]]] = {}
     errors: list[pl.DataFrame] = []
     for path, name, table in items:
-        request = _xml._sniff(path)
-        t = table or (_xml.TABLE_OF[request] if request is not None else _cxml_table(path))
+        request = _read._sniff(path)
+        t = table or (TABLE_OF[request] if request is not None else _cxml_table(path))
         if t is None:
             errors.append(
                 _error(name, "/", "XML_NOT_CXML", f"{name}: no cXML request found; pass table=")
@@ -285,7 +286,7 @@ def _xml_batch(items: list[tuple[Path, str, TableName | None]]) -> ParsedBatch:
                 errors.append(bad)
             tables[t] = pl.concat(rows)
             continue
-        for good, bad in _xml._batches(files, t):
+        for good, bad in _read._batches(files, t):
             rows.append(good)
             errors.append(_as_errors(bad))
         tables[t] = pl.concat(rows)
@@ -297,11 +298,11 @@ _CONFIRMATION = re.compile(rb"<(?:\w+:)?ConfirmationRequest[\s/>]")
 
 def _cxml_table(path: Path) -> TableName | None:
     """The table a cXML document fills, from its request element (None: not cXML we read)."""
-    from scfeeds import _xml
+    from scfeeds._cxml import TABLE_OF, _read
 
-    request = _xml._sniff(path)
+    request = _read._sniff(path)
     if request is not None:
-        return _xml.TABLE_OF[request]
+        return TABLE_OF[request]
     with path.open("rb") as fh:
         head = fh.read(1 << 16)
     return "po_acks" if _CONFIRMATION.search(head) else None
@@ -311,7 +312,7 @@ def _confirmations(
     files: list[tuple[Path, str, str | None]],
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """cXML ConfirmationRequests (small documents, each parsed whole), named by ``source``."""
-    from scfeeds._xml_confirm import read_confirmations
+    from scfeeds._cxml._confirm import read_confirmations
 
     for path, name, _ in files:
         rows, bad = read_confirmations(path, errors="collect")
@@ -358,7 +359,7 @@ def _parse_export(path: Path, *, fmt: Format, table: TableName | None) -> Parsed
 
 
 def _parse_xml(path: Path, *, table: TableName | None) -> Parsed:
-    from scfeeds._xml import read_xml
+    from scfeeds._cxml import read_xml
 
     rows, errors = read_xml(path, table=table or _cxml_table(path), errors="collect")
     return Parsed(tables={_table_of(rows, table): rows}, errors=_as_errors(errors))
@@ -476,7 +477,10 @@ def _table_of(frame: pl.DataFrame, table: TableName | None) -> TableName:
     for t in TABLES:
         if set(schema(t)) == set(frame.columns):
             return t
-    raise ValueError(f"frame with columns {frame.columns} matches no canonical table")
+    raise ConfigurationError(
+        f"rows with columns {frame.columns} match no canonical table: pass table= "
+        f"(one of {', '.join(TABLES)})"
+    )
 
 
 def _as_errors(errors: pl.DataFrame) -> pl.DataFrame:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from scfeeds._cxml import read_xml
 from scfeeds._exports import read_export
-from scfeeds._xml import read_xml
 from scfeeds.exceptions import ExportError, ParseError, XMLError
 
 PO_CSV = (

@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scfeeds._cxml import read_xml
 from scfeeds._exports import read_export
 from scfeeds._parse import Format, parse_file
 from scfeeds._x12 import read_x12
-from scfeeds._xml import read_xml
 from scfeeds.schemas import ERRORS, TableName, schema
 
 ROOT = Path(__file__).resolve().parents[1]

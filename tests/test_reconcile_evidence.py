@@ -9,10 +9,10 @@ from typing import Any
 import polars as pl
 import pytest
 
+from scfeeds._cxml import read_xml
 from scfeeds._reconcile import Reconciliation, reconcile
 from scfeeds._validate import validate
 from scfeeds._x12 import read_x12
-from scfeeds._xml import read_xml
 from scfeeds.schemas import TableName
 from tests.test_reconcile import DAY, bill, po_line, ship
 from tests.test_reconcile import _frame as frame
@@ -139,7 +139,7 @@ def _x12_810(number: str, qty: int, *, credit: bool) -> bytes:
 
 
 def _cxml_invoice(number: str, qty: int, *, credit: bool) -> bytes:
-    from scfeeds._xml import to_cxml
+    from scfeeds._cxml import to_cxml
 
     inv = frame(
         "invoice_lines",

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from scfeeds._xml import XMLWarning, cxml_positions, read_xml, scan_xml, to_cxml
+from scfeeds._cxml import XMLWarning, cxml_positions, read_xml, scan_xml, to_cxml
 from scfeeds.exceptions import ConfigurationError, XMLError
 from scfeeds.schemas import TableName, empty, schema
 
@@ -397,7 +397,7 @@ def test_streaming_memory_does_not_grow_with_document_size(
 ) -> None:
     # Python-side peak while reading: with items handed over in batches it is set by the batch
     # size, not by the document (the whole-document xmltodict tree grows with it).
-    monkeypatch.setattr("scfeeds._xml._FLUSH_ROWS", 500)
+    monkeypatch.setattr("scfeeds._cxml._read._FLUSH_ROWS", 500)
     peaks = []
     for n in (2_000, 8_000):
         path = _write(tmp_path, _po(n), "po_lines", f"po_{n}.xml")

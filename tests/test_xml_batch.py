@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from scfeeds import _xml
-from scfeeds._xml import read_xml, scan_xml
+from scfeeds._cxml import _read as _xml
+from scfeeds._cxml import read_xml, scan_xml
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
 from scfeeds._fetch._report import ProgressEvent
 from scfeeds.exceptions import ConfigurationError
@@ -40,50 +39,95 @@ class _CallbackSink:
 
 
 class _TqdmSink:
-    """A terminal bar: items done/total with MB/s, concurrency, retries, 429s, failures."""
+    """Terminal bars, one per stage: items done/total with MB/s, concurrency, retries, 429s,
+    failures (``fetch``), or documents with MB/s (``parse``)."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=None, unit="item", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._tqdm = tqdm
+        self.bars: dict[str, Any] = {}
+
+    def _bar(self, stage: str) -> Any:
+        bar = self.bars.get(stage)
+        if bar is None:
+            unit = "item" if stage == "fetch" else "doc"
+            bar = self.bars[stage] = self._tqdm(
+                total=None,
+                unit=unit,
+                desc=None if stage == "fetch" and not self.bars else stage,
+                position=len(self.bars),
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
+        return bar
 
     def update(self, event: ProgressEvent) -> None:
-        if event.total is not None and self.bar.total != event.total:
-            self.bar.total = event.total
-        self.bar.n = event.done
-        self.bar.set_postfix_str(
-            f"{event.throughput_bps / 1e6:.1f} MB/s c={event.concurrency} "
-            f"retried={event.retried} 429={event.throttled} failed={event.failed}"
-            + (f" interrupted={event.interrupted}" if event.interrupted else ""),
-            refresh=False,
-        )
-        self.bar.refresh()
+        bar = self._bar(event.stage)
+        if event.total is not None and bar.total != event.total:
+            bar.total = event.total
+        bar.n = event.done
+        if event.stage == "fetch":
+            text = (
+                f"{event.throughput_bps / 1e6:.1f} MB/s c={event.concurrency} "
+                f"retried={event.retried} 429={event.throttled} failed={event.failed}"
+                + (f" interrupted={event.interrupted}" if event.interrupted else "")
+            )
+        else:
+            text = (
+                f"{event.bytes / 1e6:.1f} MB {event.throughput_bps / 1e6:.1f} MB/s "
+                f"committed={event.succeeded} already={event.unchanged}"
+            )
+        bar.set_postfix_str(text, refresh=False)
+        bar.refresh()
 
     def close(self, event: ProgressEvent) -> None:
         self.update(event)
-        self.bar.close()
+        for bar in self.bars.values():
+            bar.close()
 
 
 class _SummarySink:
-    """Non-interactive runs (CI logs): nothing while running, one INFO line at the end."""
+    """Non-interactive runs (CI logs): nothing while running, one INFO line per stage at the
+    end."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, ProgressEvent] = {}
 
     def update(self, event: ProgressEvent) -> None:
-        pass
+        self.last[event.stage] = event
 
     def close(self, event: ProgressEvent) -> None:
-        if event.interrupted:
-            logger.info(
-                "fetch interrupted: %d items, %d ok, %d unchanged, %d failed, %d interrupted, "
-                "%.1f MB in %.2f s",
-                event.done,
-                event.succeeded,
-                event.unchanged,
-                event.failed,
-                event.interrupted,
-                event.bytes / 1e6,
-                event.elapsed,
-            )
-            return
+        self.last[event.stage] = event
+        for seen in self.last.values():
+            _log_summary(seen)
+
+
+def _log_summary(event: ProgressEvent) -> None:
+    if event.stage == "parse":
+        logger.info(
+            "ingest finished: %d documents, %d committed, %d already in the lake, "
+            "%.1f MB in %.2f s",
+            event.done,
+            event.succeeded,
+            event.unchanged,
+            event.bytes / 1e6,
+            event.elapsed,
+        )
+    elif event.interrupted:
+        logger.info(
+            "fetch interrupted: %d items, %d ok, %d unchanged, %d failed, %d interrupted, "
+            "%.1f MB in %.2f s",
+            event.done,
+            event.succeeded,
+            event.unchanged,
+            event.failed,
+            event.interrupted,
+            event.bytes / 1e6,
+            event.elapsed,
+        )
+    else:
         logger.info(
             "fetch finished: %d items, %d ok, %d unchanged, %d failed, %.1f MB in %.2f s",
             event.done,
@@ -93,6 +137,24 @@ class _SummarySink:
             event.bytes / 1e6,
             event.elapsed,
         )
+
+
+class StageSink:
+    """One stage of a longer run: the stage's final ``close`` reaches the run's sink as an
+    ``update`` (the run closes its sink once, at its end); ``attach`` is passed on."""
+
+    def __init__(self, sink: ProgressSink, adjust: Callable[[ProgressEvent], ProgressEvent]):
+        self.sink = sink
+        self.adjust = adjust
+        attach = getattr(sink, "attach", None)
+        if callable(attach):
+            self.attach = attach
+
+    def update(self, event: ProgressEvent) -> None:
+        self.sink.update(self.adjust(event))
+
+    def close(self, event: ProgressEvent) -> None:
+        self.sink.update(self.adjust(event))
 
 
 def _in_kernel() -> bool:
@@ -105,30 +167,62 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _notebook_sink() -> ProgressSink | None:
-    # Only inside a kernel, and only if the widget module exists: importing it pulls in
-    # ipywidgets, which plain `import scfeeds` must never do.
+#: What a progress front-end registers: called with ``description=`` ("fetch", "ingest"), it
+#: displays itself and returns the sink.
+ProgressFrontend: TypeAlias = Callable[..., ProgressSink]
+
+#: Entry-point group through which an installed front-end (the notebook layer declares one in
+#: pyproject.toml) makes itself known without the core naming it.
+ENTRY_POINT_GROUP: Final = "scfeeds.progress"
+
+_frontends: list[ProgressFrontend] = []
+
+
+def register_frontend(factory: ProgressFrontend) -> None:
+    """Register what ``progress="auto"`` shows inside a Jupyter kernel (the latest wins).
+
+    The notebook layer registers its widget when it is imported; the core never imports it.
+    """
+    if factory not in _frontends:
+        _frontends.append(factory)
+
+
+def _load_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()
+        except Exception:  # a broken front-end must not break a download
+            logger.debug("progress front-end %s failed to load", ep.value, exc_info=True)
+            continue
+        if callable(loaded):
+            register_frontend(loaded)
+
+
+def _kernel_sink(description: str) -> ProgressSink | None:
+    # Only inside a kernel: a front-end (a widget) pulls in ipywidgets, which plain
+    # `import scfeeds` must never do.
     if not _in_kernel():
         return None
+    if not _frontends:
+        _load_entry_points()
+    if not _frontends:
+        return None
     try:
-        if importlib.util.find_spec("scfeeds.notebook") is None:
-            return None
-        from scfeeds import notebook
-
-        factory: Any = getattr(notebook, "auto_progress", None) or notebook.FetchProgress
-        sink = factory()
+        sink = _frontends[-1](description=description)
     except Exception:  # a broken widget stack must not break a download
-        logger.debug("scfeeds.notebook progress unavailable; falling back", exc_info=True)
+        logger.debug("progress front-end unavailable; falling back", exc_info=True)
         return None
     return sink if isinstance(sink, ProgressSink) else None
 
 
-def make_sink(progress: object) -> ProgressSink | None:
-    """Turn the ``progress=`` argument of ``fetch`` into a sink (or ``None``)."""
+def make_sink(progress: object, *, description: str = "fetch") -> ProgressSink | None:
+    """Turn the ``progress=`` argument of ``fetch`` or ``ingest`` into a sink (or ``None``)."""
     if progress is None or progress is False:
         return None
     if progress == "auto":
-        sink = _notebook_sink()
+        sink = _kernel_sink(description)
         if sink is not None:
             return sink
         if sys.stderr is not None and sys.stderr.isatty():

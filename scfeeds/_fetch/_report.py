@@ -63,6 +63,11 @@ class ProgressEvent:
     item's size is known (listing ``bytes``, ``Content-Length``), before that the known sizes
     scaled to the number of items; ``None`` while no size is known. A bar that moves while
     large files arrive divides the two.
+
+    ``stage`` says which stage of a run the event counts: ``"fetch"`` (documents landing:
+    downloaded, or for local files read and hashed) or ``"parse"`` (documents parsed,
+    validated and committed by :func:`scfeeds.ingest`: ``succeeded`` committed, ``unchanged``
+    already in the lake, ``bytes`` their size). A plain fetch sends ``"fetch"`` events only.
     """
 
     total: int | None
@@ -81,6 +86,7 @@ class ProgressEvent:
     interrupted: int = 0
     bytes_present: int = 0
     bytes_total: int | None = None
+    stage: Literal["fetch", "parse"] = "fetch"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,13 +13,13 @@ from typing import Final
 import numpy as np
 import polars as pl
 
+from scfeeds._cxml import cxml_positions, to_cxml
 from scfeeds._exports import write_export
 from scfeeds._synth import x12
 from scfeeds._synth.acks import add_performance
 from scfeeds._synth.config import DOC_TABLES, DocTable, Supplier
 from scfeeds._synth.files import WriterState, record_file, write_file
 from scfeeds._synth.world import Batch
-from scfeeds._xml import cxml_positions, to_cxml
 from scfeeds.schemas import PROVENANCE, TableName, schema
 
 _PREFIX: Final[Mapping[tuple[str, str], str]] = {

@@ -1,10 +1,16 @@
-"""The fetch progress widget: a compact live line, red on failure, green when done.
+"""The fetch / ingest progress widget: a compact live line, red on failure, green when done.
 
-The fetch engine calls ``update(event)`` for every progress event and ``close(event)`` once at
-the end (see CONTRACTS.md "Fetch"). Events can arrive thousands of times per second; pushing
-each to the front end floods the kernel's IOPub channel (measured: 30k unthrottled updates were
-still draining after 60 s), so the widget redraws at most ``max_rate`` times per second, always
-shows the newest event, and schedules one trailing redraw so a stall never hides the last state.
+The fetch engine (or an ingest) calls ``update(event)`` for every progress event and
+``close(event)`` once at the end (see CONTRACTS.md "Fetch"). An ingest's events come in two
+stages (``event.stage``: ``fetch`` then ``parse``); the widget shows one line per stage seen.
+Importing this module registers :func:`auto_progress` as what ``progress="auto"`` shows in a
+kernel (the core never imports the notebook layer; the package's ``scfeeds.progress`` entry
+point names this function for runs that never imported it).
+
+Events can arrive thousands of times per second; pushing each to the front end floods the
+kernel's IOPub channel (measured: 30k unthrottled updates were still draining after 60 s), so
+the widget redraws at most ``max_rate`` times per second, always shows the newest event, and
+schedules one trailing redraw so a stall never hides the last state.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any, Literal, Protocol
 
 import ipywidgets as widgets
 
+from scfeeds._fetch._progress import register_frontend
+from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook import _format as fmt
 
 Status = Literal["running", "done", "failed", "interrupted"]
@@ -69,6 +77,11 @@ class ProgressEventLike(Protocol):
     def finished(self) -> bool: ...
 
 
+def stage_of(event: ProgressEventLike) -> str:
+    """``fetch`` (documents landing) or ``parse`` (an ingest's documents committed)."""
+    return str(getattr(event, "stage", "fetch"))
+
+
 def byte_fraction(event: ProgressEventLike) -> float | None:
     """Share of the run's body bytes on disk, when the event knows the run's size in bytes
     (``bytes_total``); ``None`` otherwise (the bar then counts items)."""
@@ -109,6 +122,8 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
     """One line of plain text with every number the widget shows."""
     if event is None:
         return f"{description}: waiting for the first event"
+    if stage_of(event) == "parse":
+        return _parse_text(description, event, closed=closed)
     status = status_of(event, closed=closed)
     total = "?" if event.total is None else fmt.count(event.total)
     bytes_total = getattr(event, "bytes_total", None)
@@ -132,6 +147,28 @@ def summary_text(description: str, event: ProgressEventLike | None, *, closed: b
         parts.append(f"{event.unchanged} unchanged")
     if status == "running":
         parts.append(f"concurrency {event.concurrency} ({event.in_flight} in flight)")
+        parts.append(f"ETA {fmt.duration(eta_seconds(event))}")
+        parts.append(f"elapsed {fmt.duration(event.elapsed)}")
+    else:
+        parts.append(f"{status} in {fmt.duration(event.elapsed)}")
+    return " · ".join(parts)
+
+
+def _parse_text(description: str, event: ProgressEventLike, *, closed: bool) -> str:
+    """An ingest's parse stage: documents committed, already in the lake, their bytes."""
+    status = status_of(event, closed=closed)
+    total = "?" if event.total is None else fmt.count(event.total)
+    parts = [
+        f"{description}: {fmt.count(event.done)}/{total} documents",
+        fmt.size(event.bytes),
+        fmt.rate(event.throughput_bps),
+        f"{fmt.count(event.succeeded)} committed",
+        f"{fmt.count(event.unchanged)} already in the lake",
+    ]
+    interrupted = int(getattr(event, "interrupted", 0))
+    if interrupted:
+        parts.append(f"{interrupted} not parsed")
+    if status == "running":
         parts.append(f"ETA {fmt.duration(eta_seconds(event))}")
         parts.append(f"elapsed {fmt.duration(event.elapsed)}")
     else:
@@ -177,11 +214,15 @@ class FetchProgress:
         show: bool = True,
     ) -> None:
         if max_rate <= 0:
-            raise ValueError(f"max_rate must be > 0 redraws per second, got {max_rate!r}")
+            raise ConfigurationError(
+                f"max_rate must be > 0 redraws per second, got {max_rate!r}: e.g. max_rate=10"
+            )
         self.description = description
         self.total = total
         self.min_interval = 1.0 / max_rate
         self.last_event: ProgressEventLike | None = None
+        #: The newest event of each stage seen (``fetch``; for an ingest also ``parse``).
+        self.stages: dict[str, ProgressEventLike] = {}
         self.closed = False
         self.renders = 0
         self._clock = time.monotonic  # replaced by tests with a fake clock
@@ -213,6 +254,7 @@ class FetchProgress:
         """Record ``event``; redraw now if the last redraw is older than ``1/max_rate`` s."""
         with self._lock:
             self.last_event = event
+            self.stages[stage_of(event)] = event
             now = self._clock()
             if now - self._last_render >= self.min_interval:
                 self._render_locked(now)
@@ -224,6 +266,7 @@ class FetchProgress:
         with self._lock:
             if event is not None:
                 self.last_event = event
+                self.stages[stage_of(event)] = event
             self.closed = True
             if self._trailing is not None:
                 self._trailing.cancel()
@@ -236,12 +279,22 @@ class FetchProgress:
 
     @property
     def status(self) -> Status:
-        """``running``, ``done``, ``failed`` or ``interrupted``."""
+        """``running``, ``done``, ``failed`` or ``interrupted`` (over every stage seen)."""
+        seen = [status_of(e, closed=self.closed) for e in self.stages.values()]
+        if "interrupted" in seen:
+            return "interrupted"
+        if "failed" in seen:
+            return "failed"
         return status_of(self.last_event, closed=self.closed)
 
     def text(self) -> str:
-        """The current state as one line of plain text."""
-        return summary_text(self.description, self.last_event, closed=self.closed)
+        """The current state as plain text: one line, or one per stage of an ingest."""
+        if len(self.stages) <= 1:
+            return summary_text(self.description, self.last_event, closed=self.closed)
+        return "\n".join(
+            summary_text(f"{self.description} {stage}", event, closed=self.closed)
+            for stage, event in self.stages.items()
+        )
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -262,7 +315,8 @@ class FetchProgress:
     def _render_locked(self, now: float) -> None:
         self._last_render = now
         self.renders += 1
-        event = self.last_event
+        # an ingest's bar follows its last stage (documents committed), once it has begun
+        event = self.stages.get("parse", self.last_event)
         status = self.status
         share = byte_fraction(event) if event is not None else None
         if share is not None and status in ("running", "interrupted"):
@@ -281,7 +335,7 @@ class FetchProgress:
         self.stats.value = (
             f'<span class="scfeeds-progress-text" data-status="{status}" '
             f'style="color:{color};font-family:monospace;font-size:12px">'
-            f"{escape(self.text())}</span>"
+            f"{escape(self.text()).replace(chr(10), '<br>')}</span>"
         )
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -313,7 +367,7 @@ class FetchProgress:
             f'<div style="width:{done * 100:.1f}%;height:12px;background-color:{color}"></div>'
             "</div>"
             f'<span data-status="{status}" style="color:{color};font-family:monospace;'
-            f'font-size:12px">{escape(self.text())}</span></div>'
+            f'font-size:12px">{escape(self.text()).replace(chr(10), "<br>")}</span></div>'
         )
 
 
@@ -324,3 +378,6 @@ def auto_progress(*, total: int | None = None, description: str = "fetch") -> Fe
     fetch engine then calls its ``update(event)`` and ``close(event)``.
     """
     return FetchProgress(total=total, description=description, show=True)
+
+
+register_frontend(auto_progress)

@@ -27,8 +27,8 @@ from typing import Any, Final, Literal, overload
 import polars as pl
 import xmltodict
 
-from scfeeds._xml import _EntityRefused, _GuardedExpat, _Tracker
-from scfeeds._xml import _txt as _text
+from scfeeds._cxml._expat import _EntityRefused, _GuardedExpat, _Tracker
+from scfeeds._cxml._expat import _txt as _text
 from scfeeds.exceptions import XMLError
 from scfeeds.schemas import empty, empty_errors, schema
 
@@ -168,8 +168,8 @@ def read_confirmations(
     errors: Literal["warn", "raise", "collect"] = "warn",
 ) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
     """``po_acks`` rows from cXML ConfirmationRequests (``read_xml(..., table="po_acks")``)."""
+    from scfeeds._cxml._read import XMLResult, XMLWarning
     from scfeeds._sources import resolve_sources
-    from scfeeds._xml import XMLResult, XMLWarning
 
     text_rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
