@@ -382,6 +382,7 @@ def _commit_ledger(
             if not _conflict(exc) or attempt == MAX_ATTEMPTS - 1:
                 raise
             _backoff(min(attempt, 6))
+    # builtin-raise: the loop above returns or raises on its last attempt
     raise AssertionError("unreachable")  # pragma: no cover
 
 
