@@ -109,3 +109,29 @@ def test_text_rows_turned_into_frames_in_chunks_give_the_same_rows(
     assert max(made) < 7 + 60
     assert_frame_equal(rows, whole_rows)
     assert_frame_equal(errors, whole_errors)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rule"),
+    # expat reads no UTF-32: the document is refused as unreadable before any entity is seen
+    [("utf-8", "XML_ENTITY"), ("utf-16", "XML_ENTITY"), ("utf-16-le", "XML_ENTITY"),
+     ("utf-32", "XML_SYNTAX")],
+)  # fmt: skip
+def test_an_entity_declaration_is_refused_in_any_encoding(
+    tmp_path: Path, encoding: str, rule: str
+) -> None:
+    declared = encoding.upper().removesuffix("-LE")
+    text = (
+        f'<?xml version="1.0" encoding="{declared}"?>\n'
+        '<!DOCTYPE cXML [<!ENTITY sup "ACME">]>'
+        '<cXML><Request><OrderRequest><OrderRequestHeader orderID="PO-1" orderDate="2024-01-02">'
+        "<Comments>&sup;</Comments></OrderRequestHeader>"
+        '<ItemOut quantity="1" lineNumber="1"><ItemID><SupplierPartID>A</SupplierPartID></ItemID>'
+        "</ItemOut></OrderRequest></Request></cXML>"
+    )
+    bad = tmp_path / "entity.xml"
+    bad.write_bytes(text.encode(encoding))
+    assert _xml._tree_of(bad.read_bytes()) is None
+    rows, errors = _xml.read_many([(bad, "entity.xml", "OrderRequest")], "po_lines")
+    assert rows.height == 0
+    assert errors["rule"].to_list() == [rule]

@@ -541,9 +541,11 @@ def _tree_of(data: bytes) -> ET.Element | None:
     """The document's tree from ElementTree's C parser, when the fast path gives the same
     rows as the streaming reader: an ASCII-compatible encoding, no namespaces (the streaming
     reader keeps prefixes as written), no entity declaration (those are refused, with an
-    error row, by the guarded streaming parser). ``None``: read it with the streaming reader."""
+    error row, by the guarded streaming parser). A NUL byte means UTF-16 or UTF-32, where a
+    byte search for ``<!ENTITY`` would miss the declaration: declined too. ``None``: read it
+    with the streaming reader."""
     head = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    if head.lstrip()[:1] != b"<" or b"<!ENTITY" in data or b"xmlns" in data:
+    if head.lstrip()[:1] != b"<" or b"\x00" in data or b"<!ENTITY" in data or b"xmlns" in data:
         return None
     try:
         return ET.fromstring(data)
