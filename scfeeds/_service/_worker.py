@@ -140,6 +140,8 @@ class _Progress:
         self._bytes = 0
 
     def update(self, event: ProgressEvent) -> None:
+        if event.stage != "fetch":  # the parse stage counts the same bytes again, as parsed
+            return
         self.in_flight = event.in_flight
         n = event.bytes
         # each fetch call of a job starts counting again from zero
