@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import polars as pl
 
 from scfeeds._children import init_parse_worker, start_forkserver
 from scfeeds._config import Limits, Retry
+from scfeeds._distributed import MANIFEST_COLUMNS, client_of, shard_key
 from scfeeds._lake import (
     BATCH_COL,
     DocumentCommit,
@@ -574,9 +576,7 @@ async def _on_cluster(
     options: _Options,
 ) -> IngestReport:
     """Stage for a Dask cluster: each shard runs this pipeline on a worker."""
-    from scfeeds._distributed import ingest_on_cluster
-
-    report: IngestReport = await ingest_on_cluster(
+    report: IngestReport = await _ingest_on_cluster(
         items,
         lake,
         cluster=cluster,
@@ -1084,3 +1084,80 @@ def _landing_dir(lake: str | os.PathLike[str], landing: str | os.PathLike[str] |
 
     digest = hashlib.sha256(lake_uri(lake).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "scfeeds-landing" / digest
+
+
+# -- on a Dask cluster: one shard per supplier endpoint, each this pipeline on a worker
+
+
+def _ingest_shard(
+    sources: list[dict[str, Any]], lake: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Runs on a worker: the normal pipeline in its own event loop; returns a small manifest."""
+    items = [Source(**s) for s in sources]
+    shard = options.pop("shard", None)
+    if options.get("landing") is None and shard is not None:
+        options["landing"] = str(_landing_dir(lake, None) / shard)
+    # Threads only: worker processes are daemonic and may not start a process pool.
+    report = asyncio.run(ingest(items, lake, pool="threads", **options))
+    return {
+        "batches": report.batches.select(MANIFEST_COLUMNS).to_dicts(),
+        "rows": dict(report.rows),
+        "fetch_seconds": report.fetch_seconds,
+        "parse_seconds": report.parse_seconds,
+    }
+
+
+async def _ingest_on_cluster(
+    sources: Sequence[Source],
+    lake: str | os.PathLike[str],
+    *,
+    cluster: Client | str,
+    retries: int = 2,
+    **options: Any,
+) -> IngestReport:
+    """Run :func:`ingest` shard by shard on a Dask cluster (see :mod:`scfeeds._distributed`)."""
+    t0 = time.perf_counter()
+    client = await asyncio.to_thread(client_of, cluster)
+    shards: dict[str, list[dict[str, Any]]] = {}
+    for s in sources:
+        row = {
+            k: getattr(s, k) for k in ("url", "format", "table", "supplier_id", "path", "sha256")
+        }
+        shards.setdefault(shard_key(row), []).append(row)
+    root = lake_uri(lake)
+    futures = []
+    for key, members in sorted(shards.items()):
+        digest = hashlib.sha256(repr((key, [r["url"] for r in members], root)).encode()).hexdigest()
+        # each shard its own landing folder (fetch manifests are per process): in the lake
+        # folder, or for an object-store lake in the worker's temporary folder
+        shard = hashlib.sha256(key.encode()).hexdigest()[:16]
+        futures.append(
+            client.submit(
+                _ingest_shard,
+                members,
+                root,
+                {**options, "landing": None, "shard": shard},
+                key=f"scfeeds-ingest-{digest[:16]}",
+                retries=retries,
+                pure=False,
+            )
+        )
+    manifests: list[dict[str, Any]] = await asyncio.to_thread(client.gather, futures)
+    records = [b for m in manifests for b in m["batches"]]
+    rows: dict[str, int] = {}
+    for m in manifests:
+        for t, n in m["rows"].items():
+            rows[t] = rows.get(t, 0) + n
+    batches = (
+        pl.DataFrame(records, schema=BATCH_SCHEMA) if records else pl.DataFrame(schema=BATCH_SCHEMA)
+    )
+    return IngestReport(
+        lake=root if is_remote(lake) else Path(lake),
+        batches=batches.sort("url"),
+        fetch=None,
+        elapsed=time.perf_counter() - t0,
+        fetch_seconds=sum(m["fetch_seconds"] for m in manifests),
+        parse_seconds=sum(m["parse_seconds"] for m in manifests),
+        rows=rows,
+        storage_options=options.get("storage_options"),
+    )

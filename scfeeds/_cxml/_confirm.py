@@ -29,7 +29,9 @@ import xmltodict
 
 from scfeeds._cxml._expat import _EntityRefused, _GuardedExpat, _Tracker
 from scfeeds._cxml._expat import _txt as _text
-from scfeeds.exceptions import XMLError
+from scfeeds._cxml._shapes import XMLResult
+from scfeeds._sources import resolve_sources
+from scfeeds.exceptions import XMLError, XMLWarning
 from scfeeds.schemas import empty, empty_errors, schema
 
 STATUS: Final[dict[str, str]] = {
@@ -168,9 +170,6 @@ def read_confirmations(
     errors: Literal["warn", "raise", "collect"] = "warn",
 ) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
     """``po_acks`` rows from cXML ConfirmationRequests (``read_xml(..., table="po_acks")``)."""
-    from scfeeds._cxml._read import XMLResult, XMLWarning
-    from scfeeds._sources import resolve_sources
-
     text_rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     for path, name in resolve_sources(source):

@@ -11,12 +11,13 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, TypeAlias, overload
+from typing import Any, Final, Literal, TypeAlias, overload
 from xml.etree import ElementTree as ET
 from xml.parsers import expat as pyexpat
 
 import polars as pl
 
+from scfeeds._cxml._confirm import read_confirmations
 from scfeeds._cxml._expat import (
     _CONTAINERS,
     _HEADER_ATTRS,
@@ -26,20 +27,13 @@ from scfeeds._cxml._expat import (
     _Tracker,
     guarded_parser,
 )
-from scfeeds._cxml._shapes import _ITEM, TABLE_OF, _request
+from scfeeds._cxml._shapes import _ITEM, TABLE_OF, XMLResult, _request
 from scfeeds._iosource import Pushdown, scan_batches
 from scfeeds._sources import resolve_sources
 from scfeeds.exceptions import ConfigurationError, XMLError, XMLWarning
 from scfeeds.schemas import COLUMNS, ERRORS, TableName, empty, empty_errors, schema
 
 ErrorMode = Literal["warn", "raise", "collect"]
-
-
-class XMLResult(NamedTuple):
-    """Rows read from cXML documents, and the problems met while reading them."""
-
-    rows: pl.DataFrame
-    errors: pl.DataFrame
 
 
 # Depth (1 = cXML) of the item elements, each one row, forgotten once read: the
@@ -864,8 +858,6 @@ def scan_xml(
     >>> scan_xml("feeds/*/invoice_lines/*.xml").group_by("supplier_id").len()  # doctest: +SKIP
     """
     if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
-        from scfeeds._cxml._confirm import read_confirmations
-
         return read_confirmations(source).lazy()  # type: ignore[arg-type]
     tname, files = _plan(source, table)
 
@@ -919,8 +911,6 @@ def read_xml(
     >>> rows, errors = read_xml("po.xml", errors="collect")  # doctest: +SKIP
     """
     if table == "po_acks":  # cXML ConfirmationRequest: small documents, parsed whole
-        from scfeeds._cxml._confirm import read_confirmations
-
         return read_confirmations(source, errors=errors)  # type: ignore[arg-type]
     if errors == "warn":
         return scan_xml(source, table=table).collect()

@@ -3,7 +3,9 @@ item element (see the package docstring for the document shapes)."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
+
+import polars as pl
 
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TableName
@@ -50,3 +52,10 @@ def _request(table: TableName) -> str:
 
 
 TABLE_OF: Final[dict[str, TableName]] = {v: k for k, v in REQUEST.items()}
+
+
+class XMLResult(NamedTuple):
+    """Rows read from cXML documents, and the problems met while reading them."""
+
+    rows: pl.DataFrame
+    errors: pl.DataFrame

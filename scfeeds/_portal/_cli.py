@@ -6,11 +6,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Final
 
+from scfeeds._portal import DEFAULT_PORT
 from scfeeds.exceptions import ConfigurationError
-
-DEFAULT_PORT: Final = 8765
 
 
 def add_cli(

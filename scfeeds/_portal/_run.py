@@ -23,9 +23,9 @@ from typing import Any, Final, Self, Unpack
 
 from aiohttp import web
 
+from scfeeds._portal import DEFAULT_PORT
 from scfeeds._portal._app import ADMIN_HEADER, PortalState, build_app
 from scfeeds._portal._catalog import Catalog
-from scfeeds._portal._cli import DEFAULT_PORT
 from scfeeds._portal._knobs import KnobChanges, PortalKnobs, make_knobs
 from scfeeds._portal._log import RedactingAccessLogger
 from scfeeds.exceptions import ConfigurationError, PortalError, StateError
