@@ -13,25 +13,20 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import polars as pl
 
 from scfeeds._archive import is_reader_panic
+from scfeeds._sources import FORMAT_OF_EXTENSION
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import ERRORS, TABLES, TableName, schema
 
 Format = Literal["x12", "csv", "xlsx", "xml", "ndjson"]
 FORMATS: tuple[Format, ...] = ("x12", "csv", "xlsx", "xml", "ndjson")
 
-_EXTENSIONS: dict[str, Format] = {
-    ".x12": "x12",
-    ".edi": "x12",
-    ".csv": "csv",
-    ".xlsx": "xlsx",
-    ".xml": "xml",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
+_EXTENSIONS: Final[dict[str, Format]] = {
+    ext: fmt for ext, fmt in FORMAT_OF_EXTENSION.items() if fmt in FORMATS
 }
 
 

@@ -5,8 +5,22 @@ from __future__ import annotations
 import glob
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from scfeeds.exceptions import ConfigurationError
+
+#: File name extension -> the format of the file (the readers', plus Parquet, which the
+#: portal serves and pages).
+FORMAT_OF_EXTENSION: Final[dict[str, str]] = {
+    ".x12": "x12",
+    ".edi": "x12",
+    ".csv": "csv",
+    ".xlsx": "xlsx",
+    ".xml": "xml",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+}
 
 
 def resolve_sources(source: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:

@@ -13,19 +13,14 @@ from typing import Any, Final, Literal
 
 import polars as pl
 
+from scfeeds._sources import FORMAT_OF_EXTENSION
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.schemas import TABLES
 
 logger = logging.getLogger("scfeeds.portal")
 
 FORMATS: Final[dict[str, str]] = {
-    ".x12": "x12",
-    ".edi": "x12",
-    ".csv": "csv",
-    ".xlsx": "xlsx",
-    ".xml": "xml",
-    ".ndjson": "ndjson",
-    ".parquet": "parquet",
+    ext: fmt for ext, fmt in FORMAT_OF_EXTENSION.items() if ext != ".jsonl"
 }
 # Formats whose own rows can be paged when there is no synth world to take canonical rows from.
 TABULAR_FORMATS: Final = frozenset({"csv", "ndjson", "parquet"})

@@ -32,7 +32,7 @@ import polars as pl
 from scfeeds._reconcile._num import RAW4, RAW8, dec4, div_round
 from scfeeds._reconcile._tolerances import Tolerances, beyond
 from scfeeds.exceptions import ConfigurationError, ReconcileWarning
-from scfeeds.schemas import COLUMNS, SPECS, TableName
+from scfeeds.schemas import COLUMNS, EXCEPTION_KEY, SPECS, TableName
 
 OUT: Final = pl.Decimal(38, 4)
 KEY: Final = ("supplier_id", "po_number", "line_number")
@@ -230,14 +230,7 @@ def _first_of(cases: list[tuple[pl.Expr, pl.Expr]], otherwise: pl.Expr) -> pl.Ex
 
 EXC_SCHEMA: Final = pl.Schema(
     {
-        "code": pl.String(),
-        "level": pl.String(),
-        "supplier_id": pl.String(),
-        "po_number": pl.String(),
-        "line_number": pl.String(),
-        "item_id": pl.String(),
-        "invoice_number": pl.String(),
-        "shipment_id": pl.String(),
+        **EXCEPTION_KEY,
         "source": pl.String(),
         "position": pl.String(),
         "variance_qty": OUT,
