@@ -6,8 +6,8 @@ every script run from bench/, since Python puts the script's folder first on sys
 Writes one cXML InvoiceDetailRequest per size (``to_cxml``), then, each in a fresh process so
 that peak RSS is its own:
 
-- ``scan_xml(...)``: xmltodict in streaming mode (item_depth / item_callback), batches handed
-  to polars as they are parsed, then counted (nothing kept) or written to Parquet;
+- ``scan_xml(...)``: the guarded expat reader, whose handlers build rows as the document
+  streams past, handed to polars in batches, then counted (nothing kept) or written to Parquet;
 - ``read_xml``: the same, collected into one DataFrame (memory holds the output);
 - ``xmltodict.parse`` of the whole document (the tree only; no canonical frame at all).
 

@@ -6,8 +6,8 @@ batcher that groups them into micro-batches (by format and table; bounded by doc
 and a latency budget) for a fixed set of workers. When every worker is busy, the queue fills
 and fetching waits instead of buffering (backpressure), so memory is bounded by ``workers`` ×
 one micro-batch's frames, not by the feed. Parsing runs in a thread pool for the polars
-readers (which release the GIL) and in a process pool for cXML (xmltodict is pure Python and
-would hold the GIL).
+readers (which release the GIL) and in a process pool for cXML (its rows are built in Python,
+which would hold the GIL).
 
 A micro-batch is committed in one Delta transaction per table plus one ledger transaction
 (see ``_lake``). Each document keeps an id derived from its content: ingesting the same
