@@ -7,7 +7,9 @@ process so that its peak RSS (the child and its parse processes, summed, sampled
 is its own:
 
 - local: ``scfeeds.ingest`` of the world's files as local paths (parse, validate, commit), at
-  N/8 and N documents (peak RSS must stay flat);
+  N/8, N and 8N documents. Peak RSS must stay flat as the documents grow 8x once the
+  micro-batches are full (N to 8N); below that (N/8) the batches themselves are still
+  growing to their configured bounds (``batch_docs`` / ``batch_bytes``);
 - naive loop, same files, same run: split each X12 file into segments and keep the line-item
   segments, walk each cXML document with ElementTree, read each CSV with the ``csv`` module,
   then write all rows to one Parquet file. It checks nothing (no envelopes, no types);
@@ -15,7 +17,7 @@ is its own:
   (``scfeeds.fetch`` into a landing folder) and end to end (``scfeeds.ingest`` of the listing);
 - big files: the same world (same seed, same POs) in the default layout, local and end to end.
 
-The targets of issue 15 are printed with the figures: local >= 3,000 documents/s and >= 0.25x
+The targets are printed with the figures: local >= 3,000 documents/s and >= 0.25x
 the naive loop, end to end >= 0.9x the fetch-only rate, peak RSS flat as documents grow 8x, at
 most one data file per 1,000 documents per table (before compaction).
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,6 +225,9 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=10_000, help="documents in the large world")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-portal", action="store_true", help="local files only")
+    ap.add_argument(
+        "--no-growth", action="store_true", help="skip the 8N world (peak RSS as documents grow)"
+    )
     args = ap.parse_args()
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="scfeeds-bench-ingest-") as tmp:
@@ -236,6 +242,13 @@ def main() -> None:
         large = measure(world, work, args.seed, "docs", portal=not args.no_portal)
         naive = child("naive", _catalog(world), work / "naive.parquet", work)
         big = measure(big_world, work, args.seed, "files", portal=not args.no_portal)
+        grown = None
+        if not args.no_growth:
+            shutil.rmtree(small_world)
+            shutil.rmtree(big_world)
+            grown_world = work / "docs-8x"
+            make_world(grown_world, args.docs * 8, args.seed, "documents", None)
+            grown = measure(grown_world, work, args.seed, "8x", portal=False)
     load1 = os.getloadavg()
     mb = large["bytes"] / 2**20
     print()
@@ -251,6 +264,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(row("local files, N/8", small["docs"], small["local"]))
     print(row("local files", large["docs"], large["local"]))
+    if grown is not None:
+        print(row("local files, 8N", grown["docs"], grown["local"]))
     print(row("naive loop (checks nothing)", large["docs"], naive))
     if "fetch" in large:
         print(row("portal 50 ms: fetch only", large["feeds"], large["fetch"]))
@@ -278,11 +293,17 @@ def main() -> None:
             f"{e2e_rate:,.0f} / {fetch_rate:,.0f} = {e2e_rate / fetch_rate:.2f}x",
             e2e_rate / fetch_rate >= 0.9,
         )
-    growth = large["local"]["rss_mb"] / small["local"]["rss_mb"]
-    target(
-        "peak RSS flat as documents grow 8x (<= 1.25x)",
-        f"{small['local']['rss_mb']:.0f} -> {large['local']['rss_mb']:.0f} MB ({growth:.2f}x)",
-        growth <= 1.25,
+    if grown is not None:
+        growth = grown["local"]["rss_mb"] / large["local"]["rss_mb"]
+        target(
+            "peak RSS flat as documents grow 8x, N to 8N (<= 1.25x)",
+            f"{large['local']['rss_mb']:.0f} -> {grown['local']['rss_mb']:.0f} MB ({growth:.2f}x)",
+            growth <= 1.25,
+        )
+    below = large["local"]["rss_mb"] / small["local"]["rss_mb"]
+    print(
+        f"(N/8 to N, while micro-batches grow to their bounds: "
+        f"{small['local']['rss_mb']:.0f} -> {large['local']['rss_mb']:.0f} MB, {below:.2f}x)"
     )
     worst = large["files_per_1000"]
     target("<= 1 data file per 1,000 documents per table", f"{worst:.2f}", worst <= 1.0)
