@@ -2,8 +2,8 @@
 
 This is the CPU-bound half of ingest. It runs off the event loop: in a worker thread for the
 polars-based readers (X12, CSV, XLSX, NDJSON pages: polars releases the GIL) and in a process
-pool for pure-Python parsing (cXML: expat callbacks and tree walks in Python). Everything it returns is small enough to
-pickle; nothing here knows about the network.
+pool for pure-Python parsing (cXML: expat callbacks and tree walks in Python). Everything it
+returns is small enough to pickle; nothing here knows about the network.
 """
 
 from __future__ import annotations

@@ -414,7 +414,9 @@ def _lines_range(text: str) -> tuple[int, int]:
     return out
 
 
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+def add_cli(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Register ``scfeeds synth`` on an ``argparse`` subparsers object.
 
     Parameters

@@ -130,7 +130,7 @@ class Stats:
         if ex.feed is not None:
             self.by_feed.setdefault(ex.feed, Counter())["bytes"] += n
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, object]:
         return {
             "requests": self.requests,
             "bytes": self.bytes,

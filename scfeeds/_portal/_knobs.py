@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypedDict, Unpack, get_args
+from typing import Final, Literal, TypedDict, Unpack, get_args
 
 from scfeeds.exceptions import ConfigurationError
 
@@ -183,11 +183,11 @@ class PortalKnobs:
                 fields[name] = tuple(value)
         return dataclasses.replace(self, **fields)  # type: ignore[arg-type]
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, object]:
         """Plain JSON-able dict (token included: only for the loopback admin channel)."""
         return dataclasses.asdict(self)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """JSON-able dict for stats and logs: the token is replaced by whether one is set."""
         out = dataclasses.asdict(self)
         out["token"] = "<set>" if self.token is not None else None

@@ -75,7 +75,7 @@ class Portal:
         """Ids of the served feeds, in listing order."""
         return list(self._state.catalog.feeds)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """What the portal served so far (see ``GET /v1/stats``)."""
         snapshot = self._state.stats.snapshot()
         snapshot["knobs"] = self._state.knobs.describe()
@@ -224,9 +224,9 @@ class ThreadPortal(_Handle):
         knobs: PortalKnobs = self._call(lambda: self._portal.knobs)
         return knobs
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """What the portal served so far."""
-        stats: dict[str, Any] = self._call(self._portal.stats)
+        stats: dict[str, object] = self._call(self._portal.stats)
         return stats
 
     def reset_stats(self) -> None:
@@ -349,9 +349,9 @@ class ProcessPortal(_Handle):
             payload = response.read()
         return json.loads(payload) if payload else None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """What the portal served so far (``GET /v1/stats``)."""
-        stats: dict[str, Any] = self._request("GET", "/v1/stats")
+        stats: dict[str, object] = self._request("GET", "/v1/stats")
         return stats
 
     def reset_stats(self) -> None:

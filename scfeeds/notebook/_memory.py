@@ -426,7 +426,12 @@ class MemoryProfiler:
         )
 
     def run(
-        self, fn: Callable[..., Any], /, *args: Any, label: str | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., object],
+        /,
+        *args: object,
+        label: str | None = None,
+        **kwargs: object,
     ) -> MemoryProfile:
         """Call ``fn(*args, **kwargs)`` under the tracker and return its profile.
 
