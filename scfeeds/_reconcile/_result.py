@@ -88,6 +88,11 @@ class _Job:
         self._lock = threading.Lock()
         self._stages = stages
 
+    @property
+    def engine(self) -> Engine:
+        """The engine the kept result ran on (``"auto"`` before any run)."""
+        return self._engine or "auto"
+
     def stages(self) -> dict[str, float]:
         """Seconds per stage: known already for results computed elsewhere, else those of
         the run (run now if needed)."""
@@ -115,7 +120,8 @@ def _lazy(
         frame: pl.DataFrame | pl.LazyFrame = getattr(job.plan(), name)
         if isinstance(frame, pl.LazyFrame):  # made on demand: only the columns asked for
             need = pushdown.needed(frame.collect_schema())
-            frame = (frame if need is None else frame.select(need)).collect()
+            # on the engine the match ran on: a streaming run's lines stream from the PO input
+            frame = (frame if need is None else frame.select(need)).collect(engine=job.engine)
         yield frame
 
     return scan_batches(frames, schema=schema, name=f"scfeeds.reconcile {name}")
