@@ -139,3 +139,25 @@ def test_a_streaming_partitioned_run_splits_the_inputs_once(tmp_path: Path) -> N
     assert "split inputs" in split.timings()
     for kind in ("lines", "invoices", "exceptions"):
         assert getattr(split, kind).collect().equals(getattr(whole, kind).collect()), kind
+
+
+def test_a_streaming_partitioned_run_keeps_its_parts_on_disk_until_the_result_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    scans = []
+    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    split = reconcile(*scans, partition_lines=1).collect(engine="streaming")
+    kept = list((tmp_path / "tmp").glob("scfeeds-reconcile-results-*/*/exceptions.parquet"))
+    assert len(kept) > 1  # one folder per part, read by the result's frames
+    assert isinstance(split._job.plan().exceptions, pl.LazyFrame)
+    assert split.exceptions.collect().height > 0
+    del split
+    gc.collect()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -170,18 +170,20 @@ def _norm_line(expr: pl.Expr) -> pl.Expr:
     return pl.when(s == "").then(None).when(z == "").then(pl.lit("0")).otherwise(z)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Plan:
     """The outputs of one reconcile run and the seconds each stage took.
 
     ``lines`` is in memory, except for a partitioned run: there it is a plan over the PO
     input joined with the few integers the parts kept per PO line (:data:`LINE_VALUES`), so
-    that the public columns are made only when, and only those, asked for.
+    that the public columns are made only when, and only those, asked for. A partitioned run
+    on the streaming engine keeps the parts' results in Parquet files instead (``invoices``
+    and ``exceptions`` are then scans of them too), removed with the plan.
     """
 
     lines: pl.DataFrame | pl.LazyFrame
-    invoices: pl.DataFrame
-    exceptions: pl.DataFrame
+    invoices: pl.DataFrame | pl.LazyFrame
+    exceptions: pl.DataFrame | pl.LazyFrame
     received_from: Literal["receipts", "asn"]
     stages: dict[str, float]
     #: The first input row of each invoice (aligned with ``invoices``): how partitioned runs

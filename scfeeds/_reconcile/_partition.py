@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import heapq
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +134,22 @@ def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
         plans = map_on_cluster(cluster, run_part, [(task, where) for where in parts])
         plan = combine(plans, f.po, receipts_given=f.receipts is not None)
     elif task.engine == "streaming" and members is not None:
-        with tempfile.TemporaryDirectory(prefix="scfeeds-reconcile-") as tmp:
-            clock = time.perf_counter()
-            tasks = _split(task, f, members, Path(tmp), partition_lines)
-            split = time.perf_counter() - clock
-            plans = [run_part(t, None) for t in tasks]
-        plan = combine(plans, f.po, receipts_given=f.receipts is not None)
+        # memory bounded by one part: its inputs and its results both go to disk
+        results = Path(tempfile.mkdtemp(prefix="scfeeds-reconcile-results-"))
+        try:
+            with tempfile.TemporaryDirectory(prefix="scfeeds-reconcile-") as tmp:
+                clock = time.perf_counter()
+                tasks = _split(task, f, members, Path(tmp), partition_lines)
+                split = time.perf_counter() - clock
+                plans = [
+                    _on_disk(run_part(t, None), results / f"{b:05d}") for b, t in enumerate(tasks)
+                ]
+            plan = combine(plans, f.po, receipts_given=f.receipts is not None)
+        except BaseException:
+            shutil.rmtree(results, ignore_errors=True)
+            raise
+        # the result files go with the plan (kept by the Reconciliation and its frames)
+        weakref.finalize(plan, shutil.rmtree, results, True)
         plan.stages["split inputs"] = split
     else:
         plans = [run_part(task, where) for where in _filters(members or [])]
@@ -258,6 +270,25 @@ def packing(po: Frame, partition_lines: int) -> list[list[str]] | None:
     return members if len(members) > 1 else None
 
 
+def _on_disk(plan: Plan, folder: Path) -> Plan:
+    """A part's result written to ``folder`` (values, invoices with their first input row,
+    exceptions) and a plan that scans it: the part's memory is freed before the next runs."""
+    folder.mkdir(parents=True)
+    invoices = plan.invoices.lazy()
+    if plan.invoice_rows is not None:
+        invoices = invoices.with_columns(_first=pl.lit(plan.invoice_rows))
+    frames = {"values": plan.lines.lazy(), "invoices": invoices, "exceptions": plan.exceptions}
+    for name, frame in frames.items():
+        frame.lazy().collect().write_parquet(folder / f"{name}.parquet", compression="lz4")
+    return dataclasses.replace(
+        plan,
+        lines=pl.scan_parquet(folder / "values.parquet"),
+        invoices=pl.scan_parquet(folder / "invoices.parquet"),
+        exceptions=pl.scan_parquet(folder / "exceptions.parquet"),
+        invoice_rows=None,
+    )
+
+
 def combine(plans: list[Plan], po: Frame, *, receipts_given: bool) -> Plan:
     """One plan from part plans (run with ``compact=True``), rows in the order a single run
     gives: lines in PO input order, invoices in "first seen" order, exceptions sorted as in
@@ -267,10 +298,12 @@ def combine(plans: list[Plan], po: Frame, *, receipts_given: bool) -> Plan:
     are a plan over the PO input in its own order joined with those integers on the PO row:
     no reordering copy of the results, and no decimal column held until one is asked for.
     """
+    if all(isinstance(p.exceptions, pl.LazyFrame) for p in plans):
+        return _combine_on_disk(plans, po, receipts_given=receipts_given)
     values = pl.concat([p.lines.lazy().collect() for p in plans], rechunk=False)
-    invoices = pl.concat([p.invoices for p in plans], how="vertical", rechunk=False)
+    invoices = pl.concat([_eager(p.invoices) for p in plans], how="vertical", rechunk=False)
     invoice_rows = pl.concat([p.invoice_rows for p in plans if p.invoice_rows is not None])
-    exceptions = pl.concat([p.exceptions for p in plans], how="vertical", rechunk=False)
+    exceptions = pl.concat([_eager(p.exceptions) for p in plans], how="vertical", rechunk=False)
     stages: dict[str, float] = {}
     for p in plans:
         for stage, seconds in p.stages.items():
@@ -299,4 +332,39 @@ def combine(plans: list[Plan], po: Frame, *, receipts_given: bool) -> Plan:
         stages=stages,
         invoice_rows=invoices.get_column("_first"),
         unconverted=unconverted,
+    )
+
+
+def _eager(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    return frame if isinstance(frame, pl.DataFrame) else frame.collect()
+
+
+def _combine_on_disk(plans: list[Plan], po: Frame, *, receipts_given: bool) -> Plan:
+    """:func:`combine` of parts kept on disk (:func:`_on_disk`): the same rows, as scans."""
+    stages: dict[str, float] = {}
+    for p in plans:
+        for stage, seconds in p.stages.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    clock = time.perf_counter()
+    values = pl.concat([p.lines.lazy() for p in plans])
+    po_lf = _prep(po, "po_lines", "po").select(
+        "_row", *KEY, "item_id", "uom", "unit_price", _o=raw4(pl.col("qty_ordered")).fill_null(0)
+    )
+    lines = public_lines(
+        po_lf.join(values, on="_row", how="inner", maintain_order="left"),
+        receipts_given=receipts_given,
+    )
+    invoices = pl.concat([p.invoices.lazy() for p in plans], how="vertical")
+    names = invoices.collect_schema().names()
+    by = ["invoice_date", *(["source"] if "source" in names else []), "_first"]
+    exceptions = pl.concat([p.exceptions.lazy() for p in plans], how="vertical")
+    stages["combine"] = time.perf_counter() - clock
+    return Plan(
+        lines=lines,
+        invoices=invoices.sort(by, nulls_last=True).drop("_first"),
+        exceptions=exceptions.sort(*EXCEPTION_ORDER, nulls_last=True),
+        received_from=plans[0].received_from,
+        stages=stages,
+        invoice_rows=None,
+        unconverted=sum(p.unconverted for p in plans),
     )
