@@ -204,6 +204,8 @@ def measure(world: Path, work: Path, seed: int, tag: str, portal: bool) -> dict[
             out["fetch"] = child("fetch", feeds, work / f"landing-{tag}", work)
             out["e2e"] = child("ingest", feeds, work / f"lake-e2e-{tag}", work)
     out["files_per_1000"] = files_per_thousand(out["local"], local)
+    if portal:
+        out["files_per_1000"] = max(out["files_per_1000"], files_per_thousand(out["e2e"], local))
     return out
 
 
@@ -306,7 +308,11 @@ def main() -> None:
         f"{small['local']['rss_mb']:.0f} -> {large['local']['rss_mb']:.0f} MB, {below:.2f}x)"
     )
     worst = large["files_per_1000"]
-    target("<= 1 data file per 1,000 documents per table", f"{worst:.2f}", worst <= 1.0)
+    target(
+        "<= 1 data file per 1,000 documents per table (local and end to end)",
+        f"{worst:.2f}",
+        worst <= 1.0,
+    )
     print()
     print(
         f"load average (1, 5, 15 min) {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f} before, "
