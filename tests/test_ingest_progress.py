@@ -19,6 +19,7 @@ from scfeeds._fetch import _progress
 from scfeeds._fetch._report import ProgressEvent
 from scfeeds._ingest import ingest
 from tests.lake_support import write_850s
+from tests.progress_support import progress_event
 
 
 class Recorder:
@@ -165,22 +166,14 @@ def test_the_core_never_imports_the_notebook_layer() -> None:
 def test_the_notebook_widget_shows_both_stages() -> None:
     from scfeeds.notebook import FetchProgress
 
-    common: dict[str, Any] = {
-        "retried": 0,
-        "throttled": 0,
-        "elapsed": 1.0,
-        "throughput_bps": 1e6,
-        "concurrency": 2,
-        "in_flight": 0,
-    }
+    # a run of 10 documents one second in, at 1 MB/s and two at once
+    common: dict[str, Any] = {"total": 10, "elapsed": 1.0, "throughput_bps": 1e6, "concurrency": 2}
     widget = FetchProgress(description="ingest", show=False, max_rate=1e6)
     widget.update(
-        ProgressEvent(
+        progress_event(
             stage="fetch",
-            total=10,
             done=10,
             succeeded=10,
-            failed=0,
             unchanged=0,
             bytes=5000,
             finished=True,
@@ -188,12 +181,10 @@ def test_the_notebook_widget_shows_both_stages() -> None:
         )
     )
     widget.update(
-        ProgressEvent(
+        progress_event(
             stage="parse",
-            total=10,
             done=4,
             succeeded=4,
-            failed=0,
             unchanged=0,
             bytes=2000,
             finished=False,
@@ -207,12 +198,10 @@ def test_the_notebook_widget_shows_both_stages() -> None:
     assert widget.bar.max == 10
     assert widget.status == "running"
     widget.close(
-        ProgressEvent(
+        progress_event(
             stage="parse",
-            total=10,
             done=10,
             succeeded=9,
-            failed=0,
             unchanged=1,
             bytes=5000,
             finished=True,
