@@ -1,13 +1,18 @@
-"""Test support for the lake: a loopback S3 server (moto) and small X12 850 documents."""
+"""Test support for the lake: a loopback S3 server (moto), small X12 850 documents and
+canonical frames committed as they are."""
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import polars as pl
+
+from scfeeds._lake import BATCH_COL, DocumentCommit, commit_micro_batch
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,20 @@ def write_850s(folder: Path, n: int, *, seed: int = 0, start: int = 0) -> tuple[
         paths.append(str(path))
         total += lines
     return paths, total
+
+
+def commit_frames(lake: Path, frames: Mapping[str, pl.DataFrame], *, source: str) -> None:
+    """Each canonical frame (by table) committed to ``lake`` as its own micro-batch ``b0``,
+    ``b1``... of one document from ``source``, rows unchanged."""
+    for i, (table, frame) in enumerate(frames.items()):
+        commit_micro_batch(
+            lake,
+            documents=[
+                DocumentCommit(
+                    batch=f"b{i}", source=source, sha256=str(i), format=None, table=table
+                )
+            ],
+            tables={table: frame.with_columns(pl.lit(f"b{i}").alias(BATCH_COL))},  # type: ignore[dict-item]
+            quarantine={},
+            errors=None,
+        )

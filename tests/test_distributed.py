@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 import scfeeds
 from scfeeds import portal, synth
 from scfeeds._lake import read_ledger, scan_lake
-from tests.lake_support import S3
+from tests.lake_support import S3, commit_frames
 from tests.web_support import listing
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -163,7 +163,6 @@ def test_distributed_reconcile_equals_local(world: Path, client: Any, where: Any
 def test_supplier_mismatch_survives_partitioning(tmp_path: Path) -> None:
     from decimal import Decimal
 
-    from scfeeds._lake import BATCH_COL, DocumentCommit, commit_micro_batch
     from scfeeds.schemas import schema
 
     def frame(table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -248,16 +247,7 @@ def test_supplier_mismatch_survives_partitioning(tmp_path: Path) -> None:
             },
         ],
     )
-    for i, (t, f) in enumerate((("po_lines", po), ("asn_lines", asn), ("invoice_lines", inv))):
-        commit_micro_batch(
-            tmp_path,
-            documents=[
-                DocumentCommit(batch=f"b{i}", source="hand", sha256=str(i), format=None, table=t)
-            ],
-            tables={t: f.with_columns(pl.lit(f"b{i}").alias(BATCH_COL))},  # type: ignore[dict-item]
-            quarantine={},
-            errors=None,
-        )
+    commit_frames(tmp_path, {"po_lines": po, "asn_lines": asn, "invoice_lines": inv}, source="hand")
     local = scfeeds.reconcile(po, asn, inv).exceptions.collect()
     dist = scfeeds.reconcile(tmp_path).exceptions.collect()
     assert "SUPPLIER_MISMATCH" in local["code"].to_list()

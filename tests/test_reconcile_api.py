@@ -10,11 +10,12 @@ import polars as pl
 import pytest
 
 import scfeeds
-from scfeeds._lake import BATCH_COL, DocumentCommit, commit_micro_batch, lake_snapshot
+from scfeeds._lake import lake_snapshot
 from scfeeds._reconcile import reconcile
 from scfeeds._reconcile._engine import Plan
 from scfeeds._reconcile._result import _Job
 from scfeeds.exceptions import ConfigurationError
+from tests.lake_support import commit_frames
 from tests.test_reconcile import _frame, bill, po_line, ship
 
 
@@ -28,16 +29,7 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 def _lake(tmp_path: Path) -> Path:
     lake = tmp_path / "lake"
     tables = ("po_lines", "asn_lines", "invoice_lines")
-    for i, (table, frame) in enumerate(zip(tables, _frames(), strict=True)):
-        commit_micro_batch(
-            lake,
-            documents=[
-                DocumentCommit(batch=f"b{i}", source="s", sha256=str(i), format=None, table=table)
-            ],
-            tables={table: frame.with_columns(pl.lit(f"b{i}").alias(BATCH_COL))},  # type: ignore[dict-item]
-            quarantine={},
-            errors=None,
-        )
+    commit_frames(lake, dict(zip(tables, _frames(), strict=True)), source="s")
     return lake
 
 
