@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scfeeds._fetch._report import ProgressEvent
+from scfeeds._fetch._report import NO_PROGRESS, ProgressEvent
 
 
 class Events:
@@ -20,21 +20,7 @@ class Events:
         self.seen.append(event)
 
 
-_START = ProgressEvent(
-    total=100,
-    done=0,
-    succeeded=0,
-    failed=0,
-    unchanged=0,
-    retried=0,
-    throttled=0,
-    bytes=0,
-    elapsed=0.0,
-    throughput_bps=0.0,
-    concurrency=4,
-    in_flight=0,
-    finished=False,
-)
+_START = replace(NO_PROGRESS, total=100, concurrency=4)
 
 
 def progress_event(**changes: object) -> ProgressEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import polars as pl
 
@@ -87,6 +87,25 @@ class ProgressEvent:
     bytes_present: int = 0
     bytes_total: int | None = None
     stage: Literal["fetch", "parse"] = "fetch"
+
+
+#: A run that has done nothing yet (of unknown size, no limit set): the start of a sum of
+#: events, or the base of a made-up one (``dataclasses.replace``).
+NO_PROGRESS: Final = ProgressEvent(
+    total=None,
+    done=0,
+    succeeded=0,
+    failed=0,
+    unchanged=0,
+    retried=0,
+    throttled=0,
+    bytes=0,
+    elapsed=0.0,
+    throughput_bps=0.0,
+    concurrency=0,
+    in_flight=0,
+    finished=False,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

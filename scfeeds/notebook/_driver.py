@@ -21,27 +21,10 @@ from scfeeds._config import Limits, Retry, Timeout
 from scfeeds._fetch._engine import fetch
 from scfeeds._fetch._limiter import FetchController
 from scfeeds._fetch._plan import ChunkRequest, plan_chunks
-from scfeeds._fetch._report import ProgressEvent
+from scfeeds._fetch._report import NO_PROGRESS, ProgressEvent
 from scfeeds.exceptions import ConfigurationError
 from scfeeds.notebook._metrics import Probe
 from scfeeds.notebook._tuner import RunPlan
-
-#: Progress summed over passes (each pass is one ``fetch`` call that counts from zero).
-_ZERO = ProgressEvent(
-    total=None,
-    done=0,
-    succeeded=0,
-    failed=0,
-    unchanged=0,
-    retried=0,
-    throttled=0,
-    bytes=0,
-    elapsed=0.0,
-    throughput_bps=0.0,
-    concurrency=0,
-    in_flight=0,
-    finished=False,
-)
 
 
 def _add(base: ProgressEvent, event: ProgressEvent, *, total: int | None) -> ProgressEvent:
@@ -182,7 +165,7 @@ class FeedDriver:
         """Fetch ``plan.records`` records (pass after pass; forever if ``None``)."""
         self._max_at_once = plan.max_at_once
         remaining = plan.records
-        base = _ZERO
+        base = NO_PROGRESS  # progress summed over passes (each fetch counts from zero)
         workdir = Path(tempfile.mkdtemp(prefix="scfeeds-tuner-"))
         try:
             pass_no = 0
