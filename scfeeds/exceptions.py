@@ -29,6 +29,9 @@ Exceptions are for misuse and for callers who ask for them (``raise_for_failures
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Self
+
 
 class ScfeedsError(Exception):
     """Base class of every error scfeeds raises."""
@@ -98,6 +101,17 @@ class ParseError(ScfeedsError):
         self.source = source
         self.position = position
         self.rule = rule
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        """The error of one row of an errors frame (source, position, rule, message), its
+        message prefixed with where it happened."""
+        return cls(
+            f"{row['source']}: {row['position']}: {row['message']}",
+            source=row["source"],
+            position=row["position"],
+            rule=row["rule"],
+        )
 
     @property
     def detail(self) -> str:

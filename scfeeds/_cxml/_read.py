@@ -921,13 +921,7 @@ def read_xml(
     problems: list[pl.DataFrame] = [empty_errors()]
     for good, bad in _batches(files, tname):
         if errors == "raise" and bad.height:
-            first = bad.row(0, named=True)
-            raise XMLError(
-                f"{first['source']}: {first['position']}: {first['message']}",
-                source=first["source"],
-                position=first["position"],
-                rule=first["rule"],
-            )
+            raise XMLError.from_row(bad.row(0, named=True))
         rows.append(good)
         problems.append(bad)
     frame = pl.concat(rows)

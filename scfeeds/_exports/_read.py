@@ -295,10 +295,4 @@ def _raise_first(bad: pl.DataFrame) -> None:
     columns are information, not errors)."""
     hard = bad.filter(~pl.col("rule").is_in(list(_INFO_RULES)))
     if hard.height:
-        first = hard.row(0, named=True)
-        raise ExportError(
-            f"{first['source']}: {first['position']}: {first['message']}",
-            source=first["source"],
-            position=first["position"],
-            rule=first["rule"],
-        )
+        raise ExportError.from_row(hard.row(0, named=True))
