@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -44,9 +45,9 @@ from scfeeds._lake import (
     ledgered,
     scan_lake,
 )
-from scfeeds._parse import Format, ParsedBatch, guess_format, parse_batch
+from scfeeds._parse import FORMATS, Format, ParsedBatch, guess_format, parse_batch
 from scfeeds._parse import Job as ParseJob
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, sole_error
 from scfeeds.schemas import ERRORS as ERROR_SCHEMA
 from scfeeds.schemas import TableName, schema
 
@@ -164,7 +165,7 @@ def _as_sources(sources: IngestSources) -> list[Source]:
             out.append(
                 Source(
                     url=str(s["url"]),
-                    format=fmt if fmt in ("x12", "csv", "xlsx", "xml", "ndjson") else None,
+                    format=fmt if fmt in FORMATS else None,
                     table=s.get("table"),
                     supplier_id=s.get("supplier_id"),
                     path=s.get("path"),
@@ -235,6 +236,7 @@ def _is_remote(url: str) -> bool:
 
 
 Job = tuple[str, str, Source]  # landed path, sha256, source
+Landed = tuple[str, str, Source, int]  # a job and the landed file's size in bytes
 
 
 def _parse_many(jobs: list[Job]) -> ParsedBatch:
@@ -369,6 +371,7 @@ def _commit_round(
     ]
 
 
+@functools.cache
 def _processes_are_safe() -> bool:
     """Will a spawned/forkserver child leave the main program alone?
 
@@ -399,8 +402,6 @@ def _sha256_files(paths: list[str]) -> list[tuple[str, int]]:
 
 def _sha256_file(path: str) -> tuple[str, int]:
     """Content hash and size of a local file."""
-    import hashlib
-
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as fh:
@@ -531,7 +532,19 @@ async def ingest(
     scoped = _scoped_credentials(given, headers, credentials)
     items = await _expand_portals(given, scoped)
     if cluster is not None:
-        return await _on_cluster(items, lake, cluster, scoped, options)
+        return await _ingest_on_cluster(
+            items,
+            lake,
+            cluster=cluster,
+            limits=options.limits,
+            retry=options.retry,
+            credentials=scoped,
+            workers=options.workers,
+            batch_docs=options.batch_docs,
+            batch_bytes=options.batch_bytes,
+            batch_seconds=options.batch_seconds,
+            storage_options=options.storage_options,
+        )
     run = _start(items, lake, landing, pool, scoped, options, progress)
     try:
         async with asyncio.TaskGroup() as tg:
@@ -540,7 +553,7 @@ async def ingest(
         run.progress.finish(ok=True)
     except BaseExceptionGroup as group:
         run.progress.finish(ok=False)
-        raise _single(group) from None
+        raise sole_error(group) from None
     except BaseException:
         run.progress.finish(ok=False)
         raise
@@ -562,39 +575,6 @@ class _Options:
     storage_options: Mapping[str, str] | None
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error inside nested task groups (the micro-batch tasks run in a task group
-    inside the batcher's task), or the group itself when there are several."""
-    only: BaseException = group
-    while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
-        only = only.exceptions[0]
-    return only
-
-
-async def _on_cluster(
-    items: list[Source],
-    lake: str | os.PathLike[str],
-    cluster: Client | str,
-    credentials: Credentials,
-    options: _Options,
-) -> IngestReport:
-    """Stage for a Dask cluster: each shard runs this pipeline on a worker."""
-    report: IngestReport = await _ingest_on_cluster(
-        items,
-        lake,
-        cluster=cluster,
-        limits=options.limits,
-        retry=options.retry,
-        credentials=credentials,
-        workers=options.workers,
-        batch_docs=options.batch_docs,
-        batch_bytes=options.batch_bytes,
-        batch_seconds=options.batch_seconds,
-        storage_options=options.storage_options,
-    )
-    return report
-
-
 @dataclass(eq=False)
 class _Run:
     """The state of one ingest, shared by its stages (landing, batching, the report)."""
@@ -608,7 +588,7 @@ class _Run:
     use_processes: bool
     progress: _Progress
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Job | None]
+    queue: asyncio.Queue[Landed | None]
     threads: concurrent.futures.ThreadPoolExecutor
     busy: asyncio.Semaphore
     procs: concurrent.futures.ProcessPoolExecutor | None = None
@@ -671,14 +651,12 @@ def _start(
 
 async def _land(run: _Run) -> None:
     """Landing stage: local files hashed in place, remote ones fetched; each landed document
-    goes to the bounded queue (a full queue makes fetching wait), then one end mark per
-    worker."""
+    goes to the bounded queue (a full queue makes fetching wait), then the end mark."""
     await _land_local(run)
     if run.remote:
         await _fetch_remote(run)
     run.progress.landed_all()
-    for _ in range(run.options.workers):
-        await run.queue.put(None)
+    await run.queue.put(None)
 
 
 async def _land_local(run: _Run) -> None:
@@ -689,7 +667,7 @@ async def _land_local(run: _Run) -> None:
         hashed = await run.loop.run_in_executor(None, _sha256_files, [p for p, _ in batch])
         for (path, s), (sha, size) in zip(batch, hashed, strict=True):
             run.progress.landed_local(size)
-            await run.queue.put((path, sha, s))
+            await run.queue.put((path, sha, s, size))
 
 
 async def _fetch_remote(run: _Run) -> None:
@@ -723,7 +701,8 @@ async def _landed(run: _Run, row: FetchOutcome) -> None:
         path = row.path
         if not os.path.isabs(path):
             path = str(run.landing / path)
-        await run.queue.put((path, row.sha256, src))
+        size = row.bytes if row.bytes is not None else await asyncio.to_thread(_size, path)
+        await run.queue.put((path, row.sha256, src, size))
         return
     if row.status == "interrupted":
         return  # the run is being cancelled; the next one resumes this source
@@ -781,7 +760,7 @@ class _Batcher:
                 return
             await self.flush(max(due, key=lambda k: len(self.groups[k].jobs)))
 
-    async def next_job(self) -> Job | None:
+    async def next_job(self) -> Landed | None:
         deadlines = [g.deadline for g in self.groups.values()]
         if not deadlines or self.local_left:  # nothing to start early (more files come)
             return await self.run.queue.get()
@@ -790,8 +769,8 @@ class _Batcher:
         timeout = max(0.0, min(deadlines) - self.run.loop.time())
         return await asyncio.wait_for(self.run.queue.get(), timeout)
 
-    async def add(self, job: Job) -> None:
-        path, sha, src = job
+    async def add(self, job: Landed) -> None:
+        path, sha, src, size = job
         if not _is_remote(src.url):
             self.local_left -= 1
         fmt = src.format or guess_format(src.url) or guess_format(path)
@@ -803,7 +782,7 @@ class _Batcher:
             deadline = self.run.loop.time() + self.run.options.batch_seconds
             grp = self.groups[src.table] = _Group(deadline=deadline)
         grp.jobs.append((path, sha, src))
-        grp.size += _size(path)
+        grp.size += size
         if len(grp.jobs) >= self.run.options.batch_docs or grp.size >= self.run.options.batch_bytes:
             await self.flush(src.table)
 
@@ -936,8 +915,6 @@ class _Progress:
         self.committed = 0
         self.already = 0
         self.bytes = 0
-        self.in_flight = 0
-        self.all_landed = False
         self.last_emit = {"fetch": -math.inf, "parse": -math.inf}
 
     # -- fetch stage ---------------------------------------------------------------------
@@ -945,7 +922,7 @@ class _Progress:
     def landed_local(self, size: int) -> None:
         self.local_done += 1
         self.local_bytes += size
-        self._emit(self.fetch_event(), final=False)
+        self._emit("fetch", self.fetch_event, final=False)
 
     def fetch_failed(self) -> None:
         self.failed += 1
@@ -964,9 +941,8 @@ class _Progress:
         return self.fetch_event()
 
     def landed_all(self) -> None:
-        self.all_landed = True
         if not self.n_remote:  # else the fetch engine sent its final event
-            self._emit(self.fetch_event(), final=True)
+            self._emit("fetch", self.fetch_event, final=True)
 
     def fetch_event(self) -> ProgressEvent:
         from scfeeds._fetch._report import ProgressEvent
@@ -1010,7 +986,7 @@ class _Progress:
         self.committed += sum(1 for r in results if r.status == "committed")
         self.already += sum(1 for r in results if r.status == "already_committed")
         self.bytes += size
-        self._emit(self.parse_event(finished=False), final=False)
+        self._emit("parse", lambda: self.parse_event(finished=False), final=False)
 
     def parse_event(self, *, finished: bool, interrupted: int = 0) -> ProgressEvent:
         from scfeeds._fetch._report import ProgressEvent
@@ -1049,13 +1025,15 @@ class _Progress:
         left = max(self.n_local + self.n_remote - self.failed - self.done, 1)
         sink.close(self.parse_event(finished=False, interrupted=left))
 
-    def _emit(self, event: ProgressEvent, *, final: bool) -> None:
+    def _emit(self, stage: str, event: Callable[[], ProgressEvent], *, final: bool) -> None:
+        """Send ``event()`` of ``stage`` unless one went less than _EMIT_EVERY ago (the event
+        is built only when sent)."""
         if self.sink is None:
             return
         now = time.perf_counter()
-        if final or now - self.last_emit[event.stage] >= _EMIT_EVERY:
-            self.last_emit[event.stage] = now
-            self.sink.update(event)
+        if final or now - self.last_emit[stage] >= _EMIT_EVERY:
+            self.last_emit[stage] = now
+            self.sink.update(event())
 
 
 @dataclass
@@ -1082,7 +1060,6 @@ def _landing_dir(lake: str | os.PathLike[str], landing: str | os.PathLike[str] |
         return Path(landing)
     if not is_remote(lake):
         return Path(lake) / "_landing"
-    import hashlib
     import tempfile
 
     digest = hashlib.sha256(lake_uri(lake).encode()).hexdigest()[:16]
@@ -1110,12 +1087,15 @@ def _ingest_shard(
     }
 
 
+# A shard whose worker died runs again on another worker this many times.
+_SHARD_RETRIES: Final = 2
+
+
 async def _ingest_on_cluster(
     sources: Sequence[Source],
     lake: str | os.PathLike[str],
     *,
     cluster: Client | str,
-    retries: int = 2,
     **options: Any,
 ) -> IngestReport:
     """Run :func:`ingest` shard by shard on a Dask cluster (see :mod:`scfeeds._distributed`)."""
@@ -1141,7 +1121,7 @@ async def _ingest_on_cluster(
                 root,
                 {**options, "landing": None, "shard": shard},
                 key=f"scfeeds-ingest-{digest[:16]}",
-                retries=retries,
+                retries=_SHARD_RETRIES,
                 pure=False,
             )
         )

@@ -153,3 +153,12 @@ class ExportWarning(ScfeedsWarning):
 class ReconcileWarning(ScfeedsWarning):
     """The match ran, but something in its input limits what it can say (e.g. document
     units that could not be converted because no conversions were given)."""
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside a group of one (nested task groups too), or the innermost group
+    that holds several: what the caller of a task group should see raised."""
+    only: BaseException = group
+    while isinstance(only, BaseExceptionGroup) and len(only.exceptions) == 1:
+        only = only.exceptions[0]
+    return only

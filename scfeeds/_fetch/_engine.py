@@ -616,8 +616,9 @@ class _Engine:
     def _begin_body(
         self, item: Item, resp: aiohttp.ClientResponse, t: _Transfer
     ) -> _Outcome | None:
-        """Before the first byte: resume or restart the hash, note validators and the size,
-        refuse a body over ``max_bytes``, take a server-given file name."""
+        """Before the first byte: resume (the hash of the partial body is taken up by
+        ``_receive``) or restart, note validators and the size, refuse a body over
+        ``max_bytes``, take a server-given file name."""
         key = t.key
         if (
             t.status == 206
@@ -625,9 +626,6 @@ class _Engine:
             and _range_start(resp.headers.get("Content-Range")) == t.offset
         ):
             t.append = True
-            with self.landing.part(key).open("rb") as existing:
-                while block := existing.read(1 << 20):
-                    t.hasher.update(block)
         else:
             # A 200 to a Range request means the resource changed (If-Range failed).
             t.offset = 0
@@ -655,6 +653,11 @@ class _Engine:
                     t.path = self._claim_path(key, wanted)
         return None
 
+    def _hash_part(self, key: str, hasher: hashlib._Hash) -> None:
+        with self.landing.part(key).open("rb") as existing:
+            while block := existing.read(1 << 20):
+                hasher.update(block)
+
     async def _receive(
         self, item: Item, resp: aiohttp.ClientResponse, t: _Transfer
     ) -> _Outcome | None:
@@ -665,6 +668,10 @@ class _Engine:
         self._expect(key, expected)
         self._now_present(key, t.offset)
         try:
+            if t.append:
+                # The hash goes on from the partial body on disk: reading it whole is work
+                # for a thread, not the loop.
+                await _settled_in_thread(self._hash_part, key, t.hasher)
             # Creating a file can take milliseconds on a busy disk: keep that off the loop.
             out = await _settled_in_thread(
                 self._open_part, key, t.append, (t.etag, t.last_modified) if t.sidecar else None

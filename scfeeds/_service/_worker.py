@@ -54,7 +54,7 @@ from scfeeds._service._metrics import ServiceMetrics
 from scfeeds._service._queue import Delivery, JobQueue
 from scfeeds._service._secrets import Secrets
 from scfeeds._service._tracing import Tracing, extract
-from scfeeds.exceptions import ConfigurationError
+from scfeeds.exceptions import ConfigurationError, sole_error
 
 logger = logging.getLogger("scfeeds.service")
 
@@ -84,16 +84,6 @@ class JobContext:
 
 
 JobRunner = Callable[[Job, JobContext], Awaitable[JobResult]]
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error of a one-member group (nested groups too), else the group itself."""
-    while len(group.exceptions) == 1:
-        (only,) = group.exceptions
-        if not isinstance(only, BaseExceptionGroup):
-            return only
-        group = only
-    return group
 
 
 async def ingest_runner(job: Job, ctx: JobContext) -> JobResult:
@@ -424,7 +414,7 @@ class Worker:
                 for t in tasks:
                     t.cancel()
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise sole_error(group) from None
         finally:
             self.metrics.ready.set(0)
             logger.info("worker %s stopped", self.consumer)
