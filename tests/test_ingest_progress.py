@@ -102,14 +102,22 @@ def test_a_portal_run_gives_both_stages_with_documents_and_bytes(
     assert parsed.bytes == sizes == report.fetch.bytes
 
 
-def test_a_failed_run_closes_the_stream_as_interrupted(tmp_path: Path) -> None:
+def test_a_failed_run_closes_the_stream_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths, _ = write_850s(tmp_path / "in", 5)
     events: list[ProgressEvent] = []
-    bad_lake = tmp_path / "file"
-    bad_lake.write_text("not a folder")
-    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the OS says
-        scfeeds.run(ingest(paths, bad_lake, progress=events.append, pool="threads"))
-    assert events == [] or events[-1].interrupted > 0
+
+    def lake_gone(*args: object, **kwargs: object) -> None:
+        raise OSError("the lake's disk is gone")
+
+    # the run fails once it is under way: documents landed, the first commit fails
+    monkeypatch.setattr(scfeeds._ingest, "commit_micro_batch", lake_gone)
+    with pytest.raises(OSError, match="disk is gone"):
+        scfeeds.run(ingest(paths, tmp_path / "lake", progress=events.append, pool="threads"))
+    assert events, "the run sent no progress before it failed"
+    assert events[-1].stage == "parse"
+    assert events[-1].interrupted > 0
 
 
 def test_auto_in_a_kernel_uses_the_registered_front_end(monkeypatch: pytest.MonkeyPatch) -> None:
