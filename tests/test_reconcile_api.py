@@ -153,3 +153,21 @@ def test_a_streaming_partitioned_run_keeps_its_parts_on_disk_until_the_result_is
     del split
     gc.collect()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_frames_of_a_streaming_partitioned_result_outlive_the_result(tmp_path: Path) -> None:
+    import gc
+
+    scans = []
+    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    whole = reconcile(*_frames()).collect()
+    # only the frames are kept: the reconciliation that made them is gone
+    frames = {
+        kind: getattr(reconcile(*scans, partition_lines=1).collect(engine="streaming"), kind)
+        for kind in ("lines", "invoices", "exceptions")
+    }
+    gc.collect()
+    for kind, frame in frames.items():
+        assert frame.collect().equals(getattr(whole, kind).collect()), kind

@@ -79,14 +79,11 @@ class ReconciliationSummary:
 class _Job:
     """Runs the match on first demand and keeps the result, with the engine it ran on."""
 
-    def __init__(
-        self, run: Callable[[Engine], Plan], *, stages: dict[str, float] | None = None
-    ) -> None:
+    def __init__(self, run: Callable[[Engine], Plan]) -> None:
         self._run = run
         self._plan: Plan | None = None
         self._engine: Engine | None = None
         self._lock = threading.Lock()
-        self._stages = stages
 
     @property
     def engine(self) -> Engine:
@@ -94,10 +91,7 @@ class _Job:
         return self._engine or "auto"
 
     def stages(self) -> dict[str, float]:
-        """Seconds per stage: known already for results computed elsewhere, else those of
-        the run (run now if needed)."""
-        if self._stages is not None:
-            return dict(self._stages)
+        """Seconds per stage of the run (run now if needed)."""
         return dict(self.plan().stages)
 
     def plan(self, engine: Engine | None = None) -> Plan:
@@ -224,9 +218,10 @@ class Reconciliation:
 
     def collect(self, *, engine: Engine | None = None) -> Reconciliation:
         """Run the match now, all three frames in one pass, and return a reconciliation whose
-        frames are in memory (still exposed as ``LazyFrame``). A partitioned run's ``lines``
-        are the exception: the parts' few integers per PO line are in memory, and the public
-        columns are made from them and the PO input when collected, only those asked for.
+        frames are computed (still exposed as ``LazyFrame``): in memory, or for a partitioned
+        run on the streaming engine in the parts' files on disk, kept while any of the frames
+        lives. A partitioned run's ``lines`` are made when collected, from the parts' few
+        integers per PO line and the PO input, only the columns asked for.
 
         ``engine``: the polars engine every stage is collected with (``"streaming"`` keeps
         each stage's memory bounded by its output). ``None`` (default): the result already
@@ -234,10 +229,19 @@ class Reconciliation:
         on runs the match again with it.
         """
         plan = self._job.plan(engine)
+
+        def kept(name: Literal["lines", "invoices", "exceptions"]) -> pl.LazyFrame:
+            frame: pl.DataFrame | pl.LazyFrame = getattr(plan, name)
+            if isinstance(frame, pl.DataFrame):
+                return frame.lazy()
+            # Made on demand, or read from the parts' files on disk, which live as long as
+            # the job's result: the frame holds the job, not only the files' paths.
+            return _lazy(self._job, name, frame.collect_schema)
+
         return Reconciliation(
-            lines=plan.lines.lazy(),
-            invoices=plan.invoices.lazy(),
-            exceptions=plan.exceptions.lazy(),
+            lines=kept("lines"),
+            invoices=kept("invoices"),
+            exceptions=kept("exceptions"),
             received_from=self.received_from,
             tolerances=self.tolerances,
             _job=self._job,
