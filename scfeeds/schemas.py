@@ -118,7 +118,9 @@ class TableSpec:
     place (the column dtypes are :data:`COLUMNS`)."""
 
     quantity: str
-    """The line's quantity column (never negative but on an invoice: ``NEGATIVE_QTY``)."""
+    """The line's quantity column (its sign rule: ``QTY_NOT_POSITIVE`` on PO and ASN lines,
+    ``QTY_ZERO`` on invoices, where credit memos are negative, ``QTY_NEGATIVE`` on receipts
+    and acknowledgments)."""
     date: str
     """The document date column (``DATE_OUT_OF_RANGE``)."""
     required: tuple[str, ...]
@@ -187,13 +189,6 @@ SPECS: Final[dict[TableName, TableSpec]] = {
         key=(),
     ),
 }  # fmt: skip
-
-
-def spec(table: TableName) -> TableSpec:
-    """The :class:`TableSpec` of ``table``."""
-    if table not in SPECS:
-        raise ConfigurationError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
-    return SPECS[table]
 
 
 #: The columns that say which exception a three-way match reports and on what: the first

@@ -96,9 +96,9 @@ def _mask(flag_exprs: dict[str, pl.Expr]) -> pl.Expr:
 
 
 # Columns each input must have (a subset of its business columns in scfeeds.schemas).
-_MATCHED: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
-REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {t: SPECS[t].match for t in _MATCHED}
-QTY_COL: Final[dict[TableName, str]] = {t: SPECS[t].quantity for t in _MATCHED}
+#: The tables the match reads, in the order of its inputs (``Frames``).
+MATCHED: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
+REQUIRED: Final[dict[TableName, tuple[str, ...]]] = {t: SPECS[t].match for t in MATCHED}
 
 Frame = pl.DataFrame | pl.LazyFrame
 Engine = Literal["auto", "in-memory", "streaming"]

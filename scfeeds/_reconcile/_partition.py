@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import polars as pl
 
@@ -28,6 +28,7 @@ from scfeeds._distributed import map_on_cluster
 from scfeeds._lake import scan_lake
 from scfeeds._reconcile._engine import (
     KEY,
+    MATCHED,
     Engine,
     Frame,
     Plan,
@@ -152,13 +153,11 @@ def run(task: Task, *, partition_lines: int, cluster: object | None) -> Plan:
         weakref.finalize(plan, shutil.rmtree, results, True)
         plan.stages["split inputs"] = split
     else:
-        plans = [run_part(task, where) for where in _filters(members or [])]
+        # (the inputs opened above: a lake's tables are not opened again for every part)
+        plans = [_match(task, f, where=where) for where in _filters(members or [])]
         plan = combine(plans, f.po, receipts_given=f.receipts is not None)
     warn_units(plan.unconverted)
     return plan
-
-
-_TABLES: Final[tuple[TableName, ...]] = ("po_lines", "asn_lines", "invoice_lines", "receipts")
 
 
 def _split(
@@ -167,7 +166,7 @@ def _split(
     """One task per part over its own rows of every input (see :func:`_spill`)."""
     folders = [
         None if frame is None else _spill(frame, table, members, dest / table, chunk_rows)
-        for table, frame in zip(_TABLES, f, strict=True)
+        for table, frame in zip(MATCHED, f, strict=True)
     ]
 
     def part(b: int) -> Frames:
