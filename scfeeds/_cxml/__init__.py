@@ -2,7 +2,8 @@
 
 ``to_cxml`` (``_write``) writes the rows of one purchase order, one ship notice or one invoice
 as a cXML 1.2 document; ``scan_xml`` / ``read_xml`` (``_read``) read such documents back into
-canonical frames, through the guarded expat parser of ``_expat``; ``_confirm`` reads cXML
+canonical frames, through the guarded expat parser of ``_expat`` (or, for a small document
+a byte check clears, ElementTree's C parser); ``_confirm`` reads cXML
 ConfirmationRequests into ``po_acks``; ``_shapes`` holds what reading and writing share.
 
 Document shapes (cXML 1.2 DTD, only the elements scfeeds reads or needs for validity)::

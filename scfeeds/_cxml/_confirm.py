@@ -27,7 +27,7 @@ from typing import Any, Final, Literal, overload
 import polars as pl
 import xmltodict
 
-from scfeeds._cxml._expat import _EntityRefused, _GuardedExpat, _Tracker
+from scfeeds._cxml._expat import _EntityRefused, _GuardedExpat
 from scfeeds._cxml._expat import _txt as _text
 from scfeeds._cxml._shapes import XMLResult
 from scfeeds._sources import resolve_sources
@@ -71,10 +71,10 @@ def _document(data: bytes, name: str) -> tuple[list[dict[str, Any]], list[dict[s
     def error(position: str, rule: str, message: str) -> dict[str, Any]:
         return {"source": name, "position": position, "rule": rule, "message": message}
 
-    # the same guarded parser as every cXML read: any <!ENTITY declaration stops the parse,
+    # the guarded parser of the cXML readers: any <!ENTITY declaration stops the parse,
     # whatever the document's encoding
     try:
-        doc = xmltodict.parse(data, expat=_GuardedExpat(_Tracker()), disable_entities=True)
+        doc = xmltodict.parse(data, expat=_GuardedExpat(), disable_entities=True)
     except _EntityRefused:
         return [], [error("/", "XML_ENTITY", "entity declarations are refused")]
     except Exception as exc:  # expat's ExpatError, or a decoding error: the document is bad

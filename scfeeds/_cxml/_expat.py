@@ -1,6 +1,8 @@
-"""The guarded expat parser every cXML reader uses: entity declarations refused (no XXE, no
+"""The guarded expat parser of the cXML readers: entity declarations refused (no XXE, no
 entity expansion), no external DTD, and a tracker of the element path (XPath positions with
-sibling indexes) and of the header values readers need."""
+sibling indexes) and of the header values readers need. (Small documents that a byte check
+shows to hold no entity declaration, namespace or NUL byte are read with ElementTree's C
+parser instead: ``_read._tree_of``.)"""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class _Tracker:
         self.texts: dict[str, str | None] = {}
         self._text: list[str] | None = None
 
-    def start(self, name: str, attrs: list[str] | dict[str, str]) -> None:
+    def start(self, name: str, attrs: dict[str, str]) -> None:
         counts = self.counts[-1]
         counts[name] = counts.get(name, 0) + 1
         self.names.append(name)
@@ -43,14 +45,9 @@ class _Tracker:
         if name in _TEXTS and name not in self.texts:
             self._text = []
         if name in _HEADER_ATTRS:
-            pairs = (
-                attrs
-                if isinstance(attrs, dict)
-                else dict(zip(attrs[::2], attrs[1::2], strict=True))
-            )
-            self.header[name] = pairs
+            self.header[name] = attrs
             if name == "OrderReference":
-                self.order_ref = pairs.get("orderID")
+                self.order_ref = attrs.get("orderID")
 
     def characters(self, data: str) -> None:
         if self._text is not None:
@@ -79,70 +76,29 @@ _TEXTS: Final = frozenset({"CarrierIdentifier", "ShipmentIdentifier"})
 
 
 class _ParserProxy:
-    """A pyexpat parser as xmltodict sees it, with path tracking and entity refusal.
+    """A guarded parser as xmltodict sees it: xmltodict sets its handlers as attributes, and
+    its ``EntityDeclHandler`` is ignored so that ours stays (any ``<!ENTITY`` stops the
+    parse)."""
 
-    xmltodict sets its handlers as attributes; the proxy wraps the element handlers so the
-    tracker knows every element's XPath, and keeps its own ``EntityDeclHandler``: any
-    ``<!ENTITY`` (internal or external, general or parameter) stops the parse. That refuses
-    XXE and entity-expansion bombs alike, and cXML never needs entities.
-    """
-
-    def __init__(self, parser: Any, tracker: _Tracker) -> None:
+    def __init__(self, parser: Any) -> None:
         object.__setattr__(self, "_parser", parser)
-        object.__setattr__(self, "_tracker", tracker)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        parser, tracker = self._parser, self._tracker
-        if name == "StartElementHandler":
-
-            def start(tag: str, attrs: Any) -> None:
-                tracker.start(tag, attrs)
-                value(tag, attrs)
-
-            parser.StartElementHandler = start
-        elif name == "EndElementHandler":
-
-            def end(tag: str) -> None:
-                value(tag)
-                tracker.end()
-
-            parser.EndElementHandler = end
-        elif name == "CharacterDataHandler":
-
-            def characters(data: str) -> None:
-                tracker.characters(data)
-                value(data)
-
-            parser.CharacterDataHandler = characters
-        elif name == "EntityDeclHandler":
-            return  # ours stays
-        else:
-            setattr(parser, name, value)
+        if name != "EntityDeclHandler":
+            setattr(self._parser, name, value)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
 
 
 class _GuardedExpat:
-    """Stands in for the ``expat`` module that ``xmltodict.parse(expat=...)`` accepts."""
-
-    def __init__(self, tracker: _Tracker) -> None:
-        self.tracker = tracker
-        self.parser: Any = None
+    """Stands in for the ``expat`` module that ``xmltodict.parse(expat=...)`` accepts: its
+    parsers are :func:`guarded_parser` ones."""
 
     def ParserCreate(
         self, encoding: str | None = None, namespace_separator: str | None = None
     ) -> Any:
-        parser = pyexpat.ParserCreate(encoding, namespace_separator)
-
-        def refuse(name: str, *_: Any) -> None:
-            raise _EntityRefused(name)
-
-        parser.EntityDeclHandler = refuse
-        parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
-        parser.buffer_size = 1 << 16
-        self.parser = parser
-        return _ParserProxy(parser, self.tracker)
+        return _ParserProxy(guarded_parser(encoding, namespace_separator))
 
 
 def _txt(value: Any) -> str | None:
@@ -157,10 +113,10 @@ def _txt(value: Any) -> str | None:
     return text or None
 
 
-def guarded_parser() -> Any:
+def guarded_parser(encoding: str | None = None, namespace_separator: str | None = None) -> Any:
     """A pyexpat parser that refuses any entity declaration (``_EntityRefused``: no XXE, no
     entity expansion; cXML never needs entities) and never reads an external DTD."""
-    parser = pyexpat.ParserCreate()
+    parser = pyexpat.ParserCreate(encoding, namespace_separator)
 
     def refuse(name: str, *_: Any) -> None:
         raise _EntityRefused(name)

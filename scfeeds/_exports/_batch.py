@@ -192,7 +192,7 @@ class _Batch:
         if table not in self.candidates:
             self.candidates[table] = _candidates(table, None, None)
         try:
-            plan = _plan_csv(path, str(path), self.candidates[table], None)
+            plan = _plan_csv(path, str(path), self.candidates[table])
         except ExportError as exc:
             self.problem([_failure(self.names[job], exc)], job, 0)
             return None

@@ -153,12 +153,13 @@ def _score(
     return best
 
 
-def _sniff_encoding(path: Path, preset: ExportPreset | None) -> tuple[str, bytes]:
+def _sniff_encoding(path: Path) -> tuple[str, bytes]:
     """``"utf-8"`` or ``"latin-1"``, and the first bytes of the file.
 
-    UTF-8 is checked over the whole file (in chunks, C speed) rather than trusted from the
-    preset: portals change code pages, and a non-ASCII name on row 900,000 must not crash the
-    read. A pure-ASCII file is read as UTF-8 whatever the preset says (same bytes).
+    The bytes decide, not a preset's declared encoding: UTF-8 is checked over the whole
+    file (in chunks, C speed), since portals change code pages, and a non-ASCII name on
+    row 900,000 must not crash the read. A pure-ASCII file is read as UTF-8 whatever the
+    preset says (same bytes).
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     head = b""
@@ -174,7 +175,6 @@ def _sniff_encoding(path: Path, preset: ExportPreset | None) -> tuple[str, bytes
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return "latin-1", head
-    del preset  # the bytes decide; the preset's declared encoding is only a hint
     return "utf-8", head
 
 
@@ -187,9 +187,8 @@ def _plan_csv(
     path: Path,
     source: str,
     candidates: Sequence[_Candidate],
-    preset: ExportPreset | None,
 ) -> _Plan:
-    encoding, head = _sniff_encoding(path, preset)
+    encoding, head = _sniff_encoding(path)
     text = head.decode(encoding, errors="ignore").lstrip("\ufeff")
     best: tuple[tuple[int, int], str, int, list[str]] | None = None
     delimiters = _DELIMITERS
@@ -366,7 +365,6 @@ def _plans(
 
     A file that cannot be planned goes to ``on_plan_error`` when given, else raises."""
     candidates = _candidates(table, preset, columns)
-    chosen = _resolve_preset(preset) if preset is not None else None
     out: list[tuple[_Plan, pl.DataFrame | None]] = []
     for path, name in resolve_sources(source):
         kind = fmt or _format_of(path)
@@ -374,7 +372,7 @@ def _plans(
             if kind == "xlsx":
                 out.append(_plan_xlsx(path, name, candidates))
             else:
-                out.append((_plan_csv(path, name, candidates, chosen), None))
+                out.append((_plan_csv(path, name, candidates), None))
         except ExportError as exc:
             if on_plan_error is None:
                 raise

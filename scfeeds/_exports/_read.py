@@ -60,7 +60,6 @@ def _utf8_file(plan: _Plan) -> Iterator[Path]:
     if plan.encoding == "utf-8":
         yield plan.path
         return
-        return
     fd, name = tempfile.mkstemp(prefix="scfeeds-", suffix=".csv")
     tmp = Path(name)
     try:

@@ -418,32 +418,11 @@ class _Checked:
             )
             .collect(engine=ENGINE)
         )
-        self.shifted = pl.LazyFrame()
-        self.sts = pl.LazyFrame()
-
-    def envelopes(self, keep_env: bool) -> None:
-        """Interchange and group headers (small), each ST with what follows it."""
-        st, d, env, c, sid = self.st, self.d, self.env, pl.col, pl.col("sid")
-        if keep_env:
-            st.env.append(env.select(list(ENV_SCHEMA)))
-        delim, pos = st.prov.delimiter, c("pos")
-        separators = [
-            delim(kind, default, pos).alias(f"{kind}_{word}")
-            for kind, default, word in (
-                ("element", d.element, "separator"),
-                ("component", d.component, "separator"),
-                ("repetition", d.repetition, "separator"),
-                ("segment", d.segment, "terminator"),
-            )
-        ]
-        isa = env.lazy().filter(sid == "ISA").select(*_fields(_ISA_FIELDS), *separators)
-        gs = env.lazy().filter(sid == "GS").select(*_fields(_GS_FIELDS))
-        isa_df, gs_df = pl.collect_all([isa, gs], engine=ENGINE)
-        st.isa_info.append(isa_df)
-        st.gs_info.append(gs_df)
-        # Collected once: the checks and the set list all read these two frames.
+        c, sid = pl.col, pl.col("sid")
+        # Each envelope segment with what follows it, and each ST with its trailer: the
+        # checks and the set list all read these two frames (collected once).
         self.shifted = (
-            env.lazy()
+            self.env.lazy()
             .with_columns(
                 nxt_sid=sid.shift(-1),
                 nxt_pos=c("pos").shift(-1),
@@ -463,6 +442,27 @@ class _Checked:
             .collect(engine=ENGINE)
             .lazy()
         )
+
+    def envelopes(self, keep_env: bool) -> None:
+        """The interchange and group headers (small), kept for the source."""
+        st, d, env, c, sid = self.st, self.d, self.env, pl.col, pl.col("sid")
+        if keep_env:
+            st.env.append(env.select(list(ENV_SCHEMA)))
+        delim, pos = st.prov.delimiter, c("pos")
+        separators = [
+            delim(kind, default, pos).alias(f"{kind}_{word}")
+            for kind, default, word in (
+                ("element", d.element, "separator"),
+                ("component", d.component, "separator"),
+                ("repetition", d.repetition, "separator"),
+                ("segment", d.segment, "terminator"),
+            )
+        ]
+        isa = env.lazy().filter(sid == "ISA").select(*_fields(_ISA_FIELDS), *separators)
+        gs = env.lazy().filter(sid == "GS").select(*_fields(_GS_FIELDS))
+        isa_df, gs_df = pl.collect_all([isa, gs], engine=ENGINE)
+        st.isa_info.append(isa_df)
+        st.gs_info.append(gs_df)
 
     def set_errors(self) -> list[pl.LazyFrame]:
         """SE01 count, SE02 control, SE missing before the next envelope, SE without ST."""
