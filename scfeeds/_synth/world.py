@@ -210,7 +210,6 @@ class _Draw:
 
     rng: np.random.Generator
     batch: int
-    po_start: int
     n_po: int
     suppliers: tuple[Supplier, ...]
     catalog: ItemCatalog
@@ -307,7 +306,6 @@ def make_batch(
     d = _Draw(
         rng=np.random.default_rng([seed, 1, batch]),
         batch=batch,
-        po_start=po_start,
         n_po=n_po,
         suppliers=suppliers,
         catalog=catalog,
