@@ -335,6 +335,8 @@ def _report(
             f"{mine / rate(runs['read_csv']):.2f}x polars.read_csv of the same bytes (target "
             f"0.3x); scan_x12 {rate(runs['scan']) / rate(runs['naive']):.1f}x the naive loop"
         )
+    pyx12 = dict(more)["850 pyx12 X12Reader (segments only)"]
+    print(f"850: read_x12 is {rate(per_set['850']['read_x12']) / rate(pyx12):.0f}x pyx12")
     rss = ", ".join(
         f"{mib} MiB: {r['peak_rss_mb'] - r['base_rss_mb']:.0f} MB above imports"
         for mib, (_, r) in zip(_BIG_SLICES_MIB, slices, strict=True)
