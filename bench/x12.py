@@ -10,7 +10,8 @@ errors: all envelope checks; no long segments frame), ``scan_x12`` of its table,
 Python split loop, and ``polars.read_csv`` of the same X12 bytes (separator and line
 terminator set to the file's delimiters, one column per element of the widest segment).
 Then read_x12 with the segments frame, pyx12, polars.read_csv of the 850 line items written
-as canonical CSV, and peak RSS of read_x12 over the 110 MB file at two slice sizes.
+as canonical CSV, peak RSS of read_x12 over the 110 MB file at two slice sizes, and the
+memory its returned frames hold (a floor for any reader that returns these polars frames).
 
 Every measurement runs in a fresh subprocess so that its peak RSS is its own; times are the
 best of ``--repeat`` runs. pyx12 is time-capped and its throughput extrapolated from the share
@@ -29,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this folder would come first on sys.path, and bench/xml.py would shadow the
@@ -44,6 +45,13 @@ def _rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 CPU: list[float] = []  # CPU seconds (all threads) of the best run, for loaded machines
@@ -80,6 +88,18 @@ def measure(name: str, path: str, repeat: int, extra: str) -> dict[str, Any]:
             kw["slice_bytes"] = int(extra)
         secs, res = _best(lambda: read_x12(path, **kw), repeat)
         rows = sum(res.table(t).height for t in ("po_lines", "asn_lines", "invoice_lines"))
+    elif name == "result_live":
+        # bytes the returned frames keep alive: RSS with the result minus RSS once it is
+        # dropped (run with an allocator that returns freed pages at once, see _LIVE_ENV)
+        import gc
+
+        res = read_x12(path, segments=False)
+        rows = res.po_lines.height
+        held = _rss_now_mb()
+        del res
+        gc.collect()
+        time.sleep(0.2)
+        return {"name": name, "bytes": size, "rows": rows, "live_mb": held - _rss_now_mb()}
     elif name == "naive_split":
         secs, rows = _best(lambda: _naive(path, extra), repeat)
     elif name == "read_csv_x12":
@@ -182,13 +202,22 @@ def _pyx12(path: str, cap: float) -> tuple[float, int, int]:
     return secs, n, int(os.path.getsize(path) * n / max(total, 1))
 
 
-def _run(name: str, path: Path, repeat: int, extra: str = "") -> dict[str, Any]:
+# polars' allocator (jemalloc) keeps freed pages resident (``muzzy_decay_ms:-1``), so RSS
+# after a drop says little; this setting makes it return them at once (slower: used only to
+# measure what the result frames hold).
+_LIVE_ENV: Final = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+
+
+def _run(
+    name: str, path: Path, repeat: int, extra: str = "", env: dict[str, str] | None = None
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--measure", name, str(path), str(repeat), extra],
         check=True,
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -279,7 +308,8 @@ def main() -> None:
             )
             for mib in _BIG_SLICES_MIB
         ]
-        _report(per_set, more, slices)
+        live = _run("result_live", big, 1, env=_LIVE_ENV)
+        _report(per_set, more, slices, live)
         print(
             "MB/cpu-s = MB per CPU-second of all threads; RSS/MB = (peak RSS - RSS after imports) "
             f"/ MB of input; cpus={os.cpu_count()}, load={os.getloadavg()[0]:.1f} (1 min), "
@@ -307,6 +337,7 @@ def _report(
     per_set: dict[str, dict[str, dict[str, Any]]],
     more: list[tuple[str, dict[str, Any]]],
     slices: list[tuple[str, dict[str, Any]]],
+    live: dict[str, Any],
 ) -> None:
     print()
     print(
@@ -341,7 +372,12 @@ def _report(
         f"{mib} MiB: {r['peak_rss_mb'] - r['base_rss_mb']:.0f} MB above imports"
         for mib, (_, r) in zip(_BIG_SLICES_MIB, slices, strict=True)
     )
-    print(f"850 x4 ({slices[0][1]['bytes'] / 1e6:.0f} MB) by slice size: {rss}")
+    big_mb = slices[0][1]["bytes"] / 1e6
+    print(f"850 x4 ({big_mb:.0f} MB) by slice size: {rss} (target at most 4x the input)")
+    print(
+        f"850 x4: the frames read_x12 returns hold {live['live_mb']:.0f} MB "
+        f"({live['live_mb'] / big_mb:.1f}x the input) once read"
+    )
 
 
 if __name__ == "__main__":
