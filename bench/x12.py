@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,19 +38,18 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 
+def _status_mb(field: str) -> float:
+    """``field`` of /proc/self/status in MB (VmHWM: peak RSS; unlike ru_maxrss it is not
+    inherited across exec. VmRSS: RSS now)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def _rss_mb() -> float:
-    """Peak RSS of this process (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rss_now_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    """Peak RSS of this process."""
+    return _status_mb("VmHWM")
 
 
 CPU: list[float] = []  # CPU seconds (all threads) of the best run, for loaded machines
@@ -95,11 +93,11 @@ def measure(name: str, path: str, repeat: int, extra: str) -> dict[str, Any]:
 
         res = read_x12(path, segments=False)
         rows = res.po_lines.height
-        held = _rss_now_mb()
+        held = _status_mb("VmRSS")
         del res
         gc.collect()
         time.sleep(0.2)
-        return {"name": name, "bytes": size, "rows": rows, "live_mb": held - _rss_now_mb()}
+        return {"name": name, "bytes": size, "rows": rows, "live_mb": held - _status_mb("VmRSS")}
     elif name == "naive_split":
         secs, rows = _best(lambda: _naive(path, extra), repeat)
     elif name == "read_csv_x12":
