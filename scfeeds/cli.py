@@ -607,6 +607,14 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
+        # Exactly what Ctrl-C does: inside asyncio.run, its SIGINT handler cancels the main
+        # task (a KeyboardInterrupt raised here instead would land in whichever task runs,
+        # leaving its exception unretrieved); elsewhere the default handler raises
+        # KeyboardInterrupt.
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if callable(on_sigint):
+            on_sigint(signal.SIGINT, frame)
+            return
         raise KeyboardInterrupt  # builtin-raise: SIGTERM stops the command as Ctrl-C does
 
     return signal.signal(signal.SIGTERM, stop)
