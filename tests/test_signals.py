@@ -355,3 +355,61 @@ def test_sigterm_to_the_group_of_the_ingest_command_stops_it_in_one_line_and_a_r
     want = synth.load_world(xml_world, "po_lines").select(pl.len()).collect().item()
     got = scan_lake(lake, "po_lines").select(pl.len()).collect().item()
     assert got == want
+
+
+# A command whose running task is not the main one when SIGTERM arrives (the fetch heartbeat,
+# a worker): the signal must cancel the main task as Ctrl-C does. Raised inside the running
+# task instead, the KeyboardInterrupt was re-raised by its task group while asyncio.run was
+# cancelling the rest, which left the main task pending and printed a traceback.
+SIGTERM_IN_A_TASK = """
+import asyncio, os, signal, sys, threading
+from scfeeds.cli import _stop_on_sigterm
+
+_stop_on_sigterm()
+
+def busy():  # Python bytecode for most of each step: the signal's handler runs in here
+    n = 0
+    for i in range(200_000):
+        n += i
+    return n
+
+async def spin():
+    try:
+        while True:
+            busy()
+            await asyncio.sleep(0)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt inside a task", flush=True)
+        raise
+
+async def land():  # a task group under a task of its own, as the fetch engine runs
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(spin())
+
+async def main():
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        await asyncio.gather(land())
+    except asyncio.CancelledError:
+        print("main cleaned up", flush=True)
+        raise
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_sigterm_while_another_task_runs_cancels_the_main_task_like_ctrl_c() -> None:
+    for _ in range(5):  # where the signal lands is timing: five tries
+        out = subprocess.run(
+            [sys.executable, "-c", SIGTERM_IN_A_TASK],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert out.stdout.splitlines() == ["main cleaned up", "interrupted"], out
+        assert "Traceback" not in out.stderr, out.stderr
+        assert "never retrieved" not in out.stderr, out.stderr
