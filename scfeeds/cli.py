@@ -600,9 +600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _stop_on_sigterm() -> Any:
-    """Make SIGTERM stop a command the way Ctrl-C does (a KeyboardInterrupt in the main
-    thread, which cancels the running fetch or ingest and lets it clean up), instead of
-    killing the process mid-write. Returns the handler it replaced (None: not installed)."""
+    """Make SIGTERM stop a command the way Ctrl-C does (SIGINT's handler: inside
+    ``asyncio.run`` a cancel of the main task, which lets the fetch or ingest clean up; else a
+    KeyboardInterrupt), instead of killing the process mid-write. Returns the handler it
+    replaced (None: not installed)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
