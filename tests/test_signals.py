@@ -362,7 +362,7 @@ def test_sigterm_to_the_group_of_the_ingest_command_stops_it_in_one_line_and_a_r
 # task instead, the KeyboardInterrupt was re-raised by its task group while asyncio.run was
 # cancelling the rest, which left the main task pending and printed a traceback.
 SIGTERM_IN_A_TASK = """
-import asyncio, os, signal, sys, threading
+import asyncio, os, signal, threading
 from scfeeds.cli import _stop_on_sigterm
 
 _stop_on_sigterm()
