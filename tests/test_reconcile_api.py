@@ -26,6 +26,15 @@ def _frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return _frame("po_lines", po), _frame("asn_lines", asn), _frame("invoice_lines", inv)
 
 
+def _scans(folder: Path) -> list[pl.LazyFrame]:
+    """The three input frames written to Parquet in ``folder`` and scanned back."""
+    scans = []
+    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
+        frame.write_parquet(folder / f"{name}.parquet")
+        scans.append(pl.scan_parquet(folder / f"{name}.parquet"))
+    return scans
+
+
 def _lake(tmp_path: Path) -> Path:
     lake = tmp_path / "lake"
     tables = ("po_lines", "asn_lines", "invoice_lines")
@@ -122,10 +131,7 @@ def test_a_partitioned_run_makes_the_public_lines_on_demand() -> None:
 
 
 def test_a_streaming_partitioned_run_splits_the_inputs_once(tmp_path: Path) -> None:
-    scans = []
-    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
-        frame.write_parquet(tmp_path / f"{name}.parquet")
-        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    scans = _scans(tmp_path)
     whole = reconcile(*_frames()).collect()
     split = reconcile(*scans, partition_lines=1).collect(engine="streaming")
     assert "split inputs" in split.timings()
@@ -141,10 +147,7 @@ def test_a_streaming_partitioned_run_keeps_its_parts_on_disk_until_the_result_is
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    scans = []
-    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
-        frame.write_parquet(tmp_path / f"{name}.parquet")
-        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    scans = _scans(tmp_path)
     split = reconcile(*scans, partition_lines=1).collect(engine="streaming")
     kept = list((tmp_path / "tmp").glob("scfeeds-reconcile-results-*/*/exceptions.parquet"))
     assert len(kept) > 1  # one folder per part, read by the result's frames
@@ -158,10 +161,7 @@ def test_a_streaming_partitioned_run_keeps_its_parts_on_disk_until_the_result_is
 def test_the_frames_of_a_streaming_partitioned_result_outlive_the_result(tmp_path: Path) -> None:
     import gc
 
-    scans = []
-    for name, frame in zip(("po", "asn", "inv"), _frames(), strict=True):
-        frame.write_parquet(tmp_path / f"{name}.parquet")
-        scans.append(pl.scan_parquet(tmp_path / f"{name}.parquet"))
+    scans = _scans(tmp_path)
     whole = reconcile(*_frames()).collect()
     # only the frames are kept: the reconciliation that made them is gone
     frames = {
