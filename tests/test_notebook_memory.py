@@ -233,7 +233,9 @@ from scfeeds import synth
 from scfeeds.notebook import MemoryProfiler
 
 tmp = Path(sys.argv[1])
-synth.generate(tmp / "world", seed=5, pos=300, suppliers=1, formats=("x12",))
+# 3,000 POs (about 1.5 MB a file): enough that polars' worker threads map tens of MB of
+# their own; with a few hundred they map a few MB and, in some runs, none at the peak
+synth.generate(tmp / "world", seed=5, pos=3000, suppliers=1, formats=("x12",))
 files = sorted((tmp / "world" / "feeds").glob("*/*/*.x12"))
 profiler = MemoryProfiler(directory=tmp, interval_ms=10, native_traces=True)
 native = profiler.run(scfeeds.read_x12, files, segments=False)
