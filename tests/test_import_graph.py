@@ -14,7 +14,8 @@ FRONT_ENDS = ("scfeeds.notebook", "scfeeds.cli")
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for path in PACKAGE.rglob("*.py"):
+    # compiled modules are known by their stubs (they import nothing of the package)
+    for path in [*PACKAGE.rglob("*.pyi"), *PACKAGE.rglob("*.py")]:
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
