@@ -6,7 +6,8 @@ for a smoke run). The input is written by ``scfeeds.synth`` (one supplier, so ev
 the same single-dialect bytes), its 850 / 856 / 810 files concatenated into one file each.
 
 For each of 850, 856 and 810, in the same run: ``read_x12`` (every table, envelopes and
-errors: all envelope checks; no long segments frame), ``scan_x12`` of its table, the naive
+errors: all envelope checks; no long segments frame), the same without the C kernel (its
+polars path), ``scan_x12`` of its table, the naive
 Python split loop, and ``polars.read_csv`` of the same X12 bytes (separator and line
 terminator set to the file's delimiters, one column per element of the widest segment).
 Then read_x12 with the segments frame, pyx12, polars.read_csv of the 850 line items written
@@ -80,8 +81,13 @@ def measure(name: str, path: str, repeat: int, extra: str) -> dict[str, Any]:
         rows = df.height
     elif name == "scfeeds_read_x12":
         # every table, envelopes and errors (all envelope checks); ``extra`` = "segments"
-        # also builds the long segments frame, else a slice size in bytes (or empty)
+        # also builds the long segments frame, "polars" reads without the C kernel, else a
+        # slice size in bytes (or empty)
         kw: dict[str, Any] = {"segments": extra == "segments"}
+        if extra == "polars":
+            from scfeeds._x12 import _tokenize
+
+            _tokenize._native = None
         if extra.isdigit():
             kw["slice_bytes"] = int(extra)
         secs, res = _best(lambda: read_x12(path, **kw), repeat)
@@ -278,6 +284,7 @@ def main() -> None:
         )
         big = inputs["po_lines_x4"]
         print(f"input: {sizes}; 850 x4 {big.stat().st_size / 1e6:.1f} MB", flush=True)
+        print(f"C kernel (scfeeds._x12._native): {_kernel()}", flush=True)
         rep = args.repeat
         per_set: dict[str, dict[str, dict[str, Any]]] = {}
         for table, stem in _STEMS.items():
@@ -285,6 +292,7 @@ def main() -> None:
             print(f"measuring {stem} ...", flush=True)
             per_set[stem] = {
                 "read_x12": _run("scfeeds_read_x12", path, rep),
+                "polars_path": _run("scfeeds_read_x12", path, rep, "polars"),
                 "scan": _run(f"scfeeds_{table}", path, rep),
                 "naive": _run("naive_split", path, rep, stem),
                 "read_csv": _run("read_csv_x12", path, rep, str(_width(path))),
@@ -320,6 +328,12 @@ _STEMS: dict[str, str] = {"po_lines": "850", "asn_lines": "856", "invoice_lines"
 _BIG_SLICES_MIB = (4, 16)
 
 
+def _kernel() -> str:
+    from scfeeds._x12 import _tokenize
+
+    return "built" if _tokenize._native is not None else "not built (polars path only)"
+
+
 def _line(label: str, r: dict[str, Any]) -> str:
     rate = r["bytes"] / r["seconds"] / 1e6
     cpu_rate = r["bytes"] / r["cpu_seconds"] / 1e6
@@ -343,6 +357,7 @@ def _report(
     )
     labels = {
         "read_x12": "read_x12 (tables, envelope checks, errors)",
+        "polars_path": "read_x12 without the C kernel (polars path)",
         "scan": "scan_x12 -> its table",
         "naive": "naive Python split loop",
         "read_csv": "polars.read_csv of the same X12 bytes",
@@ -362,7 +377,8 @@ def _report(
         print(
             f"{stem}: read_x12 is {mine / rate(runs['naive']):.1f}x the naive loop (target 5x), "
             f"{mine / rate(runs['read_csv']):.2f}x polars.read_csv of the same bytes (target "
-            f"0.3x); scan_x12 {rate(runs['scan']) / rate(runs['naive']):.1f}x the naive loop"
+            f"0.3x); scan_x12 {rate(runs['scan']) / rate(runs['naive']):.1f}x the naive loop; "
+            f"the C kernel makes read_x12 {mine / rate(runs['polars_path']):.2f}x its polars path"
         )
     pyx12 = dict(more)["850 pyx12 X12Reader (segments only)"]
     print(f"850: read_x12 is {rate(per_set['850']['read_x12']) / rate(pyx12):.0f}x pyx12")
