@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 
 from scfeeds import synth
 from scfeeds._x12 import _tokenize, read_x12
+from scfeeds._x12._core import SourceState, _counted
 from scfeeds._x12._tokenize import Delimiters, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +39,22 @@ def _kernel_reads(piece: _tokenize.Piece) -> bool:
     return native.segments(piece.data, ord(d.element), ord(d.segment)) is not None
 
 
+# What earlier pieces of a source counted: the kernel counts within its piece, _counted adds it.
+_CARRIES = [
+    SourceState("a"),
+    SourceState("b", pos=1200, isa=3, gs=4, st=97, last_env="ST"),
+    SourceState("c", pos=7, isa=1, gs=1, st=2, last_env="GE"),
+]
+
+
 def _same(data: bytes, d: Delimiters) -> _tokenize.Tokens:
     fast = tokenize(data, d)
     slow = tokenize(data, d, native=False)
-    assert_frame_equal(fast.frame, slow.frame)
+    assert_frame_equal(fast.frame.select("raw", "sid"), slow.frame)
     assert fast.ends_cleanly == slow.ends_cleanly
     assert fast.encoding_error == slow.encoding_error
+    for carry in _CARRIES:
+        assert_frame_equal(_counted(carry, fast.frame), _counted(carry, slow.frame))
     return fast
 
 
@@ -69,10 +80,14 @@ def test_tokenize_reads_plain_ascii_without_polars_csv_reader(
 
     monkeypatch.setattr(_tokenize.pl, "read_csv", broken)
     got = tokenize(data, d)
-    assert_frame_equal(got.frame, expected)
+    assert_frame_equal(got.frame.select("raw", "sid"), expected)
     assert got.frame["sid"].to_list() == ["ISA", "GS", "ST", "PO1", "SE"]
     assert got.frame["raw"][2] == "ST*850*0001"  # blanks after the terminator dropped
     assert got.ends_cleanly
+    # the envelope counters within the piece
+    assert got.frame["_code"].to_list() == [1, 2, 3, 0, 4]
+    assert got.frame["_st"].to_list() == [0, 0, 1, 1, 1]
+    assert got.frame["_last"].to_list() == [1, 2, 3, 3, 4]
 
 
 def test_what_the_kernel_leaves_to_polars() -> None:

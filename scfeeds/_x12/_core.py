@@ -342,24 +342,41 @@ def _not_x12(st: SourceState, piece: Piece) -> None:
 
 def _counted(st: SourceState, tokens: pl.DataFrame) -> pl.DataFrame:
     """The piece's segments with their envelope code, position, envelope indices (carried
-    on from the pieces before), the last envelope segment at or before each and ``inset``."""
+    on from the pieces before), the last envelope segment at or before each and ``inset``.
+
+    Tokens from the C kernel arrive with these counted within the piece (``_code``, ``_isa``,
+    ``_gs``, ``_st``, ``_last``: 0 before the piece's first envelope segment); only the carry
+    from the pieces before is added here.
+    """
     n = tokens.height
-    carry = ENV_CODE.get(st.last_env or "", 0)
-    return (
-        tokens.lazy()
-        .with_columns(code=_ENV_CODE_EXPR)
-        .with_columns(
-            pos=pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos,
-            interchange_index=(pl.col("code") == 1).cum_sum().cast(pl.Int64) + st.isa,
-            group_index=(pl.col("code") == 2).cum_sum().cast(pl.Int64) + st.gs,
-            set_index=(pl.col("code") == 3).cum_sum().cast(pl.Int64) + st.st,
-            last_code=pl.when(pl.col("code") > 0)
-            .then(pl.col("code"))
-            .forward_fill()
-            .fill_null(pl.lit(carry, dtype=pl.UInt8)),
+    carry = pl.lit(ENV_CODE.get(st.last_env or "", 0), dtype=pl.UInt8)
+    pos = pl.int_range(1, n + 1, dtype=pl.Int64) + st.pos
+    c = pl.col
+    if "_code" in tokens.columns:
+        counted = tokens.lazy().select(
+            "raw",
+            "sid",
+            code=c("_code"),
+            pos=pos,
+            interchange_index=c("_isa") + st.isa,
+            group_index=c("_gs") + st.gs,
+            set_index=c("_st") + st.st,
+            last_code=pl.when(c("_last") > 0).then(c("_last")).otherwise(carry),
         )
-        .with_columns(inset=(pl.col("last_code") == 3) & (pl.col("code") == 0))
-        .collect(engine=ENGINE)
+    else:
+        counted = (
+            tokens.lazy()
+            .with_columns(code=_ENV_CODE_EXPR)
+            .with_columns(
+                pos=pos,
+                interchange_index=(c("code") == 1).cum_sum().cast(pl.Int64) + st.isa,
+                group_index=(c("code") == 2).cum_sum().cast(pl.Int64) + st.gs,
+                set_index=(c("code") == 3).cum_sum().cast(pl.Int64) + st.st,
+                last_code=pl.when(c("code") > 0).then(c("code")).forward_fill().fill_null(carry),
+            )
+        )
+    return counted.with_columns(inset=(c("last_code") == 3) & (c("code") == 0)).collect(
+        engine=ENGINE
     )
 
 

@@ -13,7 +13,9 @@
  * uses the polars path, which handles everything.
  *
  * The result implements the Arrow PyCapsule interface (__arrow_c_array__): a struct array of
- * two string-view columns that polars takes as they are, without pyarrow and without a copy.
+ * two string-view columns (raw, sid) that polars takes as they are, without pyarrow and without
+ * a copy, and the envelope counters _core._counted needs, counted within the slice (_code,
+ * _isa, _gs, _st, _last).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -75,7 +77,37 @@ typedef struct {
     uint8_t *raw_views; /* n views into raw */
     uint8_t *sid_views; /* n inline views */
     uint8_t *sid_valid; /* validity bitmap of sid */
+    /* envelope counters within the slice (the caller adds what earlier slices counted) */
+    uint8_t *code;      /* ISA 1, GS 2, ST 3, SE 4, GE 5, IEA 6, else 0 */
+    int64_t *isa;       /* ISA segments so far, this one included */
+    int64_t *gs;
+    int64_t *st;
+    uint8_t *last;      /* code of the last envelope segment so far (0: none in the slice) */
 } Segments;
+
+#define N_COLUMNS 7
+static const char *const SEGMENT_COLUMNS[N_COLUMNS] = {"raw", "sid", "_code", "_isa",
+                                                       "_gs", "_st", "_last"};
+static const char *const SEGMENT_FORMATS[N_COLUMNS] = {"vu", "vu", "C", "l", "l", "l", "C"};
+
+static inline uint8_t envelope_code(const char *id, int64_t k) {
+    if (k == 2) {
+        if (id[0] == 'G' && id[1] == 'S')
+            return 2;
+        if (id[0] == 'S' && id[1] == 'T')
+            return 3;
+        if (id[0] == 'S' && id[1] == 'E')
+            return 4;
+        if (id[0] == 'G' && id[1] == 'E')
+            return 5;
+    } else if (k == 3) {
+        if (id[0] == 'I' && id[1] == 'S' && id[2] == 'A')
+            return 1;
+        if (id[0] == 'I' && id[1] == 'E' && id[2] == 'A')
+            return 6;
+    }
+    return 0;
+}
 
 static inline int is_id_char(unsigned char c) {
     return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -86,6 +118,11 @@ static void Segments_dealloc(Segments *self) {
     free(self->raw_views);
     free(self->sid_views);
     free(self->sid_valid);
+    free(self->code);
+    free(self->isa);
+    free(self->gs);
+    free(self->st);
+    free(self->last);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -130,12 +167,19 @@ static PyObject *segments(PyObject *module, PyObject *args) {
     self->raw_views = malloc((size_t)cap * 16);
     self->sid_views = malloc((size_t)cap * 16);
     self->sid_valid = calloc((size_t)(cap / 8 + 1), 1);
-    if (!self->raw || !self->raw_views || !self->sid_views || !self->sid_valid) {
+    self->code = malloc((size_t)cap);
+    self->isa = malloc((size_t)cap * sizeof(int64_t));
+    self->gs = malloc((size_t)cap * sizeof(int64_t));
+    self->st = malloc((size_t)cap * sizeof(int64_t));
+    self->last = malloc((size_t)cap);
+    if (!self->raw || !self->raw_views || !self->sid_views || !self->sid_valid || !self->code ||
+        !self->isa || !self->gs || !self->st || !self->last) {
         PyBuffer_Release(&view);
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
-    int64_t n = 0, nulls = 0, r = 0;
+    int64_t n = 0, nulls = 0, r = 0, isa = 0, gs = 0, st = 0;
+    uint8_t last = 0;
     char *raw = self->raw;
     uint8_t *valid = self->sid_valid;
     Py_BEGIN_ALLOW_THREADS
@@ -170,12 +214,23 @@ static PyObject *segments(PyObject *module, PyObject *args) {
             k++;
         uint8_t *sv = self->sid_views + 16 * n;
         memset(sv, 0, 16); /* a null ID: an empty view */
+        uint8_t code = 0;
         if ((k == 2 || k == 3) && (k == len || raw[start + k] == (char)element)) {
             view_at(sv, raw + start, (int32_t)k, 0);
             valid[n >> 3] |= (uint8_t)(1u << (n & 7));
+            code = envelope_code(raw + start, k);
         } else {
             nulls++;
         }
+        isa += code == 1;
+        gs += code == 2;
+        st += code == 3;
+        last = code ? code : last;
+        self->code[n] = code;
+        self->isa[n] = isa;
+        self->gs[n] = gs;
+        self->st[n] = st;
+        self->last[n] = last;
         n++;
     }
     Py_END_ALLOW_THREADS
@@ -195,8 +250,8 @@ typedef struct {
 } ColumnPrivate;
 
 typedef struct {
-    struct ArrowArray *children[2];
-    struct ArrowArray child[2];
+    struct ArrowArray *children[N_COLUMNS];
+    struct ArrowArray child[N_COLUMNS];
     const void *buffers[1];
 } StructPrivate;
 
@@ -210,7 +265,7 @@ static void release_column(struct ArrowArray *a) {
 
 static void release_struct(struct ArrowArray *a) {
     StructPrivate *p = a->private_data;
-    for (int j = 0; j < 2; j++)
+    for (int j = 0; j < N_COLUMNS; j++)
         if (p->child[j].release)
             p->child[j].release(&p->child[j]);
     free(p);
@@ -218,15 +273,15 @@ static void release_struct(struct ArrowArray *a) {
 }
 
 typedef struct {
-    struct ArrowSchema *children[2];
-    struct ArrowSchema child[2];
+    struct ArrowSchema *children[N_COLUMNS];
+    struct ArrowSchema child[N_COLUMNS];
 } SchemaPrivate;
 
 static void release_leaf_schema(struct ArrowSchema *s) { s->release = NULL; }
 
 static void release_schema(struct ArrowSchema *s) {
     SchemaPrivate *p = s->private_data;
-    for (int j = 0; j < 2; j++)
+    for (int j = 0; j < N_COLUMNS; j++)
         if (p->child[j].release)
             p->child[j].release(&p->child[j]);
     free(p);
@@ -247,6 +302,18 @@ static void capsule_array_destructor(PyObject *capsule) {
     free(a);
 }
 
+/* A column without nulls that owns one buffer: [validity (none), data]. */
+static void primitive_column(struct ArrowArray *a, ColumnPrivate *p, int64_t n, void *data) {
+    p->owned[0] = data;
+    p->buffers[0] = NULL;
+    p->buffers[1] = data;
+    *a = (struct ArrowArray){.length = n,
+                             .n_buffers = 2,
+                             .buffers = p->buffers,
+                             .release = release_column,
+                             .private_data = p};
+}
+
 static PyObject *Segments_arrow_c_array(Segments *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"requested_schema", NULL};
     PyObject *requested = Py_None;
@@ -264,31 +331,35 @@ static PyObject *Segments_arrow_c_array(Segments *self, PyObject *args, PyObject
     struct ArrowArray *array = calloc(1, sizeof *array);
     SchemaPrivate *sp = calloc(1, sizeof *sp);
     StructPrivate *ap = calloc(1, sizeof *ap);
-    ColumnPrivate *rawp = calloc(1, sizeof *rawp), *sidp = calloc(1, sizeof *sidp);
-    if (!schema || !array || !sp || !ap || !rawp || !sidp) {
+    ColumnPrivate *cp[N_COLUMNS] = {0};
+    int failed = !schema || !array || !sp || !ap;
+    for (int j = 0; j < N_COLUMNS && !failed; j++)
+        failed = !(cp[j] = calloc(1, sizeof(ColumnPrivate)));
+    if (failed) {
+        for (int j = 0; j < N_COLUMNS; j++)
+            free(cp[j]);
         free(schema);
         free(array);
         free(sp);
         free(ap);
-        free(rawp);
-        free(sidp);
         return PyErr_NoMemory();
     }
-    const char *names[2] = {"raw", "sid"};
-    for (int j = 0; j < 2; j++) {
-        sp->child[j] = (struct ArrowSchema){.format = "vu",
-                                            .name = names[j],
+    for (int j = 0; j < N_COLUMNS; j++) {
+        sp->child[j] = (struct ArrowSchema){.format = SEGMENT_FORMATS[j],
+                                            .name = SEGMENT_COLUMNS[j],
                                             .flags = ARROW_FLAG_NULLABLE,
                                             .release = release_leaf_schema};
         sp->children[j] = &sp->child[j];
     }
     *schema = (struct ArrowSchema){.format = "+s",
                                    .name = "",
-                                   .n_children = 2,
+                                   .n_children = N_COLUMNS,
                                    .children = sp->children,
                                    .release = release_schema,
                                    .private_data = sp};
-    /* raw: no nulls, one data buffer; sid: every ID inline, no data buffer */
+    const int64_t n = self->n;
+    /* raw: no nulls, one data buffer */
+    ColumnPrivate *rawp = cp[0];
     rawp->owned[0] = self->raw_views;
     rawp->owned[1] = self->raw;
     rawp->sizes[0] = self->raw_bytes;
@@ -296,32 +367,43 @@ static PyObject *Segments_arrow_c_array(Segments *self, PyObject *args, PyObject
     rawp->buffers[1] = self->raw_views;
     rawp->buffers[2] = self->raw;
     rawp->buffers[3] = rawp->sizes;
+    ap->child[0] = (struct ArrowArray){.length = n,
+                                       .n_buffers = 4,
+                                       .buffers = rawp->buffers,
+                                       .release = release_column,
+                                       .private_data = rawp};
+    /* sid: every ID inline, no data buffer */
+    ColumnPrivate *sidp = cp[1];
     sidp->owned[0] = self->sid_views;
     sidp->owned[1] = self->sid_valid;
     sidp->buffers[0] = self->sid_nulls ? self->sid_valid : NULL;
     sidp->buffers[1] = self->sid_views;
     sidp->buffers[2] = sidp->sizes;
-    self->raw = NULL; /* the columns own the buffers now */
-    self->raw_views = NULL;
-    self->sid_views = NULL;
-    self->sid_valid = NULL;
-    ap->child[0] = (struct ArrowArray){.length = self->n,
-                                       .n_buffers = 4,
-                                       .buffers = rawp->buffers,
-                                       .release = release_column,
-                                       .private_data = rawp};
-    ap->child[1] = (struct ArrowArray){.length = self->n,
+    ap->child[1] = (struct ArrowArray){.length = n,
                                        .null_count = self->sid_nulls,
                                        .n_buffers = 3,
                                        .buffers = sidp->buffers,
                                        .release = release_column,
                                        .private_data = sidp};
-    ap->children[0] = &ap->child[0];
-    ap->children[1] = &ap->child[1];
+    primitive_column(&ap->child[2], cp[2], n, self->code);
+    primitive_column(&ap->child[3], cp[3], n, self->isa);
+    primitive_column(&ap->child[4], cp[4], n, self->gs);
+    primitive_column(&ap->child[5], cp[5], n, self->st);
+    primitive_column(&ap->child[6], cp[6], n, self->last);
+    /* the columns own the buffers now */
+    self->raw = NULL;
+    self->raw_views = NULL;
+    self->sid_views = NULL;
+    self->sid_valid = NULL;
+    self->code = NULL;
+    self->isa = self->gs = self->st = NULL;
+    self->last = NULL;
+    for (int j = 0; j < N_COLUMNS; j++)
+        ap->children[j] = &ap->child[j];
     ap->buffers[0] = NULL;
-    *array = (struct ArrowArray){.length = self->n,
+    *array = (struct ArrowArray){.length = n,
                                  .n_buffers = 1,
-                                 .n_children = 2,
+                                 .n_children = N_COLUMNS,
                                  .buffers = ap->buffers,
                                  .children = ap->children,
                                  .release = release_struct,

@@ -645,7 +645,9 @@ def _passes(
     rows = 0
     for d, members in groups.items():
         tok, before = join_tokens([docs[i][1] for i in members], d)
-        frame = tok.frame
+        # (the kernel's envelope counters count within one tokenized buffer: the joined
+        # frame is counted afresh)
+        frame = tok.frame.select("raw", "sid")
         if d.element != sep:
             frame = frame.with_columns(pl.col("raw").str.replace_all(d.element, sep, literal=True))
         frames.append(frame)

@@ -265,7 +265,8 @@ def _next_isa(buf: bytes, lo: int) -> int:
 
 @dataclass(slots=True)
 class Tokens:
-    """Raw segments of a piece: ``frame`` has columns raw (str) and sid (str or null)."""
+    """Raw segments of a piece: ``frame`` has columns raw (str) and sid (str or null), and
+    from the C kernel also the envelope counters within the piece (see ``_core._counted``)."""
 
     frame: pl.DataFrame
     encoding_error: int | None  # 1-based segment index (within the piece) of the first bad byte
