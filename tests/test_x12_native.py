@@ -7,6 +7,8 @@ and read whole worlds with the kernel taken away.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from pathlib import Path
 
@@ -108,15 +110,52 @@ def test_what_the_kernel_leaves_to_polars() -> None:
     _same(b"ST*850~PO1*1*A\nB~SE*2~", Delimiters("*", "\n", None, "~"))
 
 
-def test_an_exported_result_cannot_be_exported_twice() -> None:
+def test_each_column_is_its_own_allocation_and_exported_once() -> None:
     native = _tokenize._native
     assert native is not None
     got = native.segments(b"ST*850~SE*2~", ord("*"), ord("~"))
-    frame = pl.DataFrame(got)
-    assert frame.height == 2
+    columns = got.columns()
+    assert [pl.Series(c).name for c in columns] == [
+        "raw", "sid", "_code", "_isa", "_gs", "_st", "_last"
+    ]  # fmt: skip
     with pytest.raises(RuntimeError, match="exported already"):
-        got.__arrow_c_array__()
+        got.columns()
+    with pytest.raises(RuntimeError, match="exported already"):
+        columns[0].__arrow_c_array__()
     assert native.segments(b"", ord("*"), ord("~")).height == 0
+    # Columns imported apart are freed apart: a table that keeps one element column (PO103,
+    # the unit) must not keep the others' memory. The kernel's buffers come from the C
+    # allocator, whose bytes in use say exactly what was freed.
+    rows = pl.Series("raw", [f"PO1*{i}*{'9' * 40}*EA*{'7' * 40}" for i in range(200_000)])
+    elements = native.split(rows.__arrow_c_stream__(), ord("*"), 4)
+    assert elements is not None
+    kept, *others = (pl.Series(c) for c in elements.columns())
+    del elements
+    before = _malloc_in_use()
+    del others
+    gc.collect()
+    # two columns of 200,000 values of 40 bytes, and their views
+    assert before - _malloc_in_use() >= 2 * 200_000 * (40 + 16)
+    assert kept.to_list()[:2] == ["0", "1"]
+
+
+def _malloc_in_use() -> int:
+    """Bytes the C library's allocator has handed out (glibc's mallinfo2)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc's mallinfo2 to see the C allocator's bytes in use")
+
+    class Info(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )]  # fmt: skip
+
+    mallinfo2.restype = Info
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 _IDS = ["ISA", "GS", "ST", "SE", "GE", "IEA", "PO1", "N1", "BEG", "AB", "ABCD", "po1", "1X", "X"]

@@ -12,10 +12,10 @@
  * that must be checked; a delimiter that is a capital, digit, space or tab); the caller then
  * uses the polars path, which handles everything.
  *
- * The result implements the Arrow PyCapsule interface (__arrow_c_array__): a struct array of
- * two string-view columns (raw, sid) that polars takes as they are, without pyarrow and without
- * a copy, and the envelope counters _core._counted needs, counted within the slice (_code,
- * _isa, _gs, _st, _last).
+ * Its columns implement the Arrow PyCapsule interface (__arrow_c_array__): two string-view
+ * columns (raw, sid) that polars takes as they are, without pyarrow and without a copy, and
+ * the envelope counters _core._counted needs, counted within the slice (_code, _isa, _gs,
+ * _st, _last).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -86,10 +86,6 @@ typedef struct {
 } Segments;
 
 #define N_COLUMNS 7
-static const char *const SEGMENT_COLUMNS[N_COLUMNS] = {"raw", "sid", "_code", "_isa",
-                                                       "_gs", "_st", "_last"};
-static const char *const SEGMENT_FORMATS[N_COLUMNS] = {"vu", "vu", "C", "l", "l", "l", "C"};
-
 static inline uint8_t envelope_code(const char *id, int64_t k) {
     if (k == 2) {
         if (id[0] == 'G' && id[1] == 'S')
@@ -241,19 +237,18 @@ static PyObject *segments(PyObject *module, PyObject *args) {
     return (PyObject *)self;
 }
 
-/* ---- export: a struct array {raw: string view, sid: string view} ---- */
+/* ---- export: one Arrow array per column ----
+ *
+ * Each column is handed over on its own (not as children of one struct array): polars keeps
+ * an imported array's allocation alive while any part of it lives, so a struct would tie
+ * every column's memory to the one column a table keeps.
+ */
 
 typedef struct {
-    const void *buffers[4]; /* validity, views, data (raw only), variadic sizes */
+    const void *buffers[4]; /* validity, views or values, data (views), variadic sizes */
     void *owned[3];
     int64_t sizes[1];
 } ColumnPrivate;
-
-typedef struct {
-    struct ArrowArray *children[N_COLUMNS];
-    struct ArrowArray child[N_COLUMNS];
-    const void *buffers[1];
-} StructPrivate;
 
 static void release_column(struct ArrowArray *a) {
     ColumnPrivate *p = a->private_data;
@@ -263,30 +258,7 @@ static void release_column(struct ArrowArray *a) {
     a->release = NULL;
 }
 
-static void release_struct(struct ArrowArray *a) {
-    StructPrivate *p = a->private_data;
-    for (int j = 0; j < N_COLUMNS; j++)
-        if (p->child[j].release)
-            p->child[j].release(&p->child[j]);
-    free(p);
-    a->release = NULL;
-}
-
-typedef struct {
-    struct ArrowSchema *children[N_COLUMNS];
-    struct ArrowSchema child[N_COLUMNS];
-} SchemaPrivate;
-
 static void release_leaf_schema(struct ArrowSchema *s) { s->release = NULL; }
-
-static void release_schema(struct ArrowSchema *s) {
-    SchemaPrivate *p = s->private_data;
-    for (int j = 0; j < N_COLUMNS; j++)
-        if (p->child[j].release)
-            p->child[j].release(&p->child[j]);
-    free(p);
-    s->release = NULL;
-}
 
 static void capsule_schema_destructor(PyObject *capsule) {
     struct ArrowSchema *s = PyCapsule_GetPointer(capsule, "arrow_schema");
@@ -302,19 +274,28 @@ static void capsule_array_destructor(PyObject *capsule) {
     free(a);
 }
 
-/* A column without nulls that owns one buffer: [validity (none), data]. */
-static void primitive_column(struct ArrowArray *a, ColumnPrivate *p, int64_t n, void *data) {
-    p->owned[0] = data;
-    p->buffers[0] = NULL;
-    p->buffers[1] = data;
-    *a = (struct ArrowArray){.length = n,
-                             .n_buffers = 2,
-                             .buffers = p->buffers,
-                             .release = release_column,
-                             .private_data = p};
+/* One column ready for export (__arrow_c_array__, once). */
+typedef struct {
+    PyObject_HEAD
+    struct ArrowSchema *schema;
+    struct ArrowArray *array;
+} Column;
+
+static void Column_dealloc(Column *self) {
+    if (self->schema) {
+        if (self->schema->release)
+            self->schema->release(self->schema);
+        free(self->schema);
+    }
+    if (self->array) {
+        if (self->array->release)
+            self->array->release(self->array);
+        free(self->array);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Segments_arrow_c_array(Segments *self, PyObject *args, PyObject *kwargs) {
+static PyObject *Column_arrow_c_array(Column *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"requested_schema", NULL};
     PyObject *requested = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &requested))
@@ -323,107 +304,148 @@ static PyObject *Segments_arrow_c_array(Segments *self, PyObject *args, PyObject
         PyErr_SetString(PyExc_NotImplementedError, "only the native schema is exported");
         return NULL;
     }
+    if (!self->array) {
+        PyErr_SetString(PyExc_RuntimeError, "the column was exported already");
+        return NULL;
+    }
+    PyObject *sc = PyCapsule_New(self->schema, "arrow_schema", capsule_schema_destructor);
+    if (!sc)
+        return NULL;
+    self->schema = NULL; /* the capsule owns it */
+    PyObject *ac = PyCapsule_New(self->array, "arrow_array", capsule_array_destructor);
+    if (!ac) {
+        Py_DECREF(sc);
+        return NULL;
+    }
+    self->array = NULL;
+    return Py_BuildValue("(NN)", sc, ac);
+}
+
+static PyMethodDef Column_methods[] = {
+    {"__arrow_c_array__", (PyCFunction)(void (*)(void))Column_arrow_c_array,
+     METH_VARARGS | METH_KEYWORDS, "The column as an Arrow array (once)."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject ColumnType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "scfeeds._x12._native.Column",
+    .tp_basicsize = sizeof(Column),
+    .tp_dealloc = (destructor)Column_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One column for polars (export once with __arrow_c_array__).",
+    .tp_methods = Column_methods,
+};
+
+/* A Column of `length` rows from its buffers; p (with its owned buffers) is taken over, and
+ * freed on failure too. */
+static PyObject *make_column(const char *format, const char *name, int64_t length,
+                             int64_t null_count, int64_t n_buffers, ColumnPrivate *p) {
+    Column *col = PyObject_New(Column, &ColumnType);
+    struct ArrowSchema *schema = calloc(1, sizeof *schema);
+    struct ArrowArray *array = calloc(1, sizeof *array);
+    if (!col || !schema || !array) {
+        for (int j = 0; j < 3; j++)
+            free(p->owned[j]);
+        free(p);
+        free(schema);
+        free(array);
+        if (col) {
+            col->schema = NULL;
+            col->array = NULL;
+            Py_DECREF(col);
+        }
+        return PyErr_NoMemory();
+    }
+    *schema = (struct ArrowSchema){.format = format,
+                                   .name = name,
+                                   .flags = ARROW_FLAG_NULLABLE,
+                                   .release = release_leaf_schema};
+    *array = (struct ArrowArray){.length = length,
+                                 .null_count = null_count,
+                                 .n_buffers = n_buffers,
+                                 .buffers = p->buffers,
+                                 .release = release_column,
+                                 .private_data = p};
+    col->schema = schema;
+    col->array = array;
+    return (PyObject *)col;
+}
+
+/* A string-view column: views, a validity bitmap (NULL: no nulls) and one data buffer. */
+static PyObject *view_column(const char *name, int64_t n, int64_t nulls, uint8_t *views,
+                             uint8_t *valid, char *data, int64_t data_len) {
+    ColumnPrivate *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(views);
+        free(valid);
+        free(data);
+        return PyErr_NoMemory();
+    }
+    p->owned[0] = views;
+    p->owned[1] = valid;
+    p->owned[2] = data;
+    p->sizes[0] = data_len;
+    p->buffers[0] = nulls ? valid : NULL;
+    p->buffers[1] = views;
+    p->buffers[2] = data;
+    p->buffers[3] = p->sizes;
+    return make_column("vu", name, n, nulls, 4, p);
+}
+
+/* A column without nulls of fixed-width values (format "C": uint8, "l": int64). */
+static PyObject *primitive_column(const char *format, const char *name, int64_t n,
+                                  void *values) {
+    ColumnPrivate *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(values);
+        return PyErr_NoMemory();
+    }
+    p->owned[0] = values;
+    p->buffers[0] = NULL;
+    p->buffers[1] = values;
+    return make_column(format, name, n, 0, 2, p);
+}
+
+/* The slice's columns, each handed over once. */
+static PyObject *Segments_columns(Segments *self, PyObject *unused) {
+    (void)unused;
     if (!self->raw_views) {
         PyErr_SetString(PyExc_RuntimeError, "segments were exported already");
         return NULL;
     }
-    struct ArrowSchema *schema = calloc(1, sizeof *schema);
-    struct ArrowArray *array = calloc(1, sizeof *array);
-    SchemaPrivate *sp = calloc(1, sizeof *sp);
-    StructPrivate *ap = calloc(1, sizeof *ap);
-    ColumnPrivate *cp[N_COLUMNS] = {0};
-    int failed = !schema || !array || !sp || !ap;
-    for (int j = 0; j < N_COLUMNS && !failed; j++)
-        failed = !(cp[j] = calloc(1, sizeof(ColumnPrivate)));
-    if (failed) {
-        for (int j = 0; j < N_COLUMNS; j++)
-            free(cp[j]);
-        free(schema);
-        free(array);
-        free(sp);
-        free(ap);
-        return PyErr_NoMemory();
-    }
-    for (int j = 0; j < N_COLUMNS; j++) {
-        sp->child[j] = (struct ArrowSchema){.format = SEGMENT_FORMATS[j],
-                                            .name = SEGMENT_COLUMNS[j],
-                                            .flags = ARROW_FLAG_NULLABLE,
-                                            .release = release_leaf_schema};
-        sp->children[j] = &sp->child[j];
-    }
-    *schema = (struct ArrowSchema){.format = "+s",
-                                   .name = "",
-                                   .n_children = N_COLUMNS,
-                                   .children = sp->children,
-                                   .release = release_schema,
-                                   .private_data = sp};
     const int64_t n = self->n;
-    /* raw: no nulls, one data buffer */
-    ColumnPrivate *rawp = cp[0];
-    rawp->owned[0] = self->raw_views;
-    rawp->owned[1] = self->raw;
-    rawp->sizes[0] = self->raw_bytes;
-    rawp->buffers[0] = NULL;
-    rawp->buffers[1] = self->raw_views;
-    rawp->buffers[2] = self->raw;
-    rawp->buffers[3] = rawp->sizes;
-    ap->child[0] = (struct ArrowArray){.length = n,
-                                       .n_buffers = 4,
-                                       .buffers = rawp->buffers,
-                                       .release = release_column,
-                                       .private_data = rawp};
-    /* sid: every ID inline, no data buffer */
-    ColumnPrivate *sidp = cp[1];
-    sidp->owned[0] = self->sid_views;
-    sidp->owned[1] = self->sid_valid;
-    sidp->buffers[0] = self->sid_nulls ? self->sid_valid : NULL;
-    sidp->buffers[1] = self->sid_views;
-    sidp->buffers[2] = sidp->sizes;
-    ap->child[1] = (struct ArrowArray){.length = n,
-                                       .null_count = self->sid_nulls,
-                                       .n_buffers = 3,
-                                       .buffers = sidp->buffers,
-                                       .release = release_column,
-                                       .private_data = sidp};
-    primitive_column(&ap->child[2], cp[2], n, self->code);
-    primitive_column(&ap->child[3], cp[3], n, self->isa);
-    primitive_column(&ap->child[4], cp[4], n, self->gs);
-    primitive_column(&ap->child[5], cp[5], n, self->st);
-    primitive_column(&ap->child[6], cp[6], n, self->last);
-    /* the columns own the buffers now */
+    if (!self->raw)
+        self->raw = malloc(1);
+    PyObject *cols[N_COLUMNS];
+    /* each call takes its buffers over, whatever it returns */
+    cols[0] = view_column("raw", n, 0, self->raw_views, NULL, self->raw, self->raw_bytes);
+    cols[1] = view_column("sid", n, self->sid_nulls, self->sid_views, self->sid_valid,
+                          malloc(1), 0);
+    cols[2] = primitive_column("C", "_code", n, self->code);
+    cols[3] = primitive_column("l", "_isa", n, self->isa);
+    cols[4] = primitive_column("l", "_gs", n, self->gs);
+    cols[5] = primitive_column("l", "_st", n, self->st);
+    cols[6] = primitive_column("C", "_last", n, self->last);
     self->raw = NULL;
-    self->raw_views = NULL;
-    self->sid_views = NULL;
-    self->sid_valid = NULL;
-    self->code = NULL;
+    self->raw_views = self->sid_views = self->sid_valid = NULL;
+    self->code = self->last = NULL;
     self->isa = self->gs = self->st = NULL;
-    self->last = NULL;
+    PyObject *out = PyTuple_New(N_COLUMNS);
+    int ok = out != NULL;
     for (int j = 0; j < N_COLUMNS; j++)
-        ap->children[j] = &ap->child[j];
-    ap->buffers[0] = NULL;
-    *array = (struct ArrowArray){.length = n,
-                                 .n_buffers = 1,
-                                 .n_children = N_COLUMNS,
-                                 .buffers = ap->buffers,
-                                 .children = ap->children,
-                                 .release = release_struct,
-                                 .private_data = ap};
-    PyObject *sc = PyCapsule_New(schema, "arrow_schema", capsule_schema_destructor);
-    if (!sc) {
-        schema->release(schema);
-        free(schema);
-        array->release(array);
-        free(array);
+        ok &= cols[j] != NULL;
+    for (int j = 0; j < N_COLUMNS; j++) {
+        if (ok)
+            PyTuple_SET_ITEM(out, j, cols[j]);
+        else
+            Py_XDECREF(cols[j]);
+    }
+    if (!ok) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
         return NULL;
     }
-    PyObject *ac = PyCapsule_New(array, "arrow_array", capsule_array_destructor);
-    if (!ac) {
-        Py_DECREF(sc);
-        array->release(array);
-        free(array);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", sc, ac);
+    return out;
 }
 
 static PyObject *Segments_len(Segments *self, void *closure) {
@@ -432,8 +454,8 @@ static PyObject *Segments_len(Segments *self, void *closure) {
 }
 
 static PyMethodDef Segments_methods[] = {
-    {"__arrow_c_array__", (PyCFunction)(void (*)(void))Segments_arrow_c_array,
-     METH_VARARGS | METH_KEYWORDS, "The segments as an Arrow struct array (raw, sid)."},
+    {"columns", (PyCFunction)Segments_columns, METH_NOARGS,
+     "The columns raw, sid, _code, _isa, _gs, _st and _last, each for one export."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Segments_getset[] = {
@@ -445,7 +467,7 @@ static PyTypeObject SegmentsType = {
     .tp_basicsize = sizeof(Segments),
     .tp_dealloc = (destructor)Segments_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Segments of one X12 slice (export once with __arrow_c_array__).",
+    .tp_doc = "Segments of one X12 slice (take its columns once).",
     .tp_methods = Segments_methods,
     .tp_getset = Segments_getset,
 };
@@ -453,9 +475,9 @@ static PyTypeObject SegmentsType = {
 /* ---- split: elements 1..m of each raw segment (a polars string column) ----
  *
  * The input is the column's Arrow stream (string views, as polars exports them). Each element
- * becomes a string view too: up to 12 bytes are stored in the view itself, longer ones point
- * into the input's own data buffers, which the output columns keep alive. Nothing is copied
- * but the short elements, and polars takes the views as they are.
+ * becomes a string view too: up to 12 bytes are stored in the view itself, longer ones are
+ * copied into the column's own data buffer. (Pointing into the input's buffers would copy
+ * nothing, but then a table's few long values would keep whole slices of segment text alive.)
  */
 
 struct ArrowArrayStream {
@@ -472,37 +494,15 @@ static const char *const ELEMENT_NAMES[MAX_ELEMENTS] = {
     "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28",
     "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "40"};
 
-/* The input chunks, shared by every output column (freed with the last one). */
-typedef struct {
-    int64_t refs;
-    int64_t k;                 /* chunks */
-    struct ArrowArray *chunks; /* as received (released at the end) */
-    int64_t *base;             /* per chunk: index of its first data buffer in the output */
-    int64_t nv;                /* data buffers in all */
-    const void **data;         /* nv data buffer pointers */
-    int64_t *sizes;            /* nv sizes (the output's variadic sizes buffer) */
-} Source;
-
-static void source_unref(Source *src) {
-    if (__atomic_sub_fetch(&src->refs, 1, __ATOMIC_ACQ_REL) != 0)
-        return;
-    for (int64_t c = 0; c < src->k; c++)
-        if (src->chunks[c].release)
-            src->chunks[c].release(&src->chunks[c]);
-    free(src->chunks);
-    free(src->base);
-    free(src->data);
-    free(src->sizes);
-    free(src);
-}
-
 typedef struct {
     PyObject_HEAD
     int64_t rows;
     int m;
-    Source *src;
     uint8_t *views[MAX_ELEMENTS];
     uint8_t *valid[MAX_ELEMENTS];
+    char *data[MAX_ELEMENTS];       /* elements longer than 12 bytes, back to back */
+    int64_t data_len[MAX_ELEMENTS];
+    int64_t data_cap[MAX_ELEMENTS];
     int64_t nulls[MAX_ELEMENTS];
 } Elements;
 
@@ -510,29 +510,45 @@ static void Elements_dealloc(Elements *self) {
     for (int j = 0; j < MAX_ELEMENTS; j++) {
         free(self->views[j]);
         free(self->valid[j]);
+        free(self->data[j]);
     }
-    if (self->src)
-        source_unref(self->src);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyTypeObject ElementsType;
 
-static inline void put_view(uint8_t *view, const char *a, int32_t w, const uint8_t *src_view,
-                            const char *value, int64_t base) {
-    memcpy(view, &w, 4);
-    if (w <= 12) {
-        memcpy(view + 4, a, (size_t)w);
-        return;
+static void release_chunks(struct ArrowArray *chunks, int64_t k) {
+    for (int64_t c = 0; c < k; c++)
+        if (chunks[c].release)
+            chunks[c].release(&chunks[c]);
+    free(chunks);
+}
+
+/* Element j of a row as a view: inline, or appended to column j's buffer (-1: no memory). */
+static int put_element(Elements *self, int j, int64_t row, const char *a, int32_t w) {
+    uint8_t *view = self->views[j] + 16 * row;
+    if (w > 12) {
+        int64_t need = self->data_len[j] + w;
+        if (need > INT32_MAX)
+            return -1;
+        if (need > self->data_cap[j]) {
+            int64_t cap = self->data_cap[j] ? 2 * self->data_cap[j] : 1 << 16;
+            while (cap < need)
+                cap *= 2;
+            char *more = realloc(self->data[j], (size_t)cap);
+            if (!more)
+                return -1;
+            self->data[j] = more;
+            self->data_cap[j] = cap;
+        }
+        memcpy(self->data[j] + self->data_len[j], a, (size_t)w);
+        view_at(view, a, w, (int32_t)self->data_len[j]);
+        self->data_len[j] = need;
+    } else {
+        view_at(view, a, w, 0);
     }
-    /* longer than 12: the value was not inline either; point into its buffer */
-    int32_t buf, off;
-    memcpy(&buf, src_view + 8, 4);
-    memcpy(&off, src_view + 12, 4);
-    memcpy(view + 4, a, 4);
-    int32_t b = (int32_t)(base + buf), o = off + (int32_t)(a - value);
-    memcpy(view + 8, &b, 4);
-    memcpy(view + 12, &o, 4);
+    self->valid[j][row >> 3] |= (uint8_t)(1u << (row & 7));
+    return 0;
 }
 
 static PyObject *split(PyObject *module, PyObject *args) {
@@ -558,113 +574,93 @@ static PyObject *split(PyObject *module, PyObject *args) {
         schema.release(&schema);
     if (!views)
         Py_RETURN_NONE; /* not string views: the polars path */
-    Source *src = calloc(1, sizeof *src);
-    if (!src)
-        return PyErr_NoMemory();
-    src->refs = 1;
-    int64_t cap = 0, rows = 0;
+    struct ArrowArray *chunks = NULL;
+    int64_t k = 0, cap = 0, rows = 0;
     for (;;) {
-        if (src->k == cap) {
+        if (k == cap) {
             cap = cap ? 2 * cap : 4;
-            struct ArrowArray *more = realloc(src->chunks, (size_t)cap * sizeof *more);
+            struct ArrowArray *more = realloc(chunks, (size_t)cap * sizeof *more);
             if (!more) {
-                source_unref(src);
+                release_chunks(chunks, k);
                 return PyErr_NoMemory();
             }
-            src->chunks = more;
+            chunks = more;
         }
-        struct ArrowArray *a = &src->chunks[src->k];
-        memset(a, 0, sizeof *a);
-        if (stream->get_next(stream, a) != 0) {
-            source_unref(src);
+        memset(&chunks[k], 0, sizeof chunks[k]);
+        if (stream->get_next(stream, &chunks[k]) != 0) {
+            release_chunks(chunks, k);
             PyErr_SetString(PyExc_RuntimeError, "could not read the column's Arrow data");
             return NULL;
         }
-        if (!a->release)
+        if (!chunks[k].release)
             break; /* end of stream */
-        src->k++;
-        rows += a->length;
-        src->nv += a->n_buffers - 3; /* validity, views, data..., sizes */
-    }
-    src->base = malloc((size_t)(src->k + 1) * sizeof(int64_t));
-    src->data = malloc((size_t)(src->nv + 1) * sizeof(void *));
-    src->sizes = malloc((size_t)(src->nv + 1) * sizeof(int64_t));
-    if (!src->base || !src->data || !src->sizes) {
-        source_unref(src);
-        return PyErr_NoMemory();
-    }
-    for (int64_t c = 0, v = 0; c < src->k; c++) {
-        struct ArrowArray *a = &src->chunks[c];
-        int64_t nb = a->n_buffers - 3;
-        const int64_t *sizes = a->buffers[a->n_buffers - 1];
-        src->base[c] = v;
-        for (int64_t b = 0; b < nb; b++, v++) {
-            src->data[v] = a->buffers[2 + b];
-            src->sizes[v] = sizes[b];
-        }
+        rows += chunks[k].length;
+        k++;
     }
     Elements *self = PyObject_New(Elements, &ElementsType);
     if (!self) {
-        source_unref(src);
+        release_chunks(chunks, k);
         return NULL;
     }
     memset((char *)self + sizeof(PyObject), 0, sizeof(Elements) - sizeof(PyObject));
     self->rows = rows;
-    self->src = src;
     int failed = 0;
-    const char e = (char)element;
     for (int j = 0; j < n && !failed; j++) {
         self->views[j] = calloc((size_t)(rows > 0 ? rows : 1), 16);
         self->valid[j] = calloc((size_t)(rows / 8 + 1), 1);
         failed = !self->views[j] || !self->valid[j];
     }
+    int m = 0;
+    const char e = (char)element;
+    if (!failed) {
+        Py_BEGIN_ALLOW_THREADS
+        int64_t row = 0;
+        for (int64_t c = 0; c < k && !failed; c++) {
+            const struct ArrowArray *a = &chunks[c];
+            const uint8_t *bits = a->buffers[0];
+            const uint8_t *vs = a->buffers[1];
+            for (int64_t i = 0; i < a->length && !failed; i++, row++) {
+                int64_t ai = i + a->offset;
+                if (bits && !((bits[ai >> 3] >> (ai & 7)) & 1))
+                    continue; /* a null segment: null elements */
+                const uint8_t *sv = vs + 16 * ai;
+                int32_t len;
+                memcpy(&len, sv, 4);
+                const char *value;
+                if (len <= 12) {
+                    value = (const char *)sv + 4;
+                } else {
+                    int32_t buf, off;
+                    memcpy(&buf, sv + 8, 4);
+                    memcpy(&off, sv + 12, 4);
+                    value = (const char *)a->buffers[2 + buf] + off;
+                }
+                const char *x = value, *end = value + len;
+                while (x < end && *x != e)
+                    x++; /* the ID */
+                int j = 0;
+                while (x < end && j < n) {
+                    const char *el = ++x; /* past the separator */
+                    while (x < end && *x != e)
+                        x++;
+                    int32_t w = (int32_t)(x - el);
+                    if (w && put_element(self, j, row, el, w) != 0) {
+                        failed = 1;
+                        break;
+                    }
+                    j++;
+                }
+                if (j > m)
+                    m = j;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    release_chunks(chunks, k);
     if (failed) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
-    int m = 0;
-    Py_BEGIN_ALLOW_THREADS
-    int64_t row = 0;
-    for (int64_t c = 0; c < src->k; c++) {
-        const struct ArrowArray *a = &src->chunks[c];
-        const uint8_t *bits = a->buffers[0];
-        const uint8_t *vs = a->buffers[1];
-        for (int64_t i = 0; i < a->length; i++, row++) {
-            int64_t ai = i + a->offset;
-            if (bits && !((bits[ai >> 3] >> (ai & 7)) & 1))
-                continue; /* a null segment: null elements */
-            const uint8_t *sv = vs + 16 * ai;
-            int32_t len;
-            memcpy(&len, sv, 4);
-            const char *value;
-            if (len <= 12) {
-                value = (const char *)sv + 4;
-            } else {
-                int32_t buf, off;
-                memcpy(&buf, sv + 8, 4);
-                memcpy(&off, sv + 12, 4);
-                value = (const char *)a->buffers[2 + buf] + off;
-            }
-            const char *x = value, *end = value + len;
-            while (x < end && *x != e)
-                x++; /* the ID */
-            int j = 0;
-            while (x < end && j < n) {
-                const char *el = ++x; /* past the separator */
-                while (x < end && *x != e)
-                    x++;
-                int32_t w = (int32_t)(x - el);
-                if (w) {
-                    put_view(self->views[j] + 16 * row, el, w, sv, value, src->base[c]);
-                    self->valid[j][row >> 3] |= (uint8_t)(1u << (row & 7));
-                }
-                j++;
-            }
-            if (j > m)
-                m = j;
-        }
-    }
-    Py_END_ALLOW_THREADS
     self->m = m;
     /* null counts of the m columns kept (the bitmaps say which rows have a value) */
     for (int j = 0; j < m; j++) {
@@ -678,146 +674,31 @@ static PyObject *split(PyObject *module, PyObject *args) {
     return (PyObject *)self;
 }
 
-/* One exported column: its views and bitmap, and a reference to the input buffers. */
-typedef struct {
-    const void **buffers; /* validity, views, data..., sizes */
-    uint8_t *views;
-    uint8_t *valid;
-    Source *src;
-} ViewColumn;
-
-static void release_view_column(struct ArrowArray *a) {
-    ViewColumn *p = a->private_data;
-    free(p->views);
-    free(p->valid);
-    free(p->buffers);
-    source_unref(p->src);
-    free(p);
-    a->release = NULL;
-}
-
-typedef struct {
-    struct ArrowArray *children[MAX_ELEMENTS];
-    struct ArrowArray child[MAX_ELEMENTS];
-    const void *buffers[1];
-    int m;
-} ElementsArrayPrivate;
-
-typedef struct {
-    struct ArrowSchema *children[MAX_ELEMENTS];
-    struct ArrowSchema child[MAX_ELEMENTS];
-} ElementsSchemaPrivate;
-
-static void release_elements_array(struct ArrowArray *a) {
-    ElementsArrayPrivate *p = a->private_data;
-    for (int j = 0; j < p->m; j++)
-        if (p->child[j].release)
-            p->child[j].release(&p->child[j]);
-    free(p);
-    a->release = NULL;
-}
-
-static void release_elements_schema(struct ArrowSchema *s) {
-    free(s->private_data);
-    s->release = NULL;
-}
-
-static PyObject *Elements_arrow_c_array(Elements *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"requested_schema", NULL};
-    PyObject *requested = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &requested))
-        return NULL;
-    if (requested != Py_None) {
-        PyErr_SetString(PyExc_NotImplementedError, "only the native schema is exported");
-        return NULL;
-    }
+static PyObject *Elements_columns(Elements *self, PyObject *unused) {
+    (void)unused;
     int m = self->m;
     for (int j = 0; j < m; j++)
         if (!self->views[j]) {
             PyErr_SetString(PyExc_RuntimeError, "elements were exported already");
             return NULL;
         }
-    struct ArrowSchema *schema = calloc(1, sizeof *schema);
-    struct ArrowArray *array = calloc(1, sizeof *array);
-    ElementsSchemaPrivate *sp = calloc(1, sizeof *sp);
-    ElementsArrayPrivate *ap = calloc(1, sizeof *ap);
-    ViewColumn *cols[MAX_ELEMENTS] = {0};
-    int failed = !schema || !array || !sp || !ap;
-    const int64_t nv = self->src->nv;
-    for (int j = 0; j < m && !failed; j++) {
-        cols[j] = calloc(1, sizeof(ViewColumn));
-        if (cols[j])
-            cols[j]->buffers = malloc((size_t)(nv + 3) * sizeof(void *));
-        failed = !cols[j] || !cols[j]->buffers;
-    }
-    if (failed) {
-        for (int j = 0; j < m; j++)
-            if (cols[j]) {
-                free(cols[j]->buffers);
-                free(cols[j]);
-            }
-        free(schema);
-        free(array);
-        free(sp);
-        free(ap);
-        return PyErr_NoMemory();
-    }
-    ap->m = m;
+    PyObject *out = PyTuple_New(m);
+    if (!out)
+        return NULL;
     for (int j = 0; j < m; j++) {
-        sp->child[j] = (struct ArrowSchema){.format = "vu",
-                                            .name = ELEMENT_NAMES[j],
-                                            .flags = ARROW_FLAG_NULLABLE,
-                                            .release = release_leaf_schema};
-        sp->children[j] = &sp->child[j];
-        ViewColumn *col = cols[j];
-        col->views = self->views[j];
-        col->valid = self->valid[j];
+        char *data = self->data[j] ? self->data[j] : malloc(1); /* short values only */
+        PyObject *col = view_column(ELEMENT_NAMES[j], self->rows, self->nulls[j],
+                                    self->views[j], self->valid[j], data, self->data_len[j]);
         self->views[j] = NULL; /* the column owns them now */
         self->valid[j] = NULL;
-        col->src = self->src;
-        __atomic_add_fetch(&self->src->refs, 1, __ATOMIC_ACQ_REL);
-        col->buffers[0] = self->nulls[j] ? col->valid : NULL;
-        col->buffers[1] = col->views;
-        for (int64_t v = 0; v < nv; v++)
-            col->buffers[2 + v] = self->src->data[v];
-        col->buffers[2 + nv] = self->src->sizes;
-        ap->child[j] = (struct ArrowArray){.length = self->rows,
-                                           .null_count = self->nulls[j],
-                                           .n_buffers = 3 + nv,
-                                           .buffers = col->buffers,
-                                           .release = release_view_column,
-                                           .private_data = col};
-        ap->children[j] = &ap->child[j];
+        self->data[j] = NULL;
+        if (!col) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, j, col);
     }
-    *schema = (struct ArrowSchema){.format = "+s",
-                                   .name = "",
-                                   .n_children = m,
-                                   .children = sp->children,
-                                   .release = release_elements_schema,
-                                   .private_data = sp};
-    *array = (struct ArrowArray){.length = self->rows,
-                                 .n_buffers = 1,
-                                 .n_children = m,
-                                 .buffers = ap->buffers,
-                                 .children = ap->children,
-                                 .release = release_elements_array,
-                                 .private_data = ap};
-    PyObject *sc = PyCapsule_New(schema, "arrow_schema", capsule_schema_destructor);
-    if (!sc) {
-        schema->release(schema);
-        free(schema);
-        array->release(array);
-        free(array);
-        return NULL;
-    }
-    PyObject *ac = PyCapsule_New(array, "arrow_array", capsule_array_destructor);
-    if (!ac) {
-        Py_DECREF(sc);
-        array->release(array);
-        free(array);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", sc, ac);
+    return out;
 }
 
 static PyObject *Elements_width(Elements *self, void *closure) {
@@ -826,8 +707,8 @@ static PyObject *Elements_width(Elements *self, void *closure) {
 }
 
 static PyMethodDef Elements_methods[] = {
-    {"__arrow_c_array__", (PyCFunction)(void (*)(void))Elements_arrow_c_array,
-     METH_VARARGS | METH_KEYWORDS, "The elements as an Arrow struct array (01, 02, ...)."},
+    {"columns", (PyCFunction)Elements_columns, METH_NOARGS,
+     "The element columns 01..m, each for one export."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Elements_getset[] = {
@@ -839,7 +720,7 @@ static PyTypeObject ElementsType = {
     .tp_basicsize = sizeof(Elements),
     .tp_dealloc = (destructor)Elements_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Elements 01..m of split segments (export once with __arrow_c_array__).",
+    .tp_doc = "Elements 01..m of split segments (take their columns once).",
     .tp_methods = Elements_methods,
     .tp_getset = Elements_getset,
 };
@@ -863,7 +744,8 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    if (PyType_Ready(&SegmentsType) < 0 || PyType_Ready(&ElementsType) < 0)
+    if (PyType_Ready(&SegmentsType) < 0 || PyType_Ready(&ElementsType) < 0 ||
+        PyType_Ready(&ColumnType) < 0)
         return NULL;
     return PyModule_Create(&module_def);
 }

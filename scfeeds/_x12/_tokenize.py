@@ -273,6 +273,12 @@ class Tokens:
     ends_cleanly: bool  # the piece ends with a segment terminator (not cut inside a segment)
 
 
+def _frame(columns: tuple[object, ...]) -> pl.DataFrame:
+    """The kernel's columns as a frame (each imported on its own, so each is freed on its
+    own)."""
+    return pl.DataFrame([pl.Series(col) for col in columns])
+
+
 def _free_byte(data: bytes, t: bytes) -> str | None:
     for b in range(1, 32):
         c = bytes([b])
@@ -294,7 +300,7 @@ def tokenize(data: bytes, d: Delimiters, *, native: bool = True) -> Tokens:
             # (line breaks are whitespace here: the end is the same before and after the
             # kernel drops them)
             end = data.rstrip(bytes(b for b in WHITESPACE if bytes([b]) != t))
-            return Tokens(pl.DataFrame(got), None, end.endswith(t))
+            return Tokens(_frame(got.columns()), None, end.endswith(t))
     # Line breaks that are not delimiters are formatting (CR/LF after terminators, lines
     # wrapped at 80 columns); X12 data never contains them.
     for nl in (b"\r", b"\n"):
@@ -385,7 +391,7 @@ def split_elements(
             names = [f"{prefix}{i:02d}" for i in range(1, n + 1)]
             out = df.drop("raw")
             if m:
-                elements = pl.DataFrame(got)
+                elements = _frame(got.columns())
                 out = out.hstack(elements.rename(dict(zip(elements.columns, names, strict=False))))
             return out.lazy().with_columns(
                 pl.lit(None, dtype=pl.String).alias(name) for name in names[m:]
