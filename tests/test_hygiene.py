@@ -187,9 +187,18 @@ def test_generated_worlds_under_data_are_ignored_by_git() -> None:
 # -- ./dev provisioning ------------------------------------------------------------------
 
 
-def _fake_bin(tmp_path: Path, *, uid: int, apt: bool, redis: bool, apt_status: int = 0) -> Path:
+def _fake_bin(
+    tmp_path: Path,
+    *,
+    uid: int,
+    apt: bool,
+    redis: bool,
+    apt_status: int = 0,
+    compiler: bool = True,
+) -> Path:
     """A PATH with the few tools ``dev`` uses, a fake ``id`` and optional fakes of
-    ``apt-get`` (which only logs its arguments) and ``redis-server``."""
+    ``apt-get`` (which only logs its arguments) and ``redis-server``; with ``compiler``, a
+    ``cc`` and a ``python3`` whose headers are there (without, neither)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("dirname", "cut", "tr", "sed", "cat"):
@@ -201,6 +210,10 @@ def _fake_bin(tmp_path: Path, *, uid: int, apt: bool, redis: bool, apt_status: i
         scripts["apt-get"] = f'#!/bin/sh\necho "$@" >> "{tmp_path}/apt.log"\nexit {apt_status}\n'
     if redis:
         scripts["redis-server"] = "#!/bin/sh\nexit 0\n"
+    # dev asks python3 where its headers are (an exit status of 1: not there)
+    scripts["python3"] = f"#!/bin/sh\nexit {0 if compiler else 1}\n"
+    if compiler:
+        scripts["cc"] = "#!/bin/sh\nexit 0\n"
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -236,6 +249,20 @@ def test_dev_doctor_names_each_missing_piece_and_what_to_run(tmp_path: Path) -> 
     assert "install redis-server with the system's package manager" in lines[0]
     assert lines[1].startswith("dev: missing chromium (")
     assert "chromium fonts-liberation" in lines[1]
+
+
+def test_dev_doctor_names_the_compiler_and_headers_the_x12_kernel_needs(tmp_path: Path) -> None:
+    bin_dir = _fake_bin(tmp_path, uid=1000, apt=False, redis=True, compiler=False)
+    chromium = tmp_path / "chromium"
+    chromium.write_text("#!/bin/sh\n")
+    chromium.chmod(0o755)
+    out = _dev(tmp_path, bin_dir, "doctor", chromium=chromium)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2, out.stderr
+    assert lines[0].startswith("dev: missing gcc (the X12 reader's C kernel")
+    assert lines[1].startswith("dev: missing python3-dev (")
+    assert "apt-get install python3-dev" in lines[1]
 
 
 def test_dev_doctor_is_satisfied_when_everything_is_there(tmp_path: Path) -> None:
