@@ -20,9 +20,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import ArrowArrayExportable
 
 _native: ModuleType | None
 try:
@@ -273,7 +276,7 @@ class Tokens:
     ends_cleanly: bool  # the piece ends with a segment terminator (not cut inside a segment)
 
 
-def _frame(columns: tuple[object, ...]) -> pl.DataFrame:
+def _frame(columns: tuple[ArrowArrayExportable, ...]) -> pl.DataFrame:
     """The kernel's columns as a frame (each imported on its own, so each is freed on its
     own)."""
     return pl.DataFrame([pl.Series(col) for col in columns])
