@@ -686,7 +686,14 @@ static PyObject *Elements_columns(Elements *self, PyObject *unused) {
     if (!out)
         return NULL;
     for (int j = 0; j < m; j++) {
-        char *data = self->data[j] ? self->data[j] : malloc(1); /* short values only */
+        char *data = self->data[j];
+        if (!data) {
+            data = malloc(1); /* short values only */
+        } else if (self->data_len[j] < self->data_cap[j]) {
+            /* the buffer grew by doubling: give the slack back, the column may live long */
+            char *fit = realloc(data, (size_t)(self->data_len[j] ? self->data_len[j] : 1));
+            data = fit ? fit : data;
+        }
         PyObject *col = view_column(ELEMENT_NAMES[j], self->rows, self->nulls[j],
                                     self->views[j], self->valid[j], data, self->data_len[j]);
         self->views[j] = NULL; /* the column owns them now */
