@@ -22,10 +22,68 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ---- */
 
 #define ARROW_FLAG_NULLABLE 2
+
+/* ---- buffers ----
+ *
+ * Column buffers are large and freed from polars' threads whenever polars drops a column.
+ * Large ones are mapped and unmapped here rather than left to malloc, which would keep them
+ * resident in per-thread arenas once freed (glibc raises its mmap threshold after the first
+ * such frees). A 16-byte header before each buffer records how it was made.
+ */
+
+#define BLOCK_HEADER 16
+#define BLOCK_MAPPED ((size_t)256 * 1024)
+
+static void *block_alloc(size_t size, int zero) {
+    size_t total = size + BLOCK_HEADER;
+    char *base;
+    if (total >= BLOCK_MAPPED) {
+        base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            return NULL;
+    } else {
+        base = zero ? calloc(1, total) : malloc(total);
+        if (!base)
+            return NULL;
+    }
+    memcpy(base, &total, sizeof total);
+    return base + BLOCK_HEADER;
+}
+
+static void block_free(void *p) {
+    if (!p)
+        return;
+    char *base = (char *)p - BLOCK_HEADER;
+    size_t total;
+    memcpy(&total, base, sizeof total);
+    if (total >= BLOCK_MAPPED)
+        munmap(base, total);
+    else
+        free(base);
+}
+
+static size_t block_size(void *p) {
+    size_t total;
+    memcpy(&total, (char *)p - BLOCK_HEADER, sizeof total);
+    return total - BLOCK_HEADER;
+}
+
+/* A block of `size` bytes holding the first `keep` bytes of `p` (freed), or NULL (p kept). */
+static void *block_resize(void *p, size_t size, size_t keep) {
+    void *q = block_alloc(size, 0);
+    if (!q)
+        return NULL;
+    if (p) {
+        memcpy(q, p, keep < block_size(p) ? keep : block_size(p));
+        block_free(p);
+    }
+    return q;
+}
 
 struct ArrowSchema {
     const char *format;
@@ -110,15 +168,15 @@ static inline int is_id_char(unsigned char c) {
 }
 
 static void Segments_dealloc(Segments *self) {
-    free(self->raw);
-    free(self->raw_views);
-    free(self->sid_views);
-    free(self->sid_valid);
-    free(self->code);
-    free(self->isa);
-    free(self->gs);
-    free(self->st);
-    free(self->last);
+    block_free(self->raw);
+    block_free(self->raw_views);
+    block_free(self->sid_views);
+    block_free(self->sid_valid);
+    block_free(self->code);
+    block_free(self->isa);
+    block_free(self->gs);
+    block_free(self->st);
+    block_free(self->last);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -159,15 +217,15 @@ static PyObject *segments(PyObject *module, PyObject *args) {
         return NULL;
     }
     memset((char *)self + sizeof(PyObject), 0, sizeof(Segments) - sizeof(PyObject));
-    self->raw = malloc((size_t)size + 1);
-    self->raw_views = malloc((size_t)cap * 16);
-    self->sid_views = malloc((size_t)cap * 16);
-    self->sid_valid = calloc((size_t)(cap / 8 + 1), 1);
-    self->code = malloc((size_t)cap);
-    self->isa = malloc((size_t)cap * sizeof(int64_t));
-    self->gs = malloc((size_t)cap * sizeof(int64_t));
-    self->st = malloc((size_t)cap * sizeof(int64_t));
-    self->last = malloc((size_t)cap);
+    self->raw = block_alloc((size_t)size + 1, 0);
+    self->raw_views = block_alloc((size_t)cap * 16, 0);
+    self->sid_views = block_alloc((size_t)cap * 16, 0);
+    self->sid_valid = block_alloc((size_t)(cap / 8 + 1), 1);
+    self->code = block_alloc((size_t)cap, 0);
+    self->isa = block_alloc((size_t)cap * sizeof(int64_t), 0);
+    self->gs = block_alloc((size_t)cap * sizeof(int64_t), 0);
+    self->st = block_alloc((size_t)cap * sizeof(int64_t), 0);
+    self->last = block_alloc((size_t)cap, 0);
     if (!self->raw || !self->raw_views || !self->sid_views || !self->sid_valid || !self->code ||
         !self->isa || !self->gs || !self->st || !self->last) {
         PyBuffer_Release(&view);
@@ -253,7 +311,7 @@ typedef struct {
 static void release_column(struct ArrowArray *a) {
     ColumnPrivate *p = a->private_data;
     for (int j = 0; j < 3; j++)
-        free(p->owned[j]);
+        block_free(p->owned[j]);
     free(p);
     a->release = NULL;
 }
@@ -344,7 +402,7 @@ static PyObject *make_column(const char *format, const char *name, int64_t lengt
     struct ArrowArray *array = calloc(1, sizeof *array);
     if (!col || !schema || !array) {
         for (int j = 0; j < 3; j++)
-            free(p->owned[j]);
+            block_free(p->owned[j]);
         free(p);
         free(schema);
         free(array);
@@ -375,9 +433,9 @@ static PyObject *view_column(const char *name, int64_t n, int64_t nulls, uint8_t
                              uint8_t *valid, char *data, int64_t data_len) {
     ColumnPrivate *p = calloc(1, sizeof *p);
     if (!p) {
-        free(views);
-        free(valid);
-        free(data);
+        block_free(views);
+        block_free(valid);
+        block_free(data);
         return PyErr_NoMemory();
     }
     p->owned[0] = views;
@@ -396,7 +454,7 @@ static PyObject *primitive_column(const char *format, const char *name, int64_t 
                                   void *values) {
     ColumnPrivate *p = calloc(1, sizeof *p);
     if (!p) {
-        free(values);
+        block_free(values);
         return PyErr_NoMemory();
     }
     p->owned[0] = values;
@@ -414,12 +472,12 @@ static PyObject *Segments_columns(Segments *self, PyObject *unused) {
     }
     const int64_t n = self->n;
     if (!self->raw)
-        self->raw = malloc(1);
+        self->raw = block_alloc(1, 0);
     PyObject *cols[N_COLUMNS];
     /* each call takes its buffers over, whatever it returns */
     cols[0] = view_column("raw", n, 0, self->raw_views, NULL, self->raw, self->raw_bytes);
     cols[1] = view_column("sid", n, self->sid_nulls, self->sid_views, self->sid_valid,
-                          malloc(1), 0);
+                          block_alloc(1, 0), 0);
     cols[2] = primitive_column("C", "_code", n, self->code);
     cols[3] = primitive_column("l", "_isa", n, self->isa);
     cols[4] = primitive_column("l", "_gs", n, self->gs);
@@ -508,9 +566,9 @@ typedef struct {
 
 static void Elements_dealloc(Elements *self) {
     for (int j = 0; j < MAX_ELEMENTS; j++) {
-        free(self->views[j]);
-        free(self->valid[j]);
-        free(self->data[j]);
+        block_free(self->views[j]);
+        block_free(self->valid[j]);
+        block_free(self->data[j]);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -535,7 +593,7 @@ static int put_element(Elements *self, int j, int64_t row, const char *a, int32_
             int64_t cap = self->data_cap[j] ? 2 * self->data_cap[j] : 1 << 16;
             while (cap < need)
                 cap *= 2;
-            char *more = realloc(self->data[j], (size_t)cap);
+            char *more = block_resize(self->data[j], (size_t)cap, (size_t)self->data_len[j]);
             if (!more)
                 return -1;
             self->data[j] = more;
@@ -606,8 +664,8 @@ static PyObject *split(PyObject *module, PyObject *args) {
     self->rows = rows;
     int failed = 0;
     for (int j = 0; j < n && !failed; j++) {
-        self->views[j] = calloc((size_t)(rows > 0 ? rows : 1), 16);
-        self->valid[j] = calloc((size_t)(rows / 8 + 1), 1);
+        self->views[j] = block_alloc((size_t)(rows > 0 ? rows : 1) * 16, 1);
+        self->valid[j] = block_alloc((size_t)(rows / 8 + 1), 1);
         failed = !self->views[j] || !self->valid[j];
     }
     int m = 0;
@@ -688,10 +746,11 @@ static PyObject *Elements_columns(Elements *self, PyObject *unused) {
     for (int j = 0; j < m; j++) {
         char *data = self->data[j];
         if (!data) {
-            data = malloc(1); /* short values only */
+            data = block_alloc(1, 0); /* short values only */
         } else if (self->data_len[j] < self->data_cap[j]) {
             /* the buffer grew by doubling: give the slack back, the column may live long */
-            char *fit = realloc(data, (size_t)(self->data_len[j] ? self->data_len[j] : 1));
+            char *fit = block_resize(data, (size_t)(self->data_len[j] ? self->data_len[j] : 1),
+                                     (size_t)self->data_len[j]);
             data = fit ? fit : data;
         }
         PyObject *col = view_column(ELEMENT_NAMES[j], self->rows, self->nulls[j],
