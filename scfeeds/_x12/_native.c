@@ -1,9 +1,13 @@
-/* One pass over an X12 slice: its segments and their IDs, as Arrow columns.
+/* Native X12 kernels: the two splits of the reader, as Arrow columns for polars.
  *
- * segments(data, element, segment) -> Segments | None
+ * segments(data, element, terminator) -> Segments | None   (a slice into segments)
+ * split(stream, element, n) -> Elements | None              (segments into elements)
  *
- * The same frame as the polars tokenizer in _tokenize.py (columns raw and sid), built in one
- * pass over the bytes instead of a CSV read plus four column queries:
+ * Optional: where this is not built, or returns None, _tokenize.py does the same on polars,
+ * and the tests hold both paths equal.
+ *
+ * segments() makes the polars tokenizer's frame (columns raw and sid) in one pass over the
+ * bytes instead of a CSV read plus four column queries:
  *   - carriage returns and line feeds that are not delimiters are formatting and dropped;
  *   - each segment loses leading spaces and tabs (pretty-printed files); empty ones are dropped;
  *   - sid is the segment's first two or three capitals or digits when the element separator
@@ -23,10 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-
-/* ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ---- */
-
-#define ARROW_FLAG_NULLABLE 2
 
 /* ---- buffers ----
  *
@@ -84,6 +84,10 @@ static void *block_resize(void *p, size_t size, size_t keep) {
     }
     return q;
 }
+
+/* ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ---- */
+
+#define ARROW_FLAG_NULLABLE 2
 
 struct ArrowSchema {
     const char *format;
@@ -238,7 +242,7 @@ static PyObject *segments(PyObject *module, PyObject *args) {
     uint8_t *valid = self->sid_valid;
     Py_BEGIN_ALLOW_THREADS
     const unsigned char *p = data, *end = data + size;
-    while (p <= end) {
+    for (int more = 1; more;) {
         /* one segment: [p, terminator or end), line breaks skipped, leading blanks dropped */
         const unsigned char *stop = p < end ? memchr(p, term, (size_t)(end - p)) : NULL;
         if (!stop)
@@ -257,7 +261,8 @@ static PyObject *segments(PyObject *module, PyObject *args) {
             memcpy(raw + r, p, len0);
             r += (int64_t)len0;
         }
-        p = stop + 1; /* past the terminator (or the end) */
+        more = stop < end;
+        p = more ? stop + 1 : end; /* past the terminator */
         if (r == start)
             continue; /* empty segment */
         const int64_t len = r - start;
