@@ -20,7 +20,7 @@ from polars.testing import assert_frame_equal
 from scfeeds import synth
 from scfeeds._x12 import _tokenize, read_x12
 from scfeeds._x12._core import SourceState, _counted
-from scfeeds._x12._tokenize import Delimiters, tokenize
+from scfeeds._x12._tokenize import Delimiters, split_elements, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("SCFEEDS_X12_CORPUS", ROOT.parent / "shared" / "x12-corpus"))
@@ -169,6 +169,25 @@ def _soup(draw: st.DrawFn) -> tuple[bytes, Delimiters]:
 @given(_soup())
 def test_generated_segment_soups_give_the_polars_frame(case: tuple[bytes, Delimiters]) -> None:
     _same(*case)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw=st.lists(st.one_of(st.none(), st.text(alphabet="PO1*AZ09 é-~^", max_size=60)), max_size=30),
+    n=st.integers(0, 31),
+    chunks=st.integers(1, 3),
+)
+def test_the_kernel_splits_elements_as_polars_does(
+    raw: list[str | None], n: int, chunks: int
+) -> None:
+    # nulls, empty and missing elements, multi-byte text, several chunks (rows gathered
+    # from more than one frame)
+    parts = [raw[i::chunks] for i in range(chunks)]
+    series = pl.concat([pl.Series("raw", p, dtype=pl.String) for p in parts], rechunk=False)
+    frame = pl.DataFrame({"k": range(series.len()), "raw": series}).lazy()
+    fast = split_elements(frame, ["k"], "*", n, "PO1").collect()
+    slow = split_elements(frame, ["k"], "*", n, "PO1", native=False).collect()
+    assert_frame_equal(fast, slow)
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real X12 corpus not found at {CORPUS}")

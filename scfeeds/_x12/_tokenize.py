@@ -8,8 +8,9 @@ column; elements are split later, only for the segment types a table needs.
 
 Where the optional C kernel (``_native.c``) is built, it makes the same frame in one pass over
 the bytes (about a third of the polars path's time) for every slice of plain ASCII with
-single-byte delimiters; anything else (a BOM, UTF-8 text or bad bytes to report, line breaks
-used as component separators) takes the polars path, which handles everything.
+single-byte delimiters, and splits segments into elements; anything else (a BOM, UTF-8 text or
+bad bytes to report, line breaks used as component separators) takes the polars path, which
+handles everything.
 """
 
 from __future__ import annotations
@@ -386,7 +387,7 @@ def split_elements(
     before PO125), the rest are null columns. The C kernel splits the column in one pass
     where it is built (and ``native``); else polars splits it into a list column once.
     """
-    if native and _native is not None and len(element) == 1 and element < "\x80":
+    if native and _native is not None and len(element) == 1 and element < "\x80" and n <= 40:
         df = frame.select(*keep, pl.col("raw")).collect(engine=ENGINE)
         got = _native.split(df["raw"].__arrow_c_stream__(), ord(element), n)
         if got is not None:
