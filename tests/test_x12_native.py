@@ -123,26 +123,31 @@ def test_each_column_is_its_own_allocation_and_exported_once() -> None:
         columns[0].__arrow_c_array__()
     assert native.segments(b"", ord("*"), ord("~")).height == 0
     # Columns imported apart are freed apart: a table that keeps one element column (PO103,
-    # the unit) must not keep the others' memory. The kernel maps large column buffers itself
-    # and unmaps them when polars drops the column, so resident memory says what was freed.
+    # the unit) must not keep the others' memory. The kernel counts the bytes of the buffers
+    # it made that are not yet freed.
     rows = pl.Series("raw", [f"PO1*{i}*{'9' * 40}*EA*{'7' * 40}" for i in range(200_000)])
     elements = native.split(rows.__arrow_c_stream__(), ord("*"), 4)
     assert elements is not None
     kept, *others = (pl.Series(c) for c in elements.columns())
-    del elements
-    before = _rss()
+    del elements  # (also frees the views of the columns beyond the fourth element)
+    before = native.buffer_bytes()
     del others
     gc.collect()
     # two columns of 200,000 values of 40 bytes, and their views
-    assert before - _rss() >= 2 * 200_000 * (40 + 16)
+    assert before - native.buffer_bytes() >= 2 * 200_000 * (40 + 16)
     assert kept.to_list()[:2] == ["0", "1"]
+    # and the kept column's own buffers go when it does
+    before = native.buffer_bytes()
+    del kept
+    gc.collect()
+    assert before - native.buffer_bytes() >= 200_000 * 16
 
 
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+def test_column_buffers_come_from_polars_allocator() -> None:
+    # shared by polars for its extensions: freed column memory is reused as polars' own is
+    native = _tokenize._native
+    assert native is not None
+    assert native.allocator() == "polars"
 
 
 _IDS = ["ISA", "GS", "ST", "SE", "GE", "IEA", "PO1", "N1", "BEG", "AB", "ABCD", "po1", "1X", "X"]
@@ -224,9 +229,17 @@ def test_synthetic_feeds_give_the_polars_frame(world: list[Path]) -> None:
 def test_read_x12_without_the_kernel_gives_the_same_frames(
     world: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    native = _tokenize._native
+    assert native is not None
+    held = native.buffer_bytes()
     with_kernel = read_x12(world, segments=True)
+    assert native.buffer_bytes() > held  # the frames hold some of the kernel's columns
     monkeypatch.setattr(_tokenize, "_native", None)
     without = read_x12(world, segments=True)
     for name in FRAMES:
         assert_frame_equal(getattr(with_kernel, name), getattr(without, name), check_exact=True)
     assert with_kernel.po_lines.height > 0
+    # every buffer the kernel made is freed with the frames (none leaks, none is orphaned)
+    del with_kernel
+    gc.collect()
+    assert native.buffer_bytes() == held

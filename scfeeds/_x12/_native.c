@@ -30,28 +30,53 @@
 
 /* ---- buffers ----
  *
- * Column buffers are large and freed from polars' threads whenever polars drops a column.
- * Large ones are mapped and unmapped here rather than left to malloc, which would keep them
- * resident in per-thread arenas once freed (glibc raises its mmap threshold after the first
- * such frees). A 16-byte header before each buffer records how it was made.
+ * Column buffers are handed to polars, which frees them (through the column's release)
+ * whenever it drops the column, on any of its threads. They come from polars' own allocator
+ * where polars shares it (the capsule polars exports for its extensions, given by
+ * use_allocator()): freed memory is then reused by the next slice, as polars reuses its own,
+ * and nothing stays resident that polars would not keep. Without it, large buffers are mapped
+ * and unmapped here (malloc would keep them resident in per-thread arenas once freed), small
+ * ones come from malloc. A 16-byte header before each buffer records how it was made.
  */
 
 #define BLOCK_HEADER 16
+#define BLOCK_ALIGN 16
 #define BLOCK_MAPPED ((size_t)256 * 1024)
+
+enum { FROM_MALLOC = 1, FROM_MMAP = 2, FROM_POLARS = 3 };
+
+/* polars' allocator capsule: the layout of its AllocatorCapsule (repr(C)). */
+typedef struct {
+    void *(*alloc)(size_t size, size_t align);
+    void (*dealloc)(void *ptr, size_t size, size_t align);
+    void *(*alloc_zeroed)(size_t size, size_t align);
+    void *(*realloc)(void *ptr, size_t size, size_t align, size_t new_size);
+} PolarsAllocator;
+
+static const PolarsAllocator *polars_allocator = NULL;
+static int64_t live_bytes = 0; /* in buffers made here and not yet freed (any thread) */
 
 static void *block_alloc(size_t size, int zero) {
     size_t total = size + BLOCK_HEADER;
     char *base;
-    if (total >= BLOCK_MAPPED) {
+    uint32_t kind;
+    if (polars_allocator) {
+        base = zero ? polars_allocator->alloc_zeroed(total, BLOCK_ALIGN)
+                    : polars_allocator->alloc(total, BLOCK_ALIGN);
+        kind = FROM_POLARS;
+    } else if (total >= BLOCK_MAPPED) {
         base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED)
-            return NULL;
+        base = base == MAP_FAILED ? NULL : base;
+        kind = FROM_MMAP;
     } else {
         base = zero ? calloc(1, total) : malloc(total);
-        if (!base)
-            return NULL;
+        kind = FROM_MALLOC;
     }
+    if (!base)
+        return NULL;
     memcpy(base, &total, sizeof total);
+    memcpy(base + sizeof total, &kind, sizeof kind);
+    __atomic_add_fetch(&live_bytes, (int64_t)total, __ATOMIC_RELAXED);
     return base + BLOCK_HEADER;
 }
 
@@ -60,8 +85,13 @@ static void block_free(void *p) {
         return;
     char *base = (char *)p - BLOCK_HEADER;
     size_t total;
+    uint32_t kind;
     memcpy(&total, base, sizeof total);
-    if (total >= BLOCK_MAPPED)
+    memcpy(&kind, base + sizeof total, sizeof kind);
+    __atomic_sub_fetch(&live_bytes, (int64_t)total, __ATOMIC_RELAXED);
+    if (kind == FROM_POLARS)
+        polars_allocator->dealloc(base, total, BLOCK_ALIGN);
+    else if (kind == FROM_MMAP)
         munmap(base, total);
     else
         free(base);
@@ -83,6 +113,32 @@ static void *block_resize(void *p, size_t size, size_t keep) {
         block_free(p);
     }
     return q;
+}
+
+static PyObject *use_allocator(PyObject *module, PyObject *capsule) {
+    (void)module;
+    const PolarsAllocator *a = PyCapsule_GetPointer(capsule, "polars.polars._allocator");
+    if (!a)
+        return NULL;
+    if (!a->alloc || !a->dealloc || !a->alloc_zeroed) {
+        PyErr_SetString(PyExc_ValueError, "polars' allocator capsule has no functions");
+        return NULL;
+    }
+    /* set once: buffers made before are freed by what made them (the header says) */
+    polars_allocator = a;
+    Py_RETURN_NONE;
+}
+
+static PyObject *buffer_bytes(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return PyLong_FromLongLong(__atomic_load_n(&live_bytes, __ATOMIC_RELAXED));
+}
+
+static PyObject *allocator(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return PyUnicode_FromString(polars_allocator ? "polars" : "system");
 }
 
 /* ---- Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ---- */
@@ -797,6 +853,12 @@ static PyTypeObject ElementsType = {
 };
 
 static PyMethodDef module_methods[] = {
+    {"use_allocator", use_allocator, METH_O,
+     "use_allocator(capsule): make column buffers with polars' allocator (its capsule)."},
+    {"buffer_bytes", buffer_bytes, METH_NOARGS,
+     "Bytes in column buffers made by the kernel and not yet freed (by polars or here)."},
+    {"allocator", allocator, METH_NOARGS,
+     "Which allocator column buffers come from: 'polars' or 'system'."},
     {"segments", segments, METH_VARARGS,
      "segments(data, element, terminator) -> Segments, or None for what the polars path must "
      "read (bytes above 0x7F, unusual delimiters)."},

@@ -15,6 +15,7 @@ handles everything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -33,6 +34,13 @@ try:
     import scfeeds._x12._native as _native
 except ImportError:  # built without a C compiler: the polars path reads everything
     _native = None
+else:
+    # Column buffers from polars' own allocator (the capsule it shares with extensions), so
+    # that they are reused and returned as polars' own are; else the kernel's fallback.
+    with contextlib.suppress(ImportError, AttributeError, ValueError):
+        from polars import _plr
+
+        _native.use_allocator(_plr._allocator)  # type: ignore[union-attr]
 
 BOM: Final = b"\xef\xbb\xbf"
 WHITESPACE: Final = b" \t\r\n"
